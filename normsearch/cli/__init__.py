@@ -1,0 +1,6 @@
+"""Command-line interface. Each module registers its commands on :data:`app`."""
+
+from . import presets  # noqa: F401  (registers commands)
+from .app import app
+
+__all__ = ["app"]

@@ -1,0 +1,41 @@
+"""Confirmation settings: which candidates get short training runs, and how they are trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..settings import check_fields
+
+DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "mnist", "fashionmnist")
+
+
+@dataclass(frozen=True)
+class ConfirmSettings:
+    """Settings of the confirmation stage (validated on construction; see :mod:`normsearch.settings`)."""
+
+    top_k: int = field(default=3, metadata={"min": 0, "help": "best candidates by scalar score to train"})
+    baselines: bool = field(default=True, metadata={"help": "also train the enqueued baseline layers"})
+    random: int = field(default=0, metadata={"min": 0, "help": "extra random candidates, for calibration spread"})
+    dataset: str = field(default="digits", metadata={"choices": DATASETS, "help": "training data"})
+    data_dir: str = field(default="data", metadata={"help": "where torchvision datasets are stored"})
+    download: bool = field(default=False, metadata={"help": "download torchvision datasets if missing"})
+    model: str = field(default="resnet", metadata={"choices": ("resnet", "cnn"), "help": "trained network"})
+    depth: int = field(default=8, metadata={"min": 2, "help": "ResNet depth (6n+2) or CNN conv layers"})
+    width: int = field(default=32, metadata={"min": 1, "help": "channels of the first stage"})
+    epochs: int = field(default=3, metadata={"min": 1, "help": "training epochs"})
+    steps: int | None = field(default=None, metadata={"min": 1, "help": "cap on optimizer steps (overrides epochs)"})
+    batch_size: int = field(default=64, metadata={"min": 1, "help": "training batch size"})
+    optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adam", "adamw")})
+    lr: float = field(default=0.1, metadata={"min": 0.0, "help": "peak learning rate"})
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
+    weight_decay: float = field(default=1e-4, metadata={"min": 0.0})
+    schedule: str = field(default="cosine", metadata={"choices": ("constant", "cosine", "step")})
+    warmup_epochs: float = field(default=0.0, metadata={"min": 0.0})
+    seeds: int = field(default=1, metadata={"min": 1, "help": "training seeds per candidate"})
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
+    amp: bool = field(default=False, metadata={"help": "bf16 autocast on CUDA"})
+    channels_last: bool = field(default=False, metadata={"help": "channels_last memory format on CUDA"})
+    small_batch: int | None = field(default=None, metadata={"min": 1, "help": "retrain at this batch size"})
+
+    def __post_init__(self) -> None:
+        check_fields(self)

@@ -1,0 +1,332 @@
+"""The normalizer's configuration: one frozen dataclass spanning Π × Φ × Ψ, and its compact string form.
+
+A config is validated once, when it is built (``NormConfig(...)``, :func:`parse_spec` or :func:`as_config`);
+everything downstream trusts it. Every invalid combination raises one ``ValueError`` that names the option
+and the allowed values.
+
+String form (``spec``): ``PRESET[:key=value,key=value...]`` or ``key=value,...`` (overrides of the defaults),
+for example ``"gn:groups=8"``, ``"bn:momentum=0.05"``, ``"in:scale=rms,center=false,act=tlu"``.
+:meth:`NormConfig.spec` returns the shortest such string that parses back to the same config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+PARTITIONS = ("none", "batch", "layer", "instance", "group", "position", "batch_group")
+"""Π: which elements share statistics, for an input of shape (N, C, *spatial)."""
+BATCH_PARTITIONS = ("batch", "batch_group")
+GROUPED_PARTITIONS = ("group", "batch_group")
+SCALES = ("std", "rms", "none")
+AFFINES = ("full", "gain", "none")
+ACTS = ("none", "tlu", "evo_s0", "evo_b0")
+WEIGHTS = ("none", "weight_norm", "scaled_ws")
+
+
+@dataclass(frozen=True)
+class NormConfig:
+    """One point of the Π × Φ × Ψ design space.
+
+    Π (partition):
+        partition: ``batch`` per channel over (N, *S); ``layer`` per sample over (C, *S); ``instance`` per
+            sample and channel over *S; ``group`` per sample over (C/G, *S); ``position`` per sample and
+            position over C; ``batch_group`` per channel group over (N, C/G, *S); ``none`` no statistics.
+        groups / group_size: the number G of contiguous channel groups, or C/G; exactly one of them for
+            the grouped partitions, neither otherwise.
+    Φ (statistics):
+        center: subtract the mean μ of the partition.
+        scale: divide by ``std`` = sqrt(σ² + eps) (biased σ²), ``rms`` = sqrt(E[x²] + eps), or ``none``.
+        eps: added under the square root.
+        running: keep running estimates (updated in train mode, used in eval mode); batch partitions only.
+            ``False`` uses batch statistics in eval mode too.
+        momentum: running = (1 - momentum) · running + momentum · batch estimate (torch's convention).
+    Ψ (recovery):
+        affine: per-channel γ and β (``full``), γ only (``gain``), or ``none``.
+        act: nonlinearity fused into the layer: ``tlu`` max(y, τ) (FRN), ``evo_s0`` numerator gated by
+            sigmoid(v·x), ``evo_b0`` denominator max(d, v·x + sqrt(instance σ² + eps)) (EvoNorm).
+    Weight side:
+        weight: reparametrization of the preceding conv: ``weight_norm`` or ``scaled_ws``.
+
+    Fields left ``None`` (running, momentum) resolve to their partition's default.
+    """
+
+    partition: str = "batch"
+    groups: int | None = None
+    group_size: int | None = None
+    center: bool = True
+    scale: str = "std"
+    eps: float = 1e-5
+    running: bool | None = None
+    momentum: float | None = None
+    affine: str = "full"
+    act: str = "none"
+    weight: str = "none"
+
+    def __post_init__(self) -> None:
+        _check_choice("partition", self.partition, PARTITIONS)
+        _check_choice("scale", self.scale, SCALES)
+        _check_choice("affine", self.affine, AFFINES)
+        _check_choice("act", self.act, ACTS)
+        _check_choice("weight", self.weight, WEIGHTS)
+        for name in ("center",):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"option '{name}' must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, int | float) or not (
+            0 < self.eps < 1 and math.isfinite(self.eps)
+        ):
+            raise ValueError(f"option 'eps' must be a number in (0, 1), got {self.eps!r}")
+        object.__setattr__(self, "eps", float(self.eps))
+        self._check_groups()
+        self._resolve_running()
+        if self.partition == "none":
+            if self.center or self.scale != "none":
+                raise ValueError(
+                    "partition=none computes no statistics: it needs center=false and scale=none"
+                )
+            if self.act in ("evo_s0", "evo_b0"):
+                raise ValueError(f"act={self.act} is built on partition statistics: it needs partition != none")
+        elif not self.center and self.scale == "none":
+            raise ValueError(
+                f"partition={self.partition} with center=false and scale=none normalizes nothing: "
+                "use partition=none"
+            )
+        if self.act == "evo_b0" and self.scale == "none":
+            raise ValueError("act=evo_b0 takes the max with the partition's scale: it needs scale=std or rms")
+
+    def _check_groups(self) -> None:
+        for name in ("groups", "group_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"option '{name}' must be a positive integer, got {value!r}")
+        if self.partition in GROUPED_PARTITIONS:
+            if (self.groups is None) == (self.group_size is None):
+                raise ValueError(
+                    f"partition={self.partition} needs exactly one of 'groups' or 'group_size'"
+                )
+        elif self.groups is not None or self.group_size is not None:
+            raise ValueError(
+                f"options 'groups'/'group_size' apply only to partition in {list(GROUPED_PARTITIONS)}, "
+                f"not partition={self.partition}"
+            )
+
+    def _resolve_running(self) -> None:
+        batchy = self.partition in BATCH_PARTITIONS
+        running = batchy if self.running is None else self.running
+        if not isinstance(running, bool):
+            raise ValueError(f"option 'running' must be true or false, got {self.running!r}")
+        if running and not batchy:
+            raise ValueError(
+                f"option 'running' applies only to partition in {list(BATCH_PARTITIONS)}, "
+                f"not partition={self.partition}"
+            )
+        momentum = self.momentum
+        if momentum is None:
+            momentum = 0.1 if running else None
+        elif not running:
+            raise ValueError("option 'momentum' needs running=true (a batch partition with running estimates)")
+        elif isinstance(momentum, bool) or not isinstance(momentum, int | float) or not 0 < momentum <= 1:
+            raise ValueError(f"option 'momentum' must be a number in (0, 1], got {momentum!r}")
+        object.__setattr__(self, "running", running)
+        object.__setattr__(self, "momentum", None if momentum is None else float(momentum))
+
+    # ----------------------------------------------------------------------------------------------
+    def num_groups(self, num_channels: int) -> int:
+        """G for an input with ``num_channels`` channels (validates divisibility).
+
+        ``batch`` and ``instance`` have one group per channel, ``layer`` and ``position`` a single one.
+        """
+        if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
+            raise ValueError(f"num_channels must be a positive integer, got {num_channels!r}")
+        if self.partition in ("batch", "instance"):
+            return num_channels
+        if self.partition not in GROUPED_PARTITIONS:
+            return 1
+        if self.groups is not None:
+            if num_channels % self.groups:
+                raise ValueError(f"option 'groups'={self.groups} does not divide num_channels={num_channels}")
+            return self.groups
+        if num_channels % self.group_size:
+            raise ValueError(
+                f"option 'group_size'={self.group_size} does not divide num_channels={num_channels}"
+            )
+        return num_channels // self.group_size
+
+    @property
+    def normalizes_activations(self) -> bool:
+        """Whether the layer computes statistics of its input (False for purely weight-based schemes)."""
+        return self.partition != "none"
+
+    def replace(self, **changes: Any) -> NormConfig:
+        """A validated copy with some options changed (``running``/``momentum`` re-resolved if omitted)."""
+        return as_config(_overrides_applied(self._explicit(), changes, "replace()"))
+
+    def _explicit(self) -> dict[str, Any]:
+        """Options as given, with running/momentum left to resolve when they equal their defaults."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.running == (self.partition in BATCH_PARTITIONS):
+            values["running"] = None
+        if self.momentum == (0.1 if self.running else None):
+            values["momentum"] = None
+        return values
+
+    def spec(self) -> str:
+        """The shortest ``PRESET[:key=value,...]`` string that :func:`parse_spec` maps back to this config.
+
+        Falls back to the preset-less ``key=value,...`` form (overrides of the defaults), which always
+        round-trips.
+        """
+        from .presets import PRESETS
+
+        explicit = self._explicit()
+        candidates = []
+        for name, preset in PRESETS.items():
+            base = as_config(preset.options)
+            diff = {
+                k: v for k, v in explicit.items() if getattr(base, k) != getattr(self, k) and v is not None
+            }
+            if "groups" in diff or "group_size" in diff:
+                diff.update({k: v for k, v in _group_kwargs(self).items() if v is not None})
+            candidates.append(name + (":" + ",".join(f"{k}={_format(v)}" for k, v in diff.items()) if diff else ""))
+        valid = [text for text in candidates if _parses_to(text, self)]
+        if valid:
+            return min(valid, key=len)
+        return ",".join(f"{k}={_format(v)}" for k, v in explicit.items() if v is not None and v != _DEFAULTS[k])
+
+    def __str__(self) -> str:
+        return self.spec()
+
+
+def _parses_to(text: str, cfg: NormConfig) -> bool:
+    try:
+        return parse_spec(text) == cfg
+    except ValueError:
+        return False
+
+
+def _group_kwargs(cfg: NormConfig) -> dict[str, int | None]:
+    return {"groups": cfg.groups, "group_size": cfg.group_size}
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"option '{name}' must be one of {', '.join(allowed)}; got {value!r}")
+
+
+OPTION_NAMES = tuple(f.name for f in fields(NormConfig))
+_DEFAULTS = {f.name: f.default for f in fields(NormConfig)}
+_INT_OPTIONS = ("groups", "group_size")
+_FLOAT_OPTIONS = ("eps", "momentum")
+_BOOL_OPTIONS = ("center", "running")
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _parse_value(name: str, text: str, spec: str) -> Any:
+    """Turn one ``key=value`` string value into its typed option value."""
+    lowered = text.strip().lower()
+    if lowered == "none" and name in _INT_OPTIONS + _FLOAT_OPTIONS + ("running",):
+        return None
+    try:
+        if name in _INT_OPTIONS:
+            return int(lowered)
+        if name in _FLOAT_OPTIONS:
+            return float(lowered)
+    except ValueError:
+        kind = "an integer" if name in _INT_OPTIONS else "a number"
+        raise ValueError(f"norm spec {spec!r}: option '{name}' must be {kind}, got {text!r}") from None
+    if name in _BOOL_OPTIONS:
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError(f"norm spec {spec!r}: option '{name}' must be true or false, got {text!r}")
+    return lowered
+
+
+def _overrides_applied(base: Mapping[str, Any], overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Merge overrides into base options; naming one of groups/group_size drops the other."""
+    unknown = [k for k in overrides if k not in OPTION_NAMES]
+    if unknown:
+        raise ValueError(f"{where}: unknown option {unknown[0]!r}; allowed: {', '.join(OPTION_NAMES)}")
+    merged = dict(base)
+    if "groups" in overrides and "group_size" not in overrides:
+        merged["group_size"] = None
+    if "group_size" in overrides and "groups" not in overrides:
+        merged["groups"] = None
+    if "partition" in overrides:  # running/momentum defaults and group options depend on the partition
+        merged.update(running=None, momentum=None)
+        if overrides["partition"] not in GROUPED_PARTITIONS:
+            merged.update(groups=None, group_size=None)
+    merged.update(overrides)
+    return merged
+
+
+def parse_spec(spec: str) -> NormConfig:
+    """Parse ``PRESET[:key=value,...]`` or ``key=value,...`` into a validated :class:`NormConfig`."""
+    from .presets import PRESETS
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"norm spec must be a non-empty string, got {spec!r}")
+    text = spec.strip()
+    head, sep, tail = text.partition(":")
+    if "=" in head:
+        name, options_text = None, text
+    else:
+        name, options_text = head.strip().lower(), tail if sep else ""
+        if name not in PRESETS:
+            raise ValueError(f"norm spec {spec!r}: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in options_text.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip().lower()
+        if not eq:
+            raise ValueError(f"norm spec {spec!r}: expected key=value, got {item!r}")
+        if key not in OPTION_NAMES:
+            raise ValueError(f"norm spec {spec!r}: unknown option {key!r}; allowed: {', '.join(OPTION_NAMES)}")
+        if key in overrides:
+            raise ValueError(f"norm spec {spec!r}: option {key!r} given twice")
+        overrides[key] = _parse_value(key, value, spec)
+    base = PRESETS[name].options if name else {}
+    try:
+        return NormConfig(**_overrides_applied(base, overrides, f"norm spec {spec!r}"))
+    except ValueError as err:
+        if str(err).startswith("norm spec"):
+            raise
+        raise ValueError(f"norm spec {spec!r}: {err}") from None
+
+
+def as_config(spec: str | Mapping[str, Any] | NormConfig) -> NormConfig:
+    """Accept a spec string, a mapping of options (optionally with a ``preset`` key) or a config."""
+    from .presets import PRESETS
+
+    if isinstance(spec, NormConfig):
+        return spec
+    if isinstance(spec, str):
+        return parse_spec(spec)
+    if isinstance(spec, Mapping):
+        options = dict(spec)
+        preset = options.pop("preset", None)
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+        base = PRESETS[preset].options if preset else {}
+        merged = _overrides_applied(base, options, "norm options")
+        try:
+            return NormConfig(**merged)
+        except TypeError as err:  # pragma: no cover - guarded by _overrides_applied
+            raise ValueError(str(err)) from None
+    raise ValueError(f"a norm spec is a string, a mapping or a NormConfig, got {type(spec).__name__}")
+
+
+def config_dict(cfg: NormConfig) -> dict[str, Any]:
+    """All options of a config as a plain dict (JSON-ready)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,214 @@
+"""The unified normalization layer.
+
+For an input x of shape (N, C, *S) and a partition Π into sets of elements that share statistics:
+
+    μ = E_Π[x],  σ² = E_Π[(x - μ)²] (biased),  m₂ = E_Π[x²]
+    x̃ = x - μ                   if center else x
+    d = sqrt(σ² + eps)          if scale = std
+        sqrt(m₂ + eps)          if scale = rms
+        1                       if scale = none
+    d ← max(d, v·x + sqrt(σ²_instance + eps))      if act = evo_b0
+    x̃ ← x̃ · sigmoid(v·x)                           if act = evo_s0
+    y = γ · x̃ / d + β           (γ, β per channel; affine = full | gain | none)
+    y ← max(y, τ)               if act = tlu
+
+Batch partitions keep running estimates of μ and σ² (σ² updated unbiased, as torch does) and use them in
+eval mode; m₂ is then running σ² + running μ². Statistics are computed in float32 whatever the input dtype.
+Configs that equal a torch layer run on its fused kernel (``F.batch_norm``, ``F.group_norm``,
+``F.layer_norm``, ``F.rms_norm``); the rest on the generic path above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import BATCH_PARTITIONS, NormConfig
+
+
+class UnifiedNorm(nn.Module):
+    """One layer for every point of Π × Φ × Ψ; input (N, C, *S) with C = ``num_channels``, output alike.
+
+    Parameters: ``weight`` (γ, shape C), ``bias`` (β, C), ``v`` (EvoNorm, C), ``tau`` (TLU, C).
+    Buffers with running estimates: ``running_mean``, ``running_var`` (shape C for ``batch``, G for
+    ``batch_group``) and ``num_batches_tracked``: the names of ``nn.BatchNorm2d``/``nn.GroupNorm``, so their
+    state dicts load as they are.
+    """
+
+    def __init__(self, config: NormConfig, num_channels: int) -> None:
+        super().__init__()
+        self.config = config
+        self.num_channels = num_channels
+        self.groups = config.num_groups(num_channels)
+        c = num_channels
+        self.weight = nn.Parameter(torch.ones(c)) if config.affine != "none" else None
+        self.bias = nn.Parameter(torch.zeros(c)) if config.affine == "full" else None
+        self.v = nn.Parameter(torch.ones(c)) if config.act in ("evo_s0", "evo_b0") else None
+        self.tau = nn.Parameter(torch.zeros(c)) if config.act == "tlu" else None
+        if config.running:
+            stats = c if config.partition == "batch" else self.groups
+            self.register_buffer("running_mean", torch.zeros(stats))
+            self.register_buffer("running_var", torch.ones(stats))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+        self._kernel = select_kernel(config)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(
+                f"UnifiedNorm({self.config.spec()}) expects input (N, {self.num_channels}, *spatial), "
+                f"got shape {tuple(x.shape)}"
+            )
+        return self._kernel(self, x)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, spec={self.config.spec()!r}"
+
+    def _running_update_factor(self) -> float:
+        """Momentum for this step, counting the step as torch's batch norm does."""
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        return self.config.momentum
+
+
+Kernel = Callable[[UnifiedNorm, Tensor], Tensor]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fused kernels: configs that equal a torch layer.
+def _batch_norm_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
+    """``nn.BatchNorm2d`` (also without running estimates, i.e. batch statistics in eval mode)."""
+    use_batch_stats = m.training or m.running_mean is None
+    momentum = m._running_update_factor() if m.training and m.running_mean is not None else 0.0
+    return F.batch_norm(
+        x, m.running_mean, m.running_var, m.weight, m.bias, use_batch_stats, momentum, m.config.eps
+    )
+
+
+def _group_norm_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
+    """``nn.GroupNorm`` (layer: G = 1, instance: G = C, group: G)."""
+    return F.group_norm(x, m.groups, m.weight, m.bias, m.config.eps)
+
+
+def _channels_last(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    return fn(x.movedim(1, -1)).movedim(-1, 1)
+
+
+def _position_layer_norm_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
+    """LayerNorm over C at each position (``F.layer_norm`` on channels-last)."""
+    return _channels_last(lambda t: F.layer_norm(t, (m.num_channels,), m.weight, m.bias, m.config.eps), x)
+
+
+def _position_rms_norm_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
+    """RMSNorm over C at each position (``F.rms_norm`` on channels-last)."""
+    return _channels_last(lambda t: F.rms_norm(t, (m.num_channels,), m.weight, m.config.eps), x)
+
+
+def _layer_rms_norm_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
+    """RMSNorm over (C, *S) with per-channel gain: ``F.rms_norm`` then γ."""
+    y = F.rms_norm(x, x.shape[1:], None, m.config.eps)
+    return y if m.weight is None else y * _per_channel(m.weight, x)
+
+
+def _identity_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
+    """No statistics: only the recovery step (affine and TLU) is applied."""
+    return _recover(m, x)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generic path.
+def _per_channel(p: Tensor, x: Tensor) -> Tensor:
+    return p.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+def _grouped_view(m: UnifiedNorm, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """x viewed as (N, G, C/G, *S) and the dims Π reduces over in that view."""
+    n, c, *spatial = x.shape
+    spatial_dims = tuple(range(3, 3 + len(spatial)))
+    reduce_dims = {
+        "batch": (0, 2, *spatial_dims),
+        "batch_group": (0, 2, *spatial_dims),
+        "layer": (1, 2, *spatial_dims),
+        "instance": (2, *spatial_dims),
+        "group": (2, *spatial_dims),
+        "position": (1, 2),
+    }[m.config.partition]
+    return x.reshape(n, m.groups, c // m.groups, *spatial), reduce_dims
+
+
+def _statistics(m: UnifiedNorm, xg: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """(μ, σ²) over ``dims`` of the grouped view, keepdim; running estimates in eval mode."""
+    stat_shape = [1 if d in dims else s for d, s in enumerate(xg.shape)]
+    if m.running_mean is not None and not m.training:
+        return m.running_mean.view(stat_shape), m.running_var.view(stat_shape)
+    var, mean = torch.var_mean(xg, dim=dims, correction=0, keepdim=True)
+    if m.running_mean is not None:
+        count = xg.numel() // mean.numel()
+        momentum = m._running_update_factor()
+        with torch.no_grad():
+            m.running_mean.lerp_(mean.reshape(-1).to(m.running_mean.dtype), momentum)
+            unbiased = var.reshape(-1) * (count / max(count - 1, 1))
+            m.running_var.lerp_(unbiased.to(m.running_var.dtype), momentum)
+    return mean, var
+
+
+def _recover(m: UnifiedNorm, y: Tensor) -> Tensor:
+    """Ψ: per-channel affine, then TLU."""
+    if m.weight is not None:
+        y = y * _per_channel(m.weight, y)
+    if m.bias is not None:
+        y = y + _per_channel(m.bias, y)
+    if m.tau is not None:
+        y = torch.maximum(y, _per_channel(m.tau, y))
+    return y
+
+
+def _generic_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
+    cfg = m.config
+    xf = x.float()
+    xg, dims = _grouped_view(m, xf)
+    mean, var = _statistics(m, xg, dims)
+    num = xg - mean if cfg.center else xg
+    if cfg.scale == "std":
+        den = torch.sqrt(var + cfg.eps)
+    elif cfg.scale == "rms":
+        den = torch.sqrt(var + mean.square() + cfg.eps)
+    else:
+        den = None
+    if cfg.act == "evo_b0":
+        v = _per_channel(m.v.float(), xf)
+        inst_var = torch.var(xf, dim=tuple(range(2, xf.dim())), correction=0, keepdim=True)
+        den = torch.maximum(den.expand_as(xg).reshape(xf.shape), v * xf + torch.sqrt(inst_var + cfg.eps))
+        y = num.reshape(xf.shape) / den
+    else:
+        y = (num if den is None else num / den).reshape(xf.shape)
+    if cfg.act == "evo_s0":
+        y = y * torch.sigmoid(_per_channel(m.v.float(), xf) * xf)
+    return _recover(m, y).to(x.dtype)
+
+
+def select_kernel(cfg: NormConfig) -> Kernel:
+    """The fastest exact implementation of a config: a fused torch kernel where one exists."""
+    plain = cfg.act == "none"
+    if cfg.partition == "none":
+        return _identity_kernel
+    if plain and cfg.center and cfg.scale == "std":
+        if cfg.partition == "batch":
+            return _batch_norm_kernel
+        if cfg.partition in ("layer", "instance", "group"):
+            return _group_norm_kernel
+        if cfg.partition == "position":
+            return _position_layer_norm_kernel
+    if plain and not cfg.center and cfg.scale == "rms" and cfg.affine != "full":
+        if cfg.partition == "layer":
+            return _layer_rms_norm_kernel
+        if cfg.partition == "position":
+            return _position_rms_norm_kernel
+    return _generic_kernel
+
+
+__all__ = ["UnifiedNorm", "select_kernel", "BATCH_PARTITIONS"]

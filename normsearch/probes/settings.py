@@ -1,0 +1,25 @@
+"""Probe settings: which network, batch and seeds the init-time probes run on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..settings import check_fields
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Settings of one probe run (validated on construction; see :mod:`normsearch.settings`)."""
+
+    model: str = field(default="resnet", metadata={"choices": ("resnet", "cnn"), "help": "probe network"})
+    depth: int = field(default=20, metadata={"min": 2, "help": "ResNet depth (6n+2) or CNN conv layers"})
+    width: int = field(default=32, metadata={"min": 1, "help": "channels of the first stage"})
+    batch_size: int = field(default=64, metadata={"min": 2, "help": "samples in the probe batch"})
+    seeds: int = field(default=3, metadata={"min": 1, "help": "independent inits/batches, reported as mean ± std"})
+    seed: int = field(default=0, metadata={"min": 0, "help": "base seed: fixes inputs and init"})
+    data: str = field(default="digits", metadata={"choices": ("digits", "gaussian"), "help": "probe inputs"})
+    resolution: int = field(default=16, metadata={"min": 4, "help": "input height = width"})
+    skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
