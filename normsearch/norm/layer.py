@@ -167,28 +167,61 @@ def _recover(m: UnifiedNorm, y: Tensor) -> Tensor:
     return y
 
 
+def _per_sample_channel(stat: Tensor, m: UnifiedNorm, x: Tensor) -> Tensor:
+    """A statistic of the grouped view, shape (N or 1, G or 1, 1, ...), as (N or 1, C, 1, ...) for x."""
+    n = stat.shape[0]
+    per_group = stat.reshape(n, -1, 1).expand(n, m.groups, m.num_channels // m.groups)
+    return per_group.reshape(n, m.num_channels, *([1] * (x.dim() - 2)))
+
+
+def _denominator(cfg: NormConfig, mean: Tensor, var: Tensor) -> Tensor | None:
+    if cfg.scale == "std":
+        return torch.sqrt(var + cfg.eps)
+    if cfg.scale == "rms":
+        return torch.sqrt(var + mean.square() + cfg.eps)
+    return None
+
+
 def _generic_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
+    """Statistics of the grouped view, then the formula of the module docstring, in float32.
+
+    Where the statistics are constant per (sample, channel), i.e. every partition but ``position``,
+    normalization and affine fold into one ``x · a + b`` with small per-(N, C) tensors a and b
+    (not for evo_b0's elementwise denominator, nor for a centered evo_s0 numerator).
+    """
     cfg = m.config
     xf = x.float()
     xg, dims = _grouped_view(m, xf)
     mean, var = _statistics(m, xg, dims)
-    num = xg - mean if cfg.center else xg
-    if cfg.scale == "std":
-        den = torch.sqrt(var + cfg.eps)
-    elif cfg.scale == "rms":
-        den = torch.sqrt(var + mean.square() + cfg.eps)
-    else:
-        den = None
-    if cfg.act == "evo_b0":
-        v = _per_channel(m.v.float(), xf)
-        inst_var = torch.var(xf, dim=tuple(range(2, xf.dim())), correction=0, keepdim=True)
-        den = torch.maximum(den.expand_as(xg).reshape(xf.shape), v * xf + torch.sqrt(inst_var + cfg.eps))
-        y = num.reshape(xf.shape) / den
-    else:
-        y = (num if den is None else num / den).reshape(xf.shape)
+    den = _denominator(cfg, mean, var)
+    if cfg.partition == "position" or cfg.act == "evo_b0" or (cfg.act == "evo_s0" and cfg.center):
+        num = xg - mean if cfg.center else xg
+        if cfg.act == "evo_b0":
+            v = _per_channel(m.v.float(), xf)
+            inst_var = torch.var(xf, dim=tuple(range(2, xf.dim())), correction=0, keepdim=True)
+            den = torch.maximum(den.expand_as(xg).reshape(xf.shape), v * xf + torch.sqrt(inst_var + cfg.eps))
+            y = num.reshape(xf.shape) / den
+        else:
+            y = (num if den is None else num / den).reshape(xf.shape)
+        if cfg.act == "evo_s0":
+            y = y * torch.sigmoid(_per_channel(m.v.float(), xf) * xf)
+        return _recover(m, y).to(x.dtype)
+    # y = γ · (x - μ) / d + β  =  x · a + b  with  a = γ / d,  b = β - μ · a
+    a = _per_sample_channel(1 / den, m, xf) if den is not None else torch.ones((), device=x.device)
+    if m.weight is not None:
+        a = a * _per_channel(m.weight.float(), xf)
+    b = -_per_sample_channel(mean, m, xf) * a if cfg.center else None
+    if m.bias is not None:
+        bias = _per_channel(m.bias.float(), xf)
+        b = bias if b is None else b + bias
     if cfg.act == "evo_s0":
-        y = y * torch.sigmoid(_per_channel(m.v.float(), xf) * xf)
-    return _recover(m, y).to(x.dtype)
+        gated = xf * torch.sigmoid(_per_channel(m.v.float(), xf) * xf)
+        y = gated * a if b is None else torch.addcmul(b, gated, a)
+    else:
+        y = xf * a if b is None else torch.addcmul(b, xf, a)
+    if m.tau is not None:
+        y = torch.maximum(y, _per_channel(m.tau.float(), y))
+    return y.to(x.dtype)
 
 
 def select_kernel(cfg: NormConfig) -> Kernel:
