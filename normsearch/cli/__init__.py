@@ -1,6 +1,7 @@
 """Command-line interface. Each module registers its commands on :data:`app`."""
 
 from . import presets  # noqa: F401  (registers commands)
+from . import probe  # noqa: F401
 from .app import app
 
 __all__ = ["app"]

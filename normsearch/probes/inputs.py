@@ -1,0 +1,70 @@
+"""Seeded probe inputs and init seeds: pass i of a run with base seed s is fully fixed by (s, i).
+
+- ``digits``: ``batch_size`` training images of :func:`normsearch.data.digits_tensors` (drawn without
+  replacement, cycling through fresh permutations if the batch is larger than the split), upsampled from 8×8
+  to ``resolution`` × ``resolution`` bilinearly (``align_corners=False``), with their labels.
+  (The paper's batch also has random horizontal flips; digits are not flip-symmetric, so none here.)
+- ``gaussian``: i.i.d. N(0, 1) images and uniform labels in [0, 10).
+
+Both come as (N, 1, R, R) float32 and (N,) int64; 10 classes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data import digits_tensors
+from .settings import ProbeSettings
+
+NUM_CLASSES = 10
+IN_CHANNELS = 1
+_INPUT_STREAM, _INIT_STREAM = 0, 1
+
+
+def derived_seed(base: int, index: int, stream: int) -> int:
+    """A 63-bit seed for pass ``index`` of a run with seed ``base``; ``stream`` 0 for inputs, 1 for init."""
+    return int(np.random.SeedSequence([base, index, stream]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def init_seed(settings: ProbeSettings, index: int) -> int:
+    """The torch seed that initialises the network of pass ``index``."""
+    return derived_seed(settings.seed, index, _INIT_STREAM)
+
+
+def _digits(settings: ProbeSettings, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    images, labels = digits_tensors("train")
+    n = images.shape[0]
+    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(settings.batch_size / n))])
+    index = order[: settings.batch_size]
+    size = (settings.resolution, settings.resolution)
+    batch = images[index]
+    if batch.shape[-2:] != size:
+        batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+    return batch.contiguous(), labels[index]
+
+
+def _gaussian(settings: ProbeSettings, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    shape = (settings.batch_size, IN_CHANNELS, settings.resolution, settings.resolution)
+    images = torch.randn(shape, generator=generator)
+    return images, torch.randint(0, NUM_CLASSES, (settings.batch_size,), generator=generator)
+
+
+SOURCES: dict[str, Callable[[ProbeSettings, torch.Generator], tuple[Tensor, Tensor]]] = {
+    "digits": _digits,
+    "gaussian": _gaussian,
+}
+
+
+def probe_batch(settings: ProbeSettings, index: int) -> tuple[Tensor, Tensor]:
+    """(images (N, 1, R, R), labels (N,)) of pass ``index``; depends only on the settings and ``index``."""
+    generator = torch.Generator().manual_seed(derived_seed(settings.seed, index, _INPUT_STREAM))
+    return SOURCES[settings.data](settings, generator)
+
+
+__all__ = ["IN_CHANNELS", "NUM_CLASSES", "SOURCES", "derived_seed", "init_seed", "probe_batch"]

@@ -1,0 +1,131 @@
+"""Probe a normalizer config: ``settings.seeds`` independent (init, batch) passes, summarised as mean ± std.
+
+``ProbeRunner(settings).run(spec)`` builds the probe network of ``settings`` (``build_model``) once per pass,
+seeded by (settings.seed, pass), runs :func:`~normsearch.probes.trace.trace_network` on the pass's batch and
+scores it (:mod:`~normsearch.probes.scores`). The runner caches the batches, so probing many candidates
+with one runner pays for the data once, and every candidate sees the same batches and, for same-shaped
+convs, the same initial weights (common random numbers make candidates comparable with few seeds).
+The global torch RNG state is restored after each build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..models import build_model
+from ..norm import Spec, as_config
+from .inputs import IN_CHANNELS, NUM_CLASSES, init_seed, probe_batch
+from .scores import Scores, score
+from .settings import ProbeSettings
+from .trace import trace_network
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Scores of one config: means over seeds (lower is better) with their sample std (0 for one seed).
+
+    ``activation_growth``: fitted ln-variance growth per block; ``similarity``: mean cosine similarity at
+    the last block output; ``grad_ratio``: first / last conv gradient norm (definitions in
+    :mod:`normsearch.probes.scores`). ``unstable``: some pass had NaN/inf, collapsed activations or no
+    gradient; its scores are then the finite worst values and ``reason`` says what happened (first pass).
+    ``curves``: "variance" and "similarity" per block output, "grad_norm" per conv, means over seeds.
+    ``seconds``: wall time of the whole run (network builds included).
+    """
+
+    spec: str
+    activation_growth: float
+    similarity: float
+    grad_ratio: float
+    activation_growth_std: float
+    similarity_std: float
+    grad_ratio_std: float
+    unstable: bool
+    reason: str | None
+    curves: dict[str, list[float]]
+    seconds: float
+    seeds: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (the ``normsearch probe --json`` entry)."""
+        return dataclasses.asdict(self)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    data = torch.tensor(values, dtype=torch.float64)
+    std = float(data.std(correction=1)) if len(values) > 1 else 0.0
+    return float(data.mean()), std
+
+
+def summarize(spec: str, passes: list[Scores], seconds: float) -> ProbeResult:
+    """Mean ± std over passes of the scores and mean curves; unstable if any pass is."""
+    fields = {}
+    for name in ("activation_growth", "similarity", "grad_ratio"):
+        fields[name], fields[f"{name}_std"] = _mean_std([getattr(p, name) for p in passes])
+    curves = {
+        name: torch.tensor([p.curves[name] for p in passes], dtype=torch.float64).mean(dim=0).tolist()
+        for name in passes[0].curves
+    }
+    reasons = [f"seed {i}: {p.reason}" for i, p in enumerate(passes) if p.reason is not None]
+    return ProbeResult(
+        spec=spec,
+        unstable=bool(reasons),
+        reason="; ".join(reasons) or None,
+        curves=curves,
+        seconds=seconds,
+        seeds=len(passes),
+        **fields,
+    )
+
+
+class ProbeRunner:
+    """Probes configs on the network and batches fixed by ``settings`` (default :class:`ProbeSettings`)."""
+
+    def __init__(self, settings: ProbeSettings | None = None) -> None:
+        self.settings = ProbeSettings() if settings is None else settings
+        self._batches: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def batch(self, index: int) -> tuple[Tensor, Tensor]:
+        """The (cached) inputs and labels of pass ``index``."""
+        if index not in self._batches:
+            self._batches[index] = probe_batch(self.settings, index)
+        return self._batches[index]
+
+    def network(self, spec: Spec, index: int) -> torch.nn.Module:
+        """The freshly initialised probe network of pass ``index`` (global RNG state left as it was)."""
+        s = self.settings
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed(s, index))
+            return build_model(
+                s.model,
+                spec,
+                depth=s.depth,
+                width=s.width,
+                num_classes=NUM_CLASSES,
+                in_channels=IN_CHANNELS,
+                skipinit=s.skipinit,
+            )
+
+    def run(self, spec: Spec) -> ProbeResult:
+        """Probe one config. Raises ``ValueError`` if the spec is invalid or does not fit the network;
+        numerical trouble never raises (see :class:`ProbeResult`)."""
+        cfg = as_config(spec)
+        start = time.perf_counter()
+        passes = []
+        for index in range(self.settings.seeds):
+            model = self.network(cfg, index)
+            inputs, targets = self.batch(index)
+            passes.append(score(trace_network(model, inputs, targets)))
+        return summarize(cfg.spec(), passes, time.perf_counter() - start)
+
+
+def probe(spec: Spec, settings: ProbeSettings | None = None) -> ProbeResult:
+    """``ProbeRunner(settings).run(spec)``: probe one config with fresh caches."""
+    return ProbeRunner(settings).run(spec)
+
+
+__all__ = ["ProbeResult", "ProbeRunner", "probe", "summarize"]

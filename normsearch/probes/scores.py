@@ -1,0 +1,118 @@
+"""The three scalar scores of one probe pass (lower is better for all three), and what "unstable" means.
+
+From a :class:`~normsearch.probes.trace.Trace` with block-output variances v_0..v_{B−1}, similarities
+s_0..s_{B−1} and conv-output gradient norms g_0..g_{K−1} (depth order):
+
+- **activation_growth** = least-squares slope of ln v_b over the block index b: the log-growth of the
+  activation variance per block. Exponential growth v_b ∝ r^b scores ln r whatever the depth (≈ 0.69 for the
+  doubling of an unnormalized ResNet); linear growth v_b ∝ 1 + b scores ≈ ln(B)/B, which goes to 0 with depth.
+  The paper reports the curve only; this summary is ours.
+- **similarity** = s_{B−1}, the mean off-diagonal cosine similarity at the last activation before pooling
+  (the paper's Fig. 5 quantity). In [−1, 1]; ≥ 0 after a ReLU.
+- **grad_ratio** = g_0 / g_k, the first conv's gradient norm over the last conv's with a non-zero gradient
+  (the paper compares first and last layers; skipping exact zeros keeps the score defined under SkipInit,
+  where every residual-branch conv has ∂L/∂z = 0 at init). Batch size cancels in the ratio. It measures
+  blow-up towards the input only; a vanishing gradient scores low.
+
+A pass is **unstable** when any value is NaN or ±inf, when the activations collapse to a constant
+(variance 0 at some block output), or when no gradient reaches any conv. Its scores are then the finite
+worst values below, and curves get non-finite points replaced by ``CURVE_CAP`` (similarity: 1). Finite
+scores are capped at the same worst values, so an unstable pass never scores better than a stable one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .trace import Trace
+
+UNSTABLE_GROWTH = 100.0
+"""Worst activation_growth: ln-variance per block (float32 spans ≈ 190 in ln, so ≥ 100 needs < 3 blocks)."""
+UNSTABLE_SIMILARITY = 1.0
+"""Worst similarity: all samples identical up to scale."""
+UNSTABLE_GRAD_RATIO = 1e6
+"""Worst grad_ratio: a first-layer gradient a million times the last layer's."""
+CURVE_CAP = float(torch.finfo(torch.float32).max)
+"""Replaces NaN / inf points of the variance and gradient curves."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The scores of one pass, its curves (finite, as lists) and why it is unstable (``None`` if stable)."""
+
+    activation_growth: float
+    similarity: float
+    grad_ratio: float
+    curves: dict[str, list[float]]
+    reason: str | None
+
+
+def log_growth_per_block(variance: Tensor) -> float:
+    """Least-squares slope of ln(variance) against the block index (0 for fewer than 2 blocks)."""
+    if variance.numel() < 2:
+        return 0.0
+    b = torch.arange(variance.numel(), dtype=torch.float64)
+    y = variance.double().log()
+    b = b - b.mean()
+    return float((b * (y - y.mean())).sum() / b.square().sum())
+
+
+def instability(trace: Trace) -> str | None:
+    """Why a pass is unstable (``None`` when it is not): the first problem found, depth-indexed."""
+    if not math.isfinite(trace.loss):
+        return "non-finite loss"
+    for name, curve, unit in (
+        ("activation variance", trace.variance, "block"),
+        ("sample similarity", trace.similarity, "block"),
+        ("gradient norm", trace.grad_norm, "conv"),
+    ):
+        bad = (~torch.isfinite(curve)).nonzero()
+        if bad.numel():
+            return f"non-finite {name} at {unit} {int(bad[0])}"
+    collapsed = (trace.variance == 0).nonzero()
+    if collapsed.numel():
+        return f"activations collapse to a constant at block {int(collapsed[0])}"
+    if not bool((trace.grad_norm > 0).any()):
+        return "no gradient reaches any conv"
+    return None
+
+
+def _finite_curve(curve: Tensor, fill: float) -> list[float]:
+    return torch.nan_to_num(curve, nan=fill, posinf=fill, neginf=-fill).tolist()
+
+
+def score(trace: Trace) -> Scores:
+    """The three scores of one pass (see the module docstring)."""
+    curves = {
+        "variance": _finite_curve(trace.variance, CURVE_CAP),
+        "similarity": _finite_curve(trace.similarity, UNSTABLE_SIMILARITY),
+        "grad_norm": _finite_curve(trace.grad_norm, CURVE_CAP),
+    }
+    reason = instability(trace)
+    if reason is not None:
+        return Scores(UNSTABLE_GROWTH, UNSTABLE_SIMILARITY, UNSTABLE_GRAD_RATIO, curves, reason)
+    nonzero = (trace.grad_norm > 0).nonzero()
+    ratio = float(trace.grad_norm[0] / trace.grad_norm[int(nonzero[-1])])
+    return Scores(
+        activation_growth=min(log_growth_per_block(trace.variance), UNSTABLE_GROWTH),
+        similarity=min(max(float(trace.similarity[-1]), -1.0), UNSTABLE_SIMILARITY),
+        grad_ratio=min(ratio, UNSTABLE_GRAD_RATIO),
+        curves=curves,
+        reason=None,
+    )
+
+
+__all__ = [
+    "CURVE_CAP",
+    "UNSTABLE_GRAD_RATIO",
+    "UNSTABLE_GROWTH",
+    "UNSTABLE_SIMILARITY",
+    "Scores",
+    "instability",
+    "log_growth_per_block",
+    "score",
+]
