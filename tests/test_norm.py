@@ -368,7 +368,7 @@ def _literal_reference(m, x):
     """The module docstring's formula, written independently of the layer (train-mode statistics)."""
     cfg = m.config
     c = x.shape[1]
-    pc = lambda p: p.view(1, -1, 1, 1)  # noqa: E731
+    pc = lambda p: p.view(1, -1, 1, 1)
     if cfg.partition == "none":
         num, den = x, torch.ones_like(x)
     else:

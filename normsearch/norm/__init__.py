@@ -24,13 +24,13 @@ def build_norm(spec: Spec, num_channels: int) -> UnifiedNorm:
 
 
 __all__ = [
+    "PRESETS",
+    "TLU",
     "NormConfig",
     "Preset",
-    "PRESETS",
     "ScaledReLU",
     "ScaledStdConv2d",
     "Spec",
-    "TLU",
     "UnifiedNorm",
     "WeightNormConv2d",
     "as_config",

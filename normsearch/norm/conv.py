@@ -94,4 +94,4 @@ def build_conv(
     return conv
 
 
-__all__ = ["build_conv", "WeightNormConv2d", "ScaledStdConv2d", "RELU_GAIN"]
+__all__ = ["RELU_GAIN", "ScaledStdConv2d", "WeightNormConv2d", "build_conv"]

@@ -140,12 +140,42 @@ def _grouped_view(m: UnifiedNorm, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
     return x.reshape(n, m.groups, c // m.groups, *spatial), reduce_dims
 
 
+class _Moments(torch.autograd.Function):
+    """(μ, σ²) = mean and biased variance of x over ``dims`` (keepdim), with a one-pass backward.
+
+    ∂L/∂x = g_μ / n + 2 (x − μ) g_σ² / n, computed as x · c₂ + c₁ (the form of torch's own group-norm
+    backward) instead of autograd's generic variance backward, which costs several full passes.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+        return mean, var
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, _ = inputs
+        mean, _ = output
+        ctx.save_for_backward(x, mean)
+        ctx.count = x.numel() // mean.numel()
+
+    @staticmethod
+    def backward(ctx, grad_mean: Tensor | None, grad_var: Tensor | None) -> tuple[Tensor, None]:
+        x, mean = ctx.saved_tensors
+        grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean
+        if grad_var is None:
+            return (grad_mean / ctx.count).expand_as(x), None
+        c2 = grad_var * (2 / ctx.count)
+        c1 = grad_mean / ctx.count - mean * c2
+        return torch.addcmul(c1, x, c2), None
+
+
 def _statistics(m: UnifiedNorm, xg: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     """(μ, σ²) over ``dims`` of the grouped view, keepdim; running estimates in eval mode."""
     stat_shape = [1 if d in dims else s for d, s in enumerate(xg.shape)]
     if m.running_mean is not None and not m.training:
         return m.running_mean.view(stat_shape), m.running_var.view(stat_shape)
-    var, mean = torch.var_mean(xg, dim=dims, correction=0, keepdim=True)
+    mean, var = _Moments.apply(xg, dims)
     if m.running_mean is not None:
         count = xg.numel() // mean.numel()
         momentum = m._running_update_factor()
@@ -156,6 +186,12 @@ def _statistics(m: UnifiedNorm, xg: Tensor, dims: tuple[int, ...]) -> tuple[Tens
     return mean, var
 
 
+def _maximum(a: Tensor, b: Tensor) -> Tensor:
+    """max(a, b) as b + relu(a - b): same values, and a backward that is one threshold instead of
+    ``torch.maximum``'s tie-splitting masks (3-4× faster on CPU). At ties the gradient goes to b."""
+    return b + torch.relu(a - b)
+
+
 def _recover(m: UnifiedNorm, y: Tensor) -> Tensor:
     """Ψ: per-channel affine, then TLU."""
     if m.weight is not None:
@@ -163,7 +199,7 @@ def _recover(m: UnifiedNorm, y: Tensor) -> Tensor:
     if m.bias is not None:
         y = y + _per_channel(m.bias, y)
     if m.tau is not None:
-        y = torch.maximum(y, _per_channel(m.tau, y))
+        y = _maximum(y, _per_channel(m.tau, y))
     return y
 
 
@@ -199,7 +235,7 @@ def _generic_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
         if cfg.act == "evo_b0":
             v = _per_channel(m.v.float(), xf)
             inst_var = torch.var(xf, dim=tuple(range(2, xf.dim())), correction=0, keepdim=True)
-            den = torch.maximum(den.expand_as(xg).reshape(xf.shape), v * xf + torch.sqrt(inst_var + cfg.eps))
+            den = _maximum(den.expand_as(xg).reshape(xf.shape), v * xf + torch.sqrt(inst_var + cfg.eps))
             y = num.reshape(xf.shape) / den
         else:
             y = (num if den is None else num / den).reshape(xf.shape)
@@ -220,7 +256,7 @@ def _generic_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
     else:
         y = xf * a if b is None else torch.addcmul(b, xf, a)
     if m.tau is not None:
-        y = torch.maximum(y, _per_channel(m.tau.float(), y))
+        y = _maximum(y, _per_channel(m.tau.float(), y))
     return y.to(x.dtype)
 
 
@@ -244,4 +280,4 @@ def select_kernel(cfg: NormConfig) -> Kernel:
     return _generic_kernel
 
 
-__all__ = ["UnifiedNorm", "select_kernel", "BATCH_PARTITIONS"]
+__all__ = ["BATCH_PARTITIONS", "UnifiedNorm", "select_kernel"]
