@@ -2,18 +2,41 @@
 
 ``digits_tensors(split)`` is the one source of the digits data for both the probes and the confirmation
 training: 1797 real images, split once with a fixed permutation into 80 % train / 20 % validation.
+
+``load_data(name, resolution=..., data_dir=..., download=...)`` gives the training view of every dataset
+as an :class:`ImageData` (train and validation ``TensorDataset`` plus shape facts):
+
+- ``digits``: the split above, bilinearly resized to ``resolution`` (native 8), float32 in [-1, 1];
+- ``synthetic``: 10 seeded class prototypes (smooth random images) plus Gaussian noise; for fast tests;
+- ``cifar10``, ``cifar100``, ``mnist``, ``fashionmnist``: torchvision, official train/test split (test =
+  validation), read from ``data_dir`` and downloaded there only with ``download=True``. Kept as uint8
+  (N, C, H, W) to save memory; :meth:`ImageData.inputs` turns a batch into float in [-1, 1]
+  (mean = std = 0.5, as the Beyond-BatchNorm code normalises) at ``resolution``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import TensorDataset
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_VAL_FRACTION = 0.2
+SYNTHETIC_SEED = 0
+SYNTHETIC_SIZES = {"train": 1024, "val": 256}
+SYNTHETIC_NOISE = 1.0
+OFFLINE_DATASET = "digits"
+
+
+class DatasetUnavailable(RuntimeError):
+    """A dataset that is neither on disk nor downloadable; the message names the offline choice."""
 
 
 @cache
@@ -29,8 +52,117 @@ def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def digits_tensors(split: str = "train") -> tuple[Tensor, Tensor]:
     """Digits as (images (n, 1, 8, 8) float32 in [-1, 1], labels (n,) int64) for ``train``, ``val`` or ``all``."""
     images, labels, order = _digits()
-    n_val = int(round(len(order) * DIGITS_VAL_FRACTION))
+    n_val = round(len(order) * DIGITS_VAL_FRACTION)
     index = {"train": order[n_val:], "val": order[:n_val], "all": order}.get(split)
     if index is None:
         raise ValueError(f"digits split must be one of train, val, all; got {split!r}")
     return torch.from_numpy(images[index]).unsqueeze(1), torch.from_numpy(labels[index])
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Train and validation sets of one dataset, as (images (n, C, H, W), labels (n,) int64) tensors.
+
+    Images are float32 in [-1, 1] already at ``resolution``, or uint8 at the dataset's own size;
+    :meth:`inputs` makes either the network input (B, C, resolution, resolution) float32 in [-1, 1].
+    """
+
+    name: str
+    train: TensorDataset
+    val: TensorDataset
+    num_classes: int
+    resolution: int
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.tensors[0].shape[1]
+
+    def inputs(self, images: Tensor) -> Tensor:
+        """A batch of stored images → float32 network input in [-1, 1] at ``resolution`` (same device)."""
+        if images.dtype == torch.uint8:
+            images = images.float().div_(127.5).sub_(1.0)
+        if images.shape[-1] != self.resolution or images.shape[-2] != self.resolution:
+            images = _resize(images, self.resolution)
+        return images
+
+
+def _resize(images: Tensor, resolution: int) -> Tensor:
+    """Bilinear resize of (n, C, H, W) float images to (n, C, resolution, resolution)."""
+    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+Loaded = tuple[TensorDataset, TensorDataset, int, int]
+"""(train, val, number of classes, native resolution)."""
+
+
+def _load_digits(resolution: int | None, data_dir: str, download: bool) -> Loaded:
+    size = resolution or 8
+    train, val = (digits_tensors(split) for split in ("train", "val"))
+    resized = [TensorDataset(_resize(x, size) if size != 8 else x, y) for x, y in (train, val)]
+    return resized[0], resized[1], 10, 8
+
+
+def _load_synthetic(resolution: int | None, data_dir: str, download: bool) -> Loaded:
+    """Prototype p_k (4×4 Gaussian, bilinearly upsampled, so smooth) for class k; x = p_y + noise·N(0, 1)."""
+    size = resolution or 16
+    generator = torch.Generator().manual_seed(SYNTHETIC_SEED)
+    prototypes = _resize(torch.randn(10, 1, 4, 4, generator=generator), size)
+    sets = []
+    for split in ("train", "val"):
+        labels = torch.randint(0, 10, (SYNTHETIC_SIZES[split],), generator=generator)
+        noise = torch.randn(len(labels), 1, size, size, generator=generator)
+        images = (prototypes[labels] + SYNTHETIC_NOISE * noise).clamp_(-3.0, 3.0) / 3.0
+        sets.append(TensorDataset(images, labels))
+    return sets[0], sets[1], 10, 16
+
+
+def _torchvision(cls_name: str, num_classes: int) -> Callable[[int | None, str, bool], Loaded]:
+    def load(resolution: int | None, data_dir: str, download: bool) -> Loaded:
+        from torchvision import datasets
+
+        cls = getattr(datasets, cls_name)
+        splits = []
+        for train in (True, False):
+            dataset = cls(root=data_dir, train=train, download=download)
+            images = torch.as_tensor(np.asarray(dataset.data))
+            images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # → (n, C, H, W)
+            labels = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
+            splits.append(TensorDataset(images.contiguous(), labels))
+        return splits[0], splits[1], num_classes, splits[0].tensors[0].shape[-1]
+
+    return load
+
+
+LOADERS: dict[str, Callable[[int | None, str, bool], Loaded]] = {
+    "digits": _load_digits,
+    "synthetic": _load_synthetic,
+    "cifar10": _torchvision("CIFAR10", 10),
+    "cifar100": _torchvision("CIFAR100", 100),
+    "mnist": _torchvision("MNIST", 10),
+    "fashionmnist": _torchvision("FashionMNIST", 10),
+}
+"""Dataset name → loader(resolution or None, data_dir, download)."""
+
+
+@cache
+def load_data(name: str, *, resolution: int | None = None, data_dir: str = "data", download: bool = False) -> ImageData:
+    """The dataset ``name`` (one of :data:`LOADERS`) at ``resolution`` (None: its native size).
+
+    Raises :class:`DatasetUnavailable` when a torchvision dataset is not in ``data_dir`` and cannot be
+    downloaded, ``ValueError`` for an unknown name. Cached per argument tuple.
+    """
+    if name not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(LOADERS)}")
+    try:
+        train, val, num_classes, native = LOADERS[name](resolution, data_dir, download)
+    except (RuntimeError, OSError) as err:
+        where = Path(data_dir)
+        reason = (
+            f"could not be downloaded to {where}/ ({err})"
+            if download
+            else f"is not in {where}/ (download it there with --download, which needs internet)"
+        )
+        raise DatasetUnavailable(
+            f"dataset {name!r} {reason}; the offline choice is dataset '{OFFLINE_DATASET}'"
+        ) from None
+    return ImageData(name, train, val, num_classes, resolution or native)

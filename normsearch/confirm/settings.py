@@ -17,11 +17,15 @@ class ConfirmSettings:
     baselines: bool = field(default=True, metadata={"help": "also train the enqueued baseline layers"})
     random: int = field(default=0, metadata={"min": 0, "help": "extra random candidates, for calibration spread"})
     dataset: str = field(default="digits", metadata={"choices": DATASETS, "help": "training data"})
+    resolution: int | None = field(
+        default=None, metadata={"min": 4, "help": "input height = width; null: the dataset's own (digits 8)"}
+    )
     data_dir: str = field(default="data", metadata={"help": "where torchvision datasets are stored"})
     download: bool = field(default=False, metadata={"help": "download torchvision datasets if missing"})
     model: str = field(default="resnet", metadata={"choices": ("resnet", "cnn"), "help": "trained network"})
     depth: int = field(default=8, metadata={"min": 2, "help": "ResNet depth (6n+2) or CNN conv layers"})
     width: int = field(default=32, metadata={"min": 1, "help": "channels of the first stage"})
+    skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})
     epochs: int = field(default=3, metadata={"min": 1, "help": "training epochs"})
     steps: int | None = field(default=None, metadata={"min": 1, "help": "cap on optimizer steps (overrides epochs)"})
     batch_size: int = field(default=64, metadata={"min": 1, "help": "training batch size"})
@@ -32,6 +36,7 @@ class ConfirmSettings:
     schedule: str = field(default="cosine", metadata={"choices": ("constant", "cosine", "step")})
     warmup_epochs: float = field(default=0.0, metadata={"min": 0.0})
     seeds: int = field(default=1, metadata={"min": 1, "help": "training seeds per candidate"})
+    seed: int = field(default=0, metadata={"min": 0, "help": "base seed: runs use seed, seed+1, ...; fixes the random pick"})
     device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
     amp: bool = field(default=False, metadata={"help": "bf16 autocast on CUDA"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format on CUDA"})

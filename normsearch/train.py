@@ -1,0 +1,227 @@
+"""One short training run: a candidate normalizer in the confirmation network, trained and validated.
+
+``train(spec, settings, seed=...)`` builds ``build_model(settings.model, spec, ...)`` and hands it to
+:func:`fit`, which runs minibatch training with cross-entropy (mean over the batch):
+
+- optimizer ``sgd`` (momentum, weight decay), ``adam`` or ``adamw``; learning rate per step
+  lr(t) = lr · w(t) · s(t), with w the linear warmup over ``warmup_epochs`` and s the schedule over the
+  remaining steps (fraction u ∈ [0, 1]): ``constant`` 1, ``cosine`` ½(1 + cos πu), ``step`` 1 then 0.1 from
+  u = 0.75 (the Beyond-BatchNorm schedule);
+- an epoch is a pass over a seeded permutation of the training set in batches of ``batch_size`` (the last
+  partial batch is dropped, so a batch-statistics layer never sees a tiny batch); ``steps`` caps the total;
+- after each epoch: mean training loss and validation accuracy (eval mode, running statistics);
+- divergence: a training loss that is NaN/inf or above ``DIVERGENCE_FACTOR`` × max(ln K, first loss)
+  stops the run at once and sets ``diverged``; accuracies then cover the completed epochs only (0 if none);
+- on CUDA: bf16 autocast (``amp``) and channels_last (``channels_last``) when enabled.
+
+Throughput is training images per second of training-step time (evaluation excluded).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .confirm.settings import ConfirmSettings
+from .data import ImageData, load_data
+from .models import build_model
+from .norm import Spec, as_config
+
+DIVERGENCE_FACTOR = 10.0
+EVAL_BATCH = 512
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What a progress callback sees after each step (``val_accuracy``: last completed epoch, or None)."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_accuracy: float | None
+
+
+Progress = Callable[[TrainProgress], None]
+
+
+@dataclass
+class TrainResult:
+    """Records of one run: per-epoch ``train_loss`` / ``val_accuracy`` lists and the summary numbers."""
+
+    spec: str
+    seed: int
+    batch_size: int
+    device: str
+    train_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    steps: int = 0
+    diverged: bool = False
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        """Best validation accuracy over completed epochs (0–1; 0 when none completed)."""
+        return max(self.val_accuracy, default=0.0)
+
+    @property
+    def final_accuracy(self) -> float:
+        """Validation accuracy after the last completed epoch (0 when none completed)."""
+        return self.val_accuracy[-1] if self.val_accuracy else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "accuracy": self.accuracy, "final_accuracy": self.final_accuracy}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no CUDA GPU is available; use device 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+OPTIMIZERS: dict[str, Callable[[Any, ConfirmSettings, float], torch.optim.Optimizer]] = {
+    "sgd": lambda params, s, lr: torch.optim.SGD(params, lr=lr, momentum=s.momentum, weight_decay=s.weight_decay),
+    "adam": lambda params, s, lr: torch.optim.Adam(params, lr=lr, weight_decay=s.weight_decay),
+    "adamw": lambda params, s, lr: torch.optim.AdamW(params, lr=lr, weight_decay=s.weight_decay),
+}
+
+SCHEDULES: dict[str, Callable[[float], float]] = {
+    "constant": lambda u: 1.0,
+    "cosine": lambda u: 0.5 * (1.0 + math.cos(math.pi * u)),
+    "step": lambda u: 1.0 if u < 0.75 else 0.1,
+}
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """w(t) · s(t) for step t (0-based) of ``total``, with ``warmup`` linear warmup steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return SCHEDULES[schedule]((step - warmup) / max(total - warmup, 1))
+
+
+def _batches(data: ImageData, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+    images, labels = data.train.tensors
+    order = torch.randperm(len(labels), generator=generator)
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        index = order[start : start + batch_size]
+        yield images[index], labels[index]
+
+
+def _to_device(data: ImageData, images: Tensor, device: torch.device, channels_last: bool) -> Tensor:
+    x = data.inputs(images.to(device, non_blocking=True))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageData, device: torch.device, *, amp: bool = False,
+             channels_last: bool = False) -> float:
+    """Validation accuracy (0–1) in eval mode."""
+    model.eval()
+    images, labels = data.val.tensors
+    correct = 0
+    for start in range(0, len(labels), EVAL_BATCH):
+        x = _to_device(data, images[start : start + EVAL_BATCH], device, channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        correct += (logits.argmax(1).cpu() == labels[start : start + EVAL_BATCH]).sum().item()
+    return correct / len(labels)
+
+
+def fit(
+    model: nn.Module,
+    data: ImageData,
+    settings: ConfirmSettings,
+    *,
+    seed: int,
+    batch_size: int | None = None,
+    spec: str = "",
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train ``model`` (input (B, data.in_channels, R, R), output (B, data.num_classes) logits) on ``data``."""
+    device = resolve_device(settings.device)
+    on_cuda = device.type == "cuda"
+    amp, channels_last = settings.amp and on_cuda, settings.channels_last and on_cuda
+    batch_size = batch_size or settings.batch_size
+    batch_size = min(batch_size, len(data.train.tensors[1]))
+    per_epoch = len(data.train.tensors[1]) // batch_size
+    total = min(settings.steps, settings.epochs * per_epoch) if settings.steps else settings.epochs * per_epoch
+    epochs = math.ceil(total / per_epoch)
+    lr = settings.lr * batch_size / settings.batch_size  # linear scaling for a batch other than the default
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    optimizer = OPTIMIZERS[settings.optimizer](model.parameters(), settings, lr)
+    warmup = round(settings.warmup_epochs * per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: lr_factor(t, total, warmup, settings.schedule)
+    )
+    generator = torch.Generator().manual_seed(seed)
+    result = TrainResult(spec=spec, seed=seed, batch_size=batch_size, device=str(device))
+    limit = None
+    started = time.perf_counter()
+    train_seconds = 0.0
+    for epoch in range(epochs):
+        model.train()
+        tick = time.perf_counter()
+        losses = []
+        for images, labels in _batches(data, batch_size, generator):
+            x, y = _to_device(data, images, device, channels_last), labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(model(x).float(), y)
+            value = loss.item()
+            limit = limit or DIVERGENCE_FACTOR * max(math.log(data.num_classes), value)
+            if not math.isfinite(value) or value > limit:
+                result.diverged = True
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(value)
+            result.steps += 1
+            if progress:
+                progress(TrainProgress(result.steps, total, epoch + 1, epochs, value,
+                                       result.val_accuracy[-1] if result.val_accuracy else None))
+            if result.steps == total:
+                break
+        if on_cuda:
+            torch.cuda.synchronize(device)
+        train_seconds += time.perf_counter() - tick
+        if result.diverged:
+            break
+        result.train_loss.append(sum(losses) / len(losses))
+        result.val_accuracy.append(evaluate(model, data, device, amp=amp, channels_last=channels_last))
+    result.seconds = time.perf_counter() - started
+    result.images_per_s = result.steps * batch_size / train_seconds if train_seconds > 0 else 0.0
+    return result
+
+
+def train(
+    spec: Spec,
+    settings: ConfirmSettings,
+    *,
+    seed: int,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train the confirmation network with normalizer ``spec`` once; ``seed`` fixes init and data order.
+
+    Raises ``ValueError`` for an invalid spec, :class:`normsearch.data.DatasetUnavailable` for missing data.
+    """
+    config = as_config(spec)
+    data = load_data(settings.dataset, resolution=settings.resolution, data_dir=settings.data_dir,
+                     download=settings.download)
+    torch.manual_seed(seed)
+    model = build_model(settings.model, config, depth=settings.depth, width=settings.width,
+                        num_classes=data.num_classes, in_channels=data.in_channels, skipinit=settings.skipinit)
+    return fit(model, data, settings, seed=seed, batch_size=batch_size, spec=config.spec(), progress=progress)

@@ -1,0 +1,92 @@
+"""One training run: records, reproducibility, step cap, divergence, schedules, progress."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from normsearch.confirm.settings import ConfirmSettings
+from normsearch.data import load_data
+from normsearch.train import TrainProgress, fit, lr_factor, train
+
+FAST = {"depth": 8, "width": 8, "epochs": 2, "batch_size": 64, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convs run faster on one thread, and far faster when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_digits_run_records():
+    settings = ConfirmSettings(dataset="digits", **FAST)
+    result = train("bn", settings, seed=0)
+    per_epoch = len(load_data("digits").train.tensors[1]) // 64
+    assert result.steps == 2 * per_epoch
+    assert len(result.train_loss) == len(result.val_accuracy) == 2
+    assert all(0.0 <= a <= 1.0 for a in result.val_accuracy)
+    assert all(math.isfinite(x) for x in result.train_loss)
+    assert result.train_loss[1] < result.train_loss[0]
+    assert result.accuracy == max(result.val_accuracy) and result.final_accuracy == result.val_accuracy[-1]
+    assert result.accuracy > 0.5 and not result.diverged  # digits are learnt fast (chance: 0.1)
+    assert result.images_per_s > 0 and result.seconds > 0
+    record = result.to_dict()
+    assert record["spec"] == "bn" and record["accuracy"] == result.accuracy and record["device"] == "cpu"
+
+
+def test_synthetic_is_learnt_and_seed_reproduces():
+    settings = ConfirmSettings(dataset="synthetic", resolution=8, **FAST)
+    first = train("gn:groups=4", settings, seed=3)
+    again = train("gn:groups=4", settings, seed=3)
+    other = train("gn:groups=4", settings, seed=4)
+    assert first.val_accuracy == again.val_accuracy and first.train_loss == again.train_loss
+    assert other.train_loss != first.train_loss
+    assert first.accuracy > 0.3  # chance is 0.1
+
+
+def test_steps_cap_batch_override_and_cnn():
+    settings = ConfirmSettings(dataset="synthetic", resolution=8, model="cnn", steps=5, **FAST)
+    result = train("ln", settings, seed=0, batch_size=16)
+    assert result.steps == 5 and result.batch_size == 16 and len(result.val_accuracy) == 1
+
+
+def test_absurd_learning_rate_diverges_and_stops_early():
+    settings = ConfirmSettings(dataset="synthetic", resolution=8, lr=1e8, **{**FAST, "epochs": 3})
+    result = train("none", settings, seed=0)
+    per_epoch = 1024 // 64
+    assert result.diverged
+    assert result.steps < 3 * per_epoch
+    assert len(result.val_accuracy) < 3 and result.accuracy == max(result.val_accuracy, default=0.0)
+
+
+def test_progress_reports_every_step():
+    seen: list[TrainProgress] = []
+    settings = ConfirmSettings(dataset="synthetic", resolution=8, steps=20, **FAST)
+    train("bn", settings, seed=0, progress=seen.append)
+    assert [p.step for p in seen] == list(range(1, 21)) and {p.total_steps for p in seen} == {20}
+    assert seen[0].val_accuracy is None and seen[-1].epoch == 2 and seen[-1].val_accuracy is not None
+
+
+def test_fit_trains_any_module():
+    data = load_data("synthetic", resolution=8)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    result = fit(model, data, ConfirmSettings(optimizer="adam", lr=1e-2, **FAST), seed=0)
+    assert result.accuracy > 0.3 and result.spec == ""
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [("constant", [1.0, 1.0, 1.0]), ("cosine", [1.0, 0.5, 0.0]), ("step", [1.0, 1.0, 0.1])],
+)
+def test_schedules(schedule, expected):
+    total, warmup = 12, 2
+    assert [lr_factor(0, total, warmup, schedule), lr_factor(1, total, warmup, schedule)] == [0.5, 1.0]
+    got = [lr_factor(t, total, warmup, schedule) for t in (warmup, warmup + 5, total)]
+    assert got == pytest.approx(expected, abs=1e-12)
