@@ -1,0 +1,222 @@
+"""The exported layer's ``forward``: a fused torch kernel where :func:`select_kernel` picks one, else the
+generic computation of :mod:`normsearch.norm.layer` assembled from one small template per piece
+(statistics of the partition, running estimates, centering, scale, EvoNorm gates, affine, TLU).
+
+Every template mirrors the operation order of ``UnifiedNorm`` so the exported layer gives the same
+outputs and gradients. Lines come out at the indent of a method body and laid out as ``ruff format`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..norm import NormConfig
+from ..norm import layer as kernels
+from ..norm.config import GROUPED_PARTITIONS
+from .codefmt import bracketed, indent
+
+BODY = 2
+"""Indent level of a method body inside the class."""
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A forward body (lines at indent :data:`BODY`), the docstring's kernel note, and whether the class
+    needs the ``_update_running_stats`` method."""
+
+    lines: list[str]
+    note: str
+    updates_running: bool = False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fused kernels.
+def _weight_bias(cfg: NormConfig) -> list[str]:
+    return {"full": ["self.weight", "self.bias"], "gain": ["self.weight"], "none": []}[cfg.affine]
+
+
+def _batch_norm(cfg: NormConfig) -> Forward:
+    if cfg.running:
+        items = ["x", "self.running_mean", "self.running_var", *_weight_bias(cfg)]
+        items += ["training=self.training", "momentum=self.momentum", "eps=self.eps"]
+        lines = indent(["if self.training:", "    self.num_batches_tracked.add_(1)"], BODY)
+    else:
+        items = ["x", "None", "None", *_weight_bias(cfg), "training=True", "eps=self.eps"]
+        lines = []
+    lines += bracketed("return F.batch_norm(", items, ")", BODY)
+    return Forward(lines, "Runs on torch's fused kernel ``F.batch_norm`` (as ``nn.BatchNorm2d``).")
+
+
+_GROUP_NORM_GROUPS = {"layer": "1", "instance": "self.num_channels", "group": "self.groups"}
+
+
+def _group_norm(cfg: NormConfig) -> Forward:
+    items = ["x", _GROUP_NORM_GROUPS[cfg.partition], *_weight_bias(cfg), "eps=self.eps"]
+    lines = bracketed("return F.group_norm(", items, ")", BODY)
+    return Forward(lines, "Runs on torch's fused kernel ``F.group_norm`` (as ``nn.GroupNorm``).")
+
+
+def _position_layer_norm(cfg: NormConfig) -> Forward:
+    items = ["x.movedim(1, -1)", "(self.num_channels,)", *_weight_bias(cfg), "eps=self.eps"]
+    lines = bracketed("y = F.layer_norm(", items, ")", BODY) + indent(["return y.movedim(-1, 1)"], BODY)
+    note = "Runs on torch's fused kernel ``F.layer_norm`` over channels-last (as ``nn.LayerNorm(C)``)."
+    return Forward(lines, note)
+
+
+def _position_rms_norm(cfg: NormConfig) -> Forward:
+    items = ["x.movedim(1, -1)", "(self.num_channels,)", *_weight_bias(cfg), "eps=self.eps"]
+    lines = bracketed("y = F.rms_norm(", items, ")", BODY) + indent(["return y.movedim(-1, 1)"], BODY)
+    return Forward(
+        lines, "Runs on torch's fused kernel ``F.rms_norm`` over channels-last (as ``nn.RMSNorm(C)``)."
+    )
+
+
+def _layer_rms_norm(cfg: NormConfig) -> Forward:
+    lines = ["y = F.rms_norm(x, x.shape[1:], eps=self.eps)"]
+    lines.append("return y * _per_channel(self.weight, y)" if cfg.affine == "gain" else "return y")
+    return Forward(indent(lines, BODY), "Runs on torch's fused kernel ``F.rms_norm`` over (C, *S).")
+
+
+def _identity(cfg: NormConfig) -> Forward:
+    lines = _recovery(cfg, "x")
+    lines.append("return y" if lines else "return x")
+    return Forward(indent(lines, BODY), "")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generic path, piece by piece.
+_DIMS = {
+    "batch": ("(0, *range(2, xf.dim()))", "N, *S of each channel"),
+    "batch_group": ("(0, *range(2, xg.dim()))", "N, C/G, *S of each group"),
+    "layer": ("tuple(range(1, xf.dim()))", "C, *S of each sample"),
+    "instance": ("tuple(range(2, xf.dim()))", "*S of each sample and channel"),
+    "group": ("tuple(range(2, xg.dim()))", "C/G, *S of each sample and group"),
+    "position": ("(1,)", "C of each sample and position"),
+}
+"""Π: the dims reduced over, of xf (N, C, *S) or of its grouped view xg (N, G, C/G, *S)."""
+
+_VAR_MEAN = "torch.var_mean({t}, dim=dims, correction=0, keepdim=True)"
+
+
+def _partition(cfg: NormConfig) -> list[str]:
+    """``xf`` (float32 input), ``xg`` for grouped partitions, and ``dims``."""
+    lines = ["xf = x.float()  # statistics in float32 whatever the input dtype"]
+    if cfg.partition in GROUPED_PARTITIONS:
+        lines += [
+            "n, c, *spatial = xf.shape",
+            "xg = xf.reshape(n, self.groups, c // self.groups, *spatial)",
+        ]
+    dims, comment = _DIMS[cfg.partition]
+    return [*lines, f"dims = {dims}  # {comment}"]
+
+
+def _statistics(cfg: NormConfig, t: str) -> list[str]:
+    """μ (``mean``), σ² (``var``) or E[x²] (``mean_square``): only those the config uses."""
+    if cfg.running:
+        return [
+            "if self.training:",
+            f"    var, mean = {_VAR_MEAN.format(t=t)}",
+            f"    self._update_running_stats(mean, var, {t}.numel() // mean.numel())",
+            "else:",
+            f"    mean = _per_channel(self.running_mean, {t})",
+            f"    var = _per_channel(self.running_var, {t})",
+        ]
+    if cfg.scale == "std" and not cfg.center:
+        return [f"var = torch.var({t}, dim=dims, correction=0, keepdim=True)"]
+    if cfg.scale == "rms" and not cfg.center:
+        return [f"mean_square = {t}.square().mean(dim=dims, keepdim=True)"]
+    if cfg.scale == "none":
+        return [f"mean = {t}.mean(dim=dims, keepdim=True)"]
+    return [f"var, mean = {_VAR_MEAN.format(t=t)}"]
+
+
+def _denominator(cfg: NormConfig) -> list[str]:
+    """``den`` for scale = std | rms (none of it for scale = none)."""
+    if cfg.scale == "std":
+        return ["den = torch.sqrt(var + self.eps)"]
+    if cfg.scale == "rms" and (cfg.running or cfg.center):
+        return ["den = torch.sqrt(var + mean.square() + self.eps)  # E[x²] = σ² + μ²"]
+    if cfg.scale == "rms":
+        return ["den = torch.sqrt(mean_square + self.eps)"]
+    return []
+
+
+def _normalized(cfg: NormConfig, t: str) -> list[str]:
+    """``y`` (N, C, *S): centered and scaled, with the EvoNorm-B0 denominator where it applies."""
+    grouped = cfg.partition in GROUPED_PARTITIONS
+    num = f"({t} - mean)" if cfg.center else t
+    if cfg.act == "evo_b0":
+        lines = ["den = den.expand_as(xg).reshape(xf.shape)"] if grouped else []
+        return lines + [
+            "v = _per_channel(self.v.float(), xf)",
+            "instance_dims = tuple(range(2, xf.dim()))",
+            "instance_var = torch.var(xf, dim=instance_dims, correction=0, keepdim=True)",
+            "den = torch.maximum(den, v * xf + torch.sqrt(instance_var + self.eps))",
+            f"y = {num}.reshape(xf.shape) / den" if grouped else f"y = {num} / den",
+        ]
+    if cfg.scale == "none":
+        return [f"y = {num}.reshape(xf.shape)" if grouped else f"y = {num.strip('()')}"]
+    return [f"y = ({num} / den).reshape(xf.shape)" if grouped else f"y = {num} / den"]
+
+
+def _gate(cfg: NormConfig) -> list[str]:
+    if cfg.act == "evo_s0":
+        return ["y = y * torch.sigmoid(_per_channel(self.v.float(), xf) * xf)"]
+    return []
+
+
+def _recovery(cfg: NormConfig, source: str) -> list[str]:
+    """Ψ: per-channel affine then TLU, applied to ``source`` and kept in ``y`` (no lines if nothing to do)."""
+    lines = {
+        "full": [f"y = {source} * _per_channel(self.weight, {source}) + _per_channel(self.bias, {source})"],
+        "gain": [f"y = {source} * _per_channel(self.weight, {source})"],
+        "none": [],
+    }[cfg.affine]
+    if cfg.act == "tlu":
+        current = "y" if lines else source
+        lines.append(f"y = torch.maximum({current}, _per_channel(self.tau, {current}))")
+    return lines
+
+
+def _generic(cfg: NormConfig) -> Forward:
+    t = "xg" if cfg.partition in GROUPED_PARTITIONS else "xf"
+    lines = _partition(cfg) + _statistics(cfg, t) + _denominator(cfg) + _normalized(cfg, t) + _gate(cfg)
+    lines += _recovery(cfg, "y") + ["return y.to(x.dtype)"]
+    return Forward(indent(lines, BODY), "", updates_running=bool(cfg.running))
+
+
+_TEMPLATES: dict[Callable, Callable[[NormConfig], Forward]] = {
+    kernels._batch_norm_kernel: _batch_norm,
+    kernels._group_norm_kernel: _group_norm,
+    kernels._position_layer_norm_kernel: _position_layer_norm,
+    kernels._position_rms_norm_kernel: _position_rms_norm,
+    kernels._layer_rms_norm_kernel: _layer_rms_norm,
+    kernels._identity_kernel: _identity,
+    kernels._generic_kernel: _generic,
+}
+"""``UnifiedNorm``'s kernels → the template that writes the same computation out."""
+
+
+def forward_body(cfg: NormConfig) -> Forward:
+    """The exported ``forward`` for ``cfg``: the same kernel ``UnifiedNorm`` dispatches it to."""
+    return _TEMPLATES[kernels.select_kernel(cfg)](cfg)
+
+
+UPDATE_RUNNING_STATS = [
+    "@torch.no_grad()",
+    "def _update_running_stats(self, mean: Tensor, var: Tensor, count: int) -> None:",
+    '    """running ← (1 - momentum) · running + momentum · batch value (σ² unbiased, as torch)."""',
+    "    self.num_batches_tracked.add_(1)",
+    "    self.running_mean.lerp_(mean.flatten().to(self.running_mean), self.momentum)",
+    "    unbiased_var = var.flatten() * (count / max(count - 1, 1))",
+    "    self.running_var.lerp_(unbiased_var.to(self.running_var), self.momentum)",
+]
+"""The running-estimate update of the generic path (method lines at indent 0)."""
+
+PER_CHANNEL = [
+    "def _per_channel(p: Tensor, x: Tensor) -> Tensor:",
+    '    """p of shape (C,) viewed as (1, C, 1, ..., 1) to broadcast against x of shape (N, C, *S)."""',
+    "    return p.view(1, -1, *([1] * (x.dim() - 2)))",
+]
+"""Module-level helper, emitted when the class uses it."""

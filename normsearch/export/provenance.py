@@ -1,0 +1,87 @@
+"""Where an exported layer came from (study, trial, probe scores, confirmed accuracy), as docstring lines.
+
+Provenance text is read from a study's storage, i.e. from a file: it reaches the generated code only
+through :func:`docstring_text`, which escapes everything that could end or break a ``\"\"\"`` docstring.
+Numbers are converted with ``float``/``int`` first, so only their formatted values are emitted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PROBE_KEYS = ("activation_growth", "similarity", "grad_ratio", "score")
+"""Leaderboard columns reported as probe scores, in this order."""
+
+
+def docstring_text(value: object) -> str:
+    """``str(value)`` made inert inside a ``\"\"\"`` docstring.
+
+    Backslashes and double quotes are backslash-escaped, and characters that are not printable (newlines,
+    tabs, other line or paragraph separators, control characters) become escape sequences, so the text
+    stays on one line and the docstring's value still reads as the original.
+    """
+    out = []
+    for char in str(value):
+        if char in '\\"':
+            out.append("\\" + char)
+        elif char.isprintable():
+            out.append(char)
+        else:
+            out.append(char.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "".join(out)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """A leaderboard row's identity and scores: ``study`` name, ``trial`` number, leaderboard ``rank``,
+    probe ``scores`` (name → value), confirmed ``accuracy`` and ``diverged`` when the trial was confirmed.
+    """
+
+    study: str
+    trial: int
+    rank: int | None = None
+    scores: dict[str, float | None] = field(default_factory=dict)
+    accuracy: float | None = None
+    diverged: bool | None = None
+
+    @classmethod
+    def from_row(cls, study: str, row: Mapping[str, Any]) -> Provenance:
+        """From one row of :func:`normsearch.leaderboard.build_rows` (keys trial, rank, probe scores…)."""
+        rank = row.get("rank")
+        diverged = row.get("diverged")
+        return cls(
+            study=str(study),
+            trial=int(row["trial"]),
+            rank=None if rank is None else int(rank),
+            scores={key: _number(row.get(key)) for key in PROBE_KEYS if key in row},
+            accuracy=_number(row.get("accuracy")),
+            diverged=None if diverged is None else bool(diverged),
+        )
+
+    def lines(self) -> list[str]:
+        """Docstring lines, already escaped."""
+        where = f"Provenance: study '{docstring_text(self.study)}', trial {int(self.trial)}"
+        lines = [where + ("" if self.rank is None else f" (leaderboard rank {int(self.rank)})") + "."]
+        if self.scores:
+            scores = ", ".join(f"{docstring_text(k)} {_format(v)}" for k, v in self.scores.items())
+            lines.append(f"Probe scores: {scores}.")
+        if self.accuracy is not None or self.diverged is not None:
+            confirmed = f"Confirmed by training: accuracy {_format(self.accuracy)}"
+            lines.append(confirmed + (", diverged." if self.diverged else "."))
+        return lines
+
+
+def _format(value: float | None) -> str:
+    number = _number(value)
+    return "n/a" if number is None else f"{number:.4g}"

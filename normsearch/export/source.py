@@ -1,0 +1,150 @@
+"""Assemble the exported file: module docstring, imports, helper, the layer class and the conv wrapper.
+
+The file needs only torch; identifiers in it are fixed by the templates or checked
+(:func:`~normsearch.export.names.check_class_name`), values are ``repr`` literals of the validated config,
+and free text (provenance) passes through :func:`~normsearch.export.provenance.docstring_text`.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from .. import __version__
+from ..norm import PRESETS, NormConfig, Spec, as_config
+from ..norm.config import GROUPED_PARTITIONS
+from .codefmt import bracketed, docstring, indent
+from .conv import CONV_CLASS_NAMES, conv_lines
+from .formula import describe
+from .forward import BODY, PER_CHANNEL, UPDATE_RUNNING_STATS, Forward, forward_body
+from .names import check_class_name, default_class_name, matching_preset
+from .provenance import Provenance, docstring_text
+
+_IMPORTS = {
+    "math": "import math",
+    "Any": "from typing import Any",
+    "torch": "import torch",
+    "F": "import torch.nn.functional as F",
+}
+_FROM_TORCH = ("Tensor", "nn")
+
+
+def _imports(code: str) -> list[str]:
+    """Import lines for the module-level names ``code`` uses (stdlib block, blank line, torch block)."""
+    used = {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
+    stdlib = [_IMPORTS[name] for name in ("math", "Any") if name in used]
+    third = [_IMPORTS[name] for name in ("torch", "F") if name in used]
+    from_torch = [name for name in _FROM_TORCH if name in used]
+    if from_torch:
+        third.append(f"from torch import {', '.join(from_torch)}")
+    return stdlib + ([""] if stdlib and third else []) + third
+
+
+def _group_check(name: str) -> list[str]:
+    """Refuse a channel count the group option does not divide (lines at the method-body indent)."""
+    message = f'f"{name}={{{name}}} must divide num_channels={{num_channels}}"'
+    return indent([f"if num_channels % {name}:"], BODY) + bracketed(
+        "raise ValueError(", [message], ")", BODY + 1
+    )
+
+
+def _init(cfg: NormConfig) -> list[str]:
+    """``__init__``: hyperparameters as arguments with the config's values as defaults, then parameters
+    and buffers under ``UnifiedNorm``'s names."""
+    params = ["self", "num_channels: int"]
+    check: list[str] = []
+    body = ["self.num_channels = num_channels"]
+    if cfg.groups is not None:
+        params.append(f"groups: int = {cfg.groups!r}")
+        check = _group_check("groups")
+        body.append("self.groups = groups")
+    elif cfg.group_size is not None:
+        params.append(f"group_size: int = {cfg.group_size!r}")
+        check = _group_check("group_size")
+        body.append("self.groups = num_channels // group_size")
+    if cfg.normalizes_activations:
+        params.append(f"eps: float = {cfg.eps!r}")
+        body.append("self.eps = eps")
+    if cfg.running:
+        params.append(f"momentum: float = {cfg.momentum!r}")
+        body.append("self.momentum = momentum")
+    if cfg.affine != "none":
+        body.append("self.weight = nn.Parameter(torch.ones(num_channels))")
+    if cfg.affine == "full":
+        body.append("self.bias = nn.Parameter(torch.zeros(num_channels))")
+    if cfg.act in ("evo_s0", "evo_b0"):
+        body.append("self.v = nn.Parameter(torch.ones(num_channels))")
+    if cfg.act == "tlu":
+        body.append("self.tau = nn.Parameter(torch.zeros(num_channels))")
+    if cfg.running:
+        size = "num_channels" if cfg.partition == "batch" else "self.groups"
+        body += [
+            f'self.register_buffer("running_mean", torch.zeros({size}))',
+            f'self.register_buffer("running_var", torch.ones({size}))',
+            'self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))',
+        ]
+    signature = bracketed("def __init__(", params, ") -> None:", 1)
+    return signature + indent(["super().__init__()"], BODY) + check + indent(body, BODY)
+
+
+def _extra_repr(cfg: NormConfig) -> list[str]:
+    parts = ["{self.num_channels}"]
+    if cfg.partition in GROUPED_PARTITIONS:
+        parts.append("groups={self.groups}")
+    if cfg.normalizes_activations:
+        parts.append("eps={self.eps}")
+    return indent(["def extra_repr(self) -> str:", f'    return f"{", ".join(parts)}"'], 1)
+
+
+def _class_docstring(cfg: NormConfig, forward: Forward, provenance: Provenance | None) -> list[str]:
+    preset = matching_preset(cfg)
+    title = PRESETS[preset].title if preset else "Normalization layer"
+    paragraphs = [[f"{title}, exported by normsearch."], *describe(cfg, forward.note)]
+    origin = [f"Config: ``{cfg.spec()}``."]
+    if provenance is not None:
+        origin += provenance.lines()
+    paragraphs.append(origin)
+    return docstring(paragraphs, 1)
+
+
+def _class(cfg: NormConfig, name: str, provenance: Provenance | None) -> list[str]:
+    forward = forward_body(cfg)
+    lines = [f"class {name}(nn.Module):", *_class_docstring(cfg, forward, provenance), ""]
+    lines += _init(cfg) + [""]
+    lines += indent(["def forward(self, x: Tensor) -> Tensor:"], 1) + forward.lines + [""]
+    if forward.updates_running:
+        lines += indent(UPDATE_RUNNING_STATS, 1) + [""]
+    return lines + _extra_repr(cfg)
+
+
+def _module_docstring(cfg: NormConfig, name: str) -> list[str]:
+    summary = f"{name}: a normalization layer exported by normsearch {docstring_text(__version__)}."
+    usage = [
+        "Needs only PyTorch. Use it wherever a model takes a norm layer, for example",
+        f"``torchvision.models.resnet18(norm_layer={name})``.",
+    ]
+    paragraphs = [[summary], usage]
+    if cfg.weight != "none":
+        conv = CONV_CLASS_NAMES[cfg.weight]
+        paragraphs.append([f"Weight scheme: build the convs that precede the norm as ``{conv}``."])
+    return docstring(paragraphs, 0)
+
+
+def export_source(spec: Spec, *, class_name: str | None = None, provenance: Provenance | None = None) -> str:
+    """Python source of a standalone module with ``spec``'s layer as an ``nn.Module`` subclass.
+
+    ``class_name`` defaults to :func:`default_class_name`; a given one must be an ASCII identifier that is
+    not a keyword nor a name the module defines (``ValueError`` otherwise, as for an invalid spec).
+    The class takes ``num_channels`` (and groups / eps / momentum where they apply), holds the same
+    parameters and buffers as ``build_norm(spec, num_channels)`` and computes the same outputs.
+    """
+    cfg = as_config(spec)
+    name = default_class_name(cfg) if class_name is None else check_class_name(class_name)
+    blocks = [_class(cfg, name, provenance)]
+    if cfg.weight != "none":
+        blocks.append(conv_lines(cfg))
+    code = "\n".join("\n\n\n".join("\n".join(block) for block in blocks).splitlines())
+    if "_per_channel(" in code:
+        blocks.insert(0, PER_CHANNEL)
+    body = "\n\n\n".join("\n".join(block) for block in blocks)
+    header = _module_docstring(cfg, name) + [""] + _imports(body)
+    return "\n".join(header) + "\n\n\n" + body + "\n"
