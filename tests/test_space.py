@@ -1,0 +1,254 @@
+"""Search-space files: validation messages (file, key path, what is allowed, exit 2, nothing written),
+conditional entries and variants, Optuna parameter names, sizes, baselines inside a space, shipped spaces."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from normsearch.cli import app
+from normsearch.norm import parse_spec
+from normsearch.space import ScoreWeights, SpaceError, load_space, parse_space, shipped_spaces
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = "probe: {depth: 8, width: 32, batch_size: 16, seeds: 1, resolution: 8}\n"
+
+
+def _space(text: str, name: str = "s"):
+    return parse_space(text, f"{name}.yaml", name, f"{name}.yaml")
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(SpaceError) as info:
+        _space(text, "bad")
+    return info.value.problems
+
+
+BROKEN = {
+    "bad choice value": (
+        "space:\n  partition: group\n  groups: {choices: [2, 4, x]}\n",
+        "bad.yaml: space.groups.choices[2]: must be a positive integer, got 'x'",
+    ),
+    "unknown option": (
+        "space:\n  partitoin: {choices: [batch]}\n",
+        "bad.yaml: space.partitoin: unknown option; allowed: preset, partition, groups, group_size",
+    ),
+    "unknown partition": (
+        "space:\n  partition: {choices: [batch, grop]}\n",
+        "bad.yaml: space.partition.choices[1]: must be one of none, batch, layer, instance, group",
+    ),
+    "probe setting": (
+        "space:\n  partition: {choices: [batch, layer]}\nprobe: {depth: 1}\n",
+        "bad.yaml: probe.depth: must be >= 2, got 1",
+    ),
+    "range on a categorical option": (
+        "space:\n  scale: {low: 1, high: 2}\n",
+        "bad.yaml: space.scale: low/high ranges apply only to groups, group_size, eps, momentum",
+    ),
+    "condition on an undeclared option": (
+        "space:\n  group_size: {when: {partition: group}, choices: [2]}\n  partition: {choices: [group, layer]}\n",
+        "bad.yaml: space.group_size.when.partition: must name an option declared above it in space",
+    ),
+    "condition on a value the option cannot take": (
+        "space:\n  partition: {choices: [group, layer]}\n  group_size: {when: {partition: grop}, choices: [2]}\n",
+        "bad.yaml: space.group_size.when.partition: grop is not a value of partition; its values: group, layer",
+    ),
+    "log with step": (
+        "space:\n  eps: {low: 1e-6, high: 1e-2, log: true, step: 0.001}\n",
+        "bad.yaml: space.eps: log and step cannot be combined",
+    ),
+    "unknown sampler": (
+        "space:\n  partition: {choices: [batch, layer]}\nsearch: {sampler: cmaes}\n",
+        "bad.yaml: search.sampler: must be one of tpe, random, nsga2, brute_force; got 'cmaes'",
+    ),
+    "negative weight": (
+        "space:\n  partition: {choices: [batch, layer]}\nobjective: {weights: {similarity: -1}}\n",
+        "bad.yaml: objective.weights.similarity: must be >= 0.0, got -1.0",
+    ),
+    "brute force over a continuous range": (
+        "space:\n  eps: {low: 1e-6, high: 1e-2, log: true}\nsearch: {sampler: brute_force}\n",
+        "bad.yaml: search.sampler: brute_force needs a finite space; continuous: space.eps",
+    ),
+    "group size that does not fit the probe network": (
+        "space:\n  partition: group\n  group_size: {choices: [2, 64]}\n" + PROBE,
+        "bad.yaml: space.group_size.choices[1]: 64 does not fit the probe network's channel counts 32, 64, 128",
+    ),
+    "unknown section": (
+        "space:\n  partition: {choices: [batch, layer]}\nprobes: {depth: 8}\n",
+        "bad.yaml: probes: unknown section; allowed: description, space, probe, objective, search, confirm",
+    ),
+    "key given twice": (
+        "space:\n  center: {choices: [true, false]}\n  center: {choices: [true]}\n",
+        "bad.yaml: line 3, column 3: invalid YAML: key 'center' given twice",
+    ),
+    "YAML syntax": ("space:\n  partition: {choices: [batch\n", "bad.yaml: line 3, column 1: invalid YAML"),
+    "a list where choices are meant": (
+        "space:\n  partition: [batch, layer]\n",
+        "bad.yaml: space.partition: a list of values is not a value: write {choices: [...]}",
+    ),
+    "variant order": (
+        ("space:\n  partition: {choices: [batch, none]}\n  center:\n    - {choices: [true, false]}\n"
+        "    - {when: {partition: none}, value: false}\n"),
+        "bad.yaml: space.center[0]: only the last variant may omit when (it is the otherwise case)",
+    ),
+    "no valid point": (
+        "space:\n  partition: none\n  center: {choices: [true]}\n",
+        "bad.yaml: space: none of its 1 points is a valid config (e.g. partition=none computes no statistics",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_file_names_file_key_path_and_what_is_allowed(case: str) -> None:
+    text, expected = BROKEN[case]
+    problems = _problems(text)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    text = (
+        "space:\n  partition: {choices: [batch, grop]}\n  scale: {choices: [std, max]}\n"
+        "probe: {depth: 1, seeds: 0}\n"
+    )
+    problems = _problems(text)
+    paths = [p.split(": ")[1] for p in problems]
+    assert paths == ["space.partition.choices[1]", "space.scale.choices[1]", "probe.depth", "probe.seeds"]
+
+
+@pytest.mark.parametrize("command", [["space", "validate"], ["run", "--no-confirm", "--space"]])
+def test_cli_rejects_a_broken_file_with_exit_2_and_writes_nothing(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("bad.yaml").write_text("space:\n  partition: group\n  groups: {choices: [2, 4, x]}\nprobe: {depth: 1}\n")
+    result = runner.invoke(app, [*command, "bad.yaml"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "error: bad.yaml: space.groups.choices[2]: must be a positive integer, got 'x'",
+        "error: bad.yaml: probe.depth: must be >= 2, got 1",
+    ]
+    assert result.stdout == ""
+    assert not Path("runs").exists()
+
+
+def test_missing_file_names_the_shipped_spaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["space", "validate", "nosuch.yaml"])
+    assert result.exit_code == 2
+    assert "nosuch.yaml: no such space file; shipped spaces: classic, full, groups" in result.stderr
+
+
+def test_conditional_names_and_first_applicable_variant() -> None:
+    space = _space(
+        "space:\n  partition: {choices: [group, none, layer]}\n"
+        "  group_size: {when: {partition: group}, choices: [2, 4]}\n"
+        "  center:\n    - {when: {partition: none}, value: false}\n    - {choices: [true, false]}\n"
+        "  scale:\n    - {when: {partition: none}, value: none}\n    - {when: {center: false}, choices: [std, rms]}\n"
+        "    - {choices: [std, rms, none]}\n"
+    )
+    names = [p.name for p in space.params if p.kind != "fixed"]
+    assert names == ["partition", "partition=group.group_size", "center", "center=false.scale", "scale"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(200):
+        trial = study.ask()
+        options = space.sample(trial)
+        cfg = space.config(options)  # every draw is a valid layer: the conditions exclude the bad combinations
+        if options["partition"] == "none":
+            assert (options["center"], options["scale"]) == (False, "none")
+            assert set(trial.params) == {"partition"}
+        if options["partition"] == "group":
+            assert cfg.group_size == trial.params["partition=group.group_size"]
+        seen.add(cfg.spec())
+        study.tell(trial, 0.0)
+    points, valid = space.size()
+    assert len(seen) == valid == points
+
+
+def test_grid_of_groups_space_matches_its_size_and_all_configs_differ() -> None:
+    space = load_space("groups")
+    configs = [space.config(options).spec() for _, options in space.grid()]
+    assert space.size() == (len(configs), len(configs))
+    assert len(set(configs)) == len(configs)
+    n_groups = len(next(p for p in space.params if p.option == "group_size").choices)
+    assert len(configs) == (2 + n_groups) * 2 * 2 * 3  # instance/layer + group sizes, × center × scale × affine
+
+
+def test_params_for_finds_exactly_the_configs_inside_the_space() -> None:
+    space = load_space("groups")
+    for spec in ("ln", "in", "gn:group_size=4", "gn:group_size=8,center=false,scale=rms,affine=gain"):
+        params = space.params_for(parse_spec(spec))
+        assert params is not None
+        study = optuna.create_study()
+        study.enqueue_trial(params)  # the params reproduce the config when the trial draws them
+        assert space.config(space.sample(study.ask())) == parse_spec(spec)
+    for spec in ("bn", "gn", "gn:group_size=4,act=tlu"):  # gn = 32 groups: not a group size
+        assert space.params_for(parse_spec(spec)) is None
+
+
+def test_ranges_and_yaml_12_floats() -> None:
+    space = _space(
+        "space:\n  partition: batch\n  eps: {low: 1e-6, high: 1e-2, log: true}\n  momentum: {choices: [0.1, 1e-2]}\n"
+    )
+    eps, momentum = space.params[1], space.params[2]
+    assert (eps.kind, eps.low, eps.high, eps.log) == ("float", 1e-6, 1e-2, True)
+    assert momentum.choices == (0.1, 0.01)
+    assert not space.is_finite() and space.size() == (None, None)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
+    cfg = space.config(space.sample(trial))
+    assert 1e-6 <= cfg.eps <= 1e-2 and cfg.momentum in (0.1, 0.01)
+
+
+def test_settings_sections_and_defaults() -> None:
+    space = _space("space:\n  partition: {choices: [batch, layer]}\n")
+    assert space.probe.depth == 20 and space.search.sampler == "tpe" and space.confirm.top_k == 3
+    assert space.weights == ScoreWeights()
+    custom = _space("space:\n  partition: {choices: [batch, layer]}\nobjective: {weights: {grad_ratio: 2}}\n"
+                    "search: {n_trials: 7}\nconfirm: {top_k: 1}\n")
+    assert custom.weights.grad_ratio == 2.0 and custom.search.n_trials == 7 and custom.confirm.top_k == 1
+
+
+def test_score_formula_terms() -> None:
+    w = ScoreWeights()
+    # (B − 1)·a + (−ln(1 − s)) + ln g, each term checked on its own
+    assert w.score(0.1, 0.0, 1.0, blocks=11) == pytest.approx(0.1 * 10)
+    assert w.score(0.0, 0.5, 1.0) == pytest.approx(math.log(2))
+    assert w.score(0.0, 0.0, math.e) == pytest.approx(1.0)
+    assert math.isfinite(w.score(0.0, 1.0, 0.0))  # caps: identical samples, zero gradient
+    only_similarity = ScoreWeights(activation_growth=0.0, similarity=2.0, grad_ratio=0.0)
+    assert only_similarity.score(5.0, 0.5, 100.0) == pytest.approx(2 * math.log(2))
+
+
+def test_shipped_spaces_load_by_name_and_repo_copies_are_identical() -> None:
+    shipped = shipped_spaces()
+    assert set(shipped) == {"classic", "full", "groups"}
+    for name, resource in shipped.items():
+        copy = ROOT / "search_spaces" / f"{name}.yaml"
+        assert copy.read_bytes() == resource.read_bytes(), (
+            f"search_spaces/{name}.yaml differs from the shipped normsearch/spaces/{name}.yaml (the source of "
+            f"truth): cp normsearch/spaces/{name}.yaml search_spaces/"
+        )
+        space = load_space(name)
+        assert space.name == name and space.description
+        assert load_space(copy).sha256 == space.sha256
+
+
+def test_space_show_and_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    shown = runner.invoke(app, ["space", "show", "groups.yaml"])
+    assert shown.exit_code == 0, shown.stderr
+    assert "search space groups: 84 valid configs" in shown.stdout
+    assert "partition=group.group_size" in shown.stdout
+    assert "baselines inside: ln, in, gn C/G=2, gn C/G=4, gn C/G=8, gn C/G=16, gn C/G=32" in shown.stdout
+    listed = runner.invoke(app, ["space", "list"])
+    assert listed.exit_code == 0
+    for name in ("classic", "full", "groups"):
+        assert name in listed.stdout
+    valid = runner.invoke(app, ["space", "validate", "full"])
+    assert valid.exit_code == 0 and "full: valid" in valid.stdout
