@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from torch import nn
@@ -19,9 +19,11 @@ from typer.testing import CliRunner
 
 from normsearch.cli import app
 from normsearch.export import Provenance, check_class_name, default_class_name, export_source
+from normsearch.leaderboard import build_rows
 from normsearch.norm import PRESETS, NormConfig, as_config, build_conv, build_norm, parse_spec
 from normsearch.norm import layer as kernels
-from normsearch.norm.config import ACTS, AFFINES, PARTITIONS, SCALES, WEIGHTS
+from normsearch.space import load_space
+from normsearch.storage import open_study
 
 ATOL = RTOL = 1e-5
 FUSED_CALLS = {
@@ -34,29 +36,15 @@ FUSED_CALLS = {
 EVIL_STUDY = 'x"""\nimport os\nos.system("touch PWNED")\n"""\u2028 \\ \'\'\' end"'
 
 
-def random_configs(count: int, seed: int, channels: int = 8) -> list[NormConfig]:
-    """Distinct valid configs drawn from NormConfig's option domains (invalid combinations redrawn)."""
-    rng = random.Random(seed)
-    divisors = [d for d in range(1, channels + 1) if channels % d == 0]
+def space_configs(count: int, seed: int) -> list[NormConfig]:
+    """Distinct configs drawn at random from the shipped ``full`` space (invalid combinations redrawn)."""
+    space = load_space("full")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     found: dict[NormConfig, None] = {}
     while len(found) < count:
-        options = {
-            "partition": rng.choice(PARTITIONS),
-            "center": rng.random() < 0.5,
-            "scale": rng.choice(SCALES),
-            "affine": rng.choice(AFFINES),
-            "act": rng.choice(ACTS),
-            "weight": rng.choice(WEIGHTS),
-            "eps": rng.choice([1e-5, 1e-3, 0.1]),
-        }
-        if options["partition"] in ("group", "batch_group"):
-            options[rng.choice(["groups", "group_size"])] = rng.choice(divisors)
-        if options["partition"] in ("batch", "batch_group"):
-            options["running"] = rng.random() < 0.7
-            if options["running"] and rng.random() < 0.5:
-                options["momentum"] = rng.choice([0.05, 0.3, 1.0])
         try:
-            found[NormConfig(**options)] = None
+            found[space.config(space.sample(study.ask()))] = None
         except ValueError:
             continue
     return list(found)
@@ -126,10 +114,21 @@ def test_presets_match_build_norm(name):
     assert_same_layer(layer, build_norm(cfg, 32), (4, 32, 3, 3), seed=1, label=name)
 
 
-def test_random_configs_match_build_norm():
-    for index, cfg in enumerate(random_configs(300, seed=0)):
-        shape = (3, 8, 4, 4) if index % 4 else (3, 8, 5)  # 2-d and 1-d spatial inputs
-        assert_same_layer(exported_layer(cfg, 8), build_norm(cfg, 8), shape, seed=index, label=cfg.spec())
+EXTRA_SPECS = [
+    "bn:running=false",
+    "bn:center=false,scale=rms,momentum=0.3",
+    "bgn:group_size=4,running=false",
+    "bgn:groups=4,scale=rms,act=tlu,momentum=1.0",
+    "evonorm_b0:running=false,affine=gain",
+    "evonorm_b0:partition=batch_group,groups=2",
+]
+"""Configs outside full.yaml: running estimates switched off or tuned."""
+
+
+def test_space_configs_match_build_norm():
+    for index, cfg in enumerate(space_configs(300, seed=0) + [parse_spec(s) for s in EXTRA_SPECS]):
+        shape = (3, 32, 3, 3) if index % 4 else (3, 32, 5)  # 2-d and 1-d spatial inputs
+        assert_same_layer(exported_layer(cfg, 32), build_norm(cfg, 32), shape, seed=index, label=cfg.spec())
 
 
 def test_constructor_arguments_vary_the_hyperparameters():
@@ -173,7 +172,7 @@ def _class_node(source: str, name: str) -> ast.ClassDef:
 
 
 def test_fused_configs_call_the_same_torch_kernel_and_generic_ones_none():
-    for cfg in [parse_spec(name) for name in PRESETS] + random_configs(120, seed=1):
+    for cfg in [parse_spec(name) for name in PRESETS] + space_configs(120, seed=1):
         source = export_source(cfg, class_name="L")
         layer = _class_node(source, "L")
         code = ast.unparse(layer)
@@ -197,7 +196,7 @@ def test_fused_configs_call_the_same_torch_kernel_and_generic_ones_none():
 def test_output_passes_ruff_check_and_format_with_defaults(tmp_path):
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff, "ruff is a test dependency (pip install -e .[test])"
-    configs = [parse_spec(name) for name in PRESETS] + random_configs(40, seed=2)
+    configs = [parse_spec(name) for name in PRESETS] + space_configs(40, seed=2)
     for index, cfg in enumerate(configs):
         (tmp_path / f"layer_{index}.py").write_text(export_source(cfg), encoding="utf-8")
     provenance = Provenance(
@@ -228,7 +227,7 @@ def test_default_class_names():
         "in:scale=rms": "NormLayer",
     }
     assert {spec: default_class_name(parse_spec(spec)) for spec in names} == names
-    for cfg in random_configs(200, seed=3):
+    for cfg in space_configs(200, seed=3):
         check_class_name(default_class_name(cfg))
 
 
@@ -333,6 +332,96 @@ def test_cli_unwritable_output_exits_2(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+TINY_SPACE = """\
+description: a few seconds of probes for the export tests
+space:
+  partition: {choices: [group, batch]}
+  group_size: {when: {partition: group}, choices: [2, 4]}
+  act: {choices: [none, tlu]}
+probe: {model: cnn, depth: 2, width: 8, batch_size: 8, seeds: 1, resolution: 8}
+search: {n_trials: 4, sampler: random, seed: 0, baselines: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory) -> Path:
+    """A real study ``tiny`` (a short probe search), with a confirmation result recorded for rank 1."""
+    root = tmp_path_factory.mktemp("study")
+    (root / "tiny.yaml").write_text(TINY_SPACE, encoding="utf-8")
+    runs = root / "runs"
+    result = runner.invoke(
+        app, ["run", "--space", str(root / "tiny.yaml"), "--runs-dir", str(runs), "--no-confirm"]
+    )
+    assert result.exit_code == 0, result.stderr
+    study = open_study("tiny", runs_dir=runs)
+    best = build_rows(study)[0]
+    study.set_user_attr(f"confirm:{best['trial']}", {"accuracy": 0.875, "diverged": False})
+    return runs
+
+
+def test_cli_exports_rank_1_of_the_latest_study_by_default(study_dir, tmp_path):
+    rows = build_rows(open_study("tiny", runs_dir=study_dir))
+    target = tmp_path / "best.py"
+    result = runner.invoke(app, ["export", "--runs-dir", str(study_dir), "-o", str(target)])
+    assert result.exit_code == 0, result.stderr
+    best = rows[0]
+    expected = export_source(best["config"], provenance=Provenance.from_row("tiny", best))
+    assert target.read_text(encoding="utf-8") == expected
+    assert f"study 'tiny', trial {best['trial']} (leaderboard rank 1)." in expected
+    assert "Confirmed by training: accuracy 0.875." in expected
+    layer = _import_file(target, "best").__dict__[default_class_name(as_config(best["config"]))](8)
+    assert_same_layer(layer, build_norm(best["config"], 8), (4, 8, 3, 3), seed=5, label="rank 1")
+
+
+def test_cli_exports_a_rank_or_a_trial(study_dir):
+    rows = build_rows(open_study("tiny", runs_dir=study_dir))
+    last = rows[-1]
+    by_rank = runner.invoke(
+        app, ["export", "tiny", "--rank", str(last["rank"]), "--runs-dir", str(study_dir)]
+    )
+    by_trial = runner.invoke(
+        app, ["export", "tiny", "--trial", str(last["trial"]), "--runs-dir", str(study_dir)]
+    )
+    assert by_rank.exit_code == by_trial.exit_code == 0, by_rank.stderr + by_trial.stderr
+    assert (
+        by_rank.stdout
+        == by_trial.stdout
+        == export_source(last["config"], provenance=Provenance.from_row("tiny", last))
+    )
+    journal = study_dir / "tiny" / "journal.log"
+    by_storage = runner.invoke(
+        app, ["export", "tiny", "--storage", str(journal), "--runs-dir", str(study_dir.parent)]
+    )
+    assert by_storage.exit_code == 0, by_storage.stderr
+    assert by_storage.stdout == export_source(
+        rows[0]["config"], provenance=Provenance.from_row("tiny", rows[0])
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tiny", "--rank", "99"], "--rank 99 is out of range"),
+        (["tiny", "--trial", "99"], "has no trial 99"),
+        (["nosuch"], "no study 'nosuch'"),
+        (["../escape"], "study name"),
+    ],
+)
+def test_cli_study_errors_exit_2(study_dir, tmp_path, args, message):
+    target = tmp_path / "keep.py"
+    target.write_text("# existing results\n", encoding="utf-8")
+    result = runner.invoke(app, ["export", *args, "--runs-dir", str(study_dir), "-o", str(target)])
+    assert result.exit_code == 2
+    assert message in _error_line(result)
+    assert target.read_text(encoding="utf-8") == "# existing results\n"
+
+
+def test_cli_without_studies_exits_2(tmp_path):
+    result = runner.invoke(app, ["export", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no studies under" in _error_line(result)
+
+
 # ---------------------------------------------------------------------------------------------------
 # End to end: export, import, train inside a torchvision ResNet
 
@@ -346,7 +435,7 @@ def _import_file(path: Path, module_name: str):
 
 def _train_steps(model: nn.Module, steps: int = 2) -> list[float]:
     gen = torch.Generator().manual_seed(0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     losses = []
     model.train()
     for _ in range(steps):

@@ -7,6 +7,7 @@ Same class names, parameter names (``weight``, ``bias``, ``gain``) and formulas,
 from __future__ import annotations
 
 from ..norm import NormConfig
+from .codefmt import bracketed
 
 _WEIGHT_NORM = [
     "class WeightNormConv2d(nn.Conv2d):",
@@ -16,7 +17,7 @@ _WEIGHT_NORM = [
     "    filter. Takes nn.Conv2d's arguments, plus ``eps``.",
     '    """',
     "",
-    "    def __init__(self, *args: Any, eps: float = {eps!r}, **kwargs: Any) -> None:",
+    "{init}",
     "        super().__init__(*args, **kwargs)",
     "        self.eps = eps",
     "        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))",
@@ -44,7 +45,7 @@ _SCALED_WS = [
     "    Takes nn.Conv2d's arguments, plus ``eps``.",
     '    """',
     "",
-    "    def __init__(self, *args: Any, eps: float = {eps!r}, **kwargs: Any) -> None:",
+    "{init}",
     "        super().__init__(*args, **kwargs)",
     "        self.eps = eps",
     "        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))",
@@ -70,4 +71,9 @@ def conv_lines(cfg: NormConfig) -> list[str]:
     """Module-level lines of the conv wrapper for ``cfg.weight`` (none for ``weight = none``)."""
     if cfg.weight == "none":
         return []
-    return [line.replace("{eps!r}", repr(cfg.eps)) for line in _CONV_SOURCES[cfg.weight]]
+    params = ["self", "*args: Any", f"eps: float = {cfg.eps!r}", "**kwargs: Any"]
+    init = bracketed("def __init__(", params, ") -> None:", 1)
+    lines: list[str] = []
+    for line in _CONV_SOURCES[cfg.weight]:
+        lines += init if line == "{init}" else [line]
+    return lines

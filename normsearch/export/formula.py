@@ -23,6 +23,11 @@ PARTITION_SETS: dict[str, str] = {
 }
 """Π: the sets of elements that share statistics, for an input of shape (N, C, *S)."""
 
+ACTIVATION_NOTE = (
+    "This layer ends in its own nonlinearity: in normsearch's networks it takes the place of the "
+    "ReLU that would follow the norm (drop that ReLU to reproduce them)."
+)
+
 _STAT_NAMES = {"μ": "mean", "σ²": "biased variance", "E[x²]": "mean square"}
 
 
@@ -114,6 +119,8 @@ def describe(cfg: NormConfig, kernel_note: str) -> list[list[str]]:
     head = "Input (N, C, *S) with C = ``num_channels``; output of the same shape. " + _partition_text(cfg)
     paragraphs = [textwrap.wrap(head, WIDTH), [f"    {formula(cfg)}"]]
     paragraphs += [lines for lines in [_symbol_lines(cfg)] if lines] + _mode_paragraphs(cfg)
+    if cfg.act != "none":
+        paragraphs.append(textwrap.wrap(ACTIVATION_NOTE, WIDTH))
     if kernel_note:
         paragraphs.append(textwrap.wrap(kernel_note, WIDTH))
     return paragraphs
