@@ -23,16 +23,18 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .confirm.settings import ConfirmSettings
 from .data import ImageData, load_data
 from .models import build_model
 from .norm import Spec, as_config
+
+if TYPE_CHECKING:  # the confirm package imports this module
+    from .confirm.settings import ConfirmSettings
 
 DIVERGENCE_FACTOR = 10.0
 EVAL_BATCH = 512

@@ -23,7 +23,7 @@ class ConfirmSettings:
     data_dir: str = field(default="data", metadata={"help": "where torchvision datasets are stored"})
     download: bool = field(default=False, metadata={"help": "download torchvision datasets if missing"})
     model: str = field(default="resnet", metadata={"choices": ("resnet", "cnn"), "help": "trained network"})
-    depth: int = field(default=8, metadata={"min": 2, "help": "ResNet depth (6n+2) or CNN conv layers"})
+    depth: int = field(default=14, metadata={"min": 2, "help": "ResNet depth (6n+2) or CNN conv layers"})
     width: int = field(default=32, metadata={"min": 1, "help": "channels of the first stage"})
     skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})
     epochs: int = field(default=3, metadata={"min": 1, "help": "training epochs"})

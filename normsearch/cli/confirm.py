@@ -1,0 +1,222 @@
+"""``normsearch confirm STUDY``: train a study's best candidates; ``normsearch calibrate``: probe and train a
+whole space (every preset of ``classic.yaml`` by default) and report how well the probes predict training.
+
+Both take the study's (or space's) ``confirm:`` settings and override them with the flags given. Tables
+and ``--json`` go to stdout, training progress to stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import optuna
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ..confirm import confirm_study, current_results
+from ..confirm.calibration import QUANTITIES, ranking_accuracy
+from ..confirm.settings import DATASETS, ConfirmSettings
+from ..confirm.store import calibration as stored_calibration
+from ..data import DatasetUnavailable
+from ..leaderboard import build_rows
+from ..search import IncompatibleStudy, StopRequest, WorkerTask, budget_used, optimize, prepare
+from ..settings import SettingsError, from_mapping
+from ..space import SearchSpace, SpaceError, load_space
+from ..storage import check_name, locate, open_study
+from ..train import resolve_device
+from .app import app, fail, stderr, stdout
+
+INTERRUPTED = 130
+_HELP = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(ConfirmSettings)}
+
+
+def _flag(name: str, *decls: str, **kwargs: Any) -> Any:
+    return typer.Option(*(decls or (f"--{name.replace('_', '-')}",)), help=_HELP[name], **kwargs)
+
+
+TopK = Annotated[int | None, _flag("top_k", min=0)]
+Random = Annotated[int | None, _flag("random", min=0)]
+Baselines = Annotated[bool | None, _flag("baselines", "--baselines/--no-baselines")]
+Dataset = Annotated[str | None, typer.Option("--dataset", help=f"{_HELP['dataset']}: {'|'.join(DATASETS)}")]
+DataDir = Annotated[str | None, _flag("data_dir")]
+Download = Annotated[bool | None, _flag("download", "--download/--no-download")]
+Model = Annotated[str | None, typer.Option("--model", help=f"{_HELP['model']}: resnet|cnn")]
+Depth = Annotated[int | None, _flag("depth")]
+Width = Annotated[int | None, _flag("width")]
+Epochs = Annotated[int | None, _flag("epochs")]
+Steps = Annotated[int | None, _flag("steps")]
+BatchSize = Annotated[int | None, _flag("batch_size")]
+Optimizer = Annotated[str | None, typer.Option("--optimizer", help="optimizer: sgd|adam|adamw")]
+Lr = Annotated[float | None, _flag("lr")]
+Schedule = Annotated[str | None, typer.Option("--schedule", help="learning-rate schedule: constant|cosine|step")]
+Seeds = Annotated[int | None, _flag("seeds")]
+Seed = Annotated[int | None, _flag("seed")]
+Device = Annotated[str | None, typer.Option("--device", help="auto|cpu|cuda")]
+Amp = Annotated[bool | None, _flag("amp", "--amp/--no-amp")]
+SmallBatch = Annotated[int | None, _flag("small_batch")]
+RunsDir = Annotated[str, typer.Option("--runs-dir", help="Where studies live.")]
+Storage = Annotated[str | None, typer.Option("--storage", help="Optuna storage URL or journal file path.")]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document {study, settings, rows, ...}.")]
+
+
+def confirm_settings(stored: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> ConfirmSettings:
+    """Stored settings (unknown keys ignored) updated with the flags given; exit 2 naming a bad one."""
+    known = {f.name for f in dataclasses.fields(ConfirmSettings)}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    merged = {k: v for k, v in (stored or {}).items() if k in known} | given
+    try:
+        settings = from_mapping(ConfirmSettings, merged)
+        resolve_device(settings.device)
+    except SettingsError as err:
+        where = f"--{err.path.replace('_', '-')}" if err.path in given else f"stored confirm.{err.path}"
+        fail(f"{where}: {err.message}")
+    except RuntimeError as err:
+        fail(f"--device: {err}")
+    return settings
+
+
+def _confirm(study: optuna.Study, settings: ConfirmSettings, space: SearchSpace | None = None) -> None:
+    try:
+        confirm_study(study, settings, space=space, console=stderr)
+    except DatasetUnavailable as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        stderr.print("interrupted: the candidates trained so far are stored; run again to go on", highlight=False)
+        raise typer.Exit(INTERRUPTED) from None
+
+
+def confirmed_rows(study: optuna.Study, settings: ConfirmSettings) -> list[dict[str, Any]]:
+    """Leaderboard rows of the candidates confirmed with these settings, best accuracy first (diverged last)."""
+    results = current_results(study, settings)
+    rows = [row for row in build_rows(study) if row["trial"] in results]
+    for row in rows:
+        row["confirm"] = results[row["trial"]]
+    return sorted(rows, key=lambda r: (-ranking_accuracy(r["confirm"]), r["score"], r["trial"]))
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    """Confirmed candidates: accuracy (best and final), small-batch accuracy and drop, time, throughput."""
+    small = any("small_batch" in row["confirm"] for row in rows)
+    grid = Table(title=title, title_justify="left")
+    for name, justify in (("#", "right"), ("config", "left"), ("score", "right"), ("accuracy", "right"),
+                          ("final", "right"), *((("small batch", "right"), ("drop", "right")) if small else ()),
+                          ("seeds", "right"), ("s", "right"), ("img/s", "right"), ("trial", "right")):
+        grid.add_column(name, justify=justify)
+    for rank, row in enumerate(rows, 1):
+        record = row["confirm"]
+        config = Text(row["config"])
+        if row["baseline"]:
+            config.append(f"  baseline {row.get('baseline_name') or ''}".rstrip(), style="cyan")
+        accuracy = Text("diverged", style="red") if record["diverged"] else Text(_pct(record["accuracy"]))
+        cells = [str(rank), config, f"{row['score']:.3f}", accuracy, _pct(record["final_accuracy"])]
+        if small:
+            sb = record.get("small_batch")
+            cells += [f"{_pct(sb['accuracy'])} (b={sb['batch_size']})", f"{100 * sb['drop']:+.1f}"] if sb else ["-", "-"]
+        cells += [str(len(record["seeds"])), f"{record['seconds']:.1f}", f"{record['images_per_s']:.0f}",
+                  str(row["trial"])]
+        grid.add_row(*cells)
+    return grid
+
+
+def calibration_table(calibration: Mapping[str, Any]) -> Table:
+    """Spearman ρ and Kendall τ of each probe quantity against accuracy (+1: ranks exactly as training)."""
+    n = calibration["score"]["n"]
+    grid = Table(title=f"calibration: do the probes predict trained accuracy? (n={n}, +1 = same ranking)",
+                 title_justify="left")
+    for name in ("probe quantity", "Spearman ρ", "Kendall τ", "n"):
+        grid.add_column(name, justify="left" if name == "probe quantity" else "right")
+    for name in QUANTITIES:
+        c = calibration[name]
+        grid.add_row(name, *("n/a" if c[k] is None else f"{c[k]:+.2f}" for k in ("spearman", "kendall")), str(c["n"]))
+    return grid
+
+
+def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) -> None:
+    rows = confirmed_rows(study, settings)
+    calibration = stored_calibration(study)
+    if json_output:
+        doc = {"study": study.study_name, "settings": dataclasses.asdict(settings), "rows": rows,
+               "calibration": calibration}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    title = (f"confirmation: {study.study_name} ({settings.dataset}, {settings.model}-{settings.depth} width "
+             f"{settings.width}, {settings.epochs} epochs, batch {settings.batch_size})")
+    stdout.print(results_table(title, rows))
+    if calibration:
+        stdout.print(calibration_table(calibration))
+
+
+@app.command("confirm")
+def confirm_command(
+    study_name: Annotated[str | None, typer.Argument(metavar="[STUDY]", help="Study (default: the latest).")] = None,
+    top_k: TopK = None, random: Random = None, baselines: Baselines = None, dataset: Dataset = None,
+    data_dir: DataDir = None, download: Download = None, model: Model = None, depth: Depth = None,
+    width: Width = None, epochs: Epochs = None, steps: Steps = None, batch_size: BatchSize = None,
+    optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None,
+    device: Device = None, amp: Amp = None, small_batch: SmallBatch = None,
+    runs_dir: RunsDir = "runs", storage: Storage = None, json_output: JsonOutput = False,
+) -> None:
+    """Train a study's best candidates (top-k by score, baselines, random extras) and calibrate its probes.
+
+    Settings: the study's ``confirm:`` section, overridden by the flags. Work already stored for the same
+    training settings is skipped, so running it again only adds what is missing (e.g. more seeds).
+    """
+    overrides = {k: v for k, v in locals().items() if k in _HELP}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = open_study(study_name, runs_dir, storage)
+    except ValueError as err:
+        fail(str(err))
+    settings = confirm_settings(study.user_attrs.get("confirm"), overrides)
+    _confirm(study, settings)
+    _print(study, settings, json_output)
+
+
+@app.command("calibrate")
+def calibrate_command(
+    space_path: Annotated[str, typer.Option("--space", metavar="FILE", help="Space file or shipped name.")] = "classic",
+    study_name: Annotated[str | None, typer.Option("--study", help="Study (default: SPACE-calibration).")] = None,
+    dataset: Dataset = None, data_dir: DataDir = None, download: Download = None, model: Model = None,
+    depth: Depth = None, width: Width = None, epochs: Epochs = None, steps: Steps = None,
+    batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None,
+    seeds: Seeds = None, seed: Seed = None, device: Device = None, amp: Amp = None, small_batch: SmallBatch = None,
+    runs_dir: RunsDir = "runs", json_output: JsonOutput = False,
+) -> None:
+    """Probe and train every candidate of a space (all presets of classic.yaml), then print both side by side
+    with the rank correlation of each probe score against trained accuracy.
+
+    The study is kept under the runs directory: running it again reuses the probes and the trained runs.
+    """
+    overrides = {k: v for k, v in locals().items() if k in _HELP}
+    try:
+        space = load_space(space_path)
+    except SpaceError as err:
+        fail(err.problems[0])
+    try:
+        location = locate(check_name(study_name or f"{space.name}-calibration"), runs_dir)
+        prepared = prepare(space, location)
+    except (ValueError, IncompatibleStudy) as err:
+        fail(f"--study: {err}")
+    study = prepared.study
+    base = dataclasses.asdict(space.confirm) | {"baselines": True, "random": 0}
+    settings = confirm_settings(base, overrides)
+    remaining = space.search.n_trials - budget_used(study)
+    if remaining > 0:
+        stderr.print(f"calibrate {space.name}: probing {remaining} candidates", highlight=False)
+        try:
+            optimize(WorkerTask(space, location, space.search.n_trials, remaining, None, space.search.seed),
+                     StopRequest())
+        except KeyboardInterrupt:
+            stderr.print("interrupted: the probes so far are stored; run again to go on", highlight=False)
+            raise typer.Exit(INTERRUPTED) from None
+    settings = dataclasses.replace(settings, top_k=len(build_rows(study)))
+    _confirm(study, settings, space)
+    _print(study, settings, json_output)
