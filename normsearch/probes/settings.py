@@ -18,7 +18,9 @@ class ProbeSettings:
     seeds: int = field(default=3, metadata={"min": 1, "help": "independent inits/batches, reported as mean ± std"})
     seed: int = field(default=0, metadata={"min": 0, "help": "base seed: fixes inputs and init"})
     data: str = field(default="digits", metadata={"choices": ("digits", "gaussian"), "help": "probe inputs"})
-    resolution: int = field(default=16, metadata={"min": 4, "help": "input height = width"})
+    resolution: int = field(
+        default=16, metadata={"min": 4, "help": "input height = width (the cnn halves it 4 times: >= 32 keeps 2x2)"}
+    )
     skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})
 
     def __post_init__(self) -> None:
