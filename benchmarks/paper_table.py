@@ -17,6 +17,7 @@ upsampled digits; expect a few minutes on a laptop CPU. ``--plot FILE.png`` draw
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -135,7 +136,8 @@ def main() -> None:
     if args.json:
         doc = {name: {spec: o.to_dict() if isinstance(o, ProbeResult) else {"error": o} for spec, o in r.items()}
                for name, r in results.items()}
-        print(json.dumps({"settings": {"resnet": resnet.__dict__, "cnn": cnn.__dict__}, "results": doc}))
+        settings = {"resnet": dataclasses.asdict(resnet), "cnn": dataclasses.asdict(cnn)}
+        print(json.dumps({"settings": settings, "results": doc}))
         return
     r, s, c = f"ResNet-{args.depth}", f"ResNet-{args.depth}+SkipInit", f"CNN-{args.cnn_depth}"
     stdout.print(table(

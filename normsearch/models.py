@@ -34,7 +34,13 @@ from .norm import NormConfig, Spec, as_config, build_conv, build_norm_act
 
 
 class ProbedNetwork(Protocol):
-    """What the probes need from a network: its probe points in depth order."""
+    """What the probes need from a network (an ``nn.Module``): its probe points in depth order."""
+
+    training: bool
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+    def train(self, mode: bool = True) -> nn.Module: ...
 
     def block_outputs(self) -> list[nn.Module]: ...
 

@@ -3,6 +3,7 @@ the findings of "Beyond BatchNorm" reproduced on small settings."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -140,7 +141,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers() -> None:
 
     a, b = ProbeRunner(TINY).run("gn:groups=4"), probe("gn:groups=4", TINY)
     assert numbers(a) == numbers(b)
-    other = ProbeRunner(ProbeSettings(**{**TINY.__dict__, "seed": 1})).run("gn:groups=4")
+    other = ProbeRunner(dataclasses.replace(TINY, seed=1)).run("gn:groups=4")
     assert numbers(other) != numbers(a)
     assert a.seeds == 2 and a.activation_growth_std > 0 and a.similarity_std > 0 and a.grad_ratio_std > 0
 
@@ -278,7 +279,7 @@ def test_skipinit_tames_growth_except_for_weight_norms_post_sum_scaled_relu() ->
     # identity on x ≥ 0, so variance stays flat. WN's slot is 1.71·(ReLU(x) − 0.40), applied after the sum
     # in this (the paper's standard) block, so it still amplifies every block: the authors' code marks a
     # separate "activation before residual" block as the one used for its WeightNorm experiments.
-    runner = ProbeRunner(ProbeSettings(**{**GROWTH.__dict__, "skipinit": True}))
+    runner = ProbeRunner(dataclasses.replace(GROWTH, skipinit=True))
     for spec in [*ACTIVATION_NORMS, "none", "sws"]:
         result = runner.run(spec)
         assert _at_most_linear(result), (spec, _normalized_variance(result))

@@ -58,23 +58,25 @@ def mean_cosine_similarity(a: Tensor) -> Tensor:
     return (total.square().sum() - unit.square().sum()) / (n * (n - 1))
 
 
-def trace_network(model: nn.Module, inputs: Tensor, targets: Tensor) -> Trace:
-    """Probe ``model`` (a :class:`~normsearch.models.ProbedNetwork`) on one batch; see the module docstring.
+def trace_network(model: ProbedNetwork, inputs: Tensor, targets: Tensor) -> Trace:
+    """Probe ``model`` (an ``nn.Module`` with the probe points of :class:`~normsearch.models.ProbedNetwork`) on
+    one batch; see the module docstring.
 
     inputs (N, C, H, W) with N ≥ 2, targets (N,) class indices. Non-finite values propagate into the curves
     (callers decide what is unstable); nothing here raises on NaN or inf.
     """
     if inputs.shape[0] < 2:
         raise ValueError(f"probe batch needs at least 2 samples, got {inputs.shape[0]}")
-    network: ProbedNetwork = model  # type: ignore[assignment]
-    blocks, convs = network.block_outputs(), network.conv_layers()
-    stats: list[tuple[Tensor, Tensor] | None] = [None] * len(blocks)
+    blocks, convs = model.block_outputs(), model.conv_layers()
+    variance: dict[int, Tensor] = {}
+    similarity: dict[int, Tensor] = {}
     conv_outputs: list[Tensor | None] = [None] * len(convs)
 
     def keep_stats(index: int):
         def hook(_module: nn.Module, _args: tuple, output: Tensor) -> None:
             with torch.no_grad():
-                stats[index] = (channel_variance(output), mean_cosine_similarity(output))
+                variance[index] = channel_variance(output)
+                similarity[index] = mean_cosine_similarity(output)
 
         return hook
 
@@ -92,7 +94,7 @@ def trace_network(model: nn.Module, inputs: Tensor, targets: Tensor) -> Trace:
         with torch.enable_grad():
             loss = F.cross_entropy(model(inputs), targets)
             missing = [i for i, z in enumerate(conv_outputs) if z is None or not z.requires_grad]
-            if missing or any(s is None for s in stats):
+            if missing or len(variance) < len(blocks):
                 raise ValueError("the network's probe points were not all reached by its forward pass")
             grads = torch.autograd.grad(loss, conv_outputs, allow_unused=True)
     finally:
@@ -102,8 +104,8 @@ def trace_network(model: nn.Module, inputs: Tensor, targets: Tensor) -> Trace:
     zero = torch.zeros((), dtype=torch.float64)
     grad_norm = torch.stack([zero if g is None else torch.linalg.vector_norm(g).double() for g in grads])
     return Trace(
-        variance=torch.stack([s[0] for s in stats]).double(),  # type: ignore[index]
-        similarity=torch.stack([s[1] for s in stats]).double(),  # type: ignore[index]
+        variance=torch.stack([variance[i] for i in range(len(blocks))]).double(),
+        similarity=torch.stack([similarity[i] for i in range(len(blocks))]).double(),
         grad_norm=grad_norm,
         loss=float(loss.detach()),
     )
