@@ -1,0 +1,436 @@
+"""The search: an Optuna study whose trials draw a config from the space and score it with the probes.
+
+Objectives (all minimised, a multi-objective study): ``activation_growth``, ``similarity``, ``grad_ratio``
+of :class:`~normsearch.probes.ProbeResult`; the scalar score (:meth:`ScoreWeights.score`) ranks them.
+
+One trial (:class:`Objective`):
+
+1. draw options from the space; a contradictory combination fails the trial (``fail_reason``);
+2. canonical config string → user attr ``config``; a config already scored in this study reuses that
+   trial's result (``duplicate_of``), so repeated samples cost nothing;
+3. probe it with the process's one :class:`~normsearch.probes.ProbeRunner` (inputs cached across trials);
+   a config that does not fit the network (ValueError) or any exception fails the trial with its reason;
+4. store ``probe`` (scores, stds, reason, rounded curves), ``seconds``, ``score``; an unstable pass (NaN/inf)
+   completes with its capped worst scores and the constraint ``unstable`` = 1 (infeasible), so Optuna's
+   ``best_trials`` and constrained samplers skip it while the leaderboard still shows it.
+
+Budget: ``n_trials`` counts every finished trial of the study except interrupted ones (left RUNNING by a
+killed process, or stopped by a second Ctrl-C), so rerunning the same command resumes and completes it. With
+``--workers N`` the parent splits what is left into N shares, one per spawned process on the same storage.
+
+Stopping: the first Ctrl-C (SIGINT; SIGTERM in workers) lets the running trial finish, then stops; a second
+one interrupts the trial, which is recorded FAIL with ``interrupted`` = true.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import signal
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import optuna
+from optuna.samplers import BaseSampler, BruteForceSampler, NSGAIISampler, RandomSampler, TPESampler
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from . import __version__
+from .norm import parse_spec
+from .probes import ProbeResult, ProbeRunner
+from .space import ScoreWeights, SearchSettings, SearchSpace
+from .storage import StudyLocation, create_or_load, fail_stale_trials, worker_id
+
+OBJECTIVES = ("activation_growth", "similarity", "grad_ratio")
+DIRECTIONS = ["minimize"] * len(OBJECTIVES)
+BASELINES = {
+    "bn": "bn",
+    "ln": "ln",
+    "in": "in",
+    "gn": "gn",
+    **{f"gn C/G={k}": f"gn:group_size={k}" for k in (2, 4, 8, 16, 32)},
+}
+"""The classic layers enqueued when they fall inside the space: BN, LN, IN, and GN as the paper runs it
+(its default 32 groups, and its group sizes 2…32)."""
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+
+
+class CandidateFailed(Exception):
+    """A candidate that cannot be scored; its trial is recorded FAIL with this reason and the run goes on."""
+
+
+class IncompatibleStudy(ValueError):
+    """The study exists with settings whose scores would not compare with this space's."""
+
+
+# ------------------------------------------------------------------------------------------------------
+# Samplers
+
+
+def _tpe(settings: SearchSettings, seed: int) -> BaseSampler:
+    with warnings.catch_warnings():  # `group` is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return TPESampler(
+            seed=seed, n_startup_trials=settings.startup_trials, multivariate=True, group=True, constant_liar=True
+        )
+
+
+def _brute_force(settings: SearchSettings, seed: int) -> BaseSampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return BruteForceSampler(seed=seed)
+
+
+SAMPLER_FACTORIES: dict[str, Callable[[SearchSettings, int], BaseSampler]] = {
+    "tpe": _tpe,
+    "random": lambda settings, seed: RandomSampler(seed=seed),
+    "nsga2": lambda settings, seed: NSGAIISampler(seed=seed),
+    "brute_force": _brute_force,
+}
+
+
+def make_sampler(settings: SearchSettings, seed: int) -> BaseSampler:
+    """The sampler named by ``settings.sampler``, seeded with ``seed``."""
+    return SAMPLER_FACTORIES[settings.sampler](settings, seed)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Trial records
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+def compact(result: ProbeResult) -> dict[str, Any]:
+    """The ``probe`` user attr: scores and stds, instability, seeds, blocks, curves at 4 significant digits."""
+    record = {name: getattr(result, name) for name in OBJECTIVES}
+    record.update({f"{name}_std": _round(getattr(result, f"{name}_std")) for name in OBJECTIVES})
+    record.update(
+        unstable=result.unstable,
+        reason=result.reason,
+        seeds=result.seeds,
+        blocks=len(result.curves.get("variance", [])),
+        curves={key: [_round(v) for v in values] for key, values in result.curves.items()},
+    )
+    return record
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    """Finished trials count, except those interrupted by a killed process or a forced stop."""
+    return trial.state in FINISHED and not trial.user_attrs.get("interrupted", False)
+
+
+def budget_used(study: optuna.Study, include_running: bool = True) -> int:
+    """Trials that count toward ``n_trials`` (plus, by default, those running now)."""
+    trials = study.get_trials(deepcopy=False)
+    used = sum(counts_toward_budget(t) for t in trials)
+    return used + (sum(t.state == TrialState.RUNNING for t in trials) if include_running else 0)
+
+
+def trial_score(trial: FrozenTrial, weights: ScoreWeights) -> float:
+    """The scalar score of a COMPLETE trial (see :meth:`ScoreWeights.score`)."""
+    return weights.score(*trial.values, blocks=trial.user_attrs.get("probe", {}).get("blocks", 2))
+
+
+class Objective:
+    """The function a study optimizes: draw, dedupe, probe, record (see the module docstring)."""
+
+    def __init__(self, space: SearchSpace, runner: ProbeRunner | None = None) -> None:
+        self.space = space
+        self.runner = runner or ProbeRunner(space.probe)
+
+    def __call__(self, trial: Trial) -> list[float]:
+        trial.set_user_attr("worker", worker_id())
+        if "baseline" not in trial.user_attrs:
+            trial.set_user_attr("baseline", False)
+        try:
+            return self._evaluate(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            trial.set_user_attr("interrupted", True)
+            raise
+
+    def _evaluate(self, trial: Trial) -> list[float]:
+        options = self.space.sample(trial)
+        try:
+            cfg = self.space.config(options)
+        except ValueError as err:
+            text = ",".join(f"{k}={v}" for k, v in options.items())
+            trial.set_user_attr("config", text)
+            self._fail(trial, f"invalid config: {err}")
+        spec = cfg.spec()
+        trial.set_user_attr("config", spec)
+        earlier = self._earlier(trial, spec)
+        if earlier is not None:
+            return self._reuse(trial, earlier)
+        start = time.perf_counter()
+        try:
+            result = self.runner.run(cfg)
+        except ValueError as err:
+            self._fail(trial, f"does not fit the probe network: {err}")
+        except Exception as err:  # noqa: BLE001 - one candidate's crash must not stop the search
+            self._fail(trial, f"{type(err).__name__}: {err}")
+        record = compact(result)
+        return self._record(trial, record, time.perf_counter() - start)
+
+    def _record(self, trial: Trial, record: dict[str, Any], seconds: float) -> list[float]:
+        values = [record[name] for name in OBJECTIVES]
+        trial.set_user_attr("probe", record)
+        trial.set_user_attr("seconds", round(seconds, 4))
+        trial.set_user_attr("score", self.space.weights.score(*values, blocks=record["blocks"]))
+        trial.set_constraint("unstable", 1.0 if record["unstable"] else 0.0)
+        return values
+
+    def _earlier(self, trial: Trial, spec: str) -> FrozenTrial | None:
+        """The first earlier trial of this config that completed, or failed for a reason of its own."""
+        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            if other.number == trial.number or other.user_attrs.get("config") != spec:
+                continue
+            if other.state == TrialState.COMPLETE or (
+                "fail_reason" in other.user_attrs and not other.user_attrs.get("interrupted")
+            ):
+                return other
+        return None
+
+    def _reuse(self, trial: Trial, earlier: FrozenTrial) -> list[float]:
+        trial.set_user_attr("duplicate_of", earlier.number)
+        if earlier.state == TrialState.FAIL:
+            self._fail(trial, earlier.user_attrs["fail_reason"])
+        return self._record(trial, earlier.user_attrs["probe"], 0.0)
+
+    @staticmethod
+    def _fail(trial: Trial, reason: str) -> NoReturn:
+        trial.set_user_attr("fail_reason", reason)
+        raise CandidateFailed(reason)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Preparing a study
+
+
+def study_attrs(space: SearchSpace) -> dict[str, Any]:
+    """What a study stores about its space, so later commands work without the YAML file."""
+    return {
+        "normsearch": __version__,
+        "space": {"name": space.name, "path": space.path, "sha256": space.sha256, "text": space.text},
+        "probe": dataclasses.asdict(space.probe),
+        "confirm": dataclasses.asdict(space.confirm),
+        "weights": dataclasses.asdict(space.weights),
+        "search": dataclasses.asdict(space.search),
+        "objectives": list(OBJECTIVES),
+    }
+
+
+def _check_compatible(study: optuna.Study, space: SearchSpace) -> None:
+    stored = study.user_attrs.get("probe")
+    if stored is None:
+        raise IncompatibleStudy(f"study {study.study_name!r} was not made by normsearch run (no probe settings)")
+    current = dataclasses.asdict(space.probe)
+    changed = [f"probe.{k}: {stored.get(k)!r} → {v!r}" for k, v in current.items() if stored.get(k) != v]
+    if changed:
+        raise IncompatibleStudy(
+            f"study {study.study_name!r} was probed with other settings ({'; '.join(changed)}): its scores "
+            "would not compare; use another --study name or restore them"
+        )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A study ready to run: whether it was new, what stale trials were failed, what was enqueued."""
+
+    study: optuna.Study
+    created: bool
+    stale: list[int]
+    enqueued: list[str]
+    space_changed: bool
+
+
+def enqueue_baselines(study: optuna.Study, space: SearchSpace) -> list[str]:
+    """Enqueue each :data:`BASELINES` layer inside the space that has no trial yet; returns their names.
+
+    Trials that were interrupted do not count, so a baseline lost to a killed run is enqueued again.
+    """
+    have = {
+        t.user_attrs.get("config")
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.WAITING, TrialState.RUNNING) or counts_toward_budget(t)
+        if t.user_attrs.get("baseline")
+    }
+    enqueued = []
+    for name, spec in BASELINES.items():
+        cfg = parse_spec(spec)
+        params = space.params_for(cfg)
+        if not params or cfg.spec() in have:
+            continue
+        have.add(cfg.spec())
+        study.enqueue_trial(params, user_attrs={"baseline": True, "baseline_name": name, "config": cfg.spec()})
+        enqueued.append(name)
+    return enqueued
+
+
+def prepare(space: SearchSpace, location: StudyLocation) -> Prepared:
+    """Create or resume the study: check its probe settings, store the space, fail stale trials, enqueue
+    baselines. Raises :class:`IncompatibleStudy` for a study probed with other settings."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded, not logged
+    study, created = create_or_load(location, DIRECTIONS)
+    changed = False
+    if not created:
+        _check_compatible(study, space)
+        changed = study.user_attrs.get("space", {}).get("sha256") != space.sha256
+    for key, value in study_attrs(space).items():
+        if created or study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
+    stale = fail_stale_trials(study)
+    enqueued = enqueue_baselines(study, space) if space.search.baselines else []
+    return Prepared(study, created, stale, enqueued, changed)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Running
+
+
+class StopRequest:
+    """Signal handler: the first signal asks to stop after the running trial; the second interrupts it."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def install(self, *signals: int) -> None:
+        for sig in signals:
+            signal.signal(sig, self)
+
+
+@dataclass(frozen=True)
+class WorkerTask:
+    """What one worker process needs (picklable): the space, where the study is, its share and limits."""
+
+    space: SearchSpace
+    location: StudyLocation
+    budget: int
+    share: int
+    timeout: float | None
+    seed: int
+    threads: int | None = None
+
+
+def optimize(
+    task: WorkerTask, stop: StopRequest, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None
+) -> optuna.Study:
+    """Run up to ``task.share`` trials in this process, stopping early at the study budget or on request."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded, not logged
+    if task.threads is not None:
+        import torch
+
+        torch.set_num_threads(task.threads)
+    study = optuna.load_study(
+        study_name=task.location.name,
+        storage=task.location.open(),
+        sampler=make_sampler(task.space.search, task.seed),
+    )
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        if on_trial is not None:
+            on_trial(study, trial)
+        if stop.requested or budget_used(study) >= task.budget:
+            study.stop()
+
+    if task.share > 0 and not stop.requested:
+        study.optimize(
+            Objective(task.space),
+            n_trials=task.share,
+            timeout=task.timeout,
+            catch=(CandidateFailed,),
+            callbacks=[after_trial],
+        )
+    return study
+
+
+def _worker_main(task: WorkerTask) -> None:
+    """Entry point of a spawned worker: graceful stop on SIGTERM; SIGINT is the parent's to forward."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = StopRequest()
+    stop.install(signal.SIGTERM)
+    try:
+        optimize(task, stop)
+    except KeyboardInterrupt:  # a second SIGTERM: the trial is recorded as interrupted
+        raise SystemExit(130) from None
+
+
+def shares(remaining: int, workers: int) -> list[int]:
+    """Split ``remaining`` trials into ``workers`` shares that differ by at most one."""
+    return [remaining // workers + (i < remaining % workers) for i in range(workers)]
+
+
+def run_workers(
+    tasks: list[WorkerTask], stop: StopRequest, poll: Callable[[], None], interval: float = 0.5
+) -> list[int]:
+    """Spawn one process per task, call ``poll`` while they run, forward stop requests as SIGTERM.
+
+    Returns the exit codes.
+    """
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker_main, args=(task,), daemon=False) for task in tasks]
+    for process in processes:
+        process.start()
+    signalled = 0
+    try:
+        while any(p.is_alive() for p in processes):
+            wanted = 1 if stop.requested else 0
+            if wanted > signalled:
+                _terminate(processes)
+                signalled = wanted
+            poll()
+            time.sleep(interval)
+    except KeyboardInterrupt:  # a second Ctrl-C: interrupt the workers' trials too
+        _terminate(processes)
+        _terminate(processes)
+        for process in processes:
+            process.join()
+        raise
+    poll()
+    return [p.exitcode for p in processes]
+
+
+def _terminate(processes: list[Any]) -> None:
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGTERM)
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per worker so that the workers together use the machine's cores once."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+__all__ = [
+    "BASELINES",
+    "DIRECTIONS",
+    "OBJECTIVES",
+    "CandidateFailed",
+    "IncompatibleStudy",
+    "Objective",
+    "Prepared",
+    "StopRequest",
+    "WorkerTask",
+    "budget_used",
+    "compact",
+    "counts_toward_budget",
+    "default_threads",
+    "enqueue_baselines",
+    "make_sampler",
+    "optimize",
+    "prepare",
+    "run_workers",
+    "shares",
+    "study_attrs",
+    "trial_score",
+]

@@ -1,0 +1,266 @@
+"""``normsearch run`` on a real Optuna journal storage with tiny probes: baselines, trial records, failures,
+duplicates, resume after a killed process, Ctrl-C, two workers on one journal, storages, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from normsearch.cli import app
+from normsearch.norm import parse_spec
+from normsearch.search import BASELINES, OBJECTIVES, counts_toward_budget
+from normsearch.storage import open_study
+
+runner = CliRunner()
+PROBE = "probe: {depth: 8, width: 32, batch_size: 16, seeds: 1, resolution: 8}\n"
+TINY = (
+    "space:\n"
+    "  partition: {choices: [batch, layer, instance, group]}\n"
+    "  group_size: {when: {partition: group}, choices: [2, 4]}\n"
+    "  center: {choices: [true, false]}\n" + PROBE
+)
+ENDLESS = TINY.replace(PROBE, "  eps: {low: 1.0e-6, high: 1.0e-2, log: true}\n" + PROBE)  # no repeats: real probes
+CLI = [sys.executable, "-c", "from normsearch.cli import app; app()"]
+
+
+def _run(*args: str):
+    result = runner.invoke(app, ["run", "--no-confirm", *args])
+    assert result.exit_code == 0, result.stderr
+    return result
+
+
+def _study(name: str, runs_dir: str = "runs") -> optuna.Study:
+    return open_study(name, runs_dir)
+
+
+def _counted(study: optuna.Study) -> int:
+    return sum(counts_toward_budget(t) for t in study.get_trials())
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 10-trial run of the tiny space, shared by the read-only tests."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "tiny.yaml").write_text(TINY)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        _run("--space", "tiny.yaml", "--n-trials", "10")
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def test_run_stores_baselines_trial_records_and_settings(tiny_study: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tiny_study)
+    study = _study("tiny")
+    trials = study.get_trials()
+    assert len(trials) == 10 and all(t.state == TrialState.COMPLETE for t in trials)
+    inside = {name: parse_spec(spec).spec() for name, spec in BASELINES.items()
+              if name in ("bn", "ln", "in", "gn C/G=2", "gn C/G=4")}
+    baselines = {t.user_attrs["baseline_name"]: t for t in trials if t.user_attrs["baseline"]}
+    assert set(baselines) == set(inside)  # exactly the known layers inside the space, enqueued once
+    assert all(baselines[name].user_attrs["config"] == spec for name, spec in inside.items())
+    assert min(t.number for t in baselines.values()) == 0  # they run first
+    for trial in trials:
+        attrs = trial.user_attrs
+        assert parse_spec(attrs["config"]).spec() == attrs["config"]
+        probe = attrs["probe"]
+        assert [probe[name] for name in OBJECTIVES] == trial.values
+        assert probe["blocks"] == len(probe["curves"]["variance"]) == 4  # resnet-8: stem + 3 blocks
+        assert attrs["seconds"] >= 0 and attrs["worker"].endswith(f":{os.getpid()}")
+        assert trial.constraints == {"unstable": 0.0}
+    assert study.user_attrs["probe"]["depth"] == 8
+    assert study.user_attrs["space"]["text"] == (tiny_study / "tiny.yaml").read_text()
+    assert set(study.user_attrs["confirm"]) >= {"top_k", "epochs"}
+
+
+def test_leaderboard_json_schema(tiny_study: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tiny_study)
+    result = runner.invoke(app, ["leaderboard", "--json"])  # no name: the latest study
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["study"] == "tiny" and doc["objectives"] == list(OBJECTIVES)
+    rows = doc["rows"]
+    types = {"rank": int, "trial": int, "config": str, "baseline": bool, "pareto": bool, "state": str,
+             "activation_growth": float, "similarity": float, "grad_ratio": float, "score": float}
+    for row in rows:
+        for key, kind in types.items():
+            assert isinstance(row[key], kind), (key, row)
+    assert [row["rank"] for row in rows] == list(range(1, len(rows) + 1))
+    assert [row["score"] for row in rows] == sorted(row["score"] for row in rows)
+    assert len({row["config"] for row in rows}) == len(rows)
+    assert sum(row["samples"] for row in rows) == 10
+    assert any(row["pareto"] for row in rows) and any(row["baseline"] for row in rows)
+    assert rows[0]["pareto"]  # the best scalar score is never dominated on all three scores
+
+
+def test_failed_trials_are_recorded_with_their_reason_and_the_run_goes_on(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("odd.yaml").write_text(
+        "space:\n"
+        "  partition: {choices: [none, batch, group]}\n"
+        "  group_size: {when: {partition: group}, low: 3, high: 4}\n"  # 3 does not divide 32
+        "  center: {choices: [true, false]}\n"
+        "  scale: {choices: [std, none]}\n"  # partition none needs center=false, scale=none
+        "search: {sampler: random, n_trials: 14, baselines: false}\n" + PROBE
+    )
+    _run("--space", "odd.yaml")
+    trials = _study("odd").get_trials()
+    assert len(trials) == 14
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    reasons = {t.user_attrs["fail_reason"].split(":")[0] for t in failed}
+    assert reasons == {"invalid config", "does not fit the probe network"}
+    assert any(t.state == TrialState.COMPLETE for t in trials)
+    plain = json.loads(runner.invoke(app, ["leaderboard", "odd", "--json"]).stdout)["rows"]
+    assert all(row["state"] != "FAIL" for row in plain)
+    every = json.loads(runner.invoke(app, ["leaderboard", "odd", "--json", "--all", "--top", "100"]).stdout)["rows"]
+    failed_rows = [row for row in every if row["state"] == "FAIL"]
+    assert len(failed_rows) == len(failed) and all(row["reason"] for row in failed_rows)
+    assert all(row["score"] is None for row in failed_rows) and every[-1]["state"] == "FAIL"
+
+
+def test_repeated_configs_reuse_the_first_result(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("two.yaml").write_text("space:\n  partition: {choices: [batch, layer]}\n" + PROBE)
+    _run("--space", "two.yaml", "--n-trials", "5")
+    trials = _study("two").get_trials()
+    first = {t.user_attrs["config"]: t for t in reversed(trials)}
+    assert set(first) == {"bn", "ln"}
+    for trial in trials:
+        source = first[trial.user_attrs["config"]]
+        if trial.number != source.number:
+            assert trial.user_attrs["duplicate_of"] == source.number and trial.values == source.values
+    rows = json.loads(runner.invoke(app, ["leaderboard", "two", "--json"]).stdout)["rows"]
+    assert len(rows) == 2 and sum(row["samples"] for row in rows) == 5
+
+
+def _wait_for(predicate, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, f"the run exited early with code {process.returncode}"
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def _journal_trials(path: Path) -> list[optuna.trial.FrozenTrial]:
+    if not path.exists():
+        return []
+    try:
+        return open_study("tiny", path.parents[1]).get_trials()
+    except ValueError:
+        return []
+
+
+def test_resume_after_a_killed_run_fails_its_running_trial_and_completes_the_budget(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(ENDLESS)
+    journal = tmp_path / "runs" / "tiny" / "journal.log"
+    process = subprocess.Popen([*CLI, "run", "--no-confirm", "--space", "tiny.yaml", "--n-trials", "500"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in _journal_trials(journal)) >= 2, process)
+        for _ in range(50):  # freeze it mid-trial (not between two trials), then kill it
+            process.send_signal(signal.SIGSTOP)
+            if any(t.state == TrialState.RUNNING for t in _journal_trials(journal)):
+                break
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+    finally:
+        process.kill()
+        process.wait()
+    before = _study("tiny").get_trials()
+    stale = [t.number for t in before if t.state == TrialState.RUNNING]
+    assert stale
+    budget = _counted(_study("tiny")) + 3
+    result = _run("--space", "tiny.yaml", "--n-trials", str(budget))
+    assert "left running by a stopped process as failed" in result.stderr
+    after = _study("tiny").get_trials()
+    assert [t.number for t in after if t.state == TrialState.RUNNING] == []
+    for number in stale:
+        trial = after[number]
+        assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"] is True
+        assert trial.user_attrs["fail_reason"].startswith("interrupted")
+    assert _counted(_study("tiny")) == budget
+    again = _run("--space", "tiny.yaml", "--n-trials", str(budget))  # nothing left to do
+    assert len(_study("tiny").get_trials()) == len(after) and f"{budget}/{budget}" in again.stderr
+
+
+def test_ctrl_c_stops_after_the_running_trial_and_exits_130(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    journal = tmp_path / "runs" / "tiny" / "journal.log"
+    process = subprocess.Popen([*CLI, "run", "--no-confirm", "--space", "tiny.yaml", "--n-trials", "500"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in _journal_trials(journal)) >= 2, process)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert "interrupted after" in err and "run the same command again to resume" in err
+    assert out == ""
+    trials = _study("tiny").get_trials()
+    assert all(t.state in (TrialState.COMPLETE, TrialState.WAITING) for t in trials)  # the trial finished
+
+
+def test_two_workers_share_one_journal_without_losing_trials(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    _run("--space", "tiny.yaml", "--n-trials", "12", "--workers", "2")
+    trials = _study("tiny").get_trials()
+    assert [t.number for t in trials] == list(range(12))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2 and str(os.getpid()) not in {w.split(":")[1] for w in workers}
+    assert sum(t.user_attrs["baseline"] for t in trials) == 5  # each baseline once, not once per worker
+
+
+def test_same_seed_same_trials(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    for name in ("a", "b"):
+        _run("--space", "tiny.yaml", "--study", name, "--n-trials", "8", "--seed", "3")
+    a, b = _study("a").get_trials(), _study("b").get_trials()
+    assert [t.params for t in a] == [t.params for t in b]
+    assert [t.values for t in a] == [t.values for t in b]
+
+
+def test_resuming_with_other_probe_settings_is_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    _run("--space", "tiny.yaml", "--n-trials", "2", "--study", "s")
+    Path("tiny.yaml").write_text(TINY.replace("depth: 8", "depth: 14"))
+    result = runner.invoke(app, ["run", "--no-confirm", "--space", "tiny.yaml", "--n-trials", "4", "--study", "s"])
+    assert result.exit_code == 2
+    assert "study 's' was probed with other settings (probe.depth: 8 → 14)" in result.stderr
+    assert _counted(_study("s")) == 2
+
+
+def test_any_optuna_url_or_journal_path_as_storage(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    _run("--space", "tiny.yaml", "--n-trials", "2", "--study", "db", "--storage", f"sqlite:///{tmp_path}/x.db")
+    assert Path("runs/db/storage.txt").read_text().strip() == f"sqlite:///{tmp_path}/x.db"
+    assert _counted(optuna.load_study(study_name="db", storage=f"sqlite:///{tmp_path}/x.db")) == 2
+    _run("--space", "tiny.yaml", "--n-trials", "2", "--study", "j", "--storage", "elsewhere.log")
+    listed = runner.invoke(app, ["runs", "--json"])
+    assert {e["study"] for e in json.loads(listed.stdout)["runs"]} == {"db", "j"}
+    for name in ("db", "j"):  # found again through runs/<study>/storage.txt
+        board = runner.invoke(app, ["leaderboard", name, "--json"])
+        assert board.exit_code == 0 and len(json.loads(board.stdout)["rows"]) == 2
+    missing = runner.invoke(app, ["leaderboard", "nope"])
+    assert missing.exit_code == 2 and "no study 'nope' under runs/ (studies there: " in missing.stderr
