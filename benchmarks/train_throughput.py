@@ -61,16 +61,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     settings = ConfirmSettings(dataset=args.dataset, resolution=args.resolution, model=args.model,
                                depth=args.depth, width=args.width, batch_size=args.batch_size, steps=args.steps,
-                               device=args.device)
+                               device=args.device, threads=args.threads or None)
     data = load_data(settings.dataset, resolution=settings.resolution)
     device = resolve_device(settings.device)
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+    threads = args.threads or torch.get_num_threads()
+    print(f"torch {torch.__version__}, device {device}, threads {threads}, "
           f"{args.model}-{args.depth} width {args.width}, {args.dataset} {data.resolution}×{data.resolution}, "
           f"batch {args.batch_size}, {args.steps} steps × {args.repeats} repeats")
     print(f"{'preset':<8} {'native':<14} {'unified img/s':>14} {'native img/s':>13} {'ratio':>7}  target ≥ {TARGET}")

@@ -12,7 +12,11 @@
 - after each epoch: mean training loss and validation accuracy (eval mode, running statistics);
 - divergence: a training loss that is NaN/inf or above ``DIVERGENCE_FACTOR`` × max(ln K, first loss)
   stops the run at once and sets ``diverged``; accuracies then cover the completed epochs only (0 if none);
-- on CUDA: bf16 autocast (``amp``) and channels_last (``channels_last``) when enabled.
+- on CUDA: bf16 autocast (``amp``) and channels_last (``channels_last``) when enabled; on CPU, ``threads``
+  torch threads for the run (the previous count is restored after).
+
+A batch size other than ``settings.batch_size`` (the small-batch retrain) scales the learning rate
+linearly: lr · batch / settings.batch_size.
 
 Throughput is training images per second of training-step time (evaluation excluded).
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +146,40 @@ def evaluate(model: nn.Module, data: ImageData, device: torch.device, *, amp: bo
     return correct / len(labels)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Batch size, steps per epoch, total steps, epochs, peak learning rate and warmup steps of a run."""
+
+    batch_size: int
+    per_epoch: int
+    total: int
+    epochs: int
+    lr: float
+    warmup: int
+
+    @classmethod
+    def of(cls, settings: ConfirmSettings, train_size: int, batch_size: int | None) -> Plan:
+        """The plan for ``train_size`` images; a batch other than ``settings.batch_size`` scales lr linearly."""
+        batch = min(batch_size or settings.batch_size, train_size)
+        per_epoch = train_size // batch
+        total = settings.epochs * per_epoch
+        total = min(settings.steps, total) if settings.steps else total
+        lr = settings.lr * batch / settings.batch_size
+        return cls(batch, per_epoch, total, math.ceil(total / per_epoch), lr, round(settings.warmup_epochs * per_epoch))
+
+
+@contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch CPU threads (None: leave them), then restore the previous count."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def fit(
     model: nn.Module,
     data: ImageData,
@@ -153,59 +192,71 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` (input (B, data.in_channels, R, R), output (B, data.num_classes) logits) on ``data``."""
     device = resolve_device(settings.device)
-    on_cuda = device.type == "cuda"
-    amp, channels_last = settings.amp and on_cuda, settings.channels_last and on_cuda
-    batch_size = batch_size or settings.batch_size
-    batch_size = min(batch_size, len(data.train.tensors[1]))
-    per_epoch = len(data.train.tensors[1]) // batch_size
-    total = min(settings.steps, settings.epochs * per_epoch) if settings.steps else settings.epochs * per_epoch
-    epochs = math.ceil(total / per_epoch)
-    lr = settings.lr * batch_size / settings.batch_size  # linear scaling for a batch other than the default
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    optimizer = OPTIMIZERS[settings.optimizer](model.parameters(), settings, lr)
-    warmup = round(settings.warmup_epochs * per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: lr_factor(t, total, warmup, settings.schedule)
-    )
-    generator = torch.Generator().manual_seed(seed)
-    result = TrainResult(spec=spec, seed=seed, batch_size=batch_size, device=str(device))
-    limit = None
-    started = time.perf_counter()
-    train_seconds = 0.0
-    for epoch in range(epochs):
-        model.train()
-        tick = time.perf_counter()
-        losses = []
-        for images, labels in _batches(data, batch_size, generator):
-            x, y = _to_device(data, images, device, channels_last), labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = F.cross_entropy(model(x).float(), y)
+    with cpu_threads(settings.threads if device.type == "cpu" else None):
+        return _Run(model, data, settings, device, Plan.of(settings, len(data.train), batch_size), seed, spec,
+                    progress).fit()
+
+
+class _Run:
+    """The state of one :func:`fit` call: model, optimizer, schedule, records."""
+
+    def __init__(self, model: nn.Module, data: ImageData, settings: ConfirmSettings, device: torch.device,
+                 plan: Plan, seed: int, spec: str, progress: Progress | None) -> None:
+        on_cuda = device.type == "cuda"
+        self.amp, self.channels_last = settings.amp and on_cuda, settings.channels_last and on_cuda
+        self.data, self.device, self.plan, self.progress = data, device, plan, progress
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
+        self.model = model.to(device, memory_format=layout)
+        self.optimizer = OPTIMIZERS[settings.optimizer](self.model.parameters(), settings, plan.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda t: lr_factor(t, plan.total, plan.warmup, settings.schedule)
+        )
+        self.generator = torch.Generator().manual_seed(seed)
+        self.result = TrainResult(spec=spec, seed=seed, batch_size=plan.batch_size, device=str(device))
+        self.limit: float | None = None
+
+    def fit(self) -> TrainResult:
+        result, started, train_seconds = self.result, time.perf_counter(), 0.0
+        for epoch in range(1, self.plan.epochs + 1):
+            tick = time.perf_counter()
+            losses = self._epoch(epoch)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            train_seconds += time.perf_counter() - tick
+            if result.diverged:
+                break
+            result.train_loss.append(sum(losses) / len(losses))
+            result.val_accuracy.append(evaluate(self.model, self.data, self.device, amp=self.amp,
+                                                channels_last=self.channels_last))
+        result.seconds = time.perf_counter() - started
+        result.images_per_s = result.steps * self.plan.batch_size / train_seconds if train_seconds > 0 else 0.0
+        return result
+
+    def _epoch(self, epoch: int) -> list[float]:
+        """One pass (or what is left of the step budget); stops at divergence. Returns the step losses."""
+        result, losses = self.result, []
+        self.model.train()
+        for images, labels in _batches(self.data, self.plan.batch_size, self.generator):
+            x = _to_device(self.data, images, self.device, self.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss = F.cross_entropy(self.model(x).float(), labels.to(self.device, non_blocking=True))
             value = loss.item()
-            limit = limit or DIVERGENCE_FACTOR * max(math.log(data.num_classes), value)
-            if not math.isfinite(value) or value > limit:
+            self.limit = self.limit or DIVERGENCE_FACTOR * max(math.log(self.data.num_classes), value)
+            if not math.isfinite(value) or value > self.limit:
                 result.diverged = True
                 break
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            scheduler.step()
+            self.optimizer.step()
+            self.scheduler.step()
             losses.append(value)
             result.steps += 1
-            if progress:
-                progress(TrainProgress(result.steps, total, epoch + 1, epochs, value,
-                                       result.val_accuracy[-1] if result.val_accuracy else None))
-            if result.steps == total:
+            if self.progress:
+                last = result.val_accuracy[-1] if result.val_accuracy else None
+                self.progress(TrainProgress(result.steps, self.plan.total, epoch, self.plan.epochs, value, last))
+            if result.steps == self.plan.total:
                 break
-        if on_cuda:
-            torch.cuda.synchronize(device)
-        train_seconds += time.perf_counter() - tick
-        if result.diverged:
-            break
-        result.train_loss.append(sum(losses) / len(losses))
-        result.val_accuracy.append(evaluate(model, data, device, amp=amp, channels_last=channels_last))
-    result.seconds = time.perf_counter() - started
-    result.images_per_s = result.steps * batch_size / train_seconds if train_seconds > 0 else 0.0
-    return result
+        return losses
 
 
 def train(

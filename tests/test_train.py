@@ -90,3 +90,11 @@ def test_schedules(schedule, expected):
     assert [lr_factor(0, total, warmup, schedule), lr_factor(1, total, warmup, schedule)] == [0.5, 1.0]
     got = [lr_factor(t, total, warmup, schedule) for t in (warmup, warmup + 5, total)]
     assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_threads_apply_during_the_run_only():
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    settings = ConfirmSettings(dataset="synthetic", resolution=8, steps=2, threads=2, **FAST)
+    train("bn", settings, seed=0, progress=lambda event: seen.append(torch.get_num_threads()))
+    assert seen == [2, 2] and torch.get_num_threads() == before == 1  # the fixture's count is back

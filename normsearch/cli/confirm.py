@@ -56,6 +56,7 @@ Schedule = Annotated[str | None, typer.Option("--schedule", help="learning-rate 
 Seeds = Annotated[int | None, _flag("seeds")]
 Seed = Annotated[int | None, _flag("seed")]
 Device = Annotated[str | None, typer.Option("--device", help="auto|cpu|cuda")]
+Threads = Annotated[int | None, _flag("threads", min=1)]
 Amp = Annotated[bool | None, _flag("amp", "--amp/--no-amp")]
 SmallBatch = Annotated[int | None, _flag("small_batch")]
 RunsDir = Annotated[str, typer.Option("--runs-dir", help="Where studies live.")]
@@ -105,16 +106,16 @@ def _pct(value: float | None) -> str:
 def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
     """Confirmed candidates: accuracy (best and final), small-batch accuracy and drop, time, throughput."""
     small = any("small_batch" in row["confirm"] for row in rows)
-    grid = Table(title=title, title_justify="left")
+    grid = Table(title=title, title_justify="left", caption="B baseline", caption_justify="left")
     for name, justify in (("#", "right"), ("config", "left"), ("score", "right"), ("accuracy", "right"),
                           ("final", "right"), *((("small batch", "right"), ("drop", "right")) if small else ()),
                           ("seeds", "right"), ("s", "right"), ("img/s", "right"), ("trial", "right")):
-        grid.add_column(name, justify=justify)
+        grid.add_column(name, justify=justify, no_wrap=name == "config")
     for rank, row in enumerate(rows, 1):
         record = row["confirm"]
         config = Text(row["config"])
         if row["baseline"]:
-            config.append(f"  baseline {row.get('baseline_name') or ''}".rstrip(), style="cyan")
+            config.append(" B", style="cyan")
         accuracy = Text("diverged", style="red") if record["diverged"] else Text(_pct(record["accuracy"]))
         cells = [str(rank), config, f"{row['score']:.3f}", accuracy, _pct(record["final_accuracy"])]
         if small:
@@ -129,8 +130,7 @@ def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
 def calibration_table(calibration: Mapping[str, Any]) -> Table:
     """Spearman ρ and Kendall τ of each probe quantity against accuracy (+1: ranks exactly as training)."""
     n = calibration["score"]["n"]
-    grid = Table(title=f"calibration: do the probes predict trained accuracy? (n={n}, +1 = same ranking)",
-                 title_justify="left")
+    grid = Table(title=f"calibration against accuracy (n={n}; +1: same order)", title_justify="left")
     for name in ("probe quantity", "Spearman ρ", "Kendall τ", "n"):
         grid.add_column(name, justify="left" if name == "probe quantity" else "right")
     for name in QUANTITIES:
@@ -147,8 +147,8 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
                "calibration": calibration}
         typer.echo(json.dumps(doc, indent=2))
         return
-    title = (f"confirmation: {study.study_name} ({settings.dataset}, {settings.model}-{settings.depth} width "
-             f"{settings.width}, {settings.epochs} epochs, batch {settings.batch_size})")
+    title = (f"confirmation of {study.study_name}: {settings.dataset}, {settings.model}-{settings.depth}×"
+             f"{settings.width}, {settings.epochs} epochs, batch {settings.batch_size}")
     stdout.print(results_table(title, rows))
     if calibration:
         stdout.print(calibration_table(calibration))
@@ -161,7 +161,7 @@ def confirm_command(
     data_dir: DataDir = None, download: Download = None, model: Model = None, depth: Depth = None,
     width: Width = None, epochs: Epochs = None, steps: Steps = None, batch_size: BatchSize = None,
     optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None,
-    device: Device = None, amp: Amp = None, small_batch: SmallBatch = None,
+    device: Device = None, threads: Threads = None, amp: Amp = None, small_batch: SmallBatch = None,
     runs_dir: RunsDir = "runs", storage: Storage = None, json_output: JsonOutput = False,
 ) -> None:
     """Train a study's best candidates (top-k by score, baselines, random extras) and calibrate its probes.
@@ -187,8 +187,8 @@ def calibrate_command(
     dataset: Dataset = None, data_dir: DataDir = None, download: Download = None, model: Model = None,
     depth: Depth = None, width: Width = None, epochs: Epochs = None, steps: Steps = None,
     batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None,
-    seeds: Seeds = None, seed: Seed = None, device: Device = None, amp: Amp = None, small_batch: SmallBatch = None,
-    runs_dir: RunsDir = "runs", json_output: JsonOutput = False,
+    seeds: Seeds = None, seed: Seed = None, device: Device = None, threads: Threads = None, amp: Amp = None,
+    small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", json_output: JsonOutput = False,
 ) -> None:
     """Probe and train every candidate of a space (all presets of classic.yaml), then print both side by side
     with the rank correlation of each probe score against trained accuracy.
@@ -202,9 +202,12 @@ def calibrate_command(
         fail(err.problems[0])
     try:
         location = locate(check_name(study_name or f"{space.name}-calibration"), runs_dir)
-        prepared = prepare(space, location)
-    except (ValueError, IncompatibleStudy) as err:
+    except ValueError as err:
         fail(f"--study: {err}")
+    try:
+        prepared = prepare(space, location)
+    except IncompatibleStudy as err:
+        fail(str(err))
     study = prepared.study
     base = dataclasses.asdict(space.confirm) | {"baselines": True, "random": 0}
     settings = confirm_settings(base, overrides)

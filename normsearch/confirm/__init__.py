@@ -53,15 +53,15 @@ def confirm_study(
     for trial in set(store.results(study)) - set(stored):
         store.discard_result(study, trial)
     name = getattr(space, "name", None) or study.study_name
-    console.print(f"confirm {name}: training {len(candidates)} candidates on {settings.dataset} "
+    console.print(f"confirm {name}: training {len(candidates)} candidate(s) on {settings.dataset} "
                   f"({settings.model}-{settings.depth}, {settings.epochs} epochs, {settings.seeds} seed(s))",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     with TrainingDisplay(console, len(candidates)) as display:
         for index, candidate in enumerate(candidates, 1):
             _confirm_one(study, settings, display, index, candidate, stored.get(candidate.trial))
     calibration = calibrate(rows, current_results(study, settings))
     store.save_calibration(study, calibration)
-    console.print(describe(calibration), highlight=False)
+    console.print(describe(calibration), highlight=False, soft_wrap=True)
 
 
 def _confirm_one(study: optuna.Study, settings: ConfirmSettings, display: TrainingDisplay, index: int,

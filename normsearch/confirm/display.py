@@ -63,7 +63,7 @@ class TrainingDisplay:
             self.progress.remove_task(self._tasks.pop())
         head = f"confirm [{index}/{self.total}] {escape(candidate.config)} ({candidate.reason})"
         if record is None:
-            self.console.print(f"{head}: {note}", highlight=False)
+            self.console.print(f"{head}: {note}", highlight=False, soft_wrap=True)
             return
         state = "[bold red]diverged[/] " if record["diverged"] else ""
         small = record.get("small_batch")
@@ -72,4 +72,5 @@ class TrainingDisplay:
             f"{head}: {state}accuracy {record['accuracy']:.3f}{small_text} · {record['seconds']:.1f} s · "
             f"{record['images_per_s']:.0f} img/s{note}",
             highlight=False,
+            soft_wrap=True,
         )

@@ -20,7 +20,7 @@ from ..train import Progress, train
 from .settings import ConfirmSettings
 
 NOT_TRAINING = ("top_k", "baselines", "random", "seeds", "seed", "data_dir", "download", "device",
-                "channels_last", "small_batch")
+                "threads", "channels_last", "small_batch")
 """ConfirmSettings fields that choose candidates, seeds or hardware, not how a run is trained."""
 
 

@@ -38,6 +38,9 @@ class ConfirmSettings:
     seeds: int = field(default=1, metadata={"min": 1, "help": "training seeds per candidate"})
     seed: int = field(default=0, metadata={"min": 0, "help": "base seed: runs use seed, seed+1, ...; fixes the random pick"})
     device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
+    threads: int | None = field(
+        default=1, metadata={"min": 1, "help": "torch CPU threads while training; null: torch's default (all cores)"}
+    )
     amp: bool = field(default=False, metadata={"help": "bf16 autocast on CUDA"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format on CUDA"})
     small_batch: int | None = field(default=None, metadata={"min": 1, "help": "retrain at this batch size"})
