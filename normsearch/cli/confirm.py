@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 import optuna
 import typer
+from rich import box
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -50,12 +52,12 @@ Width = Annotated[int | None, _flag("width")]
 Epochs = Annotated[int | None, _flag("epochs")]
 Steps = Annotated[int | None, _flag("steps")]
 BatchSize = Annotated[int | None, _flag("batch_size")]
-Optimizer = Annotated[str | None, typer.Option("--optimizer", help="optimizer: sgd|adam|adamw")]
+Optimizer = Annotated[str | None, typer.Option("--optimizer", help=f"{_HELP['optimizer']}: sgd|adam|adamw")]
 Lr = Annotated[float | None, _flag("lr")]
-Schedule = Annotated[str | None, typer.Option("--schedule", help="learning-rate schedule: constant|cosine|step")]
+Schedule = Annotated[str | None, typer.Option("--schedule", help=f"{_HELP['schedule']}: constant|cosine|step")]
 Seeds = Annotated[int | None, _flag("seeds")]
 Seed = Annotated[int | None, _flag("seed")]
-Device = Annotated[str | None, typer.Option("--device", help="auto|cpu|cuda")]
+Device = Annotated[str | None, typer.Option("--device", help=f"{_HELP['device']}: auto|cpu|cuda")]
 Threads = Annotated[int | None, _flag("threads", min=1)]
 Amp = Annotated[bool | None, _flag("amp", "--amp/--no-amp")]
 SmallBatch = Annotated[int | None, _flag("small_batch")]
@@ -106,9 +108,10 @@ def _pct(value: float | None) -> str:
 def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
     """Confirmed candidates: accuracy (best and final), small-batch accuracy and drop, time, throughput."""
     small = any("small_batch" in row["confirm"] for row in rows)
-    grid = Table(title=title, title_justify="left", caption="B baseline", caption_justify="left")
+    grid = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, caption="B baseline",
+                 caption_justify="left")
     for name, justify in (("#", "right"), ("config", "left"), ("score", "right"), ("accuracy", "right"),
-                          ("final", "right"), *((("small batch", "right"), ("drop", "right")) if small else ()),
+                          ("final", "right"), *((("small batch", "right"), ("drop pp", "right")) if small else ()),
                           ("seeds", "right"), ("s", "right"), ("img/s", "right"), ("trial", "right")):
         grid.add_column(name, justify=justify, no_wrap=name == "config")
     for rank, row in enumerate(rows, 1):
@@ -130,13 +133,20 @@ def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
 def calibration_table(calibration: Mapping[str, Any]) -> Table:
     """Spearman ρ and Kendall τ of each probe quantity against accuracy (+1: ranks exactly as training)."""
     n = calibration["score"]["n"]
-    grid = Table(title=f"calibration against accuracy (n={n}; +1: same order)", title_justify="left")
+    grid = Table(title=f"calibration against accuracy (n={n}; +1: same order)", title_justify="left",
+                 box=box.SIMPLE_HEAD)
     for name in ("probe quantity", "Spearman ρ", "Kendall τ", "n"):
         grid.add_column(name, justify="left" if name == "probe quantity" else "right")
     for name in QUANTITIES:
         c = calibration[name]
         grid.add_row(name, *("n/a" if c[k] is None else f"{c[k]:+.2f}" for k in ("spearman", "kendall")), str(c["n"]))
     return grid
+
+
+def _emit(renderable: Any) -> None:
+    """A table on stdout; off a terminal at its natural width (a file or pipe has no width to fit)."""
+    out = stdout if stdout.is_terminal else Console(soft_wrap=False, width=max(stdout.width, 200))
+    out.print(renderable)
 
 
 def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) -> None:
@@ -149,9 +159,9 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
         return
     title = (f"confirmation of {study.study_name}: {settings.dataset}, {settings.model}-{settings.depth}×"
              f"{settings.width}, {settings.epochs} epochs, batch {settings.batch_size}")
-    stdout.print(results_table(title, rows))
+    _emit(results_table(title, rows))
     if calibration:
-        stdout.print(calibration_table(calibration))
+        _emit(calibration_table(calibration))
 
 
 @app.command("confirm")

@@ -29,15 +29,19 @@ class ConfirmSettings:
     epochs: int = field(default=3, metadata={"min": 1, "help": "training epochs"})
     steps: int | None = field(default=None, metadata={"min": 1, "help": "cap on optimizer steps (overrides epochs)"})
     batch_size: int = field(default=64, metadata={"min": 1, "help": "training batch size"})
-    optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adam", "adamw")})
+    optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adam", "adamw"), "help": "optimizer"})
     lr: float = field(default=0.1, metadata={"min": 0.0, "help": "peak learning rate"})
-    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
-    weight_decay: float = field(default=1e-4, metadata={"min": 0.0})
-    schedule: str = field(default="cosine", metadata={"choices": ("constant", "cosine", "step")})
-    warmup_epochs: float = field(default=0.0, metadata={"min": 0.0})
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0, "help": "SGD momentum"})
+    weight_decay: float = field(default=1e-4, metadata={"min": 0.0, "help": "L2 weight decay, all parameters"})
+    schedule: str = field(
+        default="cosine", metadata={"choices": ("constant", "cosine", "step"), "help": "learning-rate schedule"}
+    )
+    warmup_epochs: float = field(default=0.0, metadata={"min": 0.0, "help": "linear warmup length"})
     seeds: int = field(default=1, metadata={"min": 1, "help": "training seeds per candidate"})
     seed: int = field(default=0, metadata={"min": 0, "help": "base seed: runs use seed, seed+1, ...; fixes the random pick"})
-    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
+    device: str = field(
+        default="auto", metadata={"choices": ("auto", "cpu", "cuda"), "help": "auto: CUDA when available"}
+    )
     threads: int | None = field(
         default=1, metadata={"min": 1, "help": "torch CPU threads while training; null: torch's default (all cores)"}
     )
