@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import optuna
+import torch
 from optuna.samplers import BaseSampler, BruteForceSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, Trial, TrialState
 
@@ -311,7 +312,12 @@ class StopRequest:
 
 @dataclass(frozen=True)
 class WorkerTask:
-    """What one worker process needs (picklable): the space, where the study is, its share and limits."""
+    """What one worker process needs (picklable): the space, where the study is, its share and limits.
+
+    ``threads``: torch threads while probing. One: the probe networks are too small to gain from intra-op
+    threads, and on a busy machine two threads per process ran 3.5× slower at the median (0.50 s vs 0.14 s
+    per config, groups.yaml probe settings, 2 cores); parallelism comes from ``--workers`` instead.
+    """
 
     space: SearchSpace
     location: StudyLocation
@@ -319,7 +325,7 @@ class WorkerTask:
     share: int
     timeout: float | None
     seed: int
-    threads: int | None = None
+    threads: int = 1
 
 
 def optimize(
@@ -327,10 +333,6 @@ def optimize(
 ) -> optuna.Study:
     """Run up to ``task.share`` trials in this process, stopping early at the study budget or on request."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded, not logged
-    if task.threads is not None:
-        import torch
-
-        torch.set_num_threads(task.threads)
     study = optuna.load_study(
         study_name=task.location.name,
         storage=task.location.open(),
@@ -344,13 +346,18 @@ def optimize(
             study.stop()
 
     if task.share > 0 and not stop.requested:
-        study.optimize(
-            Objective(task.space),
-            n_trials=task.share,
-            timeout=task.timeout,
-            catch=(CandidateFailed,),
-            callbacks=[after_trial],
-        )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(task.threads)
+        try:
+            study.optimize(
+                Objective(task.space),
+                n_trials=task.share,
+                timeout=task.timeout,
+                catch=(CandidateFailed,),
+                callbacks=[after_trial],
+            )
+        finally:
+            torch.set_num_threads(threads)
     return study
 
 
@@ -406,11 +413,6 @@ def _terminate(processes: list[Any]) -> None:
             os.kill(process.pid, signal.SIGTERM)
 
 
-def default_threads(workers: int) -> int:
-    """Torch threads per worker so that the workers together use the machine's cores once."""
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
 __all__ = [
     "BASELINES",
     "DIRECTIONS",
@@ -424,7 +426,6 @@ __all__ = [
     "budget_used",
     "compact",
     "counts_toward_budget",
-    "default_threads",
     "enqueue_baselines",
     "make_sampler",
     "optimize",

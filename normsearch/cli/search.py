@@ -33,7 +33,6 @@ from ..search import (
     StopRequest,
     WorkerTask,
     budget_used,
-    default_threads,
     optimize,
     prepare,
     run_workers,
@@ -174,8 +173,7 @@ def _run_trials(space: SearchSpace, location: Any, study: optuna.Study, workers:
                 task = WorkerTask(space, location, budget, remaining, timeout, seed)
                 optimize(task, stop, on_trial=update)
             else:
-                threads = default_threads(workers)
-                tasks = [WorkerTask(space, location, budget, share, timeout, seed + i, threads)
+                tasks = [WorkerTask(space, location, budget, share, timeout, seed + i)
                          for i, share in enumerate(shares(remaining, workers))]
                 codes = run_workers(tasks, stop, poll=update)
             update()
@@ -213,6 +211,8 @@ def run(
         fail(f"--study: {err}")
     if storage is not None and not is_url(storage) and not Path(storage).parent.is_dir():
         fail(f"--storage: directory {Path(storage).parent} does not exist (a journal file path or an Optuna URL)")
+    if not no_confirm:
+        _check_confirm_data(space)
     try:
         prepared = prepare(space, location)
     except IncompatibleStudy as err:
@@ -240,6 +240,18 @@ def run(
     _print_table(study, sort_rows(build_rows(study)), top)
 
 
+def _check_confirm_data(space: SearchSpace) -> None:
+    """Load the confirmation data up front (cached for the confirm stage): a missing dataset is an input
+    error before any trial runs, not after them."""
+    from ..data import DatasetUnavailable, load_data
+
+    confirm = space.confirm
+    try:
+        load_data(confirm.dataset, resolution=confirm.resolution, data_dir=confirm.data_dir, download=confirm.download)
+    except DatasetUnavailable as err:
+        fail(f"{space.path}: confirm.dataset: {err}")
+
+
 def _report_preparation(prepared: Any, space: SearchSpace) -> None:
     study = prepared.study
     if not prepared.created:
@@ -265,7 +277,7 @@ def _print_table(study: optuna.Study, rows: list[dict[str, Any]], top: int) -> N
     _emit(table(study.study_name, rows[:top], total=len(rows)))
     line = calibration_line(calibration(study))
     if line:
-        stdout.print(line, highlight=False)
+        stdout.print(line, highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------------------

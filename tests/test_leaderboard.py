@@ -1,0 +1,124 @@
+"""The leaderboard on hand-made trials in a real journal storage: ranking by the stored score weights,
+one row per config, unstable and failed rows, the Pareto front, merged confirmation results, table and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState, create_trial
+from typer.testing import CliRunner
+
+from normsearch.cli import app
+from normsearch.leaderboard import build_rows, document, pareto_mask, sort_rows
+from normsearch.search import DIRECTIONS
+from normsearch.space import ScoreWeights
+
+runner = CliRunner()
+WEIGHTS = {"activation_growth": 1.0, "similarity": 2.0, "grad_ratio": 0.5}
+
+
+def _complete(config: str, values: list[float], **attrs) -> optuna.trial.FrozenTrial:
+    probe = {"blocks": 4, "unstable": attrs.pop("unstable", False), "reason": None}
+    return create_trial(state=TrialState.COMPLETE, values=values,
+                        user_attrs={"config": config, "baseline": False, "probe": probe, **attrs})
+
+
+def _make_study(runs: Path, name: str = "hand") -> optuna.Study:
+    (runs / name).mkdir(parents=True)
+    storage = JournalStorage(JournalFileBackend(str(runs / name / "journal.log")))
+    study = optuna.create_study(study_name=name, storage=storage, directions=DIRECTIONS)
+    study.set_user_attr("weights", WEIGHTS)
+    study.set_user_attr("space", {"name": "hand"})
+    for trial in (
+        _complete("bn", [0.10, 0.50, 2.0], baseline=True, baseline_name="bn"),  # 0
+        _complete("ln", [0.05, 0.90, 1.2], baseline=True, baseline_name="ln"),  # 1
+        _complete("bn", [0.10, 0.50, 2.0], duplicate_of=0),  # 2: a repeat of trial 0
+        _complete("none", [100.0, 1.0, 1e6], unstable=True),  # 3
+        create_trial(state=TrialState.FAIL, user_attrs={"config": "gn:group_size=3", "fail_reason": "does not fit"}),
+        _complete("gn:group_size=4", [0.20, 0.95, 8.0]),  # 5: worse than ln on every score
+        _complete("in", [0.08, 0.30, 30.0]),  # 6
+        create_trial(state=TrialState.WAITING, user_attrs={"config": "bgn"}),  # 7: not run yet
+    ):
+        study.add_trial(trial)
+    return study
+
+
+def _score(values: list[float]) -> float:
+    return ScoreWeights(**WEIGHTS).score(*values, blocks=4)
+
+
+def test_pareto_mask_keeps_ties_and_drops_dominated_points() -> None:
+    points = [(1, 1, 1), (2, 2, 2), (0, 3, 1), (1, 1, 1), (1, 1, 2)]
+    assert pareto_mask(points) == [True, False, True, True, False]
+
+
+def test_rows_one_per_config_ranked_by_the_studys_weights(tmp_path: Path) -> None:
+    study = _make_study(tmp_path / "runs")
+    rows = build_rows(study)
+    assert [row["config"] for row in rows][-1] == "none"  # unstable after every stable row
+    stable = rows[:-1]
+    assert [row["score"] for row in stable] == sorted(row["score"] for row in stable)
+    by_config = {row["config"]: row for row in rows}
+    assert set(by_config) == {"bn", "ln", "none", "gn:group_size=4", "in"}  # no failed, no waiting
+    assert by_config["bn"]["trial"] == 0 and by_config["bn"]["samples"] == 2
+    assert by_config["ln"]["score"] == pytest.approx(_score([0.05, 0.90, 1.2]))
+    assert by_config["bn"]["baseline"] and by_config["bn"]["baseline_name"] == "bn"
+    assert not by_config["in"]["baseline"]
+    assert {c for c, row in by_config.items() if row["pareto"]} == {"bn", "ln", "in"}
+    assert by_config["none"]["state"] == "UNSTABLE" and not by_config["none"]["pareto"]
+    assert [row["rank"] for row in rows] == list(range(1, 6))
+    everything = build_rows(study, include_failed=True)
+    assert everything[-1]["state"] == "FAIL" and everything[-1]["reason"] == "does not fit"
+    assert everything[-1]["score"] is None and len(everything) == 6
+
+
+def test_confirmation_results_merge_into_rows_and_document(tmp_path: Path) -> None:
+    study = _make_study(tmp_path / "runs")
+    study.set_user_attr("confirm:0", {"accuracy": 0.9, "diverged": False, "seconds": 3.5})
+    study.set_user_attr("confirm:1", {"accuracy": 0.5, "diverged": False})
+    study.set_user_attr("confirm:6", {"accuracy": 0.1, "diverged": True})
+    calibration = {"spearman": 0.71, "kendall": 0.52, "n": 3}
+    study.set_user_attr("calibration", {"score": calibration, "similarity": {"spearman": 0.2}})
+    rows = build_rows(study)
+    by_trial = {row["trial"]: row for row in rows}
+    assert by_trial[0]["accuracy"] == 0.9 and by_trial[0]["confirm"]["seconds"] == 3.5
+    assert by_trial[6]["diverged"] is True
+    assert "accuracy" not in by_trial[5]
+    by_accuracy = sort_rows(rows, "accuracy")
+    assert [row["trial"] for row in by_accuracy[:3]] == [0, 1, 6]  # highest first, unconfirmed after
+    assert [row["rank"] for row in by_accuracy] == list(range(1, 6))
+    doc = document(study, rows)
+    assert doc["calibration"] == calibration and doc["study"] == "hand"
+    assert doc["trials"] == {"complete": 6, "fail": 1, "waiting": 1, "total": 8}
+    assert json.loads(json.dumps(doc)) == doc
+
+
+def test_leaderboard_and_runs_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    study = _make_study(tmp_path / "runs")
+    study.set_user_attr("confirm:0", {"accuracy": 0.9, "diverged": False})
+    study.set_user_attr("confirm:6", {"accuracy": 0.1, "diverged": True})
+    study.set_user_attr("calibration", {"score": {"spearman": 0.71, "kendall": 0.52, "n": 2}})
+    shown = runner.invoke(app, ["leaderboard", "hand", "--all"])
+    assert shown.exit_code == 0, shown.stderr
+    out = shown.stdout
+    for text in ("accuracy", "90.0%", "diverged", "unstable", "failed", "★", "B"):
+        assert text in out
+    assert "Spearman 0.71, Kendall 0.52" in out
+    assert "trial 4 (gn:group_size=3): does not fit" in out
+    top = runner.invoke(app, ["leaderboard", "--top", "2", "--json"])
+    assert [row["config"] for row in json.loads(top.stdout)["rows"]] == [r["config"] for r in build_rows(study)[:2]]
+    bad = runner.invoke(app, ["leaderboard", "hand", "--sort", "speed"])
+    assert bad.exit_code == 2
+    assert "--sort: 'speed' is not a field; allowed: score, activation_growth" in bad.stderr
+    listed = runner.invoke(app, ["runs", "--json"])
+    entry = json.loads(listed.stdout)["runs"][0]
+    assert entry["study"] == "hand" and entry["best"] == build_rows(study)[0]["config"]
+    assert entry["trials"]["complete"] == 6
+    empty = runner.invoke(app, ["leaderboard", "--runs-dir", "elsewhere"])
+    assert empty.exit_code == 2 and "no studies under elsewhere/" in empty.stderr
