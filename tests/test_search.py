@@ -264,3 +264,19 @@ def test_any_optuna_url_or_journal_path_as_storage(tmp_path: Path, monkeypatch) 
         assert board.exit_code == 0 and len(json.loads(board.stdout)["rows"]) == 2
     missing = runner.invoke(app, ["leaderboard", "nope"])
     assert missing.exit_code == 2 and "no study 'nope' under runs/ (studies there: " in missing.stderr
+
+
+def test_run_confirms_candidates_and_the_leaderboard_shows_them(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("c.yaml").write_text(TINY + "confirm: {top_k: 2, depth: 8, width: 8, steps: 3, batch_size: 16}\n")
+    result = runner.invoke(app, ["run", "--space", "c.yaml", "--n-trials", "8"])
+    assert result.exit_code == 0, result.stderr
+    study = _study("c")
+    confirmed = {int(key.split(":")[1]) for key in study.user_attrs if key.startswith("confirm:")}
+    rows = json.loads(runner.invoke(app, ["leaderboard", "c", "--json"]).stdout)["rows"]
+    best_others = [row["trial"] for row in rows if not row["baseline"]][:2]
+    assert confirmed == {row["trial"] for row in rows if row["baseline"]} | set(best_others)
+    assert len(confirmed) >= 6  # the five baselines inside the space and at least one other
+    assert "accuracy" in result.stdout and "calibration of the score against confirmed accuracy" in result.stdout
+    assert {row["trial"] for row in rows if "accuracy" in row} == confirmed
+    assert all(0 <= row["accuracy"] <= 1 for row in rows if "accuracy" in row)

@@ -172,9 +172,9 @@ def _run_trials(space: SearchSpace, location: Any, study: optuna.Study, workers:
             if workers == 1:
                 task = WorkerTask(space, location, budget, remaining, timeout, seed)
                 optimize(task, stop, on_trial=update)
-            else:
+            elif remaining > 0:
                 tasks = [WorkerTask(space, location, budget, share, timeout, seed + i)
-                         for i, share in enumerate(shares(remaining, workers))]
+                         for i, share in enumerate(shares(remaining, workers)) if share > 0]
                 codes = run_workers(tasks, stop, poll=update)
             update()
         finally:
@@ -236,7 +236,12 @@ def run(
     if not no_confirm:
         from ..confirm import confirm_study
 
-        confirm_study(study, space.confirm, space=space, console=stderr)
+        try:
+            confirm_study(study, space.confirm, space=space, console=stderr)
+        except KeyboardInterrupt:
+            _note(f"confirmation interrupted; what was trained is stored: `normsearch confirm {study.study_name}` "
+                  "or the same run command goes on from there")
+            raise typer.Exit(INTERRUPTED) from None
     _print_table(study, sort_rows(build_rows(study)), top)
 
 
