@@ -280,3 +280,21 @@ def test_run_confirms_candidates_and_the_leaderboard_shows_them(tmp_path: Path, 
     assert "accuracy" in result.stdout and "calibration of the score against confirmed accuracy" in result.stdout
     assert {row["trial"] for row in rows if "accuracy" in row} == confirmed
     assert all(0 <= row["accuracy"] <= 1 for row in rows if "accuracy" in row)
+
+
+def test_unstable_candidate_completes_as_infeasible_and_ranks_last(tmp_path: Path, monkeypatch) -> None:
+    # The paper's CNN halves 16 px four times: instance statistics of its 1×1 maps are constant (collapse).
+    monkeypatch.chdir(tmp_path)
+    Path("u.yaml").write_text("space:\n  partition: {choices: [instance, batch]}\n"
+                              "probe: {model: cnn, depth: 5, width: 4, batch_size: 4, seeds: 1}\n")
+    _run("--space", "u.yaml", "--n-trials", "2")
+    study = _study("u")
+    trials = {t.user_attrs["config"]: t for t in study.get_trials()}
+    unstable, stable = trials["in"], trials["bn"]
+    assert unstable.state == TrialState.COMPLETE and unstable.constraints == {"unstable": 1.0}
+    assert unstable.user_attrs["probe"]["unstable"] and unstable.user_attrs["probe"]["reason"]
+    assert stable.constraints == {"unstable": 0.0}
+    assert [t.number for t in study.best_trials] == [stable.number]  # Optuna's front skips the infeasible
+    rows = json.loads(runner.invoke(app, ["leaderboard", "u", "--json"]).stdout)["rows"]
+    assert [(row["config"], row["state"], row["pareto"]) for row in rows] == [
+        ("bn", "COMPLETE", True), ("in", "UNSTABLE", False)]
