@@ -42,7 +42,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from . import __version__
 from .norm import parse_spec
 from .probes import ProbeResult, ProbeRunner
-from .space import ScoreWeights, SearchSettings, SearchSpace
+from .space import ScoreWeights, SearchSettings, SearchSpace, format_options
 from .storage import StudyLocation, create_or_load, fail_stale_trials, worker_id
 
 OBJECTIVES = ("activation_growth", "similarity", "grad_ratio")
@@ -160,8 +160,7 @@ class Objective:
         try:
             cfg = self.space.config(options)
         except ValueError as err:
-            text = ",".join(f"{k}={v}" for k, v in options.items())
-            trial.set_user_attr("config", text)
+            trial.set_user_attr("config", format_options(options))
             self._fail(trial, f"invalid config: {err}")
         spec = cfg.spec()
         trial.set_user_attr("config", spec)
@@ -258,8 +257,8 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace) -> list[str]:
     have = {
         t.user_attrs.get("config")
         for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.WAITING, TrialState.RUNNING) or counts_toward_budget(t)
         if t.user_attrs.get("baseline")
+        and (t.state in (TrialState.WAITING, TrialState.RUNNING) or counts_toward_budget(t))
     }
     enqueued = []
     for name, spec in BASELINES.items():

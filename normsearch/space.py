@@ -250,6 +250,11 @@ class Param:
         return _branch(self.when, sep=", ")
 
 
+def format_options(options: Mapping[str, Any]) -> str:
+    """Drawn options as ``key=value,...`` with values as written in YAML (for configs that did not build)."""
+    return ",".join(f"{key}={_label(value)}" for key, value in options.items())
+
+
 def _branch(when: tuple[tuple[str, tuple[Any, ...]], ...], sep: str = ",") -> str:
     return sep.join(f"{key}={'|'.join(map(_label, allowed))}" for key, allowed in when)
 
@@ -775,6 +780,7 @@ __all__ = [
     "SearchSettings",
     "SearchSpace",
     "SpaceError",
+    "format_options",
     "load_space",
     "parse_space",
     "resolve",

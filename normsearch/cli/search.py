@@ -233,6 +233,10 @@ def run(
     if crashed:
         fail("; ".join(crashed), code=1)
     _note(f"{study.study_name}: {_counts_text(study)} in {time.perf_counter() - start:.1f}s → {location.directory}/")
+    done = budget_used(study, include_running=False)
+    if done < space.search.n_trials:
+        _note(f"budget not used up: {done}/{space.search.n_trials} trials (the timeout, or the sampler ran out of "
+              "configs); the same command goes on")
     if not no_confirm:
         from ..confirm import confirm_study
 
@@ -330,7 +334,11 @@ def runs(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     entries = []
     for name, modified in study_names(runs_dir):
-        study = open_study(name, runs_dir)
+        try:
+            study = open_study(name, runs_dir)
+        except ValueError as err:
+            _note(f"skipped {runs_dir}/{name}: {err}")
+            continue
         rows = [row for row in build_rows(study) if row["state"] == "COMPLETE"]
         entries.append({
             "study": name,
