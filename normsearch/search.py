@@ -387,17 +387,17 @@ def run_workers(
     processes = [context.Process(target=_worker_main, args=(task,), daemon=False) for task in tasks]
     for process in processes:
         process.start()
-    signalled = 0
+    forwarded = False
     try:
         while any(p.is_alive() for p in processes):
-            wanted = 1 if stop.requested else 0
-            if wanted > signalled:
+            if stop.requested and not forwarded:  # the first Ctrl-C: finish the running trials, then stop
                 _terminate(processes)
-                signalled = wanted
+                forwarded = True
             poll()
             time.sleep(interval)
-    except KeyboardInterrupt:  # a second Ctrl-C: interrupt the workers' trials too
-        _terminate(processes)
+    except KeyboardInterrupt:  # a second Ctrl-C: interrupt the workers' trials too (their second SIGTERM)
+        if not forwarded:
+            _terminate(processes)
         _terminate(processes)
         for process in processes:
             process.join()
