@@ -1,10 +1,6 @@
-"""Command-line interface. Each module registers its commands on :data:`app`."""
+"""Command-line interface. Each command module registers its commands on :data:`app` when imported."""
 
-from . import confirm  # noqa: F401
-from . import export  # noqa: F401
-from . import presets  # noqa: F401  (registers commands)
-from . import probe  # noqa: F401
-from . import search  # noqa: F401
+from . import confirm, export, presets, probe, search  # noqa: F401  (register commands)
 from .app import app
 
 __all__ = ["app"]

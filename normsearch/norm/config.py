@@ -174,7 +174,8 @@ class NormConfig:
         return values
 
     def spec(self) -> str:
-        """The shortest ``PRESET[:key=value,...]`` string that :func:`parse_spec` maps back to this config.
+        """The shortest ``PRESET[:key=value,...]`` string that :func:`parse_spec` maps back to this config,
+        among the presets with the same partition (so the string reads as a variant of a known layer).
 
         Falls back to the preset-less ``key=value,...`` form (overrides of the defaults), which always
         round-trips.
@@ -185,6 +186,8 @@ class NormConfig:
         candidates = []
         for name, preset in PRESETS.items():
             base = as_config(preset.options)
+            if base.partition != self.partition:  # "none:partition=group,..." would read as a contradiction
+                continue
             diff = {
                 k: v for k, v in explicit.items() if getattr(base, k) != getattr(self, k) and v is not None
             }
