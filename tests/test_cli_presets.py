@@ -22,7 +22,7 @@ def test_presets_table_lists_every_preset_with_its_decomposition():
     result = runner.invoke(app, ["presets"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    for name, preset in PRESETS.items():
+    for name in PRESETS:
         row = next((line for line in lines if line.startswith(f"│ {name} ")), None)
         assert row is not None, name
         assert parse_spec(name).partition in row
