@@ -32,13 +32,7 @@ TINY = (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs run faster on one thread, and far faster when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

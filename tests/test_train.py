@@ -15,13 +15,7 @@ from normsearch.train import TrainProgress, fit, lr_factor, train
 FAST = {"depth": 8, "width": 8, "epochs": 2, "batch_size": 64, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs run faster on one thread, and far faster when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_digits_run_records():
