@@ -20,11 +20,13 @@ Configs that equal a torch layer run on its fused kernel (``F.batch_norm``, ``F.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .config import BATCH_PARTITIONS, NormConfig
 
@@ -177,13 +179,17 @@ def _statistics(m: UnifiedNorm, xg: Tensor, dims: tuple[int, ...]) -> tuple[Tens
         return m.running_mean.view(stat_shape), m.running_var.view(stat_shape)
     mean, var = _Moments.apply(xg, dims)
     if m.running_mean is not None:
-        count = xg.numel() // mean.numel()
-        momentum = m._running_update_factor()
-        with torch.no_grad():
-            m.running_mean.lerp_(mean.reshape(-1).to(m.running_mean.dtype), momentum)
-            unbiased = var.reshape(-1) * (count / max(count - 1, 1))
-            m.running_var.lerp_(unbiased.to(m.running_var.dtype), momentum)
+        _update_running(m, mean, var, xg.numel() // mean.numel())
     return mean, var
+
+
+def _update_running(m: UnifiedNorm, mean: Tensor, var: Tensor, count: int) -> None:
+    """running ← (1 − momentum) · running + momentum · batch value (σ² unbiased over ``count`` elements)."""
+    momentum = m._running_update_factor()
+    with torch.no_grad():
+        m.running_mean.lerp_(mean.reshape(-1).to(m.running_mean.dtype), momentum)
+        unbiased = var.reshape(-1) * (count / max(count - 1, 1))
+        m.running_var.lerp_(unbiased.to(m.running_var.dtype), momentum)
 
 
 def _maximum(a: Tensor, b: Tensor) -> Tensor:
@@ -203,13 +209,6 @@ def _recover(m: UnifiedNorm, y: Tensor) -> Tensor:
     return y
 
 
-def _per_sample_channel(stat: Tensor, m: UnifiedNorm, x: Tensor) -> Tensor:
-    """A statistic of the grouped view, shape (N or 1, G or 1, 1, ...), as (N or 1, C, 1, ...) for x."""
-    n = stat.shape[0]
-    per_group = stat.reshape(n, -1, 1).expand(n, m.groups, m.num_channels // m.groups)
-    return per_group.reshape(n, m.num_channels, *([1] * (x.dim() - 2)))
-
-
 def _denominator(cfg: NormConfig, mean: Tensor, var: Tensor) -> Tensor | None:
     if cfg.scale == "std":
         return torch.sqrt(var + cfg.eps)
@@ -218,46 +217,212 @@ def _denominator(cfg: NormConfig, mean: Tensor, var: Tensor) -> Tensor | None:
     return None
 
 
-def _generic_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
-    """Statistics of the grouped view, then the formula of the module docstring, in float32.
+# ---------------------------------------------------------------------------------------------------
+# Folded generic path: statistics constant per (sample, channel).
+def _group_moments(x: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean and biased variance of each (sample, group) of x (N, C, *S) over (C/G, *S), shapes (N, G),
+    and a scratch tensor shaped like x (the kernel's normalized output, to be overwritten).
 
-    Where the statistics are constant per (sample, channel), i.e. every partition but ``position``,
-    normalization and affine fold into one ``x · a + b`` with small per-(N, C) tensors a and b
-    (not for evo_b0's elementwise denominator, nor for a centered evo_s0 numerator).
+    From torch's group-norm kernel: one vectorized Welford pass (``torch.var_mean`` is ~15× slower on
+    CPU). It returns rstd = (σ² + eps)^(-1/2), so σ² = rstd⁻² − eps, exact up to the rounding of σ² + eps.
     """
+    n, c, *spatial = x.shape
+    out, mean, rstd = torch.ops.aten.native_group_norm(x, None, None, n, c, math.prod(spatial), groups, eps)
+    return mean, rstd.pow(-2) - eps, out
+
+
+def _row_sums(t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(Σ t · x, Σ t) over *S for t, x (N, C, *S) contiguous: shapes (N, C), in one pass, no temporary.
+
+    Torch's group-norm backward with one group per (sample, channel) row, mean 0 and rstd 1 returns exactly
+    these as its γ and β gradients.
+    """
+    n, c, *spatial = x.shape
+    rows = n * c
+    zeros, ones = x.new_zeros(1, rows), x.new_ones(1, rows)
+    _, dot, total = torch.ops.aten.native_group_norm_backward(
+        t, x, zeros, ones, None, 1, rows, math.prod(spatial), rows, [False, True, True]
+    )
+    return dot.view(n, c), total.view(n, c)
+
+
+def _to_channels(stat: Tensor, c: int) -> Tensor:
+    """A per-set value (N or 1, G) repeated over each group's channels: (N or 1, C)."""
+    return stat.repeat_interleave(c // stat.shape[1], dim=1)
+
+
+def _to_sets(value: Tensor, groups: int, batch: bool) -> Tensor:
+    """Σ of a per-(sample, channel) value (N, C) over each statistics set: (1, G) if ``batch`` else (N, G)."""
+    sums = value.reshape(value.shape[0], groups, -1).sum(2)
+    return sums.sum(0, keepdim=True) if batch else sums
+
+
+def _as_map(t: Tensor, x: Tensor) -> Tensor:
+    """(N or 1, C) viewed as (N or 1, C, 1, ...) to broadcast against x (N, C, *S)."""
+    return t.view(*t.shape, *([1] * (x.dim() - 2)))
+
+
+class _Folded(torch.autograd.Function):
+    """The generic formula for statistics constant per (sample, channel), i.e. every partition but
+    ``position``, and act none, tlu or (uncentered) evo_s0, with an analytic backward.
+
+    With μ, σ² and d of the module docstring expanded to (N or 1, C), normalization and affine fold into
+    a = γ / d and b = β − μ · a (the μ term only if center; γ = 1, β = 0 where absent), and
+
+        z = x · a + b                     (act none)
+        z = max(x · a + b, τ)             (act tlu; at ties the gradient goes to τ)
+        z = x · s · a + b                 (act evo_s0, s = sigmoid(v · x))
+
+    Backward: with h the term a multiplies (x, or x · s), the per-(sample, channel) sums Σ g · h and Σ g
+    are ∂L/∂a and ∂L/∂b, which give the gradients of γ, β, μ and σ² by small-tensor algebra; then
+    ∂L/∂x = g · a (times the gate's derivative) + x · c₂ + c₁ with c₁, c₂ per (sample, channel): the form
+    of torch's group-norm backward. Full-size temporaries are few and reused in place (on CPU each fresh
+    one costs about as much as several passes).
+
+    Inputs: x (N, C, *S) float32 contiguous; γ, β, τ, v of shape C or None; running μ, σ² (shape G) to use
+    instead of batch statistics, or None; the config and G. Outputs: z (N, C, *S) and the batch (μ, σ²)
+    of each set, (N or 1, G) (not differentiable; for the running estimates). Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, tau, v, running_mean, running_var, cfg, groups):
+        c = x.shape[1]
+        if running_mean is None:
+            mean_s, var_s, z = _group_moments(x, groups, cfg.eps)
+            if cfg.partition in BATCH_PARTITIONS:  # pool the per-sample moments of each set
+                pooled = mean_s.mean(0, keepdim=True)
+                var_s = var_s.mean(0, keepdim=True) + (mean_s - pooled).square().mean(0, keepdim=True)
+                mean_s = pooled
+        else:
+            mean_s, var_s, z = running_mean.view(1, -1).float(), running_var.view(1, -1).float(), None
+        mu, var = _to_channels(mean_s, c), _to_channels(var_s, c)
+        r = _inverse_denominator(cfg, mu, var)
+        a = torch.ones_like(mu) if r is None else r
+        if weight is not None:
+            a = a * weight
+        b = -mu * a if cfg.center else torch.zeros_like(mu)
+        if bias is not None:
+            b = b + bias
+        am, bm = _as_map(a, x), _as_map(b, x)
+        z = torch.empty_like(x) if z is None else z
+        gate = None
+        if cfg.act == "evo_s0":
+            gate = torch.mul(x, _per_channel(v, x)).sigmoid_()
+            torch.mul(x, gate, out=z).mul_(am).add_(bm)
+        else:
+            torch.addcmul(bm, x, am, out=z)
+        if cfg.act == "tlu":
+            z.clamp_(min=_per_channel(tau, x))
+        ctx.save_for_backward(x, mean_s, mu, r, a, b, weight, tau, v, gate)
+        ctx.cfg, ctx.groups, ctx.fixed = cfg, groups, running_mean is not None
+        ctx.mark_non_differentiable(mean_s, var_s)
+        return z, mean_s, var_s
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _grad_mean, _grad_var):
+        x, mean_s, mu, r, a, b, weight, tau, v, gate = ctx.saved_tensors
+        cfg = ctx.cfg
+        g = grad.contiguous()
+        am = _as_map(a, x)
+        grad_tau = grad_v = None
+        if cfg.act == "tlu":  # u = x · a + b − τ > 0 where z took x · a + b; the rest of g goes to τ
+            g_in = torch.addcmul(_as_map(b, x) - _per_channel(tau, x), x, am)
+            torch.ops.aten.threshold_backward(g, g_in, 0.0, grad_input=g_in)
+            p, q = _row_sums(g_in, x)
+            grad_tau = (_row_sums(g, x)[1] - q).sum(0)
+            grad_x = g_in.mul_(am)
+        elif cfg.act == "evo_s0":  # h = x · s; ∂h/∂x = s + v · x · s (1 − s), ∂h/∂v = x² · s (1 − s)
+            g_x = torch.mul(g, x)
+            p, q = _row_sums(g_x, gate)[0], _row_sums(g, x)[1]
+            w = torch.ops.aten.sigmoid_backward(g_x, gate, grad_input=g_x)  # g · x · s (1 − s)
+            grad_v = (a * _row_sums(w, x)[0]).sum(0)
+            grad_x = torch.mul(g, gate).addcmul_(w, _per_channel(v, x)).mul_(am)
+        else:
+            p, q = _row_sums(g, x)
+            grad_x = g * am if ctx.fixed else None
+        p_centered = p - mu * q if cfg.center else p  # Σ g · (h − μ), h − μ = (z − β) / a
+        grad_weight = (p_centered if r is None else p_centered * r).sum(0) if weight is not None else None
+        grad_bias = q.sum(0) if ctx.needs_input_grad[2] else None
+        if not ctx.fixed:
+            c1, c2 = _moment_terms(ctx, x, mean_s, mu, r, a, weight, p_centered, q)
+            if grad_x is None:
+                grad_x = torch.addcmul(c1, g, am).addcmul_(x, c2)
+            else:
+                grad_x.addcmul_(x, c2).add_(c1)
+        return grad_x, grad_weight, grad_bias, grad_tau, grad_v, None, None, None, None
+
+
+def _inverse_denominator(cfg: NormConfig, mu: Tensor, var: Tensor) -> Tensor | None:
+    """1 / d of the module docstring, or None for scale = none."""
+    if cfg.scale == "std":
+        return torch.rsqrt(var + cfg.eps)
+    if cfg.scale == "rms":
+        return torch.rsqrt(var + mu.square() + cfg.eps)
+    return None
+
+
+def _moment_terms(ctx, x, mean_s, mu, r, a, weight, p_centered, q) -> tuple[Tensor, Tensor]:
+    """c₁, c₂ (as maps over x) with ∂L/∂x through (μ, σ²) of the sets = x · c₂ + c₁.
+
+    From ∂L/∂a = Σ g·h and ∂L/∂b = q per (sample, channel): ∂L/∂r = γ · (Σ g·h − μ q), with
+    ∂r/∂σ² = −r³/2 and, for rms, ∂r/∂μ = −r³ μ; centering adds ∂L/∂μ = −a q. Summed over each set of
+    ``count`` elements, ∂L/∂x = ∂L/∂μ / count + 2 (x − μ) ∂L/∂σ² / count.
+    """
+    cfg, batch = ctx.cfg, ctx.cfg.partition in BATCH_PARTITIONS
+    grad_mu = -a * q if cfg.center else torch.zeros_like(q)
+    grad_var = torch.zeros_like(q)
+    if r is not None:
+        k = (p_centered if weight is None else p_centered * weight) * r.pow(3)  # −∂L/∂σ² · 2
+        grad_var = grad_var - 0.5 * k
+        if cfg.scale == "rms":
+            grad_mu = grad_mu - k * mu
+    count = x.numel() // (mean_s.numel())
+    c2 = _to_sets(grad_var, ctx.groups, batch) * (2 / count)
+    c1 = _to_sets(grad_mu, ctx.groups, batch) / count - mean_s * c2
+    c = x.shape[1]
+    return _as_map(_to_channels(c1, c), x), _as_map(_to_channels(c2, c), x)
+
+
+def _foldable(cfg: NormConfig) -> bool:
+    """Whether :class:`_Folded` computes this config (the generic kernel's fast path)."""
+    return cfg.partition != "position" and (cfg.act in ("none", "tlu") or (cfg.act == "evo_s0" and not cfg.center))
+
+
+def _folded_kernel(m: UnifiedNorm, xf: Tensor) -> Tensor:
+    """:class:`_Folded` on float32 x, with the running estimates: used in eval mode, updated in train mode."""
+    fixed = m.running_mean is not None and not m.training
+    params = [None if p is None else p.float() for p in (m.weight, m.bias, m.tau, m.v)]
+    y, mean, var = _Folded.apply(
+        xf.contiguous(), *params, m.running_mean if fixed else None, m.running_var if fixed else None,
+        m.config, m.groups,
+    )
+    if m.running_mean is not None and m.training:
+        _update_running(m, mean, var, xf.numel() // mean.numel())
+    return y
+
+
+def _generic_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
+    """The formula of the module docstring in float32: :class:`_Folded` where it applies, else statistics
+    of the grouped view (evo_b0's elementwise denominator, a centered evo_s0 numerator, ``position``)."""
     cfg = m.config
     xf = x.float()
+    if _foldable(cfg):
+        return _folded_kernel(m, xf).to(x.dtype)
     xg, dims = _grouped_view(m, xf)
     mean, var = _statistics(m, xg, dims)
     den = _denominator(cfg, mean, var)
-    if cfg.partition == "position" or cfg.act == "evo_b0" or (cfg.act == "evo_s0" and cfg.center):
-        num = xg - mean if cfg.center else xg
-        if cfg.act == "evo_b0":
-            v = _per_channel(m.v.float(), xf)
-            inst_var = torch.var(xf, dim=tuple(range(2, xf.dim())), correction=0, keepdim=True)
-            den = _maximum(den.expand_as(xg).reshape(xf.shape), v * xf + torch.sqrt(inst_var + cfg.eps))
-            y = num.reshape(xf.shape) / den
-        else:
-            y = (num if den is None else num / den).reshape(xf.shape)
-        if cfg.act == "evo_s0":
-            y = y * torch.sigmoid(_per_channel(m.v.float(), xf) * xf)
-        return _recover(m, y).to(x.dtype)
-    # y = γ · (x - μ) / d + β  =  x · a + b  with  a = γ / d,  b = β - μ · a
-    a = _per_sample_channel(1 / den, m, xf) if den is not None else torch.ones((), device=x.device)
-    if m.weight is not None:
-        a = a * _per_channel(m.weight.float(), xf)
-    b = -_per_sample_channel(mean, m, xf) * a if cfg.center else None
-    if m.bias is not None:
-        bias = _per_channel(m.bias.float(), xf)
-        b = bias if b is None else b + bias
-    if cfg.act == "evo_s0":
-        gated = xf * torch.sigmoid(_per_channel(m.v.float(), xf) * xf)
-        y = gated * a if b is None else torch.addcmul(b, gated, a)
+    num = xg - mean if cfg.center else xg
+    if cfg.act == "evo_b0":
+        v = _per_channel(m.v.float(), xf)
+        inst_var = torch.var(xf, dim=tuple(range(2, xf.dim())), correction=0, keepdim=True)
+        den = _maximum(den.expand_as(xg).reshape(xf.shape), v * xf + torch.sqrt(inst_var + cfg.eps))
+        y = num.reshape(xf.shape) / den
     else:
-        y = xf * a if b is None else torch.addcmul(b, xf, a)
-    if m.tau is not None:
-        y = _maximum(y, _per_channel(m.tau.float(), y))
-    return y.to(x.dtype)
+        y = (num if den is None else num / den).reshape(xf.shape)
+    if cfg.act == "evo_s0":
+        y = y * torch.sigmoid(_per_channel(m.v.float(), xf) * xf)
+    return _recover(m, y).to(x.dtype)
 
 
 def select_kernel(cfg: NormConfig) -> Kernel:
