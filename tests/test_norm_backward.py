@@ -1,6 +1,6 @@
-"""Hand-derived backwards of the generic path against finite differences (``torch.autograd.gradcheck``,
-float64, small inputs): every foldable partition × centering × scale × affine × act, batch statistics and
-running estimates."""
+"""Hand-derived backwards of the generic path (``_Folded``, ``_EvoB0``) against finite differences
+(``torch.autograd.gradcheck``, float64, small inputs): every partition with per-(sample, channel) statistics ×
+centering × scale × affine × act, batch statistics and running estimates."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _folded_configs() -> list[NormConfig]:
         (True, False),
         ("std", "rms", "none"),
         ("full", "gain", "none"),
-        ("none", "tlu", "evo_s0"),
+        ("none", "tlu", "evo_s0", "evo_b0"),
     )
     for partition, center, scale, affine, act in options:
         groups = 2 if partition in ("group", "batch_group") else None
@@ -35,7 +35,7 @@ def _folded_configs() -> list[NormConfig]:
             )
         except ValueError:
             continue
-        if layer_module._foldable(cfg):
+        if layer_module._foldable(cfg) or cfg.act == "evo_b0":
             configs.append(cfg)
     return configs
 
@@ -54,15 +54,18 @@ def _inputs(cfg: NormConfig, gen: torch.Generator) -> dict[str, torch.Tensor | N
         "weight": rand(C, scale=0.5, shift=1.0) if cfg.affine != "none" else None,
         "bias": rand(C, scale=0.5) if cfg.affine == "full" else None,
         "tau": rand(C, scale=0.5) if cfg.act == "tlu" else None,
-        "v": rand(C, scale=0.5, shift=1.0) if cfg.act == "evo_s0" else None,
+        "v": rand(C, scale=0.5, shift=1.0) if cfg.act in ("evo_s0", "evo_b0") else None,
     }
 
 
 def _folded(cfg: NormConfig, running: tuple[torch.Tensor, torch.Tensor] | None):
+    """The config's Function as a function of (x, γ, β, τ, v)."""
     groups = cfg.num_groups(C)
     stats = running if running is not None else (None, None)
 
     def fn(x, weight, bias, tau, v):
+        if cfg.act == "evo_b0":
+            return layer_module._EvoB0.apply(x, weight, bias, v, *stats, cfg, groups)[0]
         return layer_module._Folded.apply(x, weight, bias, tau, v, *stats, cfg, groups)[0]
 
     return fn
@@ -75,6 +78,8 @@ def test_the_matrix_covers_every_option():
         (False, "rms", "full", "tlu"),
         (False, "std", "full", "evo_s0"),
         (True, "none", "gain", "tlu"),
+        (False, "std", "full", "evo_b0"),
+        (True, "rms", "none", "evo_b0"),
     }
 
 
@@ -92,8 +97,9 @@ def test_folded_backward_matches_finite_differences(cfg):
         assert torch.autograd.gradcheck(_folded(cfg, running), tuple(inputs.values()), atol=1e-6, rtol=1e-5)
 
 
-def test_double_backward_is_refused_not_wrong():
-    cfg = NormConfig(partition="instance", center=False, scale="rms", act="tlu")
+@pytest.mark.parametrize("act", ["tlu", "evo_b0"])
+def test_double_backward_is_refused_not_wrong(act):
+    cfg = NormConfig(partition="instance", center=False, scale="rms", act=act)
     inputs = _inputs(cfg, torch.Generator().manual_seed(0))
     y = _folded(cfg, None)(*inputs.values())
     (grad_x,) = torch.autograd.grad(y.square().sum(), inputs["x"], create_graph=True)

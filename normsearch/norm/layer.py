@@ -246,6 +246,13 @@ def _row_sums(t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     return dot.view(n, c), total.view(n, c)
 
 
+def _pooled(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """Moments (1, G) of each set pooled over the samples from equal-sized per-sample moments (N, G):
+    μ = mean of the μₙ, σ² = mean of the σ²ₙ + mean of (μₙ − μ)²."""
+    pooled = mean.mean(0, keepdim=True)
+    return pooled, var.mean(0, keepdim=True) + (mean - pooled).square().mean(0, keepdim=True)
+
+
 def _to_channels(stat: Tensor, c: int) -> Tensor:
     """A per-set value (N or 1, G) repeated over each group's channels: (N or 1, C)."""
     return stat.repeat_interleave(c // stat.shape[1], dim=1)
@@ -289,10 +296,8 @@ class _Folded(torch.autograd.Function):
         c = x.shape[1]
         if running_mean is None:
             mean_s, var_s, z = _group_moments(x, groups, cfg.eps)
-            if cfg.partition in BATCH_PARTITIONS:  # pool the per-sample moments of each set
-                pooled = mean_s.mean(0, keepdim=True)
-                var_s = var_s.mean(0, keepdim=True) + (mean_s - pooled).square().mean(0, keepdim=True)
-                mean_s = pooled
+            if cfg.partition in BATCH_PARTITIONS:
+                mean_s, var_s = _pooled(mean_s, var_s)
         else:
             mean_s, var_s, z = running_mean.view(1, -1).float(), running_var.view(1, -1).float(), None
         mu, var = _to_channels(mean_s, c), _to_channels(var_s, c)
@@ -345,12 +350,88 @@ class _Folded(torch.autograd.Function):
         grad_weight = (p_centered if r is None else p_centered * r).sum(0) if weight is not None else None
         grad_bias = q.sum(0) if ctx.needs_input_grad[2] else None
         if not ctx.fixed:
-            c1, c2 = _moment_terms(ctx, x, mean_s, mu, r, a, weight, p_centered, q)
+            grad_mu, grad_var = _moment_grads(cfg, mu, r, a, weight, p_centered, q)
+            batch, count = cfg.partition in BATCH_PARTITIONS, x.numel() // mean_s.numel()
+            c1, c2 = map(_as_map, _through_moments(grad_mu, grad_var, mean_s, ctx.groups, batch, count), (x, x))
             if grad_x is None:
                 grad_x = torch.addcmul(c1, g, am).addcmul_(x, c2)
             else:
                 grad_x.addcmul_(x, c2).add_(c1)
         return grad_x, grad_weight, grad_bias, grad_tau, grad_v, None, None, None, None
+
+
+class _EvoB0(torch.autograd.Function):
+    """act = evo_b0 for statistics constant per (sample, channel), with an analytic backward. With d of the
+    module docstring (N or 1, C) and σᵢ = sqrt(instance σ² + eps) (N, C):
+
+        D = max(d, v · x + σᵢ) = d + relu(u),  u = v · x + σᵢ − d   (at ties the gradient goes to d)
+        z = γ · (x − μ) / D + β                                      (μ term only if center)
+
+    Backward: with k = g · (x − μ) / D² and kₑ = k where u > 0, the per-(sample, channel) sums of
+    g · (x − μ) / D, g / D, g, k, kₑ and kₑ · x give the gradients of γ, β, v, d, σᵢ and μ, and
+    ∂L/∂x = γ · (g / D − v · kₑ) + x · c₂ + c₁ through the set and instance moments.
+
+    Inputs and outputs as :class:`_Folded`, without τ. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, v, running_mean, running_var, cfg, groups):
+        c = x.shape[1]
+        inst_mean, inst_var, u = _group_moments(x, c, cfg.eps)
+        if running_mean is not None:
+            mean_s, var_s = running_mean.view(1, -1).float(), running_var.view(1, -1).float()
+        else:
+            mean_s, var_s = (inst_mean, inst_var) if groups == c else _group_moments(x, groups, cfg.eps)[:2]
+            if cfg.partition in BATCH_PARTITIONS:
+                mean_s, var_s = _pooled(mean_s, var_s)
+        mu = _to_channels(mean_s, c)
+        d = _denominator(cfg, mu, _to_channels(var_s, c))
+        inst_std = torch.sqrt(inst_var + cfg.eps)
+        torch.addcmul(_as_map(inst_std - d, x), x, _per_channel(v, x), out=u)
+        z = torch.relu(u).add_(_as_map(d, x))
+        torch.div(x - _as_map(mu, x) if cfg.center else x, z, out=z)
+        if weight is not None:
+            z.mul_(_per_channel(weight, x))
+        if bias is not None:
+            z.add_(_per_channel(bias, x))
+        ctx.save_for_backward(x, u, mean_s, mu, d, inst_mean, inst_std, weight, v)
+        ctx.cfg, ctx.groups, ctx.fixed = cfg, groups, running_mean is not None
+        ctx.mark_non_differentiable(mean_s, var_s)
+        return z, mean_s, var_s
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _grad_mean, _grad_var):
+        x, u, mean_s, mu, d, inst_mean, inst_std, weight, v = ctx.saved_tensors
+        cfg, c = ctx.cfg, x.shape[1]
+        g = grad.contiguous()
+        num = x - _as_map(mu, x) if cfg.center else x
+        den = torch.relu(u).add_(_as_map(d, x))
+        g_den = torch.div(g, den)
+        gy, g_den_sum = _row_sums(g_den, num)
+        k = torch.div(g_den, den, out=den).mul_(num)
+        k_sum = _row_sums(k, x)[1]
+        torch.ops.aten.threshold_backward(k, u, 0.0, grad_input=k)  # kₑ
+        ke_x, ke_sum = _row_sums(k, x)
+        gamma = x.new_ones(c) if weight is None else weight
+        grad_weight = gy.sum(0) if weight is not None else None
+        grad_bias = g.sum(dim=(0, *range(2, g.dim()))) if ctx.needs_input_grad[2] else None
+        grad_v = -(gamma * ke_x.sum(0))
+        grad_inst_std = -gamma * ke_sum
+        c1, c2 = _through_moments(
+            torch.zeros_like(inst_std), grad_inst_std / (2 * inst_std), inst_mean, c, False, math.prod(x.shape[2:])
+        )
+        if not ctx.fixed:
+            grad_d = -gamma * (k_sum - ke_sum)
+            grad_mu = -gamma * g_den_sum if cfg.center else torch.zeros_like(grad_d)
+            if cfg.scale == "rms":
+                grad_mu = grad_mu + grad_d * mu / d
+            batch, count = cfg.partition in BATCH_PARTITIONS, x.numel() // mean_s.numel()
+            set_c1, set_c2 = _through_moments(grad_mu, grad_d / (2 * d), mean_s, ctx.groups, batch, count)
+            c1, c2 = c1 + set_c1, c2 + set_c2
+        grad_x = g_den.mul_(_per_channel(gamma, x)).addcmul_(k, _per_channel(gamma * v, x), value=-1.0)
+        grad_x.addcmul_(x, _as_map(c2, x)).add_(_as_map(c1, x))
+        return grad_x, grad_weight, grad_bias, grad_v, None, None, None, None
 
 
 def _inverse_denominator(cfg: NormConfig, mu: Tensor, var: Tensor) -> Tensor | None:
@@ -362,31 +443,49 @@ def _inverse_denominator(cfg: NormConfig, mu: Tensor, var: Tensor) -> Tensor | N
     return None
 
 
-def _moment_terms(ctx, x, mean_s, mu, r, a, weight, p_centered, q) -> tuple[Tensor, Tensor]:
-    """c₁, c₂ (as maps over x) with ∂L/∂x through (μ, σ²) of the sets = x · c₂ + c₁.
+def _moment_grads(cfg: NormConfig, mu, r, a, weight, p_centered, q) -> tuple[Tensor, Tensor]:
+    """∂L/∂μ and ∂L/∂σ² per (sample, channel) of :class:`_Folded`, from ∂L/∂a = Σ g·h and ∂L/∂b = q.
 
-    From ∂L/∂a = Σ g·h and ∂L/∂b = q per (sample, channel): ∂L/∂r = γ · (Σ g·h − μ q), with
-    ∂r/∂σ² = −r³/2 and, for rms, ∂r/∂μ = −r³ μ; centering adds ∂L/∂μ = −a q. Summed over each set of
-    ``count`` elements, ∂L/∂x = ∂L/∂μ / count + 2 (x − μ) ∂L/∂σ² / count.
+    ∂L/∂r = γ · (Σ g·h − μ q) with ∂r/∂σ² = −r³/2 and, for rms, ∂r/∂μ = −r³ μ; centering adds −a q to ∂L/∂μ.
     """
-    cfg, batch = ctx.cfg, ctx.cfg.partition in BATCH_PARTITIONS
     grad_mu = -a * q if cfg.center else torch.zeros_like(q)
-    grad_var = torch.zeros_like(q)
-    if r is not None:
-        k = (p_centered if weight is None else p_centered * weight) * r.pow(3)  # −∂L/∂σ² · 2
-        grad_var = grad_var - 0.5 * k
-        if cfg.scale == "rms":
-            grad_mu = grad_mu - k * mu
-    count = x.numel() // (mean_s.numel())
-    c2 = _to_sets(grad_var, ctx.groups, batch) * (2 / count)
-    c1 = _to_sets(grad_mu, ctx.groups, batch) / count - mean_s * c2
-    c = x.shape[1]
-    return _as_map(_to_channels(c1, c), x), _as_map(_to_channels(c2, c), x)
+    if r is None:
+        return grad_mu, torch.zeros_like(q)
+    k = (p_centered if weight is None else p_centered * weight) * r.pow(3)
+    return (grad_mu - k * mu if cfg.scale == "rms" else grad_mu), -0.5 * k
+
+
+def _through_moments(
+    grad_mu: Tensor, grad_var: Tensor, mean_s: Tensor, groups: int, batch: bool, count: int
+) -> tuple[Tensor, Tensor]:
+    """(c₁, c₂), (N or 1, C), with ∂L/∂x = x · c₂ + c₁ through the moments (μ, σ²) of the sets.
+
+    ``grad_mu``, ``grad_var`` (N, C): gradients of each (sample, channel)'s copy of its set's statistics;
+    ``mean_s`` (N or 1, G): the sets' means, each over ``count`` elements. Per set, ∂L/∂x = ∂L/∂μ / count
+    + 2 (x − μ) ∂L/∂σ² / count.
+    """
+    c = grad_mu.shape[1]
+    c2 = _to_sets(grad_var, groups, batch) * (2 / count)
+    c1 = _to_sets(grad_mu, groups, batch) / count - mean_s * c2
+    return _to_channels(c1, c), _to_channels(c2, c)
 
 
 def _foldable(cfg: NormConfig) -> bool:
     """Whether :class:`_Folded` computes this config (the generic kernel's fast path)."""
     return cfg.partition != "position" and (cfg.act in ("none", "tlu") or (cfg.act == "evo_s0" and not cfg.center))
+
+
+def _evo_b0_kernel(m: UnifiedNorm, xf: Tensor) -> Tensor:
+    """:class:`_EvoB0` on float32 x, with the running estimates: used in eval mode, updated in train mode."""
+    fixed = m.running_mean is not None and not m.training
+    params = [None if p is None else p.float() for p in (m.weight, m.bias, m.v)]
+    y, mean, var = _EvoB0.apply(
+        xf.contiguous(), *params, m.running_mean if fixed else None, m.running_var if fixed else None,
+        m.config, m.groups,
+    )
+    if m.running_mean is not None and m.training:
+        _update_running(m, mean, var, xf.numel() // mean.numel())
+    return y
 
 
 def _folded_kernel(m: UnifiedNorm, xf: Tensor) -> Tensor:
@@ -409,6 +508,8 @@ def _generic_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
     xf = x.float()
     if _foldable(cfg):
         return _folded_kernel(m, xf).to(x.dtype)
+    if cfg.act == "evo_b0" and cfg.partition != "position":
+        return _evo_b0_kernel(m, xf).to(x.dtype)
     xg, dims = _grouped_view(m, xf)
     mean, var = _statistics(m, xg, dims)
     den = _denominator(cfg, mean, var)
