@@ -246,6 +246,11 @@ def _row_sums(t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     return dot.view(n, c), total.view(n, c)
 
 
+def _spatial_sum(t: Tensor) -> Tensor:
+    """Σ over *S of t (N, C, *S): (N, C)."""
+    return t.sum(dim=tuple(range(2, t.dim())))
+
+
 def _pooled(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
     """Moments (1, G) of each set pooled over the samples from equal-sized per-sample moments (N, G):
     μ = mean of the μₙ, σ² = mean of the σ²ₙ + mean of (μₙ − μ)²."""
@@ -335,11 +340,11 @@ class _Folded(torch.autograd.Function):
             g_in = torch.addcmul(_as_map(b, x) - _per_channel(tau, x), x, am)
             torch.ops.aten.threshold_backward(g, g_in, 0.0, grad_input=g_in)
             p, q = _row_sums(g_in, x)
-            grad_tau = (_row_sums(g, x)[1] - q).sum(0)
+            grad_tau = (_spatial_sum(g) - q).sum(0)
             grad_x = g_in.mul_(am)
         elif cfg.act == "evo_s0":  # h = x · s; ∂h/∂x = s + v · x · s (1 − s), ∂h/∂v = x² · s (1 − s)
             g_x = torch.mul(g, x)
-            p, q = _row_sums(g_x, gate)[0], _row_sums(g, x)[1]
+            p, q = _row_sums(g_x, gate)[0], _spatial_sum(g)
             w = torch.ops.aten.sigmoid_backward(g_x, gate, grad_input=g_x)  # g · x · s (1 − s)
             grad_v = (a * _row_sums(w, x)[0]).sum(0)
             grad_x = torch.mul(g, gate).addcmul_(w, _per_channel(v, x)).mul_(am)
@@ -415,7 +420,7 @@ class _EvoB0(torch.autograd.Function):
         ke_x, ke_sum = _row_sums(k, x)
         gamma = x.new_ones(c) if weight is None else weight
         grad_weight = gy.sum(0) if weight is not None else None
-        grad_bias = g.sum(dim=(0, *range(2, g.dim()))) if ctx.needs_input_grad[2] else None
+        grad_bias = _spatial_sum(g).sum(0) if ctx.needs_input_grad[2] else None
         grad_v = -(gamma * ke_x.sum(0))
         grad_inst_std = -gamma * ke_sum
         c1, c2 = _through_moments(
