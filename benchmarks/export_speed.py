@@ -14,27 +14,15 @@ Usage: ``python benchmarks/export_speed.py [--shape 64 64 32 32] [--repeats 31]`
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import ChannelsLast, reference_name, timed_pair
 from torch import nn
 
 from normsearch import build_norm
 from normsearch.export import export_source
 
 TARGET = 1.10
-
-
-class ChannelsLast(nn.Module):
-    """A last-dim layer applied over C at every position of (N, C, *S)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.movedim(1, -1)).movedim(-1, 1)
 
 
 def native_twins(c: int, spatial: tuple[int, ...]) -> dict[str, nn.Module]:
@@ -63,33 +51,6 @@ def exported(spec: str, c: int) -> nn.Module:
     return namespace["Exported"](c)
 
 
-def fwd_bwd_seconds(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> float:
-    xr = x.detach().requires_grad_(True)
-    start = time.perf_counter()
-    module(xr).backward(grad)
-    return time.perf_counter() - start
-
-
-def timed_pair(a: nn.Module, b: nn.Module, x: torch.Tensor, grad: torch.Tensor, repeats: int) -> tuple:
-    """(median ms of a, median ms of b, median of the per-repeat ratios a/b).
-
-    Each repeat times a and b back to back (alternating which goes first), so a burst of load from other
-    processes hits both sides of a ratio alike.
-    """
-    for module in (a, b):  # warm-up
-        fwd_bwd_seconds(module, x, grad)
-    times_a, times_b = [], []
-    for repeat in range(repeats):
-        if repeat % 2:
-            times_b.append(fwd_bwd_seconds(b, x, grad))
-            times_a.append(fwd_bwd_seconds(a, x, grad))
-        else:
-            times_a.append(fwd_bwd_seconds(a, x, grad))
-            times_b.append(fwd_bwd_seconds(b, x, grad))
-    ratio = statistics.median(ta / tb for ta, tb in zip(times_a, times_b, strict=True))
-    return 1e3 * statistics.median(times_a), 1e3 * statistics.median(times_b), ratio
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=4, default=[64, 64, 32, 32], metavar=("N", "C", "H", "W"))
@@ -103,7 +64,7 @@ def main() -> None:
     misses = []
     for spec, twin in native_twins(c, (h, w)).items():
         ours, ref, ratio = timed_pair(exported(spec, c), twin, x, grad, args.repeats)
-        ref_name = type(twin.inner if isinstance(twin, ChannelsLast) else twin).__name__
+        ref_name = reference_name(twin)
         verdict = "ok" if ratio <= TARGET else "MISS"
         misses += [spec] if ratio > TARGET else []
         print(f"{spec:<40} {ref_name:<14} {ours:9.2f} {ref:9.2f} {ratio:7.2f}  ≤{TARGET:.2f} {verdict}")
