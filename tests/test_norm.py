@@ -326,7 +326,7 @@ def test_bf16_autocast_keeps_float32_statistics(spec):
 
 @pytest.mark.slow
 def test_torch_compile_matches_eager():
-    for spec in ("evonorm_s0:groups=4", "bn"):
+    for spec in ("evonorm_s0:groups=4", "evonorm_b0", "bn"):
         eager = build_norm(spec, 8)
         compiled_module = build_norm(spec, 8)
         compiled_module.load_state_dict(eager.state_dict())

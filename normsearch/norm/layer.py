@@ -347,7 +347,7 @@ class _Folded(torch.autograd.Function):
             p, q = _row_sums(g_x, gate)[0], _spatial_sum(g)
             w = torch.ops.aten.sigmoid_backward(g_x, gate, grad_input=g_x)  # g · x · s (1 − s)
             grad_v = (a * _row_sums(w, x)[0]).sum(0)
-            grad_x = torch.mul(g, gate).addcmul_(w, _per_channel(v, x)).mul_(am)
+            grad_x = w.mul_(_per_channel(v, x)).addcmul_(g, gate).mul_(am)
         else:
             p, q = _row_sums(g, x)
             grad_x = g * am if ctx.fixed else None
@@ -392,7 +392,7 @@ class _EvoB0(torch.autograd.Function):
         mu = _to_channels(mean_s, c)
         d = _denominator(cfg, mu, _to_channels(var_s, c))
         inst_std = torch.sqrt(inst_var + cfg.eps)
-        torch.addcmul(_as_map(inst_std - d, x), x, _per_channel(v, x), out=u)
+        torch.mul(x, _per_channel(v, x), out=u).add_(_as_map(inst_std - d, x))
         z = torch.relu(u).add_(_as_map(d, x))
         torch.div(x - _as_map(mu, x) if cfg.center else x, z, out=z)
         if weight is not None:
@@ -415,7 +415,7 @@ class _EvoB0(torch.autograd.Function):
         g_den = torch.div(g, den)
         gy, g_den_sum = _row_sums(g_den, num)
         k = torch.div(g_den, den, out=den).mul_(num)
-        k_sum = _row_sums(k, x)[1]
+        k_sum = _spatial_sum(k)
         torch.ops.aten.threshold_backward(k, u, 0.0, grad_input=k)  # kₑ
         ke_x, ke_sum = _row_sums(k, x)
         gamma = x.new_ones(c) if weight is None else weight
