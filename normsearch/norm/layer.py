@@ -480,26 +480,17 @@ def _foldable(cfg: NormConfig) -> bool:
     return cfg.partition != "position" and (cfg.act in ("none", "tlu") or (cfg.act == "evo_s0" and not cfg.center))
 
 
-def _evo_b0_kernel(m: UnifiedNorm, xf: Tensor) -> Tensor:
-    """:class:`_EvoB0` on float32 x, with the running estimates: used in eval mode, updated in train mode."""
+def _apply_function(m: UnifiedNorm, xf: Tensor, function: type[torch.autograd.Function], params: tuple) -> Tensor:
+    """``function`` (:class:`_Folded` or :class:`_EvoB0`) on float32 x with the module's ``params`` (cast to
+    float32) and its running estimates: used in eval mode, updated in train mode."""
     fixed = m.running_mean is not None and not m.training
-    params = [None if p is None else p.float() for p in (m.weight, m.bias, m.v)]
-    y, mean, var = _EvoB0.apply(
-        xf.contiguous(), *params, m.running_mean if fixed else None, m.running_var if fixed else None,
-        m.config, m.groups,
-    )
-    if m.running_mean is not None and m.training:
-        _update_running(m, mean, var, xf.numel() // mean.numel())
-    return y
-
-
-def _folded_kernel(m: UnifiedNorm, xf: Tensor) -> Tensor:
-    """:class:`_Folded` on float32 x, with the running estimates: used in eval mode, updated in train mode."""
-    fixed = m.running_mean is not None and not m.training
-    params = [None if p is None else p.float() for p in (m.weight, m.bias, m.tau, m.v)]
-    y, mean, var = _Folded.apply(
-        xf.contiguous(), *params, m.running_mean if fixed else None, m.running_var if fixed else None,
-        m.config, m.groups,
+    y, mean, var = function.apply(
+        xf.contiguous(),
+        *(None if p is None else p.float() for p in params),
+        m.running_mean if fixed else None,
+        m.running_var if fixed else None,
+        m.config,
+        m.groups,
     )
     if m.running_mean is not None and m.training:
         _update_running(m, mean, var, xf.numel() // mean.numel())
@@ -512,9 +503,9 @@ def _generic_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
     cfg = m.config
     xf = x.float()
     if _foldable(cfg):
-        return _folded_kernel(m, xf).to(x.dtype)
+        return _apply_function(m, xf, _Folded, (m.weight, m.bias, m.tau, m.v)).to(x.dtype)
     if cfg.act == "evo_b0" and cfg.partition != "position":
-        return _evo_b0_kernel(m, xf).to(x.dtype)
+        return _apply_function(m, xf, _EvoB0, (m.weight, m.bias, m.v)).to(x.dtype)
     xg, dims = _grouped_view(m, xf)
     mean, var = _statistics(m, xg, dims)
     den = _denominator(cfg, mean, var)
