@@ -21,6 +21,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from .confirm import store
 from .search import OBJECTIVES, trial_score
 from .space import ScoreWeights
 
@@ -91,9 +92,10 @@ def _failed_row(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def _merge_confirmation(study: optuna.Study, rows: list[dict[str, Any]]) -> None:
+    records = store.results(study)  # one storage read for all rows
     for row in rows:
-        confirmed = study.user_attrs.get(f"confirm:{row['trial']}")
-        if isinstance(confirmed, dict):
+        confirmed = records.get(row["trial"])
+        if confirmed is not None:
             row["accuracy"] = confirmed.get("accuracy")
             row["diverged"] = bool(confirmed.get("diverged", False))
             row["confirm"] = confirmed
@@ -140,7 +142,7 @@ def build_rows(study: optuna.Study, *, include_failed: bool = False) -> list[dic
 
 def calibration(study: optuna.Study) -> dict[str, Any] | None:
     """The score's calibration against confirmed accuracy ({spearman, kendall, n}), if confirmed."""
-    stored = study.user_attrs.get("calibration")
+    stored = store.calibration(study)
     score = stored.get("score") if isinstance(stored, dict) else None
     return score if isinstance(score, dict) else None
 
