@@ -27,22 +27,25 @@ def _randomize_affine(ours: nn.Module, ref: nn.Module, gen: torch.Generator) -> 
             p_ref.copy_(value.reshape(p_ref.shape) if p_ref.shape == value.shape else value)
 
 
-def _compare_train_eval(ours, ref, shape, device, steps=3, input_transform=lambda x: x, ref_input=None):
+def _assert_same_forward_backward(ours, ref, x, gen, *, atol=ATOL, grad_atol=1e-4, grad_rtol=1e-4, msg=None):
+    """ours(x) equals ref(x), and backpropagating one random output gradient gives equal input gradients
+    (parameter gradients accumulate on both sides for the caller to compare)."""
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = ours(xa), ref(xb)
+    torch.testing.assert_close(ya, yb, atol=atol, rtol=1e-4, msg=msg)
+    g = torch.randn(ya.shape, generator=gen).to(x.device)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, atol=grad_atol, rtol=grad_rtol, msg=msg)
+
+
+def _compare_train_eval(ours, ref, shape, device, steps=3):
     """Several train steps (outputs, input/param grads, running stats), then eval outputs."""
     gen = torch.Generator().manual_seed(0)
     ours, ref = ours.to(device), ref.to(device)
-    for step in range(steps):
+    for _ in range(steps):
         x = (torch.randn(shape, generator=gen) * 2 + 0.5).to(device)
-        xa = x.clone().requires_grad_(True)
-        xb = x.clone().requires_grad_(True)
-        ya = ours(xa)
-        yb = ref(ref_input(xb) if ref_input else xb)
-        yb = input_transform(yb)
-        torch.testing.assert_close(ya, yb, atol=ATOL, rtol=1e-4, msg=f"forward differs at step {step}")
-        g = torch.randn(ya.shape, generator=gen).to(device)
-        ya.backward(g)
-        yb.backward(g)
-        torch.testing.assert_close(xa.grad, xb.grad, atol=1e-4, rtol=1e-4, msg="input gradient differs")
+        _assert_same_forward_backward(ours, ref, x, gen)
     for name, p in ours.named_parameters():
         p_ref = dict(ref.named_parameters())[name]
         torch.testing.assert_close(p.grad.reshape(p_ref.shape), p_ref.grad, atol=1e-4, rtol=1e-4, msg=name)
@@ -50,8 +53,7 @@ def _compare_train_eval(ours, ref, shape, device, steps=3, input_transform=lambd
         torch.testing.assert_close(b, dict(ref.named_buffers())[name], atol=ATOL, rtol=1e-4, msg=name)
     ours.eval(), ref.eval()
     x = torch.randn(shape, generator=gen).to(device)
-    yb = ref(ref_input(x) if ref_input else x)
-    torch.testing.assert_close(ours(x), input_transform(yb), atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(ours(x), ref(x), atol=ATOL, rtol=1e-4)
 
 
 def _force_generic(module):
@@ -116,15 +118,8 @@ def test_position_norm_matches_layernorm_over_channels(generic):
     ref = nn.LayerNorm(16, eps=1e-5)
     _randomize_affine(ours, ref, torch.Generator().manual_seed(2))
     # parameter names differ by the wrapper prefix: compare through a flat wrapper
-    wrapped = _ChannelsLast(ref)
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(4, 16, 5, 5, generator=gen)
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = ours(xa), wrapped(xb)
-    torch.testing.assert_close(ya, yb, atol=ATOL, rtol=1e-4)
-    g = torch.randn(ya.shape, generator=gen)
-    ya.backward(g), yb.backward(g)
-    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-4, rtol=1e-4)
+    _assert_same_forward_backward(ours, _ChannelsLast(ref), torch.randn(4, 16, 5, 5, generator=gen), gen)
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours.bias.grad, ref.bias.grad, atol=1e-4, rtol=1e-4)
 
@@ -147,13 +142,7 @@ def test_rms_matches_torch_rmsnorm(spec, generic):
             ref.weight.copy_(gamma if over_position else gamma[:, None, None].expand(c, h, w))
     wrapped = _ChannelsLast(ref) if over_position else ref
     gen = torch.Generator().manual_seed(5)
-    x = torch.randn(4, c, h, w, generator=gen) + 1.0
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = ours(xa), wrapped(xb)
-    torch.testing.assert_close(ya, yb, atol=ATOL, rtol=1e-4)
-    g = torch.randn(ya.shape, generator=gen)
-    ya.backward(g), yb.backward(g)
-    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-4, rtol=1e-4)
+    _assert_same_forward_backward(ours, wrapped, torch.randn(4, c, h, w, generator=gen) + 1.0, gen)
     if ours.weight is not None:
         ref_grad = ref.weight.grad if over_position else ref.weight.grad.sum(dim=(1, 2))
         torch.testing.assert_close(ours.weight.grad, ref_grad, atol=1e-4, rtol=1e-4)
@@ -182,13 +171,7 @@ def test_batch_group_norm_is_batchnorm_over_channel_groups(spec, groups):
     ref = Reference()
     gen = torch.Generator().manual_seed(6)
     for _ in range(3):
-        x = torch.randn(6, c, 4, 4, generator=gen) * 3 + 1
-        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-        ya, yb = ours(xa), ref(xb)
-        torch.testing.assert_close(ya, yb, atol=ATOL, rtol=1e-4)
-        g = torch.randn(ya.shape, generator=gen)
-        ya.backward(g), yb.backward(g)
-        torch.testing.assert_close(xa.grad, xb.grad, atol=1e-4, rtol=1e-4)
+        _assert_same_forward_backward(ours, ref, torch.randn(6, c, 4, 4, generator=gen) * 3 + 1, gen)
     torch.testing.assert_close(ours.running_mean, ref.bn.running_mean)
     torch.testing.assert_close(ours.running_var, ref.bn.running_var)
     assert int(ours.num_batches_tracked) == int(ref.bn.num_batches_tracked) == 3
@@ -231,18 +214,12 @@ def test_layers_without_twin_match_their_formulas(spec):
         for p in m.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.3 + (1.0 if p is m.weight or p is m.v else 0.0))
     x = torch.randn(4, 16, 5, 5, generator=gen) * 2 + 0.3
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya = m(xa)
-    if spec.startswith("frn"):
-        yb = _frn_reference(m, xb)
-    elif spec.startswith("evonorm_s0"):
-        yb = _evonorm_s0_reference(m, xb)
-    else:
-        yb = _evonorm_b0_reference(m, xb, xb.var(dim=(0, 2, 3), unbiased=False))
-    torch.testing.assert_close(ya, yb, atol=ATOL, rtol=1e-4)
-    g = torch.randn(ya.shape, generator=gen)
-    ya.backward(g), yb.backward(g)
-    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-4, rtol=1e-4)
+    references = {
+        "frn": lambda t: _frn_reference(m, t),
+        "evonorm_s0:groups=4": lambda t: _evonorm_s0_reference(m, t),
+        "evonorm_b0": lambda t: _evonorm_b0_reference(m, t, t.var(dim=(0, 2, 3), unbiased=False)),
+    }
+    _assert_same_forward_backward(m, references[spec], x, gen)
     if spec == "evonorm_b0":  # eval: running var (unbiased updates, as torch's BN)
         expected_running = 0.9 + 0.1 * x.var(dim=(0, 2, 3), unbiased=True)
         torch.testing.assert_close(m.running_var, expected_running)
@@ -331,12 +308,9 @@ def test_torch_compile_matches_eager():
         compiled_module = build_norm(spec, 8)
         compiled_module.load_state_dict(eager.state_dict())
         compiled = torch.compile(compiled_module, fullgraph=True)
-        x = torch.randn(4, 8, 5, 5)
-        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-        ya, yb = eager(xa), compiled(xb)
-        torch.testing.assert_close(ya, yb, atol=1e-5, rtol=1e-4)
-        ya.sum().backward(), yb.sum().backward()
-        torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-4)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(4, 8, 5, 5, generator=gen)
+        _assert_same_forward_backward(eager, compiled, x, gen, atol=1e-5, grad_atol=1e-5)
         for name, buffer in eager.named_buffers():
             torch.testing.assert_close(buffer, dict(compiled_module.named_buffers())[name])
 
@@ -408,9 +382,7 @@ def test_random_configs_match_the_literal_formula():
             for p in m.parameters():
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3 + 1.0)
         x = torch.randn(4, 16, 3, 3, generator=gen) * 2 + 0.5
-        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-        ya, yb = m(xa), _literal_reference(m, xb)
-        torch.testing.assert_close(ya, yb, atol=1e-4, rtol=1e-4, msg=cfg.spec())
-        g = torch.randn(ya.shape, generator=gen)
-        ya.backward(g), yb.backward(g)
-        torch.testing.assert_close(xa.grad, xb.grad, atol=2e-4, rtol=1e-3, msg=cfg.spec())
+        _assert_same_forward_backward(
+            m, lambda t, m=m: _literal_reference(m, t), x, gen,
+            atol=1e-4, grad_atol=2e-4, grad_rtol=1e-3, msg=cfg.spec(),
+        )
