@@ -24,14 +24,18 @@ from urllib.parse import urlsplit
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 JOURNAL = "journal.log"
 POINTER = "storage.txt"
+LOCK_SUFFIX = ".lock"
+"""Optuna's journal lock is ``<journal>`` + this (``JournalFileSymlinkLock``)."""
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 HEARTBEAT_S = 60
 """Heartbeat of RDB storages: a RUNNING trial silent for 2 × this is failed by Optuna."""
+LOCK_GRACE_S = 30
+"""A journal lock left by a killed process is broken after it has been held this long (Optuna's default)."""
 
 
 def worker_id() -> str:
@@ -51,13 +55,31 @@ def is_url(storage: str) -> bool:
     return "://" in storage
 
 
+class StaleLock(ValueError):
+    """A journal lock that Optuna can never break: a dangling link, left by a killed process."""
+
+
 def make_storage(spec: str) -> BaseStorage:
-    """The Optuna storage for a URL (RDB, with heartbeat) or a journal file path."""
+    """The Optuna storage for a URL (RDB, with heartbeat) or a journal file path.
+
+    A journal path is made absolute first. Optuna's lock is a symlink ``<journal>.lock`` → the journal path
+    as given, and it breaks a lock left by a killed process by stat-ing that link: with a relative path the
+    link dangles, the stat fails, and the next writer spins forever instead of breaking the lock after
+    :data:`LOCK_GRACE_S`. Such a dangling link (left by a killed writer that used a relative path) raises
+    :class:`StaleLock`, which says to delete it, rather than leaving the caller to spin on it.
+    """
     if is_url(spec):
         with warnings.catch_warnings():  # heartbeat_interval is marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(spec, heartbeat_interval=HEARTBEAT_S)
-    return JournalStorage(JournalFileBackend(spec))
+    path = str(Path(spec).expanduser().resolve())
+    lock = Path(path + LOCK_SUFFIX)
+    if lock.is_symlink() and not lock.exists():
+        raise StaleLock(
+            f"{lock}: a lock left by a killed process (a dangling link that Optuna cannot break); "
+            "delete it if no other process is writing this study"
+        )
+    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path, LOCK_GRACE_S)))
 
 
 @dataclass(frozen=True)
@@ -183,6 +205,7 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
 
 __all__ = [
     "JOURNAL",
+    "StaleLock",
     "StudyLocation",
     "check_name",
     "create_or_load",

@@ -172,15 +172,17 @@ def test_resume_after_a_killed_run_fails_its_running_trial_and_completes_the_bud
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in _journal_trials(journal)) >= 2, process)
-        for _ in range(50):  # freeze it mid-trial (not between two trials), then kill it
+        lock = Path(f"{journal}.lock")
+        for _ in range(200):  # freeze it mid-trial (not between two trials, not mid-write), then kill it
             process.send_signal(signal.SIGSTOP)
-            if any(t.state == TrialState.RUNNING for t in _journal_trials(journal)):
+            if not lock.is_symlink() and any(t.state == TrialState.RUNNING for t in _journal_trials(journal)):
                 break
             process.send_signal(signal.SIGCONT)
             time.sleep(0.02)
     finally:
         process.kill()
         process.wait()
+    assert not lock.is_symlink()  # a lock left behind is the next test's case
     before = _study("tiny").get_trials()
     stale = [t.number for t in before if t.state == TrialState.RUNNING]
     assert stale
@@ -196,6 +198,42 @@ def test_resume_after_a_killed_run_fails_its_running_trial_and_completes_the_bud
     assert _counted(_study("tiny")) == budget
     again = _run("--space", "tiny.yaml", "--n-trials", str(budget))  # nothing left to do
     assert len(_study("tiny").get_trials()) == len(after) and f"{budget}/{budget}" in again.stderr
+
+
+def test_a_lock_left_by_a_writer_killed_mid_write_is_broken_after_the_grace_period(tmp_path: Path) -> None:
+    """A process that dies inside a journal write leaves ``journal.log.lock``. With a relative runs dir the
+    next run once spun forever on that lock (a dangling relative link); it must break it after the grace."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    command = [*CLI[:2], "import normsearch.storage as s; s.LOCK_GRACE_S = 3; from normsearch.cli import app; app()",
+               "run", "--no-confirm", "--space", "tiny.yaml", "--runs-dir", "runs"]
+    subprocess.run([*command, "--n-trials", "2"], cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    die_mid_write = ("import os; from normsearch.storage import open_study; study = open_study('tiny', 'runs'); "
+                     "os.fsync = lambda fd: os._exit(9); study.set_user_attr('x', 1)")
+    crashed = subprocess.run([sys.executable, "-c", die_mid_write], check=False, cwd=tmp_path, timeout=120)
+    lock = tmp_path / "runs" / "tiny" / "journal.log.lock"
+    assert crashed.returncode == 9 and lock.is_symlink()
+    started = time.monotonic()
+    done = subprocess.run([*command, "--n-trials", "4"], check=False, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started >= 3  # it waited out the grace period, then went on
+    assert not lock.is_symlink()
+    assert _counted(_study("tiny", str(tmp_path / "runs"))) == 4
+
+
+def test_a_dangling_lock_link_is_a_clear_error_not_a_hang(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    _run("--space", "tiny.yaml", "--n-trials", "1")
+    journal = tmp_path / "runs" / "tiny" / "journal.log"
+    lock = Path(f"{journal}.lock")
+    lock.symlink_to("runs/tiny/journal.log")  # Optuna's lock, as taken through a relative path elsewhere
+    before = journal.read_bytes()
+    result = runner.invoke(app, ["run", "--no-confirm", "--space", "tiny.yaml", "--n-trials", "3"])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert str(lock) in result.stderr and "delete it" in result.stderr
+    assert journal.read_bytes() == before
 
 
 def test_ctrl_c_stops_after_the_running_trial_and_exits_130(tmp_path: Path, monkeypatch) -> None:

@@ -39,7 +39,7 @@ from ..search import (
     shares,
 )
 from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
-from ..storage import check_name, is_url, locate, open_study, study_names
+from ..storage import StaleLock, check_name, is_url, locate, open_study, study_names
 from .app import app, fail, stderr, stdout
 
 space_app = typer.Typer(help="Check, show and list search-space files.", no_args_is_help=True)
@@ -215,7 +215,7 @@ def run(
         _check_confirm_data(space)
     try:
         prepared = prepare(space, location)
-    except IncompatibleStudy as err:
+    except (IncompatibleStudy, StaleLock) as err:
         fail(str(err))
     study = prepared.study
     _report_preparation(prepared, space)
