@@ -131,6 +131,20 @@ def test_space_configs_match_build_norm():
         assert_same_layer(exported_layer(cfg, 32), build_norm(cfg, 32), shape, seed=index, label=cfg.spec())
 
 
+def test_inputs_without_spatial_dims_match_build_norm():
+    """(N, C) inputs: instance statistics are over one element each (a reduction over ``dim=()`` would
+    take the whole tensor instead).
+
+    eps = 0.5: a one-element set has σ² = 0, and the layer's backward through the statistics, x · c₂ + c₁
+    (the form of torch's group-norm backward), cancels to within float32 rounding of |x · c₂| ∝
+    (σ² + eps)^(-3/2), i.e. ~1e-5 relative at eps = 1e-5, where the export's autograd gives exact zeros.
+    """
+    configs = [parse_spec(name) for name in PRESETS] + space_configs(60, seed=5)
+    for index, cfg in enumerate(configs):
+        cfg = cfg.replace(eps=0.5)
+        assert_same_layer(exported_layer(cfg, 32), build_norm(cfg, 32), (5, 32), seed=index, label=cfg.spec())
+
+
 def test_constructor_arguments_vary_the_hyperparameters():
     cfg = parse_spec("bgn:groups=4,momentum=0.2,eps=0.001")
     cls = load(export_source(cfg), "bgn")[default_class_name(cfg)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -313,6 +314,30 @@ def test_torch_compile_matches_eager():
         _assert_same_forward_backward(eager, compiled, x, gen, atol=1e-5, grad_atol=1e-5)
         for name, buffer in eager.named_buffers():
             torch.testing.assert_close(buffer, dict(compiled_module.named_buffers())[name])
+
+
+def test_inputs_with_fewer_spatial_dims_equal_the_same_values_as_a_map():
+    """(N, C) and (N, C, L) inputs give what (N, C, 1, 1) and (N, C, L, 1) give: outputs, input and
+    parameter gradients, running estimates (the (N, C, H, W) path is checked against the formula above)."""
+    from tests.test_config import _random_configs
+
+    extra = [parse_spec(s) for s in ("frn", "evonorm_s0:groups=8", "evonorm_b0", "in:act=tlu", "bgn:groups=4")]
+    gen = torch.Generator().manual_seed(13)
+    for cfg in _random_configs(150, seed=11) + extra:
+        for shape, as_map in (((6, 16), (6, 16, 1, 1)), ((6, 16, 5), (6, 16, 5, 1))):
+            flat = build_norm(cfg, 16)
+            with torch.no_grad():
+                for p in flat.parameters():
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.3 + 1.0)
+            mapped = copy.deepcopy(flat)
+            x = torch.randn(shape, generator=gen) * 2 + 0.5
+            _assert_same_forward_backward(
+                flat, lambda t, m=mapped, s=as_map: m(t.view(s)).view(t.shape), x, gen, msg=f"{cfg.spec()} {shape}"
+            )
+            for (name, a), b in zip(flat.named_parameters(), mapped.parameters(), strict=True):
+                torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4, msg=f"{cfg.spec()} d{name}")
+            for (name, a), b in zip(flat.named_buffers(), mapped.buffers(), strict=True):
+                torch.testing.assert_close(a, b, msg=f"{cfg.spec()} {name}")
 
 
 def test_wrong_input_shape_is_a_clear_error():

@@ -90,11 +90,15 @@ _DIMS = {
     "batch": ("(0, *range(2, xf.dim()))", "N, *S of each channel"),
     "batch_group": ("(0, *range(2, xg.dim()))", "N, C/G, *S of each group"),
     "layer": ("tuple(range(1, xf.dim()))", "C, *S of each sample"),
-    "instance": ("tuple(range(2, xf.dim()))", "*S of each sample and channel"),
+    "instance": ("tuple(range(2, xg.dim()))", "*S of each sample and channel"),
     "group": ("tuple(range(2, xg.dim()))", "C/G, *S of each sample and group"),
     "position": ("(1,)", "C of each sample and position"),
 }
 """Π: the dims reduced over, of xf (N, C, *S) or of its grouped view xg (N, G, C/G, *S)."""
+
+_VIEWED = (*GROUPED_PARTITIONS, "instance")
+"""Partitions whose statistics are taken on a view xg: instance is group with G = C, which keeps the
+reduced dims non-empty for inputs without *S (``dim=()`` would reduce over everything)."""
 
 _VAR_MEAN = "torch.var_mean({t}, dim=dims, correction=0, keepdim=True)"
 
@@ -107,6 +111,8 @@ def _partition(cfg: NormConfig) -> list[str]:
             "n, c, *spatial = xf.shape",
             "xg = xf.reshape(n, self.groups, c // self.groups, *spatial)",
         ]
+    elif cfg.partition == "instance":
+        lines.append("xg = xf.unsqueeze(2)  # (N, C, 1, *S): one group per channel")
     dims, comment = _DIMS[cfg.partition]
     return [*lines, f"dims = {dims}  # {comment}"]
 
@@ -144,15 +150,17 @@ def _denominator(cfg: NormConfig) -> list[str]:
 
 def _normalized(cfg: NormConfig, t: str) -> list[str]:
     """``y`` (N, C, *S): centered and scaled, with the EvoNorm-B0 denominator where it applies."""
-    grouped = cfg.partition in GROUPED_PARTITIONS
+    grouped = cfg.partition in _VIEWED
     num = f"({t} - mean)" if cfg.center else t
     if cfg.act == "evo_b0":
         lines = ["den = den.expand_as(xg).reshape(xf.shape)"] if grouped else []
         return lines + [
             "v = _per_channel(self.v.float(), xf)",
-            "instance_dims = tuple(range(2, xf.dim()))",
-            "instance_var = torch.var(xf, dim=instance_dims, correction=0, keepdim=True)",
-            "den = torch.maximum(den, v * xf + torch.sqrt(instance_var + self.eps))",
+            "xi = xf.unsqueeze(2)  # (N, C, 1, *S): the reduced dims are never empty",
+            "instance_dims = tuple(range(2, xi.dim()))",
+            "instance_var = torch.var(xi, dim=instance_dims, correction=0, keepdim=True)",
+            "instance_std = torch.sqrt(instance_var.squeeze(2) + self.eps)",
+            "den = torch.maximum(den, v * xf + instance_std)",
             f"y = {num}.reshape(xf.shape) / den" if grouped else f"y = {num} / den",
         ]
     if cfg.scale == "none":
@@ -180,7 +188,7 @@ def _recovery(cfg: NormConfig, source: str) -> list[str]:
 
 
 def _generic(cfg: NormConfig) -> Forward:
-    t = "xg" if cfg.partition in GROUPED_PARTITIONS else "xf"
+    t = "xg" if cfg.partition in _VIEWED else "xf"
     lines = _partition(cfg) + _statistics(cfg, t) + _denominator(cfg) + _normalized(cfg, t) + _gate(cfg)
     lines += _recovery(cfg, "y") + ["return y.to(x.dtype)"]
     return Forward(indent(lines, BODY), "", updates_running=bool(cfg.running))

@@ -247,8 +247,9 @@ def _row_sums(t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _spatial_sum(t: Tensor) -> Tensor:
-    """Σ over *S of t (N, C, *S): (N, C)."""
-    return t.sum(dim=tuple(range(2, t.dim())))
+    """Σ over *S of t (N, C, *S): (N, C), a new tensor (also for no *S, where ``sum(dim=())`` would
+    reduce over everything)."""
+    return t.reshape(*t.shape[:2], -1).sum(2)
 
 
 def _pooled(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
@@ -512,7 +513,7 @@ def _generic_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
     num = xg - mean if cfg.center else xg
     if cfg.act == "evo_b0":
         v = _per_channel(m.v.float(), xf)
-        inst_var = torch.var(xf, dim=tuple(range(2, xf.dim())), correction=0, keepdim=True)
+        inst_var = _as_map(torch.var(xf.reshape(*xf.shape[:2], -1), dim=2, correction=0), xf)
         den = _maximum(den.expand_as(xg).reshape(xf.shape), v * xf + torch.sqrt(inst_var + cfg.eps))
         y = num.reshape(xf.shape) / den
     else:
