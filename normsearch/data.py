@@ -33,6 +33,9 @@ SYNTHETIC_SEED = 0
 SYNTHETIC_SIZES = {"train": 1024, "val": 256}
 SYNTHETIC_NOISE = 1.0
 OFFLINE_DATASET = "digits"
+FLIP_SYMMETRIC = ("cifar10", "cifar100")
+"""Datasets whose classes survive a left-right mirror (the paper trains CIFAR with random flips); digits
+and MNIST-style glyphs do not."""
 
 
 class DatasetUnavailable(RuntimeError):

@@ -9,6 +9,9 @@
   u = 0.75 (the Beyond-BatchNorm schedule);
 - an epoch is a pass over a seeded permutation of the training set in batches of ``batch_size`` (the last
   partial batch is dropped, so a batch-statistics layer never sees a tiny batch); ``steps`` caps the total;
+- augmentation (``augment``): ``flip`` mirrors each training image left-right with probability ½ (the
+  Beyond-BatchNorm code's only augmentation), drawn from the run's seeded generator; ``auto`` is ``flip``
+  for the datasets in :data:`normsearch.data.FLIP_SYMMETRIC` (CIFAR) and ``none`` otherwise;
 - after each epoch: mean training loss and validation accuracy (eval mode, running statistics);
 - divergence: a training loss that is NaN/inf or above ``DIVERGENCE_FACTOR`` × max(ln K, first loss)
   stops the run at once and sets ``diverged``; accuracies then cover the completed epochs only (0 if none);
@@ -34,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import ImageData, load_data
+from .data import FLIP_SYMMETRIC, ImageData, load_data
 from .models import build_model
 from .norm import Spec, as_config
 
@@ -126,6 +129,20 @@ def _batches(data: ImageData, batch_size: int, generator: torch.Generator) -> It
         yield images[index], labels[index]
 
 
+def augmentation(augment: str, dataset: str) -> str:
+    """``augment`` with ``auto`` resolved for ``dataset``: ``flip`` or ``none``."""
+    if augment == "auto":
+        return "flip" if dataset in FLIP_SYMMETRIC else "none"
+    return augment
+
+
+def flip_batch(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Each image of ``images`` (B, C, H, W) mirrored left-right with probability ½ (B draws from
+    ``generator``)."""
+    mirrored = torch.rand(images.shape[0], generator=generator) < 0.5
+    return torch.where(mirrored.view(-1, *([1] * (images.dim() - 1))), images.flip(-1), images)
+
+
 def _to_device(data: ImageData, images: Tensor, device: torch.device, channels_last: bool) -> Tensor:
     x = data.inputs(images.to(device, non_blocking=True))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -212,6 +229,7 @@ class _Run:
             self.optimizer, lambda t: lr_factor(t, plan.total, plan.warmup, settings.schedule)
         )
         self.generator = torch.Generator().manual_seed(seed)
+        self.flip = augmentation(settings.augment, data.name) == "flip"
         self.result = TrainResult(spec=spec, seed=seed, batch_size=plan.batch_size, device=str(device))
         self.limit: float | None = None
 
@@ -237,6 +255,8 @@ class _Run:
         result, losses = self.result, []
         self.model.train()
         for images, labels in _batches(self.data, self.plan.batch_size, self.generator):
+            if self.flip:
+                images = flip_batch(images, self.generator)
             x = _to_device(self.data, images, self.device, self.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 loss = F.cross_entropy(self.model(x).float(), labels.to(self.device, non_blocking=True))

@@ -204,6 +204,7 @@ def test_confirm_command_json_and_leaderboard(runs: Path):
         (["--epochs", "0"], "--epochs: must be >= 1"),
         (["--dataset", "mnist", "--data-dir", "{tmp}"], "the offline choice is dataset 'digits'"),
         (["--device", "tpu"], "--device: must be one of auto, cpu, cuda"),
+        (["--augment", "crop"], "--augment: must be one of auto, none, flip"),
     ],
 )
 def test_confirm_command_bad_input(runs: Path, tmp_path: Path, args: list[str], message: str):

@@ -10,7 +10,7 @@ from torch import nn
 
 from normsearch.confirm.settings import ConfirmSettings
 from normsearch.data import load_data
-from normsearch.train import TrainProgress, fit, lr_factor, train
+from normsearch.train import TrainProgress, augmentation, fit, flip_batch, lr_factor, train
 
 FAST = {"depth": 8, "width": 8, "epochs": 2, "batch_size": 64, "device": "cpu"}
 
@@ -42,6 +42,30 @@ def test_synthetic_is_learnt_and_seed_reproduces():
     assert first.val_accuracy == again.val_accuracy and first.train_loss == again.train_loss
     assert other.train_loss != first.train_loss
     assert first.accuracy > 0.3  # chance is 0.1
+
+
+def test_flip_batch_mirrors_a_seeded_half_of_the_images():
+    images = (torch.arange(64 * 3 * 4 * 5) % 251).to(torch.uint8).reshape(64, 3, 4, 5)  # as CIFAR is stored
+    out = flip_batch(images, torch.Generator().manual_seed(0))
+    mirrored = [bool(torch.equal(o, i.flip(-1))) for o, i in zip(out, images, strict=True)]
+    kept = [bool(torch.equal(o, i)) for o, i in zip(out, images, strict=True)]
+    assert all(m != k for m, k in zip(mirrored, kept, strict=True))  # each image exactly one of the two
+    assert 16 <= sum(mirrored) <= 48
+    assert torch.equal(out, flip_batch(images, torch.Generator().manual_seed(0)))
+    assert not torch.equal(out, flip_batch(images, torch.Generator().manual_seed(1)))
+
+
+def test_augment_auto_flips_cifar_only_and_flips_change_training():
+    assert augmentation("auto", "cifar10") == augmentation("auto", "cifar100") == "flip"
+    assert augmentation("auto", "digits") == augmentation("auto", "mnist") == "none"
+    assert augmentation("flip", "digits") == "flip" and augmentation("none", "cifar10") == "none"
+    plain = ConfirmSettings(dataset="synthetic", resolution=8, **FAST)
+    flipped = ConfirmSettings(dataset="synthetic", resolution=8, augment="flip", **FAST)
+    assert train("bn", plain, seed=0).train_loss == train("bn", ConfirmSettings(
+        dataset="synthetic", resolution=8, augment="auto", **FAST), seed=0).train_loss  # auto = none here
+    first, again = train("bn", flipped, seed=0), train("bn", flipped, seed=0)
+    assert first.train_loss == again.train_loss  # the flips are seeded
+    assert first.train_loss != train("bn", plain, seed=0).train_loss
 
 
 def test_steps_cap_batch_override_and_cnn():

@@ -21,14 +21,14 @@ from rich.text import Text
 
 from ..confirm import confirm_study, current_results
 from ..confirm.calibration import QUANTITIES, ranking_accuracy
-from ..confirm.settings import DATASETS, ConfirmSettings
+from ..confirm.settings import AUGMENTS, DATASETS, ConfirmSettings
 from ..confirm.store import calibration as stored_calibration
 from ..data import DatasetUnavailable
 from ..leaderboard import build_rows
 from ..search import IncompatibleStudy, StopRequest, WorkerTask, budget_used, optimize, prepare
 from ..settings import SettingsError, from_mapping
 from ..space import SearchSpace, SpaceError, load_space
-from ..storage import check_name, locate, open_study
+from ..storage import StaleLock, check_name, locate, open_study
 from ..train import resolve_device
 from .app import app, fail, stderr, stdout
 
@@ -49,6 +49,7 @@ Download = Annotated[bool | None, _flag("download", "--download/--no-download")]
 Model = Annotated[str | None, typer.Option("--model", help=f"{_HELP['model']}: resnet|cnn")]
 Depth = Annotated[int | None, _flag("depth")]
 Width = Annotated[int | None, _flag("width")]
+Augment = Annotated[str | None, typer.Option("--augment", help=f"{_HELP['augment']}: {'|'.join(AUGMENTS)}")]
 Epochs = Annotated[int | None, _flag("epochs")]
 Steps = Annotated[int | None, _flag("steps")]
 BatchSize = Annotated[int | None, _flag("batch_size")]
@@ -169,8 +170,8 @@ def confirm_command(
     study_name: Annotated[str | None, typer.Argument(metavar="[STUDY]", help="Study (default: the latest).")] = None,
     top_k: TopK = None, random: Random = None, baselines: Baselines = None, dataset: Dataset = None,
     data_dir: DataDir = None, download: Download = None, model: Model = None, depth: Depth = None,
-    width: Width = None, epochs: Epochs = None, steps: Steps = None, batch_size: BatchSize = None,
-    optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None,
+    width: Width = None, augment: Augment = None, epochs: Epochs = None, steps: Steps = None,
+    batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None,
     device: Device = None, threads: Threads = None, amp: Amp = None, small_batch: SmallBatch = None,
     runs_dir: RunsDir = "runs", storage: Storage = None, json_output: JsonOutput = False,
 ) -> None:
@@ -195,9 +196,9 @@ def calibrate_command(
     space_path: Annotated[str, typer.Option("--space", metavar="FILE", help="Space file or shipped name.")] = "classic",
     study_name: Annotated[str | None, typer.Option("--study", help="Study (default: SPACE-calibration).")] = None,
     dataset: Dataset = None, data_dir: DataDir = None, download: Download = None, model: Model = None,
-    depth: Depth = None, width: Width = None, epochs: Epochs = None, steps: Steps = None,
-    batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None,
-    seeds: Seeds = None, seed: Seed = None, device: Device = None, threads: Threads = None, amp: Amp = None,
+    depth: Depth = None, width: Width = None, augment: Augment = None, epochs: Epochs = None,
+    steps: Steps = None, batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None,
+    schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None, device: Device = None, threads: Threads = None, amp: Amp = None,
     small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", json_output: JsonOutput = False,
 ) -> None:
     """Probe and train every candidate of a space (all presets of classic.yaml), then print both side by side
@@ -216,7 +217,7 @@ def calibrate_command(
         fail(f"--study: {err}")
     try:
         prepared = prepare(space, location)
-    except IncompatibleStudy as err:
+    except (IncompatibleStudy, StaleLock) as err:
         fail(str(err))
     study = prepared.study
     base = dataclasses.asdict(space.confirm) | {"baselines": True, "random": 0}

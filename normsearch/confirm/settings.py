@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ..settings import check_fields
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "mnist", "fashionmnist")
+AUGMENTS = ("auto", "none", "flip")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class ConfirmSettings:
     depth: int = field(default=14, metadata={"min": 2, "help": "ResNet depth (6n+2) or CNN conv layers"})
     width: int = field(default=32, metadata={"min": 1, "help": "channels of the first stage"})
     skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})
+    augment: str = field(
+        default="auto",
+        metadata={"choices": AUGMENTS, "help": "flip: random horizontal flips; auto: flip for CIFAR, else none"},
+    )
     epochs: int = field(default=3, metadata={"min": 1, "help": "training epochs"})
     steps: int | None = field(default=None, metadata={"min": 1, "help": "cap on optimizer steps (overrides epochs)"})
     batch_size: int = field(default=64, metadata={"min": 1, "help": "training batch size"})
