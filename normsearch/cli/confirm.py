@@ -171,9 +171,10 @@ def confirm_command(
     top_k: TopK = None, random: Random = None, baselines: Baselines = None, dataset: Dataset = None,
     data_dir: DataDir = None, download: Download = None, model: Model = None, depth: Depth = None,
     width: Width = None, augment: Augment = None, epochs: Epochs = None, steps: Steps = None,
-    batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None,
-    device: Device = None, threads: Threads = None, amp: Amp = None, small_batch: SmallBatch = None,
-    runs_dir: RunsDir = "runs", storage: Storage = None, json_output: JsonOutput = False,
+    batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None,
+    seeds: Seeds = None, seed: Seed = None, device: Device = None, threads: Threads = None, amp: Amp = None,
+    small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", storage: Storage = None,
+    json_output: JsonOutput = False,
 ) -> None:
     """Train a study's best candidates (top-k by score, baselines, random extras) and calibrate its probes.
 
@@ -198,8 +199,9 @@ def calibrate_command(
     dataset: Dataset = None, data_dir: DataDir = None, download: Download = None, model: Model = None,
     depth: Depth = None, width: Width = None, augment: Augment = None, epochs: Epochs = None,
     steps: Steps = None, batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None,
-    schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None, device: Device = None, threads: Threads = None, amp: Amp = None,
-    small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", json_output: JsonOutput = False,
+    schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None, device: Device = None,
+    threads: Threads = None, amp: Amp = None, small_batch: SmallBatch = None, runs_dir: RunsDir = "runs",
+    json_output: JsonOutput = False,
 ) -> None:
     """Probe and train every candidate of a space (all presets of classic.yaml), then print both side by side
     with the rank correlation of each probe score against trained accuracy.
