@@ -4,7 +4,8 @@
   ``nn.GroupNorm``, ``nn.LayerNorm``/``nn.RMSNorm`` over channels-last…). Target ≤ 1.10: the exported code
   calls the same fused kernel, so the ratio is 1 up to noise.
 - Generic configs (no twin): the exported class against ``build_norm`` (normsearch's own layer), for
-  information: the export writes the formula out plainly, the unified layer fuses the affine step.
+  information: both fold normalization and affine into x · a + b on moments from torch's group-norm
+  kernel, but the export differentiates through plain autograd where the layer's backward is hand-written.
 
 Each ratio is the median over repeats of (export time / reference time) measured back to back, so
 machine noise hits both sides alike; the ms columns are medians.
@@ -41,7 +42,16 @@ def native_twins(c: int, spatial: tuple[int, ...]) -> dict[str, nn.Module]:
     }
 
 
-GENERIC = ["frn", "evonorm_s0", "evonorm_b0", "bgn", "bn:center=false", "in:scale=rms,center=false"]
+GENERIC = [
+    "frn",
+    "evonorm_s0",
+    "evonorm_b0",
+    "bgn",
+    "bn:center=false",
+    "in:scale=rms,center=false",
+    "gn:group_size=8,scale=rms",
+    "pn:act=tlu",
+]
 
 
 def exported(spec: str, c: int) -> nn.Module:

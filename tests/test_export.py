@@ -121,8 +121,12 @@ EXTRA_SPECS = [
     "bgn:groups=4,scale=rms,act=tlu,momentum=1.0",
     "evonorm_b0:running=false,affine=gain",
     "evonorm_b0:partition=batch_group,groups=2",
+    "evonorm_b0:partition=layer",
+    "evonorm_b0:partition=instance,center=true,scale=rms",
+    "evonorm_b0:partition=group,groups=4,center=true",
+    "in:center=true,act=evo_s0",
 ]
-"""Configs outside full.yaml: running estimates switched off or tuned."""
+"""Configs outside full.yaml: running estimates switched off or tuned, EvoNorm on other partitions."""
 
 
 def test_space_configs_match_build_norm():
@@ -256,6 +260,7 @@ def test_default_class_names():
         ("class", "keyword"),
         ("nn", "taken by the exported module"),
         ("ScaledStdConv2d", "taken by the exported module"),
+        ("_moments", "taken by the exported module"),
     ],
 )
 def test_bad_class_names_are_refused(name, reason):
@@ -282,7 +287,8 @@ def test_provenance_cannot_break_out_of_the_docstring(tmp_path, monkeypatch):
     source = export_source("frn", provenance=provenance)
     module = ast.parse(source)
     kinds = [type(node).__name__ for node in module.body]
-    assert kinds == ["Expr", "Import", "ImportFrom", "FunctionDef", "ClassDef"]
+    assert kinds[:3] == ["Expr", "Import", "ImportFrom"] and kinds[-1] == "ClassDef"
+    assert set(kinds[3:-1]) == {"FunctionDef"}  # the helpers, and nothing else at module level
     namespace = load(source, "evil")
     assert not (tmp_path / "PWNED").exists()
     doc = namespace["FRN"].__doc__

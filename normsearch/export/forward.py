@@ -182,9 +182,121 @@ def _recovery(cfg: NormConfig, source: str) -> list[str]:
         "none": [],
     }[cfg.affine]
     if cfg.act == "tlu":
-        current = "y" if lines else source
-        lines.append(f"y = torch.maximum({current}, _per_channel(self.tau, {current}))")
+        lines += _tlu("y" if lines else source)
     return lines
+
+
+def _tlu(source: str) -> list[str]:
+    """TLU, max(source, τ), written as τ + relu(source − τ) like ``UnifiedNorm``: its backward is one
+    threshold (``torch.maximum`` splits ties and is 3–4× slower on CPU); at ties τ gets the gradient."""
+    return [f"tau = _per_channel(self.tau, {source})", f"y = tau + torch.relu({source} - tau)  # max({source}, τ)"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Folded generic path: statistics constant per (sample, channel), as UnifiedNorm's ``_Folded``.
+_SETS = {
+    "batch": "self.num_channels",
+    "batch_group": "self.groups",
+    "layer": "1",
+    "instance": "self.num_channels",
+    "group": "self.groups",
+}
+"""Π for the folded path: how many channel groups of each sample ``_moments`` takes statistics of (batch
+partitions then pool them over the samples)."""
+
+
+def _set_statistics(cfg: NormConfig) -> list[str]:
+    """``mean`` and ``var`` of each (sample, channel)'s statistics set, (N or 1, C); running estimates in
+    eval mode."""
+    sets = _SETS[cfg.partition]
+    batch = cfg.partition in ("batch", "batch_group")
+    moments = [f"# μ and σ² over {_DIMS[cfg.partition][1]}", f"mean, var = _moments(xf, {sets}, self.eps)"]
+    if batch:
+        moments.append("mean, var = _pooled(mean, var)")
+    lines = moments
+    if cfg.running:
+        lines = [
+            "if self.training:",
+            *(f"    {line}" for line in moments),
+            "    self._update_running_stats(mean, var, xf.numel() // mean.numel())",
+            "else:",
+            "    mean = self.running_mean.view(1, -1).float()",
+            "    var = self.running_var.view(1, -1).float()",
+        ]
+    if cfg.partition not in ("batch", "instance"):
+        lines += ["mean = _to_channels(mean, self.num_channels)", "var = _to_channels(var, self.num_channels)"]
+    return lines
+
+
+def _folded_coefficients(cfg: NormConfig) -> tuple[list[str], bool, bool]:
+    """Lines for a = γ / d and b = β − μ · a per (sample, channel), and whether a and b exist."""
+    lines = []
+    if cfg.scale == "std":
+        lines.append("r = torch.rsqrt(var + self.eps)  # 1 / d")
+    elif cfg.scale == "rms":
+        lines.append("r = torch.rsqrt(var + mean.square() + self.eps)  # 1 / d, E[x²] = σ² + μ²")
+    factors = (["r"] if cfg.scale != "none" else []) + (["self.weight"] if cfg.affine != "none" else [])
+    if factors == ["self.weight"]:
+        lines.append("a = self.weight.view(1, -1)")
+    elif factors:
+        lines.append(f"a = {' * '.join(factors)}")
+    has_a = bool(factors)
+    bias = cfg.affine == "full"
+    if cfg.center:
+        mean_term = "mean * a" if has_a else "mean"
+        lines.append(f"b = self.bias - {mean_term}" if bias else f"b = -{mean_term}")
+    elif bias:
+        lines.append("b = self.bias.view(1, -1)")
+    return lines, has_a, cfg.center or bias
+
+
+def _folded(cfg: NormConfig) -> Forward:
+    coefficients, has_a, has_b = _folded_coefficients(cfg)
+    lines = ["xf = x.float()  # statistics in float32 whatever the input dtype"]
+    lines += _set_statistics(cfg) + coefficients
+    h = "xf"
+    if cfg.act == "evo_s0":
+        lines.append("h = xf * torch.sigmoid(_per_channel(self.v.float(), xf) * xf)")
+        h = "h"
+    if has_a and has_b:
+        lines.append(f"y = torch.addcmul(_map(b, xf), {h}, _map(a, xf))  # x · a + b")
+    elif has_a:
+        lines.append(f"y = {h} * _map(a, xf)")
+    elif has_b:
+        lines.append(f"y = {h} + _map(b, xf)")
+    else:
+        lines.append(f"y = {h}")
+    if cfg.act == "tlu":
+        lines += _tlu("y")
+    lines.append("return y.to(x.dtype)")
+    note = (
+        "Statistics come from torch's fused group-norm kernel (one pass; ``torch.var_mean`` is about "
+        "10× slower on CPU), and normalization and affine fold into y = x · a + b with a, b per sample "
+        "and channel, as normsearch's own layer computes it."
+    )
+    return Forward(indent(lines, BODY), note, updates_running=bool(cfg.running))
+
+
+def _evo_b0(cfg: NormConfig) -> Forward:
+    """EvoNorm-B0's elementwise denominator on set statistics constant per (sample, channel), as
+    ``UnifiedNorm``'s ``_EvoB0``: max(d, v · x + σᵢ) = d + relu(v · x + σᵢ − d)."""
+    d = "torch.sqrt(var + self.eps)" if cfg.scale == "std" else "torch.sqrt(var + mean.square() + self.eps)"
+    lines = ["xf = x.float()  # statistics in float32 whatever the input dtype", *_set_statistics(cfg)]
+    lines += [
+        f"d = {d}  # (N or 1, C)",
+        "_, instance_var = _moments(xf, self.num_channels, self.eps)",
+        "instance_std = torch.sqrt(instance_var + self.eps)",
+        "v = _per_channel(self.v.float(), xf)",
+        "u = v * xf + _map(instance_std - d, xf)",
+        "den = _map(d, xf) + torch.relu(u)  # max(d, v · x + instance std)",
+        "y = (xf - _map(mean, xf)) / den" if cfg.center else "y = xf / den",
+    ]
+    lines += _recovery(cfg, "y") + ["return y.to(x.dtype)"]
+    note = (
+        "Statistics come from torch's fused group-norm kernel (one pass; ``torch.var_mean`` is about "
+        "10× slower on CPU), as normsearch's own layer computes them."
+    )
+    return Forward(indent(lines, BODY), note, updates_running=bool(cfg.running))
 
 
 def _generic(cfg: NormConfig) -> Forward:
@@ -207,8 +319,14 @@ _TEMPLATES: dict[Callable, Callable[[NormConfig], Forward]] = {
 
 
 def forward_body(cfg: NormConfig) -> Forward:
-    """The exported ``forward`` for ``cfg``: the same kernel ``UnifiedNorm`` dispatches it to."""
-    return _TEMPLATES[kernels.select_kernel(cfg)](cfg)
+    """The exported ``forward`` for ``cfg``: the same kernel ``UnifiedNorm`` dispatches it to; its generic
+    kernel as ``_Folded`` (x · a + b) or ``_EvoB0`` compute it where they apply, else step by step."""
+    kernel = kernels.select_kernel(cfg)
+    if kernel is kernels._generic_kernel and kernels._foldable(cfg):
+        return _folded(cfg)
+    if kernel is kernels._generic_kernel and cfg.act == "evo_b0" and cfg.partition != "position":
+        return _evo_b0(cfg)
+    return _TEMPLATES[kernel](cfg)
 
 
 UPDATE_RUNNING_STATS = [
@@ -221,6 +339,39 @@ UPDATE_RUNNING_STATS = [
     "    self.running_var.lerp_(unbiased_var.to(self.running_var), self.momentum)",
 ]
 """The running-estimate update of the generic path (method lines at indent 0)."""
+
+FOLDED_HELPERS = {
+    "_moments": [
+        "def _moments(x: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor]:",
+        '    """Mean and biased variance, each (N, groups), of each sample\'s channel groups of x (N, C, *S).',
+        "",
+        "    One pass of torch's fused group-norm kernel, which also differentiates through its mean and",
+        "    rstd = (var + eps)^(-1/2).",
+        '    """',
+        "    n, c, hw = x.shape[0], x.shape[1], x.shape[2:].numel()",
+        "    kernel = torch.ops.aten.native_group_norm",
+        "    _, mean, rstd = kernel(x, None, None, n, c, hw, groups, eps)",
+        "    return mean, rstd.pow(-2) - eps",
+    ],
+    "_pooled": [
+        "def _pooled(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:",
+        '    """Moments (1, G) over all samples from equal-sized per-sample moments (N, G)."""',
+        "    pooled = mean.mean(0, keepdim=True)",
+        "    spread = (mean - pooled).square().mean(0, keepdim=True)",
+        "    return pooled, var.mean(0, keepdim=True) + spread",
+    ],
+    "_to_channels": [
+        "def _to_channels(t: Tensor, c: int) -> Tensor:",
+        '    """A value per channel group (N or 1, G) repeated over its channels: (N or 1, C)."""',
+        "    return t.repeat_interleave(c // t.shape[1], dim=1)",
+    ],
+    "_map": [
+        "def _map(t: Tensor, x: Tensor) -> Tensor:",
+        '    """A value per (sample, channel), (N or 1, C), viewed to broadcast against x (N, C, *S)."""',
+        "    return t.view(*t.shape, *([1] * (x.dim() - 2)))",
+    ],
+}
+"""Module-level helpers of the folded path, each emitted when the class uses it."""
 
 PER_CHANNEL = [
     "def _per_channel(p: Tensor, x: Tensor) -> Tensor:",

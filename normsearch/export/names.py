@@ -6,6 +6,7 @@ import keyword
 from dataclasses import fields
 
 from ..norm import PRESETS, NormConfig, as_config
+from .forward import FOLDED_HELPERS
 
 PRESET_CLASS_NAMES: dict[str, str] = {
     "bn": "BatchNorm",
@@ -27,7 +28,8 @@ PRESET_CLASS_NAMES: dict[str, str] = {
 FALLBACK_CLASS_NAME = "NormLayer"
 
 RESERVED_NAMES = frozenset(
-    {"math", "torch", "F", "nn", "Tensor", "Any", "RELU_GAIN", "WeightNormConv2d", "ScaledStdConv2d"}
+    {"math", "torch", "F", "nn", "Tensor", "Any", "RELU_GAIN", "WeightNormConv2d", "ScaledStdConv2d",
+     "_per_channel", *FOLDED_HELPERS}
 )
 """Module-level names an exported file may define or import: a class must not shadow them."""
 

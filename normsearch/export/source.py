@@ -15,7 +15,7 @@ from ..norm.config import GROUPED_PARTITIONS
 from .codefmt import bracketed, docstring, indent
 from .conv import CONV_CLASS_NAMES, conv_lines
 from .formula import describe
-from .forward import BODY, PER_CHANNEL, UPDATE_RUNNING_STATS, Forward, forward_body
+from .forward import BODY, FOLDED_HELPERS, PER_CHANNEL, UPDATE_RUNNING_STATS, Forward, forward_body
 from .names import check_class_name, default_class_name, matching_preset
 from .provenance import Provenance, docstring_text
 
@@ -143,8 +143,9 @@ def export_source(spec: Spec, *, class_name: str | None = None, provenance: Prov
     if cfg.weight != "none":
         blocks.append(conv_lines(cfg))
     code = "\n".join("\n\n\n".join("\n".join(block) for block in blocks).splitlines())
-    if "_per_channel(" in code:
-        blocks.insert(0, PER_CHANNEL)
+    helpers = [("_per_channel", PER_CHANNEL), *FOLDED_HELPERS.items()]
+    used = [lines for name, lines in helpers if f"{name}(" in code]
+    blocks[:0] = used
     body = "\n\n\n".join("\n".join(block) for block in blocks)
     header = _module_docstring(cfg, name) + [""] + _imports(body)
     return "\n".join(header) + "\n\n\n" + body + "\n"
