@@ -3,8 +3,11 @@
 Rows (:func:`build_rows`): the first COMPLETE trial of each config stands for it (later samples of the same
 config reuse its result and are counted in ``samples``). Order: stable rows by score (lower is better),
 then unstable ones (NaN/inf at init; capped worst scores), then, with ``include_failed``, failed trials
-(interrupted ones included) with their reason. ``pareto`` marks the stable rows no other stable row beats
-on all three probe scores (≤ on each, < on one). Confirmation results, which the confirm stage stores as
+(interrupted ones included) with their reason. The three probe-score columns are the probes' own values;
+``objectives`` holds what the study minimises (:func:`~normsearch.search.objective_values`: |growth|,
+similarity, max(ratio, 1/ratio)), and sorting by a probe score sorts by its objective. ``pareto`` marks the
+stable rows no other stable row beats on all three objectives (≤ on each, < on one). Confirmation results,
+which the confirm stage stores as
 study user attrs ``confirm:<trial>`` (Optuna cannot update finished trials), add ``accuracy`` and
 ``diverged`` to their rows, and the whole record as ``confirm``; ``calibration`` holds how well the score predicts them.
 """
@@ -22,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .confirm import store
+from .confirm.calibration import lower_is_better
 from .search import OBJECTIVES, trial_score
 from .space import ScoreWeights
 
@@ -32,6 +36,10 @@ ROW_KEYS = (
 SORT_FIELDS = {"score": 1, "activation_growth": 1, "similarity": 1, "grad_ratio": 1, "accuracy": -1, "trial": 1}
 """Sortable fields and their direction (1: ascending is better, -1: descending)."""
 STATE_ORDER = {"COMPLETE": 0, "UNSTABLE": 1, "FAIL": 2}
+CAPTION = (
+    "★ Pareto front   B baseline   best: growth near 0, similarity low, grad ratio near 1 (either side "
+    "counts), score low"
+)
 
 
 def _weights(study: optuna.Study) -> ScoreWeights:
@@ -59,8 +67,9 @@ def _complete_row(trial: FrozenTrial, samples: list[FrozenTrial], weights: Score
         "baseline": baseline is not None,
         "pareto": False,
         "state": "UNSTABLE" if unstable else "COMPLETE",
-        **dict(zip(OBJECTIVES, trial.values, strict=True)),
+        **{name: probe.get(name) for name in OBJECTIVES},
         "score": trial_score(trial, weights),
+        "objectives": dict(zip(OBJECTIVES, trial.values, strict=True)),
         "baseline_name": baseline,
         "unstable": unstable,
         "reason": probe.get("reason"),
@@ -105,7 +114,7 @@ def _sort_key(field: str):
     direction = SORT_FIELDS[field]
 
     def key(row: dict[str, Any]) -> tuple:
-        value = row.get(field)
+        value = lower_is_better(row, field) if direction > 0 else row.get(field)
         missing = value is None or (isinstance(value, float) and math.isnan(value))
         return STATE_ORDER[row["state"]], missing, 0 if missing else direction * value, row["score"] or 0, row["trial"]
 
@@ -132,8 +141,9 @@ def build_rows(study: optuna.Study, *, include_failed: bool = False) -> list[dic
             by_config.setdefault(trial.user_attrs.get("config", f"#{trial.number}"), []).append(trial)
     rows = [_complete_row(samples[0], samples, weights) for samples in by_config.values()]
     stable = [row for row in rows if not row["unstable"]]
-    for row, front in zip(stable, pareto_mask([[row[k] for k in OBJECTIVES] for row in stable]), strict=True):
-        row["pareto"] = front
+    front = pareto_mask([list(row["objectives"].values()) for row in stable])
+    for row, on_front in zip(stable, front, strict=True):
+        row["pareto"] = on_front
     if include_failed:
         rows += [_failed_row(t) for t in trials if t.state == TrialState.FAIL]
     _merge_confirmation(study, rows)
@@ -197,8 +207,7 @@ def table(study_name: str, rows: list[dict[str, Any]], *, total: int | None = No
     confirmed = any("accuracy" in row for row in rows)
     shown = f"top {len(rows)} of {total}" if total is not None and total > len(rows) else f"{len(rows)} configs"
     grid = Table(title=f"normsearch leaderboard: {study_name} ({shown})", title_justify="left",
-                 box=box.SIMPLE_HEAD, caption="★ Pareto front (probe scores)   B baseline   lower is better",
-                 caption_justify="left")
+                 box=box.SIMPLE_HEAD, caption=CAPTION, caption_justify="left")
     grid.add_column("#", justify="right")
     grid.add_column("", no_wrap=True)
     grid.add_column("config", no_wrap=True)

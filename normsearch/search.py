@@ -1,7 +1,12 @@
 """The search: an Optuna study whose trials draw a config from the space and score it with the probes.
 
-Objectives (all minimised, a multi-objective study): ``activation_growth``, ``similarity``, ``grad_ratio``
-of :class:`~normsearch.probes.ProbeResult`; the scalar score (:meth:`ScoreWeights.score`) ranks them.
+Objectives (all minimised, a multi-objective study), from the probe scores ``activation_growth`` (a),
+``similarity`` (s) and ``grad_ratio`` (g) of :class:`~normsearch.probes.ProbeResult`
+(:func:`objective_values`): |a|, s and max(g, 1/g). A stable network keeps its activation variance and its
+gradients level across depth, so decay counts as much as growth: a config whose activations or early
+gradients vanish (possible off the paper's layers, e.g. ``scale=none`` with an EvoNorm gate) must not win
+by it. The scalar score (:meth:`ScoreWeights.score` of those values) ranks the trials; the leaderboard and
+the trial records keep the probe scores themselves.
 
 One trial (:class:`Objective`):
 
@@ -30,7 +35,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -41,11 +46,12 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from . import __version__
 from .norm import parse_spec
-from .probes import ProbeResult, ProbeRunner
+from .probes import UNSTABLE_GRAD_RATIO, UNSTABLE_GROWTH, ProbeResult, ProbeRunner
 from .space import ScoreWeights, SearchSettings, SearchSpace, format_options
 from .storage import StudyLocation, create_or_load, fail_stale_trials, worker_id
 
 OBJECTIVES = ("activation_growth", "similarity", "grad_ratio")
+"""The probe scores the study's objectives come from, in order (see :func:`objective_values`)."""
 DIRECTIONS = ["minimize"] * len(OBJECTIVES)
 BASELINES = {
     "bn": "bn",
@@ -120,6 +126,15 @@ def compact(result: ProbeResult) -> dict[str, Any]:
     return record
 
 
+def objective_values(scores: Mapping[str, float]) -> list[float]:
+    """What the study minimises, from probe scores (``activation_growth`` a, ``similarity`` s,
+    ``grad_ratio`` g): [|a|, s, max(g, 1/g)], with |a| ≤ ``UNSTABLE_GROWTH`` and max(g, 1/g) ≤
+    ``UNSTABLE_GRAD_RATIO`` (the probes' worst values)."""
+    growth, similarity, ratio = (float(scores[name]) for name in OBJECTIVES)
+    folded = max(ratio, 1.0 / max(ratio, 1.0 / UNSTABLE_GRAD_RATIO))
+    return [min(abs(growth), UNSTABLE_GROWTH), similarity, min(folded, UNSTABLE_GRAD_RATIO)]
+
+
 def counts_toward_budget(trial: FrozenTrial) -> bool:
     """Finished trials count, except those interrupted by a killed process or a forced stop."""
     return trial.state in FINISHED and not trial.user_attrs.get("interrupted", False)
@@ -133,7 +148,7 @@ def budget_used(study: optuna.Study, include_running: bool = True) -> int:
 
 
 def trial_score(trial: FrozenTrial, weights: ScoreWeights) -> float:
-    """The scalar score of a COMPLETE trial (see :meth:`ScoreWeights.score`)."""
+    """The scalar score of a COMPLETE trial: :meth:`ScoreWeights.score` of its objective values."""
     return weights.score(*trial.values, blocks=trial.user_attrs.get("probe", {}).get("blocks", 2))
 
 
@@ -178,7 +193,7 @@ class Objective:
         return self._record(trial, record, time.perf_counter() - start)
 
     def _record(self, trial: Trial, record: dict[str, Any], seconds: float) -> list[float]:
-        values = [record[name] for name in OBJECTIVES]
+        values = objective_values(record)
         trial.set_user_attr("probe", record)
         trial.set_user_attr("seconds", round(seconds, 4))
         trial.set_user_attr("score", self.space.weights.score(*values, blocks=record["blocks"]))
@@ -427,6 +442,7 @@ __all__ = [
     "counts_toward_budget",
     "enqueue_baselines",
     "make_sampler",
+    "objective_values",
     "optimize",
     "prepare",
     "run_workers",

@@ -29,11 +29,14 @@ Optuna parameter names: an entry without ``when`` is named after its option; a c
 The scalar score (lower is better) of probe scores a = activation_growth (fitted ln-variance growth per
 block), s = similarity, g = grad_ratio, on a network with B probed block outputs, is
 
-    score = w_a · (B − 1) · a  +  w_s · (−ln(1 − min(s, 1 − 1e-6)))  +  w_g · ln(max(g, 1e-12))
+    score = w_a · (B − 1) · |a|  +  w_s · (−ln(1 − min(s, 1 − 1e-6)))  +  w_g · |ln g|
 
-All three terms are in e-folds over the whole network: (B − 1)·a is the fitted ln(v_last / v_first);
-−ln(1 − s) grows without bound as samples become indistinguishable (s = 0.9 → 2.3); ln g is the log
-blow-up of the gradient from the last conv to the first. Weights default to 1.
+All three terms are in e-folds over the whole network: (B − 1)·|a| is the fitted |ln(v_last / v_first)|;
+−ln(1 − s) grows without bound as samples become indistinguishable (s = 0.9 → 2.3); |ln g| is the log
+blow-up, or decay, of the gradient from the last conv to the first. Decay counts as much as growth: a
+network whose activations or early gradients vanish is as badly conditioned as one where they explode.
+:meth:`ScoreWeights.score` takes the study's objective values |a|, s, max(g, 1/g)
+(:func:`normsearch.search.objective_values`). Weights default to 1.
 """
 
 from __future__ import annotations
@@ -90,7 +93,10 @@ class ScoreWeights:
             raise SettingsError("", "at least one weight must be > 0")
 
     def score(self, activation_growth: float, similarity: float, grad_ratio: float, blocks: int = 2) -> float:
-        """w_a·(blocks − 1)·a − w_s·ln(1 − min(s, 1 − 1e-6)) + w_g·ln(max(g, 1e-12)); lower is better."""
+        """w_a·(blocks − 1)·a − w_s·ln(1 − min(s, 1 − 1e-6)) + w_g·ln(max(g, 1e-12)); lower is better.
+
+        Takes objective values (a = |activation_growth|, g = max(grad_ratio, 1/grad_ratio) ≥ 1), so the
+        score is the module docstring's two-sided one."""
         return (
             self.activation_growth * max(blocks - 1, 1) * activation_growth
             - self.similarity * math.log1p(-min(similarity, SIMILARITY_CAP))

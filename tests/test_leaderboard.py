@@ -15,16 +15,18 @@ from typer.testing import CliRunner
 
 from normsearch.cli import app
 from normsearch.leaderboard import build_rows, document, pareto_mask, sort_rows
-from normsearch.search import DIRECTIONS
+from normsearch.search import DIRECTIONS, OBJECTIVES, objective_values
 from normsearch.space import ScoreWeights
 
 runner = CliRunner()
 WEIGHTS = {"activation_growth": 1.0, "similarity": 2.0, "grad_ratio": 0.5}
 
 
-def _complete(config: str, values: list[float], **attrs) -> optuna.trial.FrozenTrial:
-    probe = {"blocks": 4, "unstable": attrs.pop("unstable", False), "reason": None}
-    return create_trial(state=TrialState.COMPLETE, values=values,
+def _complete(config: str, scores: list[float], **attrs) -> optuna.trial.FrozenTrial:
+    """A finished trial with these probe scores (growth, similarity, ratio), valued as the search does."""
+    probe = {"blocks": 4, "unstable": attrs.pop("unstable", False), "reason": None,
+             **dict(zip(OBJECTIVES, scores, strict=True))}
+    return create_trial(state=TrialState.COMPLETE, values=objective_values(probe),
                         user_attrs={"config": config, "baseline": False, "probe": probe, **attrs})
 
 
@@ -48,8 +50,8 @@ def _make_study(runs: Path, name: str = "hand") -> optuna.Study:
     return study
 
 
-def _score(values: list[float]) -> float:
-    return ScoreWeights(**WEIGHTS).score(*values, blocks=4)
+def _score(scores: list[float]) -> float:
+    return ScoreWeights(**WEIGHTS).score(*objective_values(dict(zip(OBJECTIVES, scores, strict=True))), blocks=4)
 
 
 def test_pareto_mask_keeps_ties_and_drops_dominated_points() -> None:
@@ -75,6 +77,23 @@ def test_rows_one_per_config_ranked_by_the_studys_weights(tmp_path: Path) -> Non
     everything = build_rows(study, include_failed=True)
     assert everything[-1]["state"] == "FAIL" and everything[-1]["reason"] == "does not fit"
     assert everything[-1]["score"] is None and len(everything) == 6
+
+
+def test_columns_keep_the_probe_scores_and_decay_ranks_like_growth(tmp_path: Path) -> None:
+    (tmp_path / "runs" / "two").mkdir(parents=True)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "runs" / "two" / "journal.log")))
+    study = optuna.create_study(study_name="two", storage=storage, directions=DIRECTIONS)
+    study.set_user_attr("weights", WEIGHTS)
+    study.add_trial(_complete("grows", [0.3, 0.4, 5.0]))
+    study.add_trial(_complete("vanishes", [-0.3, 0.4, 0.2]))  # variance and early gradients decay instead
+    study.add_trial(_complete("level", [0.01, 0.45, 1.1]))
+    rows = {row["config"]: row for row in build_rows(study)}
+    assert rows["vanishes"]["activation_growth"] == -0.3 and rows["vanishes"]["grad_ratio"] == 0.2
+    assert rows["vanishes"]["objectives"] == pytest.approx(rows["grows"]["objectives"])
+    assert rows["vanishes"]["score"] == pytest.approx(rows["grows"]["score"])
+    assert rows["level"]["rank"] == 1 and rows["level"]["score"] < rows["vanishes"]["score"]
+    by_growth = sort_rows(list(rows.values()), "activation_growth")
+    assert by_growth[0]["config"] == "level"  # smallest |growth| first, not the most negative
 
 
 def test_confirmation_results_merge_into_rows_and_document(tmp_path: Path) -> None:

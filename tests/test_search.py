@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from normsearch.cli import app
 from normsearch.norm import parse_spec
-from normsearch.search import BASELINES, OBJECTIVES, counts_toward_budget
+from normsearch.search import BASELINES, OBJECTIVES, counts_toward_budget, objective_values
 from normsearch.storage import open_study
 
 runner = CliRunner()
@@ -76,7 +76,7 @@ def test_run_stores_baselines_trial_records_and_settings(tiny_study: Path, monke
         attrs = trial.user_attrs
         assert parse_spec(attrs["config"]).spec() == attrs["config"]
         probe = attrs["probe"]
-        assert [probe[name] for name in OBJECTIVES] == trial.values
+        assert objective_values(probe) == trial.values
         assert probe["blocks"] == len(probe["curves"]["variance"]) == 4  # resnet-8: stem + 3 blocks
         assert attrs["seconds"] >= 0 and attrs["worker"].endswith(f":{os.getpid()}")
         assert trial.constraints == {"unstable": 0.0}
@@ -143,6 +143,14 @@ def test_repeated_configs_reuse_the_first_result(tmp_path: Path, monkeypatch) ->
             assert trial.user_attrs["duplicate_of"] == source.number and trial.values == source.values
     rows = json.loads(runner.invoke(app, ["leaderboard", "two", "--json"]).stdout)["rows"]
     assert len(rows) == 2 and sum(row["samples"] for row in rows) == 5
+
+
+def test_objectives_count_decay_like_growth() -> None:
+    """|a|, s, max(g, 1/g): vanishing activations or early gradients are no better than exploding ones."""
+    raw = dict(zip(OBJECTIVES, (0.3, 0.4, 5.0), strict=True))
+    mirrored = dict(zip(OBJECTIVES, (-0.3, 0.4, 0.2), strict=True))
+    assert objective_values(raw) == pytest.approx(objective_values(mirrored)) == [0.3, 0.4, 5.0]
+    assert objective_values(dict(zip(OBJECTIVES, (-500.0, 0.1, 0.0), strict=True))) == [100.0, 0.1, 1e6]
 
 
 def _wait_for(predicate, process: subprocess.Popen, timeout: float = 60.0) -> None:

@@ -42,7 +42,8 @@ def results_table(results: list[ProbeResult], settings: ProbeSettings) -> Table:
     title = (
         f"init-time probes: {settings.model}-{settings.depth} width {settings.width}"
         f"{' skipinit' if settings.skipinit else ''}, batch {settings.batch_size} {settings.data}"
-        f" {settings.resolution}px, {settings.seeds} seed(s) from {settings.seed} (lower is better)"
+        f" {settings.resolution}px, {settings.seeds} seed(s) from {settings.seed}"
+        " (best: growth near 0, similarity low, grad ratio near 1)"
     )
     table = Table(title=title, title_justify="left")
     table.add_column("spec")

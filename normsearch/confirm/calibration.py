@@ -1,6 +1,7 @@
 """Do the probes predict training? Rank correlations between probe scores and confirmed accuracy.
 
-For a probe quantity q (lower is better: the scalar score and each of the three probe scores) and the
+For a probe quantity q (lower is better: the scalar score and the study's three objective values, i.e.
+|activation_growth|, similarity and max(grad_ratio, 1/grad_ratio); see :func:`lower_is_better`) and the
 confirmed accuracies a of the same candidates,
 
     ρ = Spearman(−q, a'),   τ = Kendall τ-b(−q, a'),
@@ -24,6 +25,12 @@ QUANTITIES = ("score", "activation_growth", "similarity", "grad_ratio")
 """Probe quantities calibrated, each lower-is-better; keys of leaderboard rows and of the calibration."""
 MIN_CANDIDATES = 3
 DIVERGED_ACCURACY = -1.0
+
+
+def lower_is_better(row: Mapping[str, Any], name: str) -> Any:
+    """A leaderboard row's value of ``name`` as the search ranks it: an objective value for a probe score
+    (``row["objectives"]``), else the row's own field (``score``, ``trial``, …)."""
+    return row.get("objectives", {}).get(name, row.get(name))
 
 
 def _finite(value: Any) -> float | None:
@@ -61,7 +68,7 @@ def calibrate(rows: Sequence[Mapping[str, Any]], results: Mapping[int, Mapping[s
     out = {}
     for name in QUANTITIES:
         pairs = [
-            (_finite(row.get(name)), ranking_accuracy(results[row["trial"]]))
+            (_finite(lower_is_better(row, name)), ranking_accuracy(results[row["trial"]]))
             for row in rows
             if row["trial"] in results
         ]

@@ -27,7 +27,8 @@ from .trace import trace_network
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Scores of one config: means over seeds (lower is better) with their sample std (0 for one seed).
+    """Scores of one config: means over seeds with their sample std (0 for one seed); ideal growth 0,
+    similarity low, ratio 1.
 
     ``activation_growth``: fitted ln-variance growth per block; ``similarity``: mean cosine similarity at
     the last block output; ``grad_ratio``: first / last conv gradient norm (definitions in

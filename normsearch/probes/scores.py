@@ -1,4 +1,6 @@
-"""The three scalar scores of one probe pass (lower is better for all three), and what "unstable" means.
+"""The three scalar scores of one probe pass, and what "unstable" means. Ideal: growth 0, similarity low,
+ratio 1; the search minimises |growth|, similarity and max(ratio, 1/ratio)
+(:func:`normsearch.search.objective_values`), so decay counts as much as growth.
 
 From a :class:`~normsearch.probes.trace.Trace` with block-output variances v_0..v_{B−1}, similarities
 s_0..s_{B−1} and conv-output gradient norms g_0..g_{K−1} (depth order):
@@ -12,7 +14,7 @@ s_0..s_{B−1} and conv-output gradient norms g_0..g_{K−1} (depth order):
 - **grad_ratio** = g_0 / g_k, the first conv's gradient norm over the last conv's with a non-zero gradient
   (the paper compares first and last layers; skipping exact zeros keeps the score defined under SkipInit,
   where every residual-branch conv has ∂L/∂z = 0 at init). Batch size cancels in the ratio. It measures
-  blow-up towards the input only; a vanishing gradient scores low.
+  blow-up towards the input; a gradient that vanishes towards the input scores below 1.
 
 A pass is **unstable** when any value is NaN or ±inf, when the activations collapse to a constant
 (variance 0 at some block output), or when no gradient reaches any conv. Its scores are then the finite
