@@ -203,6 +203,10 @@ _SETS = {
 }
 """Π for the folded path: how many channel groups of each sample ``_moments`` takes statistics of (batch
 partitions then pool them over the samples)."""
+_MOMENTS_NOTE = (
+    "Statistics come from one pass of torch's fused group-norm kernel (``torch.var_mean`` is about 10× "
+    "slower on CPU), as normsearch's own layer computes them."
+)
 
 
 def _set_statistics(cfg: NormConfig) -> list[str]:
@@ -269,11 +273,7 @@ def _folded(cfg: NormConfig) -> Forward:
     if cfg.act == "tlu":
         lines += _tlu("y")
     lines.append("return y.to(x.dtype)")
-    note = (
-        "Statistics come from torch's fused group-norm kernel (one pass; ``torch.var_mean`` is about "
-        "10× slower on CPU), and normalization and affine fold into y = x · a + b with a, b per sample "
-        "and channel, as normsearch's own layer computes it."
-    )
+    note = _MOMENTS_NOTE + " Normalization and affine fold into y = x · a + b with a, b per sample and channel."
     return Forward(indent(lines, BODY), note, updates_running=bool(cfg.running))
 
 
@@ -292,11 +292,7 @@ def _evo_b0(cfg: NormConfig) -> Forward:
         "y = (xf - _map(mean, xf)) / den" if cfg.center else "y = xf / den",
     ]
     lines += _recovery(cfg, "y") + ["return y.to(x.dtype)"]
-    note = (
-        "Statistics come from torch's fused group-norm kernel (one pass; ``torch.var_mean`` is about "
-        "10× slower on CPU), as normsearch's own layer computes them."
-    )
-    return Forward(indent(lines, BODY), note, updates_running=bool(cfg.running))
+    return Forward(indent(lines, BODY), _MOMENTS_NOTE, updates_running=bool(cfg.running))
 
 
 def _generic(cfg: NormConfig) -> Forward:
