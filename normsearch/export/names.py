@@ -28,8 +28,19 @@ PRESET_CLASS_NAMES: dict[str, str] = {
 FALLBACK_CLASS_NAME = "NormLayer"
 
 RESERVED_NAMES = frozenset(
-    {"math", "torch", "F", "nn", "Tensor", "Any", "RELU_GAIN", "WeightNormConv2d", "ScaledStdConv2d",
-     "_per_channel", *FOLDED_HELPERS}
+    {
+        "math",
+        "torch",
+        "F",
+        "nn",
+        "Tensor",
+        "Any",
+        "RELU_GAIN",
+        "WeightNormConv2d",
+        "ScaledStdConv2d",
+        "_per_channel",
+        *FOLDED_HELPERS,
+    }
 )
 """Module-level names an exported file may define or import: a class must not shadow them."""
 
