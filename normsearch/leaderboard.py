@@ -114,7 +114,7 @@ def _sort_key(field: str):
     direction = SORT_FIELDS[field]
 
     def key(row: dict[str, Any]) -> tuple:
-        value = lower_is_better(row, field) if direction > 0 else row.get(field)
+        value = lower_is_better(row, field)
         missing = value is None or (isinstance(value, float) and math.isnan(value))
         return STATE_ORDER[row["state"]], missing, 0 if missing else direction * value, row["score"] or 0, row["trial"]
 

@@ -163,10 +163,8 @@ def _normalized(cfg: NormConfig, t: str) -> list[str]:
         lines = ["den = den.expand_as(xg).reshape(xf.shape)"] if grouped else []
         return lines + [
             "v = _per_channel(self.v.float(), xf)",
-            "xi = xf.unsqueeze(2)  # (N, C, 1, *S): the reduced dims are never empty",
-            "instance_dims = tuple(range(2, xi.dim()))",
-            "instance_var = torch.var(xi, dim=instance_dims, correction=0, keepdim=True)",
-            "instance_std = torch.sqrt(instance_var.squeeze(2) + self.eps)",
+            "_, instance_var = _moments(xf, self.num_channels, self.eps)",
+            "instance_std = _map(torch.sqrt(instance_var + self.eps), xf)",
             "den = torch.maximum(den, v * xf + instance_std)",
             f"y = {num}.reshape(xf.shape) / den" if grouped else f"y = {num} / den",
         ]

@@ -515,7 +515,7 @@ def _generic_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
     num = xg - mean if cfg.center else xg
     if cfg.act == "evo_b0":
         v = _per_channel(m.v.float(), xf)
-        inst_var = _as_map(torch.var(xf.reshape(*xf.shape[:2], -1), dim=2, correction=0), xf)
+        inst_var = _as_map(_group_moments(xf, xf.shape[1], cfg.eps)[1], xf)  # as _EvoB0 takes it
         den = _maximum(den.expand_as(xg).reshape(xf.shape), v * xf + torch.sqrt(inst_var + cfg.eps))
         y = num.reshape(xf.shape) / den
     else:
