@@ -33,6 +33,8 @@ SYNTHETIC_SEED = 0
 SYNTHETIC_SIZES = {"train": 1024, "val": 256}
 SYNTHETIC_NOISE = 1.0
 OFFLINE_DATASET = "digits"
+NATIVE_RESOLUTION = {"digits": 8, "synthetic": 16, "cifar10": 32, "cifar100": 32, "mnist": 28, "fashionmnist": 28}
+"""Each dataset's own image height = width (what ``resolution=None`` gives), known without loading it."""
 FLIP_SYMMETRIC = ("cifar10", "cifar100")
 """Datasets whose classes survive a left-right mirror (the paper trains CIFAR with random flips); digits
 and MNIST-style glyphs do not."""
@@ -99,15 +101,16 @@ Loaded = tuple[TensorDataset, TensorDataset, int, int]
 
 
 def _load_digits(resolution: int | None, data_dir: str, download: bool) -> Loaded:
-    size = resolution or 8
+    native = NATIVE_RESOLUTION["digits"]
+    size = resolution or native
     train, val = (digits_tensors(split) for split in ("train", "val"))
-    resized = [TensorDataset(_resize(x, size) if size != 8 else x, y) for x, y in (train, val)]
-    return resized[0], resized[1], 10, 8
+    resized = [TensorDataset(_resize(x, size) if size != native else x, y) for x, y in (train, val)]
+    return resized[0], resized[1], 10, native
 
 
 def _load_synthetic(resolution: int | None, data_dir: str, download: bool) -> Loaded:
     """Prototype p_k (4×4 Gaussian, bilinearly upsampled, so smooth) for class k; x = p_y + noise·N(0, 1)."""
-    size = resolution or 16
+    size = resolution or NATIVE_RESOLUTION["synthetic"]
     generator = torch.Generator().manual_seed(SYNTHETIC_SEED)
     prototypes = _resize(torch.randn(10, 1, 4, 4, generator=generator), size)
     sets = []
@@ -116,7 +119,7 @@ def _load_synthetic(resolution: int | None, data_dir: str, download: bool) -> Lo
         noise = torch.randn(len(labels), 1, size, size, generator=generator)
         images = (prototypes[labels] + SYNTHETIC_NOISE * noise).clamp_(-3.0, 3.0) / 3.0
         sets.append(TensorDataset(images, labels))
-    return sets[0], sets[1], 10, 16
+    return sets[0], sets[1], 10, NATIVE_RESOLUTION["synthetic"]
 
 
 def _torchvision(cls_name: str, num_classes: int) -> Callable[[int | None, str, bool], Loaded]:

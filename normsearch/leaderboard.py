@@ -2,11 +2,12 @@
 
 Rows (:func:`build_rows`): the first COMPLETE trial of each config stands for it (later samples of the same
 config reuse its result and are counted in ``samples``). Order: stable rows by score (lower is better),
-then unstable ones (NaN/inf at init; capped worst scores), then, with ``include_failed``, failed trials
-(interrupted ones included) with their reason. The three probe-score columns are the probes' own values;
-``objectives`` holds what the study minimises (:func:`~normsearch.search.objective_values`: |growth|,
-similarity, max(ratio, 1/ratio)), and sorting by a probe score sorts by its objective. ``pareto`` marks the
-stable rows no other stable row beats on all three objectives (≤ on each, < on one). Confirmation results,
+rejected ones after them (``rejected``: why the search's filters say it cannot train, else None), then
+unstable ones (NaN/inf at init; capped worst scores), then, with ``include_failed``, failed trials
+(interrupted ones included) with their reason. The four probe-score columns are the probes' own values;
+``objectives`` holds what the study minimises (:func:`~normsearch.search.objective_values`: similarity,
+step loss ratio). ``pareto`` marks the stable, not rejected rows no other such row beats on all objectives
+(≤ on each, < on one). Confirmation results,
 which the confirm stage stores as
 study user attrs ``confirm:<trial>`` (Optuna cannot update finished trials), add ``accuracy`` and
 ``diverged`` to their rows, and the whole record as ``confirm``; ``calibration`` holds how well the score predicts them.
@@ -26,19 +27,21 @@ from rich.text import Text
 
 from .confirm import store
 from .confirm.calibration import lower_is_better
+from .probes import SCORES
 from .search import OBJECTIVES, trial_score
 from .space import ScoreWeights
 
 ROW_KEYS = (
-    "rank", "trial", "config", "baseline", "pareto", "state", *OBJECTIVES, "score",
+    "rank", "trial", "config", "baseline", "pareto", "state", *SCORES, "score", "rejected",
 )
 """Keys every row has (the ``--json`` contract); more follow them."""
-SORT_FIELDS = {"score": 1, "activation_growth": 1, "similarity": 1, "grad_ratio": 1, "accuracy": -1, "trial": 1}
+SORT_FIELDS = {"score": 1, "activation_growth": 1, "similarity": 1, "grad_ratio": 1, "step_loss_ratio": 1,
+               "accuracy": -1, "trial": 1}
 """Sortable fields and their direction (1: ascending is better, -1: descending)."""
 STATE_ORDER = {"COMPLETE": 0, "UNSTABLE": 1, "FAIL": 2}
 CAPTION = (
-    "★ Pareto front   B baseline   best: growth near 0, similarity low, grad ratio near 1 (either side "
-    "counts), score low"
+    "★ Pareto front   B baseline   R rejected (cannot train)   best: similarity low, step ratio low, "
+    "score low"
 )
 
 
@@ -67,8 +70,9 @@ def _complete_row(trial: FrozenTrial, samples: list[FrozenTrial], weights: Score
         "baseline": baseline is not None,
         "pareto": False,
         "state": "UNSTABLE" if unstable else "COMPLETE",
-        **{name: probe.get(name) for name in OBJECTIVES},
+        **{name: probe.get(name) for name in SCORES},
         "score": trial_score(trial, weights),
+        "rejected": trial.user_attrs.get("rejected"),
         "objectives": dict(zip(OBJECTIVES, trial.values, strict=True)),
         "baseline_name": baseline,
         "unstable": unstable,
@@ -77,7 +81,7 @@ def _complete_row(trial: FrozenTrial, samples: list[FrozenTrial], weights: Score
         "seconds": trial.user_attrs.get("seconds"),
         "params": trial.params,
     }
-    row.update({f"{name}_std": probe.get(f"{name}_std") for name in OBJECTIVES})
+    row.update({f"{name}_std": probe.get(f"{name}_std") for name in SCORES})
     return row
 
 
@@ -89,8 +93,9 @@ def _failed_row(trial: FrozenTrial) -> dict[str, Any]:
         "baseline": bool(trial.user_attrs.get("baseline", False)),
         "pareto": False,
         "state": "FAIL",
-        **dict.fromkeys(OBJECTIVES),
+        **dict.fromkeys(SCORES),
         "score": None,
+        "rejected": None,
         "baseline_name": trial.user_attrs.get("baseline_name"),
         "unstable": False,
         "reason": trial.user_attrs.get("fail_reason", "failed (no reason recorded)"),
@@ -116,7 +121,8 @@ def _sort_key(field: str):
     def key(row: dict[str, Any]) -> tuple:
         value = lower_is_better(row, field)
         missing = value is None or (isinstance(value, float) and math.isnan(value))
-        return STATE_ORDER[row["state"]], missing, 0 if missing else direction * value, row["score"] or 0, row["trial"]
+        return (STATE_ORDER[row["state"]], row["rejected"] is not None, missing, 0 if missing else direction * value,
+                row["score"] or 0, row["trial"])
 
     return key
 
@@ -140,7 +146,7 @@ def build_rows(study: optuna.Study, *, include_failed: bool = False) -> list[dic
         if trial.state == TrialState.COMPLETE:
             by_config.setdefault(trial.user_attrs.get("config", f"#{trial.number}"), []).append(trial)
     rows = [_complete_row(samples[0], samples, weights) for samples in by_config.values()]
-    stable = [row for row in rows if not row["unstable"]]
+    stable = [row for row in rows if not row["unstable"] and row["rejected"] is None]
     front = pareto_mask([list(row["objectives"].values()) for row in stable])
     for row, on_front in zip(stable, front, strict=True):
         row["pareto"] = on_front
@@ -173,6 +179,8 @@ def document(study: optuna.Study, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "space": study.user_attrs.get("space", {}).get("name"),
         "objectives": list(OBJECTIVES),
         "weights": study.user_attrs.get("weights"),
+        "probe_matches_confirm": study.user_attrs.get("probe_matches_confirm"),
+        "probe_differs": study.user_attrs.get("probe_differs"),
         "trials": trial_counts(study),
         "rows": rows,
     }
@@ -211,7 +219,7 @@ def table(study_name: str, rows: list[dict[str, Any]], *, total: int | None = No
     grid.add_column("#", justify="right")
     grid.add_column("", no_wrap=True)
     grid.add_column("config", no_wrap=True)
-    for name in ("growth", "similarity", "grad ratio", "score"):
+    for name in ("growth", "similarity", "grad ratio", "step ratio", "score"):
         grid.add_column(name, justify="right")
     if confirmed:
         grid.add_column("accuracy", justify="right")
@@ -220,10 +228,11 @@ def table(study_name: str, rows: list[dict[str, Any]], *, total: int | None = No
     for row in rows:
         marks = Text("★" if row["pareto"] else " ", style="yellow")
         marks.append("B" if row["baseline"] else "", style="cyan")
+        marks.append("R" if row["rejected"] else "", style="red")
         state = {"COMPLETE": Text("ok", style="green"), "UNSTABLE": Text("unstable", style="yellow"),
                  "FAIL": Text("failed", style="red")}[row["state"]]
         cells = [str(row["rank"]), marks, row["config"] or "?",
-                 *(_number(row[name]) for name in OBJECTIVES), _number(row["score"])]
+                 *(_number(row[name]) for name in SCORES), _number(row["score"])]
         if confirmed:
             cells.append(_accuracy(row))
         grid.add_row(*cells, state, str(row["trial"]))

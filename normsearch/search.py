@@ -1,12 +1,21 @@
 """The search: an Optuna study whose trials draw a config from the space and score it with the probes.
 
-Objectives (all minimised, a multi-objective study), from the probe scores ``activation_growth`` (a),
-``similarity`` (s) and ``grad_ratio`` (g) of :class:`~normsearch.probes.ProbeResult`
-(:func:`objective_values`): |a|, s and max(g, 1/g). A stable network keeps its activation variance and its
-gradients level across depth, so decay counts as much as growth: a config whose activations or early
-gradients vanish (possible off the paper's layers, e.g. ``scale=none`` with an EvoNorm gate) must not win
-by it. The scalar score (:meth:`ScoreWeights.score` of those values) ranks the trials; the leaderboard and
-the trial records keep the probe scores themselves.
+Every trial is probed (:class:`~normsearch.probes.ProbeResult`: ``activation_growth`` a, ``similarity`` s,
+``grad_ratio`` g, ``step_loss_ratio`` r on B block outputs), then
+
+- **filtered** (:func:`rejection`): a config that cannot train is *rejected*, with the reason as user attr
+  ``rejected`` (None when it passes) and the Optuna constraint ``rejected`` = 1, so ``best_trials`` and
+  the constrained samplers treat it as infeasible. Rejected: NaN/inf or a collapse in any probe pass; the
+  activation variance changing by more than ×B (or ÷B) across the B block outputs, i.e. faster than the
+  linear growth of a normalized ResNet, |(B − 1)·a| > ln B; one SGD step that raises the loss by more than
+  :data:`MAX_STEP_LOSS_RATIO`; an early-layer gradient more than 2^(B−1) times (or below 1/2^(B−1) of) the
+  last one, |ln g| > (B − 1)·ln 2 (a catastrophe filter only: the gradient ratio predicted accuracy
+  backwards, and InstanceNorm, the most learning-rate tolerant layer measured, has the largest one);
+- **ranked**: the study minimises :data:`OBJECTIVES` (s and r, :func:`objective_values`), the two probes that
+  predicted trained accuracy; the scalar ``score`` (:meth:`~normsearch.space.ScoreWeights.score`, lower is
+  better) orders the survivors. Why these, with the measurements: docs/confirm.md, "Evidence for the score".
+
+Studies made with other objectives (:data:`OBJECTIVES_VERSION`) do not compare and are refused on resume.
 
 One trial (:class:`Objective`):
 
@@ -15,9 +24,10 @@ One trial (:class:`Objective`):
    trial's result (``duplicate_of``), so repeated samples cost nothing;
 3. probe it with the process's one :class:`~normsearch.probes.ProbeRunner` (inputs cached across trials);
    a config that does not fit the network (ValueError) or any exception fails the trial with its reason;
-4. store ``probe`` (scores, stds, reason, rounded curves), ``seconds``, ``score``; an unstable pass (NaN/inf)
-   completes with its capped worst scores and the constraint ``unstable`` = 1 (infeasible), so Optuna's
-   ``best_trials`` and constrained samplers skip it while the leaderboard still shows it.
+4. store ``probe`` (scores, stds, reason, rounded curves), ``seconds``, ``score``, ``rejected``; an unstable
+   pass (NaN/inf) completes with its capped worst scores and the constraints ``unstable`` = ``rejected`` = 1
+   (infeasible), so Optuna's ``best_trials`` and constrained samplers skip it while the leaderboard still
+   shows it.
 
 Budget: ``n_trials`` counts every finished trial of the study except interrupted ones (left RUNNING by a
 killed process, or stopped by a second Ctrl-C), so rerunning the same command resumes and completes it. With
@@ -30,6 +40,7 @@ one interrupts the trial, which is recorded FAIL with ``interrupted`` = true.
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 import os
 import signal
@@ -37,6 +48,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import optuna
@@ -46,13 +58,17 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from . import __version__
 from .norm import parse_spec
-from .probes import UNSTABLE_GRAD_RATIO, UNSTABLE_GROWTH, ProbeResult, ProbeRunner
+from .probes import SCORES, ProbeResult, ProbeRunner
 from .space import ScoreWeights, SearchSettings, SearchSpace, format_options
-from .storage import StudyLocation, create_or_load, fail_stale_trials, worker_id
+from .storage import StudyLocation, create_or_load, fail_stale_trials, is_url, worker_id
 
-OBJECTIVES = ("activation_growth", "similarity", "grad_ratio")
-"""The probe scores the study's objectives come from, in order (see :func:`objective_values`)."""
+OBJECTIVES = ("similarity", "step_loss_ratio")
+"""The probe scores the study minimises, in order (see :func:`objective_values`)."""
+OBJECTIVES_VERSION = 2
+"""Stored with each study; version 1 minimised |activation_growth|, similarity, max(g, 1/g) with no filters."""
 DIRECTIONS = ["minimize"] * len(OBJECTIVES)
+MAX_STEP_LOSS_RATIO = 1.05
+"""Rejection limit of the one-step loss ratio (see docs/confirm.md, "Evidence for the score")."""
 BASELINES = {
     "bn": "bn",
     "ln": "ln",
@@ -114,8 +130,8 @@ def _round(value: float) -> float:
 
 def compact(result: ProbeResult) -> dict[str, Any]:
     """The ``probe`` user attr: scores and stds, instability, seeds, blocks, curves at 4 significant digits."""
-    record = {name: getattr(result, name) for name in OBJECTIVES}
-    record.update({f"{name}_std": _round(getattr(result, f"{name}_std")) for name in OBJECTIVES})
+    record = {name: getattr(result, name) for name in SCORES}
+    record.update({f"{name}_std": _round(getattr(result, f"{name}_std")) for name in SCORES})
     record.update(
         unstable=result.unstable,
         reason=result.reason,
@@ -127,12 +143,32 @@ def compact(result: ProbeResult) -> dict[str, Any]:
 
 
 def objective_values(scores: Mapping[str, float]) -> list[float]:
-    """What the study minimises, from probe scores (``activation_growth`` a, ``similarity`` s,
-    ``grad_ratio`` g): [|a|, s, max(g, 1/g)], with |a| ≤ ``UNSTABLE_GROWTH`` and max(g, 1/g) ≤
-    ``UNSTABLE_GRAD_RATIO`` (the probes' worst values)."""
-    growth, similarity, ratio = (float(scores[name]) for name in OBJECTIVES)
-    folded = max(ratio, 1.0 / max(ratio, 1.0 / UNSTABLE_GRAD_RATIO))
-    return [min(abs(growth), UNSTABLE_GROWTH), similarity, min(folded, UNSTABLE_GRAD_RATIO)]
+    """What the study minimises, from probe scores: [similarity, step_loss_ratio] (both already finite
+    and capped by the probes)."""
+    return [float(scores[name]) for name in OBJECTIVES]
+
+
+def rejection(record: Mapping[str, Any], *, lr: float) -> str | None:
+    """Why a probed config cannot train (the module docstring's filters, first that applies), or None.
+
+    ``record``: the ``probe`` user attr (:func:`compact`); ``lr``: the learning rate of the step probe."""
+    if record["unstable"]:
+        return f"unstable at init: {record['reason']}"
+    blocks = record["blocks"]
+    total = (blocks - 1) * record["activation_growth"]
+    if abs(total) > math.log(blocks):
+        change = "explode" if total > 0 else "collapse"
+        return (f"activations {change}: variance ×{math.exp(total):.3g} over {blocks} block outputs "
+                f"(limit ×{blocks} either way: linear growth)")
+    step = record["step_loss_ratio"]
+    if step > MAX_STEP_LOSS_RATIO:
+        return (f"one SGD step at lr {lr:g} multiplies the loss by {step:.3g} (limit {MAX_STEP_LOSS_RATIO:g}): "
+                "does not train at this learning rate")
+    ratio = record["grad_ratio"]
+    if abs(math.log(max(ratio, 1e-300))) > (blocks - 1) * math.log(2):
+        return (f"early-layer gradient ×{ratio:.3g} of the last conv's (limit 2^{blocks - 1} either way: "
+                "doubling per block)")
+    return None
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
@@ -148,8 +184,9 @@ def budget_used(study: optuna.Study, include_running: bool = True) -> int:
 
 
 def trial_score(trial: FrozenTrial, weights: ScoreWeights) -> float:
-    """The scalar score of a COMPLETE trial: :meth:`ScoreWeights.score` of its objective values."""
-    return weights.score(*trial.values, blocks=trial.user_attrs.get("probe", {}).get("blocks", 2))
+    """The scalar score of a COMPLETE trial: :meth:`ScoreWeights.score` of its probe record."""
+    probe = trial.user_attrs["probe"]
+    return weights.score(probe, blocks=probe["blocks"])
 
 
 class Objective:
@@ -193,12 +230,14 @@ class Objective:
         return self._record(trial, record, time.perf_counter() - start)
 
     def _record(self, trial: Trial, record: dict[str, Any], seconds: float) -> list[float]:
-        values = objective_values(record)
+        rejected = rejection(record, lr=self.space.probe.lr)
         trial.set_user_attr("probe", record)
         trial.set_user_attr("seconds", round(seconds, 4))
-        trial.set_user_attr("score", self.space.weights.score(*values, blocks=record["blocks"]))
+        trial.set_user_attr("score", self.space.weights.score(record, blocks=record["blocks"]))
+        trial.set_user_attr("rejected", rejected)
         trial.set_constraint("unstable", 1.0 if record["unstable"] else 0.0)
-        return values
+        trial.set_constraint("rejected", 0.0 if rejected is None else 1.0)
+        return objective_values(record)
 
     def _earlier(self, trial: Trial, spec: str) -> FrozenTrial | None:
         """The first earlier trial of this config that completed, or failed for a reason of its own."""
@@ -237,13 +276,29 @@ def study_attrs(space: SearchSpace) -> dict[str, Any]:
         "weights": dataclasses.asdict(space.weights),
         "search": dataclasses.asdict(space.search),
         "objectives": list(OBJECTIVES),
+        "objectives_version": OBJECTIVES_VERSION,
+        "probe_matches_confirm": not space.probe_differences(),
+        "probe_differs": space.probe_differences(),
     }
+
+
+def check_comparable(study: optuna.Study) -> None:
+    """Raise :class:`IncompatibleStudy` unless the study was scored with this version's objectives."""
+    version = study.user_attrs.get("objectives_version", 1)
+    if version != OBJECTIVES_VERSION:
+        stored = ", ".join(study.user_attrs.get("objectives") or ["?"])
+        raise IncompatibleStudy(
+            f"study {study.study_name!r} was scored with older objectives (version {version}: {stored}); this "
+            f"normsearch scores version {OBJECTIVES_VERSION} ({', '.join(OBJECTIVES)}, with filters): the results "
+            "would not compare; use another --study name"
+        )
 
 
 def _check_compatible(study: optuna.Study, space: SearchSpace) -> None:
     stored = study.user_attrs.get("probe")
     if stored is None:
         raise IncompatibleStudy(f"study {study.study_name!r} was not made by normsearch run (no probe settings)")
+    check_comparable(study)
     current = dataclasses.asdict(space.probe)
     changed = [f"probe.{k}: {stored.get(k)!r} → {v!r}" for k, v in current.items() if stored.get(k) != v]
     if changed:
@@ -251,6 +306,16 @@ def _check_compatible(study: optuna.Study, space: SearchSpace) -> None:
             f"study {study.study_name!r} was probed with other settings ({'; '.join(changed)}): its scores "
             "would not compare; use another --study name or restore them"
         )
+
+
+def _existing(location: StudyLocation) -> optuna.Study | None:
+    """The study at ``location`` if it exists (loading it writes nothing), else None."""
+    if not is_url(location.storage) and not Path(location.storage).exists():
+        return None
+    try:
+        return optuna.load_study(study_name=location.name, storage=location.open())
+    except KeyError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -291,10 +356,12 @@ def prepare(space: SearchSpace, location: StudyLocation) -> Prepared:
     """Create or resume the study: check its probe settings, store the space, fail stale trials, enqueue
     baselines. Raises :class:`IncompatibleStudy` for a study probed with other settings."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded, not logged
+    existing = _existing(location)
+    if existing is not None:  # checked before anything is written
+        _check_compatible(existing, space)
     study, created = create_or_load(location, DIRECTIONS)
     changed = False
     if not created:
-        _check_compatible(study, space)
         changed = study.user_attrs.get("space", {}).get("sha256") != space.sha256
     for key, value in study_attrs(space).items():
         if created or study.user_attrs.get(key) != value:
@@ -430,7 +497,9 @@ def _terminate(processes: list[Any]) -> None:
 __all__ = [
     "BASELINES",
     "DIRECTIONS",
+    "MAX_STEP_LOSS_RATIO",
     "OBJECTIVES",
+    "OBJECTIVES_VERSION",
     "CandidateFailed",
     "IncompatibleStudy",
     "Objective",
@@ -438,6 +507,7 @@ __all__ = [
     "StopRequest",
     "WorkerTask",
     "budget_used",
+    "check_comparable",
     "compact",
     "counts_toward_budget",
     "enqueue_baselines",
@@ -445,6 +515,7 @@ __all__ = [
     "objective_values",
     "optimize",
     "prepare",
+    "rejection",
     "run_workers",
     "shares",
     "study_attrs",

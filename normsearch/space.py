@@ -4,8 +4,9 @@ A space file has these top-level sections; only ``space`` is required::
 
     description: one line, shown by ``normsearch space list``
     space:       per option of NormConfig (or ``preset``): a fixed value or a distribution (see below)
-    probe:       ProbeSettings (network, batch, seeds, inputs) the candidates are scored with
-    objective:   weights: {activation_growth, similarity, grad_ratio} of the scalar score (ScoreWeights)
+    probe:       ProbeSettings (network, batch, seeds, inputs) the candidates are scored with; the network,
+                 resolution, data and learning rate not given here follow ``confirm`` (:func:`matched_probe`)
+    objective:   weights: {similarity, step_loss_ratio, activation_growth, grad_ratio} of the scalar score
     search:      SearchSettings: trial budget, timeout, sampler, seed, baselines
     confirm:     ConfirmSettings: which candidates get short training runs, and how
 
@@ -27,16 +28,17 @@ Optuna parameter names: an entry without ``when`` is named after its option; a c
 ``partition=group.group_size``. Each name so keeps a single distribution, as Optuna requires.
 
 The scalar score (lower is better) of probe scores a = activation_growth (fitted ln-variance growth per
-block), s = similarity, g = grad_ratio, on a network with B probed block outputs, is
+block), s = similarity, g = grad_ratio, r = step_loss_ratio, on a network with B probed block outputs, is
 
-    score = w_a · (B − 1) · |a|  +  w_s · (−ln(1 − min(s, 1 − 1e-6)))  +  w_g · |ln g|
+    score = w_s · (−ln(1 − min(s, 1 − 1e-6)))  +  w_r · ln r  +  w_a · (B − 1) · |a|  +  w_g · |ln g|
 
-All three terms are in e-folds over the whole network: (B − 1)·|a| is the fitted |ln(v_last / v_first)|;
-−ln(1 − s) grows without bound as samples become indistinguishable (s = 0.9 → 2.3); |ln g| is the log
-blow-up, or decay, of the gradient from the last conv to the first. Decay counts as much as growth: a
-network whose activations or early gradients vanish is as badly conditioned as one where they explode.
-:meth:`ScoreWeights.score` takes the study's objective values |a|, s, max(g, 1/g)
-(:func:`normsearch.search.objective_values`). Weights default to 1.
+with default weights w_s = 1, w_r = 4, w_a = w_g = 0: it ranks the candidates that pass the search's
+filters (:func:`normsearch.search.rejection`) by the two probes that predicted trained accuracy in the
+measurements of docs/confirm.md ("Evidence for the score"); growth and gradient ratio serve as filters
+there, and the gradient ratio ranked backwards. Every term is in e-folds: −ln(1 − s) grows without bound as
+samples become indistinguishable (s = 0.9 → 2.3); ln r is the log change of the loss in one SGD step;
+(B − 1)·|a| is the fitted |ln(v_last / v_first)|; |ln g| the log blow-up, or decay, of the gradient from
+the last conv to the first.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from typing import Any
 import yaml
 
 from .confirm.settings import ConfirmSettings
+from .data import NATIVE_RESOLUTION
 from .norm import PRESETS, NormConfig, as_config
 from .norm.config import ACTS, AFFINES, PARTITIONS, SCALES, WEIGHTS
 from .probes.settings import ProbeSettings
@@ -62,7 +65,7 @@ from .settings import SettingsError, check_fields, check_value, from_mapping
 
 SAMPLERS = ("tpe", "random", "nsga2", "brute_force")
 SIMILARITY_CAP = 1 - 1e-6
-GRAD_RATIO_FLOOR = 1e-12
+RATIO_FLOOR = 1e-12
 MAX_ENUMERATION = 20_000
 """Spaces with more grid points than this are reported as 'more than' (size) and not fully checked."""
 
@@ -81,26 +84,29 @@ class SpaceError(ValueError):
 
 @dataclass(frozen=True)
 class ScoreWeights:
-    """Weights of the three probe scores in the scalar score (see the module docstring)."""
+    """Weights of the probe scores in the scalar score (see the module docstring)."""
 
-    activation_growth: float = field(default=1.0, metadata={"min": 0.0, "help": "weight of the log-growth"})
     similarity: float = field(default=1.0, metadata={"min": 0.0, "help": "weight of −ln(1 − similarity)"})
-    grad_ratio: float = field(default=1.0, metadata={"min": 0.0, "help": "weight of ln(grad_ratio)"})
+    step_loss_ratio: float = field(default=4.0, metadata={"min": 0.0, "help": "weight of ln(step_loss_ratio)"})
+    activation_growth: float = field(default=0.0, metadata={"min": 0.0, "help": "weight of (B − 1)·|growth|"})
+    grad_ratio: float = field(default=0.0, metadata={"min": 0.0, "help": "weight of |ln(grad_ratio)|"})
 
     def __post_init__(self) -> None:
         check_fields(self)
         if not any(dataclasses.astuple(self)):
             raise SettingsError("", "at least one weight must be > 0")
 
-    def score(self, activation_growth: float, similarity: float, grad_ratio: float, blocks: int = 2) -> float:
-        """w_a·(blocks − 1)·a − w_s·ln(1 − min(s, 1 − 1e-6)) + w_g·ln(max(g, 1e-12)); lower is better.
-
-        Takes objective values (a = |activation_growth|, g = max(grad_ratio, 1/grad_ratio) ≥ 1), so the
-        score is the module docstring's two-sided one."""
+    def score(self, probe: Mapping[str, float], *, blocks: int) -> float:
+        """The module docstring's score of probe scores ``probe`` (``activation_growth``, ``similarity``,
+        ``grad_ratio``, ``step_loss_ratio`` as the probes report them) on ``blocks`` block outputs; lower is
+        better. Ratios are floored at 1e-12 before the logarithm."""
+        growth, similarity = float(probe["activation_growth"]), float(probe["similarity"])
+        ratio, step = float(probe["grad_ratio"]), float(probe["step_loss_ratio"])
         return (
-            self.activation_growth * max(blocks - 1, 1) * activation_growth
-            - self.similarity * math.log1p(-min(similarity, SIMILARITY_CAP))
-            + self.grad_ratio * math.log(max(grad_ratio, GRAD_RATIO_FLOOR))
+            -self.similarity * math.log1p(-min(similarity, SIMILARITY_CAP))
+            + self.step_loss_ratio * math.log(max(step, RATIO_FLOOR))
+            + self.activation_growth * max(blocks - 1, 1) * abs(growth)
+            + self.grad_ratio * abs(math.log(max(ratio, RATIO_FLOOR)))
         )
 
 
@@ -117,6 +123,39 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The probe network follows the trained one
+
+
+MATCHED = ("model", "depth", "width", "skipinit", "resolution", "data", "lr")
+"""ProbeSettings fields that default to the confirmation's (:func:`matched_probe`)."""
+
+
+def confirm_counterparts(confirm: ConfirmSettings) -> dict[str, Any]:
+    """What each :data:`MATCHED` probe field is in the confirmation: its network, its resolution (the
+    dataset's own when ``confirm.resolution`` is null), its dataset and its (peak) learning rate."""
+    resolution = confirm.resolution or NATIVE_RESOLUTION.get(confirm.dataset)
+    return {"model": confirm.model, "depth": confirm.depth, "width": confirm.width, "skipinit": confirm.skipinit,
+            "resolution": resolution, "data": confirm.dataset, "lr": confirm.lr}
+
+
+def matched_probe(confirm: ConfirmSettings) -> dict[str, Any]:
+    """The defaults of a space's probe settings: the confirmation network (model, depth, width, skipinit),
+    its input resolution and learning rate, and its data when the probes can read it (``digits``). A field
+    the ``probe:`` section gives overrides these; :func:`probe_differences` then lists it."""
+    probe_data = {f.name: f for f in dataclasses.fields(ProbeSettings)}["data"].metadata["choices"]
+    counterparts = confirm_counterparts(confirm)
+    return {k: v for k, v in counterparts.items() if v is not None and (k != "data" or v in probe_data)}
+
+
+def probe_differences(probe: ProbeSettings, confirm: ConfirmSettings) -> dict[str, dict[str, Any]]:
+    """``{field: {"probe": value, "confirm": value}}`` for each :data:`MATCHED` field where the probe
+    network or inputs differ from what confirmation trains (empty: the probes see the trained network)."""
+    counterparts = confirm_counterparts(confirm)
+    return {k: {"probe": getattr(probe, k), "confirm": v} for k, v in counterparts.items()
+            if getattr(probe, k) != v}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -300,6 +339,10 @@ class SearchSpace:
         """Hash of the YAML source."""
         return hashlib.sha256(self.text.encode()).hexdigest()
 
+    def probe_differences(self) -> dict[str, dict[str, Any]]:
+        """Where the probe network differs from the trained one (:func:`probe_differences`)."""
+        return probe_differences(self.probe, self.confirm)
+
     def sample(self, trial: Any) -> dict[str, Any]:
         """Draw one candidate's options (NormConfig options, maybe ``preset``) from an Optuna trial."""
         options: dict[str, Any] = {}
@@ -436,8 +479,9 @@ class _Problems:
         self.items.append(f"{self.label}: {path}: {message}" if path else f"{self.label}: {message}")
 
 
-def _settings(cls: type, data: Any, prefix: str, problems: _Problems) -> Any:
-    """A settings section with every bad key reported (not just the first); defaults if it has problems."""
+def _settings(cls: type, data: Any, prefix: str, problems: _Problems, defaults: Mapping[str, Any] | None = None) -> Any:
+    """A settings section with every bad key reported (not just the first); ``defaults`` (valid values)
+    under the keys it does not give; the class defaults if it has problems."""
     if data is not None and not isinstance(data, Mapping):
         problems.add(prefix, f"must be a mapping of settings, got {_kind(data)}")
         return cls()
@@ -454,7 +498,7 @@ def _settings(cls: type, data: Any, prefix: str, problems: _Problems) -> Any:
         except SettingsError as err:
             problems.add(err.path, err.message)
     try:
-        return from_mapping(cls, good, prefix)
+        return from_mapping(cls, {**(defaults or {}), **good}, prefix)
     except SettingsError as err:  # a check across fields
         problems.add(err.path, err.message)
         return cls()
@@ -664,19 +708,20 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
         problems.add("description", f"must be a string, got {description!r}")
         description = ""
     params = _parse_space(data.get("space"), problems)
-    probe = _settings(ProbeSettings, data.get("probe"), "probe", problems)
-    search = _settings(SearchSettings, data.get("search"), "search", problems)
     confirm = _settings(ConfirmSettings, data.get("confirm"), "confirm", problems)
+    probe = _settings(ProbeSettings, data.get("probe"), "probe", problems, defaults=matched_probe(confirm))
+    search = _settings(SearchSettings, data.get("search"), "search", problems)
     objective = data.get("objective")
     weights = ScoreWeights()
     if objective is not None and not (isinstance(objective, Mapping) and set(objective) <= {"weights"}):
-        problems.add("objective", "must be a mapping with one key, weights: {activation_growth, similarity, "
-                     "grad_ratio}")
+        problems.add("objective", "must be a mapping with one key, weights: {similarity, step_loss_ratio, "
+                     "activation_growth, grad_ratio}")
     elif objective is not None:
         weights = _settings(ScoreWeights, objective.get("weights"), "objective.weights", problems)
     space = SearchSpace(name, path, text, params, probe, confirm, search, weights, description.strip())
     if not problems.items:
-        _check_fits(space, problems)
+        given = set(data.get("probe") or {})
+        _check_fits(space, problems, "probe" if given & {"model", "depth", "width", "skipinit"} else "confirm")
     if search.sampler == "brute_force" and not space.is_finite():
         ranges = ", ".join(p.path for p in params if p.values() is None)
         problems.add("search.sampler", f"brute_force needs a finite space; continuous: {ranges}")
@@ -704,15 +749,16 @@ def _fits(value: int, channels: tuple[int, ...]) -> bool:
     return all(c % value == 0 for c in channels)
 
 
-def _check_fits(space: SearchSpace, problems: _Problems) -> None:
-    """Every listed groups / group_size value must divide every channel count of the probe network.
+def _check_fits(space: SearchSpace, problems: _Problems, network_from: str) -> None:
+    """Every listed groups / group_size value must divide every channel count of the probe network;
+    a network that cannot be built is reported under ``network_from`` (the section that defined it).
 
     Ranges are not checked value by value: their non-divisors fail as trials.
     """
     try:
         channels = probe_channels(space.probe)
     except ValueError as err:
-        problems.add("probe", str(err).split(": ", 1)[-1])
+        problems.add(network_from, str(err).split(": ", 1)[-1])
         return
     for param in space.params:
         if param.option not in ("groups", "group_size") or param.kind not in ("fixed", "categorical"):
@@ -779,6 +825,7 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
 
 
 __all__ = [
+    "MATCHED",
     "OPTION_CHECKS",
     "SAMPLERS",
     "Param",
@@ -788,7 +835,9 @@ __all__ = [
     "SpaceError",
     "format_options",
     "load_space",
+    "matched_probe",
     "parse_space",
+    "probe_differences",
     "resolve",
     "shipped_spaces",
 ]

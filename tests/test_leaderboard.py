@@ -15,17 +15,19 @@ from typer.testing import CliRunner
 
 from normsearch.cli import app
 from normsearch.leaderboard import build_rows, document, pareto_mask, sort_rows
-from normsearch.search import DIRECTIONS, OBJECTIVES, objective_values
+from normsearch.probes import SCORES
+from normsearch.search import DIRECTIONS, OBJECTIVES_VERSION, objective_values
 from normsearch.space import ScoreWeights
 
 runner = CliRunner()
-WEIGHTS = {"activation_growth": 1.0, "similarity": 2.0, "grad_ratio": 0.5}
+WEIGHTS = {"activation_growth": 1.0, "similarity": 2.0, "grad_ratio": 0.5, "step_loss_ratio": 1.0}
 
 
 def _complete(config: str, scores: list[float], **attrs) -> optuna.trial.FrozenTrial:
-    """A finished trial with these probe scores (growth, similarity, ratio), valued as the search does."""
+    """A finished trial with these probe scores (growth, similarity, grad ratio, step loss ratio), valued as
+    the search does."""
     probe = {"blocks": 4, "unstable": attrs.pop("unstable", False), "reason": None,
-             **dict(zip(OBJECTIVES, scores, strict=True))}
+             **dict(zip(SCORES, scores, strict=True))}
     return create_trial(state=TrialState.COMPLETE, values=objective_values(probe),
                         user_attrs={"config": config, "baseline": False, "probe": probe, **attrs})
 
@@ -35,15 +37,16 @@ def _make_study(runs: Path, name: str = "hand") -> optuna.Study:
     storage = JournalStorage(JournalFileBackend(str(runs / name / "journal.log")))
     study = optuna.create_study(study_name=name, storage=storage, directions=DIRECTIONS)
     study.set_user_attr("weights", WEIGHTS)
+    study.set_user_attr("objectives_version", OBJECTIVES_VERSION)
     study.set_user_attr("space", {"name": "hand"})
     for trial in (
-        _complete("bn", [0.10, 0.50, 2.0], baseline=True, baseline_name="bn"),  # 0
-        _complete("ln", [0.05, 0.90, 1.2], baseline=True, baseline_name="ln"),  # 1
-        _complete("bn", [0.10, 0.50, 2.0], duplicate_of=0),  # 2: a repeat of trial 0
-        _complete("none", [100.0, 1.0, 1e6], unstable=True),  # 3
+        _complete("bn", [0.10, 0.50, 2.0, 0.6], baseline=True, baseline_name="bn"),  # 0
+        _complete("ln", [0.05, 0.90, 1.2, 0.55], baseline=True, baseline_name="ln"),  # 1
+        _complete("bn", [0.10, 0.50, 2.0, 0.6], duplicate_of=0),  # 2: a repeat of trial 0
+        _complete("none", [100.0, 1.0, 1e6, 1e6], unstable=True),  # 3
         create_trial(state=TrialState.FAIL, user_attrs={"config": "gn:group_size=3", "fail_reason": "does not fit"}),
-        _complete("gn:group_size=4", [0.20, 0.95, 8.0]),  # 5: worse than ln on every score
-        _complete("in", [0.08, 0.30, 30.0]),  # 6
+        _complete("gn:group_size=4", [0.20, 0.95, 8.0, 0.97]),  # 5: worse than ln on every score
+        _complete("in", [0.08, 0.30, 30.0, 0.7]),  # 6
         create_trial(state=TrialState.WAITING, user_attrs={"config": "bgn"}),  # 7: not run yet
     ):
         study.add_trial(trial)
@@ -51,7 +54,7 @@ def _make_study(runs: Path, name: str = "hand") -> optuna.Study:
 
 
 def _score(scores: list[float]) -> float:
-    return ScoreWeights(**WEIGHTS).score(*objective_values(dict(zip(OBJECTIVES, scores, strict=True))), blocks=4)
+    return ScoreWeights(**WEIGHTS).score(dict(zip(SCORES, scores, strict=True)), blocks=4)
 
 
 def test_pareto_mask_keeps_ties_and_drops_dominated_points() -> None:
@@ -68,7 +71,7 @@ def test_rows_one_per_config_ranked_by_the_studys_weights(tmp_path: Path) -> Non
     by_config = {row["config"]: row for row in rows}
     assert set(by_config) == {"bn", "ln", "none", "gn:group_size=4", "in"}  # no failed, no waiting
     assert by_config["bn"]["trial"] == 0 and by_config["bn"]["samples"] == 2
-    assert by_config["ln"]["score"] == pytest.approx(_score([0.05, 0.90, 1.2]))
+    assert by_config["ln"]["score"] == pytest.approx(_score([0.05, 0.90, 1.2, 0.55]))
     assert by_config["bn"]["baseline"] and by_config["bn"]["baseline_name"] == "bn"
     assert not by_config["in"]["baseline"]
     assert {c for c, row in by_config.items() if row["pareto"]} == {"bn", "ln", "in"}
@@ -79,21 +82,20 @@ def test_rows_one_per_config_ranked_by_the_studys_weights(tmp_path: Path) -> Non
     assert everything[-1]["score"] is None and len(everything) == 6
 
 
-def test_columns_keep_the_probe_scores_and_decay_ranks_like_growth(tmp_path: Path) -> None:
+def test_columns_keep_the_probe_scores_and_decay_scores_like_growth(tmp_path: Path) -> None:
     (tmp_path / "runs" / "two").mkdir(parents=True)
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "runs" / "two" / "journal.log")))
     study = optuna.create_study(study_name="two", storage=storage, directions=DIRECTIONS)
     study.set_user_attr("weights", WEIGHTS)
-    study.add_trial(_complete("grows", [0.3, 0.4, 5.0]))
-    study.add_trial(_complete("vanishes", [-0.3, 0.4, 0.2]))  # variance and early gradients decay instead
-    study.add_trial(_complete("level", [0.01, 0.45, 1.1]))
+    study.add_trial(_complete("grows", [0.3, 0.4, 5.0, 0.8]))
+    study.add_trial(_complete("vanishes", [-0.3, 0.4, 0.2, 0.8]))  # variance and early gradients decay instead
+    study.add_trial(_complete("level", [0.01, 0.45, 1.1, 0.8]))
     rows = {row["config"]: row for row in build_rows(study)}
     assert rows["vanishes"]["activation_growth"] == -0.3 and rows["vanishes"]["grad_ratio"] == 0.2
-    assert rows["vanishes"]["objectives"] == pytest.approx(rows["grows"]["objectives"])
+    assert rows["vanishes"]["step_loss_ratio"] == 0.8
+    assert rows["vanishes"]["objectives"] == {"similarity": 0.4, "step_loss_ratio": 0.8}
     assert rows["vanishes"]["score"] == pytest.approx(rows["grows"]["score"])
     assert rows["level"]["rank"] == 1 and rows["level"]["score"] < rows["vanishes"]["score"]
-    by_growth = sort_rows(list(rows.values()), "activation_growth")
-    assert by_growth[0]["config"] == "level"  # smallest |growth| first, not the most negative
 
 
 def test_confirmation_results_merge_into_rows_and_document(tmp_path: Path) -> None:

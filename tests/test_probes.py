@@ -24,6 +24,7 @@ from normsearch.probes.scores import (
     log_growth_per_block,
     score,
 )
+from normsearch.probes.step import one_step_losses
 from normsearch.probes.trace import channel_variance, mean_cosine_similarity
 
 TINY = ProbeSettings(depth=8, width=8, batch_size=8, seeds=2, resolution=8)
@@ -92,8 +93,12 @@ def test_growth_score_separates_exponential_from_linear_growth() -> None:
 
 def test_scores_follow_their_definitions() -> None:
     x, y = _batch()
-    trace = trace_network(_twin("bn"), x, y)
-    scores = score(trace)
+    model = _twin("bn")
+    trace = trace_network(model, x, y)
+    losses = one_step_losses(model, x, y, lr=0.1)
+    assert losses[0] == pytest.approx(trace.loss)  # the same network and batch, before the step
+    scores = score(trace, losses)
+    assert scores.step_loss_ratio == pytest.approx(losses[1] / losses[0])
     assert scores.similarity == pytest.approx(trace.similarity[-1].item())
     assert scores.grad_ratio == pytest.approx((trace.grad_norm[0] / trace.grad_norm[-1]).item())
     assert scores.activation_growth == pytest.approx(log_growth_per_block(trace.variance))
@@ -109,7 +114,8 @@ def test_grad_ratio_skips_the_zero_gradients_of_skipinit_branches() -> None:
     zero = [i for i, c in enumerate(convs) if id(c) in branch]
     assert torch.all(trace.grad_norm[zero] == 0) and torch.all(trace.grad_norm[[0, 4, 7]] > 0)
     last = max(i for i in range(len(convs)) if i not in zero)
-    assert score(trace).grad_ratio == pytest.approx((trace.grad_norm[0] / trace.grad_norm[last]).item())
+    assert score(trace, (trace.loss, trace.loss)).grad_ratio == pytest.approx(
+        (trace.grad_norm[0] / trace.grad_norm[last]).item())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,7 +187,7 @@ def test_overflowing_input_is_unstable_with_finite_scores() -> None:
     x, y = _batch()
     trace = trace_network(_twin("none"), x * 1e38, y)
     assert not torch.isfinite(trace.variance).all()
-    scores = score(trace)
+    scores = score(trace, (trace.loss, math.nan))
     assert scores.reason is not None and "non-finite" in scores.reason
     assert (scores.activation_growth, scores.similarity, scores.grad_ratio) == (
         UNSTABLE_GROWTH, UNSTABLE_SIMILARITY, UNSTABLE_GRAD_RATIO)
@@ -215,7 +221,7 @@ def test_dead_activations_are_a_collapse_not_a_log_of_zero() -> None:
     ones = torch.ones(4, dtype=torch.float64)
     dead = Trace(variance=torch.tensor([1.0, 2.0, 0.0, 0.0], dtype=torch.float64), similarity=ones / 2,
                  grad_norm=ones, loss=2.3)
-    scores = score(dead)
+    scores = score(dead, (2.3, 2.0))
     assert scores.reason == "activations collapse to a constant at block 2"
     assert scores.activation_growth == UNSTABLE_GROWTH
 

@@ -18,7 +18,14 @@ from typer.testing import CliRunner
 
 from normsearch.cli import app
 from normsearch.norm import parse_spec
-from normsearch.search import BASELINES, OBJECTIVES, counts_toward_budget, objective_values
+from normsearch.search import (
+    BASELINES,
+    OBJECTIVES,
+    OBJECTIVES_VERSION,
+    counts_toward_budget,
+    objective_values,
+    rejection,
+)
 from normsearch.storage import open_study
 
 runner = CliRunner()
@@ -79,8 +86,12 @@ def test_run_stores_baselines_trial_records_and_settings(tiny_study: Path, monke
         assert objective_values(probe) == trial.values
         assert probe["blocks"] == len(probe["curves"]["variance"]) == 4  # resnet-8: stem + 3 blocks
         assert attrs["seconds"] >= 0 and attrs["worker"].endswith(f":{os.getpid()}")
-        assert trial.constraints == {"unstable": 0.0}
+        assert attrs["rejected"] is None or attrs["rejected"]
+        assert trial.constraints == {"unstable": 0.0, "rejected": float(attrs["rejected"] is not None)}
     assert study.user_attrs["probe"]["depth"] == 8
+    assert study.user_attrs["objectives_version"] == OBJECTIVES_VERSION
+    assert study.user_attrs["probe_matches_confirm"] is False  # PROBE is a ResNet-8, confirm trains a ResNet-14
+    assert study.user_attrs["probe_differs"] == {"depth": {"probe": 8, "confirm": 14}}
     assert study.user_attrs["space"]["text"] == (tiny_study / "tiny.yaml").read_text()
     assert set(study.user_attrs["confirm"]) >= {"top_k", "epochs"}
 
@@ -91,14 +102,18 @@ def test_leaderboard_json_schema(tiny_study: Path, monkeypatch) -> None:
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["study"] == "tiny" and doc["objectives"] == list(OBJECTIVES)
+    assert doc["probe_matches_confirm"] is False and doc["probe_differs"]["depth"] == {"probe": 8, "confirm": 14}
     rows = doc["rows"]
     types = {"rank": int, "trial": int, "config": str, "baseline": bool, "pareto": bool, "state": str,
-             "activation_growth": float, "similarity": float, "grad_ratio": float, "score": float}
+             "activation_growth": float, "similarity": float, "grad_ratio": float, "step_loss_ratio": float,
+             "score": float, "rejected": (str, type(None))}
     for row in rows:
         for key, kind in types.items():
             assert isinstance(row[key], kind), (key, row)
     assert [row["rank"] for row in rows] == list(range(1, len(rows) + 1))
-    assert [row["score"] for row in rows] == sorted(row["score"] for row in rows)
+    passed = [row for row in rows if row["rejected"] is None]
+    assert rows[: len(passed)] == passed  # survivors first, then the rejected
+    assert [row["score"] for row in passed] == sorted(row["score"] for row in passed)
     assert len({row["config"] for row in rows}) == len(rows)
     assert sum(row["samples"] for row in rows) == 10
     assert any(row["pareto"] for row in rows) and any(row["baseline"] for row in rows)
@@ -145,12 +160,28 @@ def test_repeated_configs_reuse_the_first_result(tmp_path: Path, monkeypatch) ->
     assert len(rows) == 2 and sum(row["samples"] for row in rows) == 5
 
 
-def test_objectives_count_decay_like_growth() -> None:
-    """|a|, s, max(g, 1/g): vanishing activations or early gradients are no better than exploding ones."""
-    raw = dict(zip(OBJECTIVES, (0.3, 0.4, 5.0), strict=True))
-    mirrored = dict(zip(OBJECTIVES, (-0.3, 0.4, 0.2), strict=True))
-    assert objective_values(raw) == pytest.approx(objective_values(mirrored)) == [0.3, 0.4, 5.0]
-    assert objective_values(dict(zip(OBJECTIVES, (-500.0, 0.1, 0.0), strict=True))) == [100.0, 0.1, 1e6]
+def _record(growth: float = 0.05, ratio: float = 2.0, step: float = 0.8, blocks: int = 7, **kw) -> dict:
+    return {"activation_growth": growth, "similarity": 0.6, "grad_ratio": ratio, "step_loss_ratio": step,
+            "blocks": blocks, "unstable": False, "reason": None, **kw}
+
+
+def test_objectives_and_filters_on_probe_records() -> None:
+    """The study minimises (similarity, step loss ratio); the filters reject with the reason, first that applies."""
+    assert list(OBJECTIVES) == ["similarity", "step_loss_ratio"]
+    assert objective_values(_record()) == [0.6, 0.8]
+    assert rejection(_record(), lr=0.1) is None
+    # ln(7) = 1.95 e-folds over 7 block outputs: 6 · 0.33 = 1.98 explodes, 6 · 0.32 = 1.92 does not
+    assert rejection(_record(growth=0.33), lr=0.1).startswith("activations explode: variance ×7.24 over 7 block")
+    assert rejection(_record(growth=0.32), lr=0.1) is None
+    assert rejection(_record(growth=-0.4), lr=0.1).startswith("activations collapse: variance ×0.0907")
+    assert rejection(_record(step=1.2), lr=0.4) == (
+        "one SGD step at lr 0.4 multiplies the loss by 1.2 (limit 1.05): does not train at this learning rate")
+    assert rejection(_record(step=1.04), lr=0.1) is None
+    # 2^6 = 64 either way over 7 block outputs
+    assert rejection(_record(ratio=70.0), lr=0.1).startswith("early-layer gradient ×70 of the last conv's")
+    assert rejection(_record(ratio=1 / 70), lr=0.1) is not None and rejection(_record(ratio=60.0), lr=0.1) is None
+    unstable = _record(unstable=True, reason="seed 1: non-finite loss after one SGD step")
+    assert rejection(unstable, lr=0.1) == "unstable at init: seed 1: non-finite loss after one SGD step"
 
 
 def _wait_for(predicate, process: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -296,6 +327,40 @@ def test_resuming_with_other_probe_settings_is_refused(tmp_path: Path, monkeypat
     assert _counted(_study("s")) == 2
 
 
+def test_a_study_scored_with_older_objectives_is_refused_and_left_unchanged(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    journal = tmp_path / "runs" / "old" / "journal.log"
+    journal.parent.mkdir(parents=True)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    old = optuna.create_study(study_name="old", storage=storage, directions=["minimize"] * 3)  # as version 1 made it
+    old.set_user_attr("probe", {"depth": 8})
+    old.set_user_attr("objectives", ["activation_growth", "similarity", "grad_ratio"])
+    old.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[0.1, 0.5, 2.0],
+                                            user_attrs={"config": "bn", "probe": {"blocks": 4}}))
+    before = journal.read_bytes()
+    expected = ("error: study 'old' was scored with older objectives (version 1: activation_growth, similarity, "
+                "grad_ratio); this normsearch scores version 2 (similarity, step_loss_ratio, with filters)")
+    for command in (["run", "--no-confirm", "--space", "tiny.yaml", "--study", "old"], ["leaderboard", "old"],
+                    ["confirm", "old"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and " ".join(lines[0].split()).startswith(expected), result.stderr
+    assert journal.read_bytes() == before and sorted(p.name for p in journal.parent.iterdir()) == ["journal.log"]
+
+
+def test_run_says_when_the_probes_do_not_see_the_trained_network(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    differs = _run("--space", "tiny.yaml", "--n-trials", "1")
+    assert "note: the probes do not see the trained network (probe vs confirm: depth 8 vs 14)" in differs.stderr
+    Path("same.yaml").write_text(TINY + "confirm: {depth: 8}\n")
+    same = _run("--space", "same.yaml", "--n-trials", "1")
+    assert "do not see the trained network" not in same.stderr
+    assert _study("same").user_attrs["probe_matches_confirm"] is True
+
+
 def test_any_optuna_url_or_journal_path_as_storage(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     Path("tiny.yaml").write_text(TINY)
@@ -332,14 +397,15 @@ def test_unstable_candidate_completes_as_infeasible_and_ranks_last(tmp_path: Pat
     # The paper's CNN halves 16 px four times: instance statistics of its 1×1 maps are constant (collapse).
     monkeypatch.chdir(tmp_path)
     Path("u.yaml").write_text("space:\n  partition: {choices: [instance, batch]}\n"
-                              "probe: {model: cnn, depth: 5, width: 4, batch_size: 4, seeds: 1}\n")
+                              "probe: {model: cnn, depth: 5, width: 4, batch_size: 4, seeds: 1, resolution: 16}\n")
     _run("--space", "u.yaml", "--n-trials", "2")
     study = _study("u")
     trials = {t.user_attrs["config"]: t for t in study.get_trials()}
     unstable, stable = trials["in"], trials["bn"]
-    assert unstable.state == TrialState.COMPLETE and unstable.constraints == {"unstable": 1.0}
+    assert unstable.state == TrialState.COMPLETE and unstable.constraints == {"unstable": 1.0, "rejected": 1.0}
     assert unstable.user_attrs["probe"]["unstable"] and unstable.user_attrs["probe"]["reason"]
-    assert stable.constraints == {"unstable": 0.0}
+    assert unstable.user_attrs["rejected"].startswith("unstable at init: seed 0: ")
+    assert stable.constraints == {"unstable": 0.0, "rejected": 0.0} and stable.user_attrs["rejected"] is None
     assert [t.number for t in study.best_trials] == [stable.number]  # Optuna's front skips the infeasible
     rows = json.loads(runner.invoke(app, ["leaderboard", "u", "--json"]).stdout)["rows"]
     assert [(row["config"], row["state"], row["pareto"]) for row in rows] == [

@@ -207,11 +207,39 @@ def test_ranges_and_yaml_12_floats() -> None:
 
 def test_settings_sections_and_defaults() -> None:
     space = _space("space:\n  partition: {choices: [batch, layer]}\n")
-    assert space.probe.depth == 20 and space.search.sampler == "tpe" and space.confirm.top_k == 3
+    assert space.probe.depth == space.confirm.depth == 14 and space.search.sampler == "tpe"
+    assert space.confirm.top_k == 3
     assert space.weights == ScoreWeights()
     custom = _space("space:\n  partition: {choices: [batch, layer]}\nobjective: {weights: {grad_ratio: 2}}\n"
                     "search: {n_trials: 7}\nconfirm: {top_k: 1}\n")
     assert custom.weights.grad_ratio == 2.0 and custom.search.n_trials == 7 and custom.confirm.top_k == 1
+
+
+SPACE = "space:\n  partition: {choices: [batch, layer]}\n"
+
+
+def test_probe_follows_the_confirmation_network_unless_the_probe_section_says_otherwise() -> None:
+    default = _space(SPACE)
+    matched = (default.probe.model, default.probe.depth, default.probe.width, default.probe.resolution,
+               default.probe.data, default.probe.lr)
+    assert matched == ("resnet", 14, 32, 8, "digits", 0.1)  # ConfirmSettings(): ResNet-14 on 8 px digits, lr 0.1
+    assert default.probe_differences() == {}
+    custom = _space(SPACE + "confirm: {depth: 8, width: 16, resolution: 12, lr: 0.4, skipinit: true}\n")
+    p = custom.probe
+    assert (p.depth, p.width, p.resolution, p.lr, p.skipinit) == (8, 16, 12, 0.4, True)
+    assert custom.probe_differences() == {}
+    overridden = _space(SPACE + "probe: {depth: 20, resolution: 16}\n")
+    assert overridden.probe_differences() == {
+        "depth": {"probe": 20, "confirm": 14}, "resolution": {"probe": 16, "confirm": 8}}
+    cifar = _space(SPACE + "confirm: {dataset: cifar10}\n")  # nothing is loaded: the native size is known
+    assert cifar.probe.resolution == 32 and cifar.probe.data == "digits"
+    assert cifar.probe_differences() == {"data": {"probe": "digits", "confirm": "cifar10"}}
+
+
+def test_a_confirmation_network_that_cannot_be_built_is_refused_at_load_under_confirm() -> None:
+    assert _problems(SPACE + "confirm: {depth: 15}\n") == [
+        "bad.yaml: confirm: resnet depth must be 6n+2 with n >= 1 (8, 14, 20, 56, 110, ...), got 15"]
+    assert _problems(SPACE + "confirm: {depth: 15}\nprobe: {depth: 16}\n")[0].startswith("bad.yaml: probe: ")
 
 
 def test_score_formula_terms() -> None:

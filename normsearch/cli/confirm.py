@@ -25,7 +25,15 @@ from ..confirm.settings import AUGMENTS, DATASETS, ConfirmSettings
 from ..confirm.store import calibration as stored_calibration
 from ..data import DatasetUnavailable
 from ..leaderboard import build_rows
-from ..search import IncompatibleStudy, StopRequest, WorkerTask, budget_used, optimize, prepare
+from ..search import (
+    IncompatibleStudy,
+    StopRequest,
+    WorkerTask,
+    budget_used,
+    check_comparable,
+    optimize,
+    prepare,
+)
 from ..settings import SettingsError, from_mapping
 from ..space import SearchSpace, SpaceError, load_space
 from ..storage import StaleLock, check_name, locate, open_study
@@ -185,7 +193,8 @@ def confirm_command(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = open_study(study_name, runs_dir, storage)
-    except ValueError as err:
+        check_comparable(study)
+    except ValueError as err:  # IncompatibleStudy included
         fail(str(err))
     settings = confirm_settings(study.user_attrs.get("confirm"), overrides)
     _confirm(study, settings)

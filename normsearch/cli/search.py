@@ -33,6 +33,7 @@ from ..search import (
     StopRequest,
     WorkerTask,
     budget_used,
+    check_comparable,
     optimize,
     prepare,
     run_workers,
@@ -106,8 +107,9 @@ def space_show(path: str = typer.Argument(..., metavar="FILE", help="Space file 
          f"batch {probe.batch_size} {probe.data} {probe.resolution}px, {probe.seeds} seed(s) from {probe.seed}"),
         f"search: {search.sampler}, {search.n_trials} trials, seed {search.seed}"
         + (f", timeout {search.timeout:g}s" if search.timeout else ""),
-        (f"score: {weights.activation_growth:g}·(B−1)·growth + {weights.similarity:g}·(−ln(1−similarity)) + "
-         f"{weights.grad_ratio:g}·ln(grad ratio)"),
+        (f"score: {weights.similarity:g}·(−ln(1−similarity)) + {weights.step_loss_ratio:g}·ln(step ratio) + "
+         f"{weights.activation_growth:g}·(B−1)·|growth| + {weights.grad_ratio:g}·|ln(grad ratio)|, "
+         f"step at lr {probe.lr:g}"),
         f"baselines inside: {', '.join(_baselines_inside(space)) or 'none'}"
         + ("" if search.baselines else " (not enqueued: search.baselines is false)"),
     ]
@@ -265,6 +267,11 @@ def _report_preparation(prepared: Any, space: SearchSpace) -> None:
     study = prepared.study
     if not prepared.created:
         _note(f"resuming study {study.study_name}: {budget_used(study)}/{space.search.n_trials} trials done")
+    differs = space.probe_differences()
+    if differs:
+        fields = "; ".join(f"{k} {v['probe']} vs {v['confirm']}" for k, v in differs.items())
+        _note(f"note: the probes do not see the trained network (probe vs confirm: {fields}); their scores may "
+              "not predict training")
     if prepared.space_changed:
         _note(f"note: the space differs from the one this study started with ({space.path}); stored the new one")
     if prepared.stale:
@@ -296,9 +303,11 @@ def _print_table(study: optuna.Study, rows: list[dict[str, Any]], top: int) -> N
 def _open(name: str | None, runs_dir: str, storage: str | None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return open_study(name, runs_dir, storage)
-    except ValueError as err:
+        study = open_study(name, runs_dir, storage)
+        check_comparable(study)
+    except ValueError as err:  # IncompatibleStudy included
         fail(str(err))
+    return study
 
 
 @app.command("leaderboard")
@@ -336,6 +345,7 @@ def runs(
     for name, modified in study_names(runs_dir):
         try:
             study = open_study(name, runs_dir)
+            check_comparable(study)
         except ValueError as err:
             _note(f"skipped {runs_dir}/{name}: {err}")
             continue

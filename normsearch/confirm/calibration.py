@@ -21,7 +21,7 @@ from typing import Any
 
 from scipy import stats
 
-QUANTITIES = ("score", "activation_growth", "similarity", "grad_ratio")
+QUANTITIES = ("score", "activation_growth", "similarity", "grad_ratio", "step_loss_ratio")
 """Probe quantities calibrated, each lower-is-better; keys of leaderboard rows and of the calibration."""
 MIN_CANDIDATES = 3
 DIVERGED_ACCURACY = -1.0

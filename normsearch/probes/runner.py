@@ -1,8 +1,9 @@
 """Probe a normalizer config: ``settings.seeds`` independent (init, batch) passes, summarised as mean ± std.
 
 ``ProbeRunner(settings).run(spec)`` builds the probe network of ``settings`` (``build_model``) once per pass,
-seeded by (settings.seed, pass), runs :func:`~normsearch.probes.trace.trace_network` on the pass's batch and
-scores it (:mod:`~normsearch.probes.scores`). The runner caches the batches, so probing many candidates
+seeded by (settings.seed, pass), runs :func:`~normsearch.probes.trace.trace_network` on the pass's batch,
+then :func:`~normsearch.probes.step.one_step_losses` at ``settings.lr`` on the same network and batch, and
+scores both (:mod:`~normsearch.probes.scores`). The runner caches the batches, so probing many candidates
 with one runner pays for the data once, and every candidate sees the same batches and, for same-shaped
 convs, the same initial weights (common random numbers make candidates comparable with few seeds).
 The global torch RNG state is restored after each build.
@@ -22,18 +23,23 @@ from ..norm import Spec, as_config
 from .inputs import IN_CHANNELS, NUM_CLASSES, init_seed, probe_batch
 from .scores import Scores, score
 from .settings import ProbeSettings
+from .step import one_step_losses
 from .trace import trace_network
+
+SCORES = ("activation_growth", "similarity", "grad_ratio", "step_loss_ratio")
+"""The scalar scores of a :class:`ProbeResult`, each with its ``_std``."""
 
 
 @dataclass(frozen=True)
 class ProbeResult:
     """Scores of one config: means over seeds with their sample std (0 for one seed); ideal growth 0,
-    similarity low, ratio 1.
+    similarity low, gradient ratio 1, step loss ratio below 1.
 
     ``activation_growth``: fitted ln-variance growth per block; ``similarity``: mean cosine similarity at
-    the last block output; ``grad_ratio``: first / last conv gradient norm (definitions in
-    :mod:`normsearch.probes.scores`). ``unstable``: some pass had NaN/inf, collapsed activations or no
-    gradient; its scores are then the finite worst values and ``reason`` says what happened (first pass).
+    the last block output; ``grad_ratio``: first / last conv gradient norm; ``step_loss_ratio``: loss after
+    one SGD step at ``settings.lr`` over the loss before (definitions in :mod:`normsearch.probes.scores`).
+    ``unstable``: some pass had NaN/inf, collapsed activations, no gradient or a non-finite loss after the
+    step; its scores are then the finite worst values and ``reason`` says what happened (per pass).
     ``curves``: "variance" and "similarity" per block output, "grad_norm" per conv, means over seeds.
     ``seconds``: wall time of the whole run (network builds included).
     """
@@ -42,9 +48,11 @@ class ProbeResult:
     activation_growth: float
     similarity: float
     grad_ratio: float
+    step_loss_ratio: float
     activation_growth_std: float
     similarity_std: float
     grad_ratio_std: float
+    step_loss_ratio_std: float
     unstable: bool
     reason: str | None
     curves: dict[str, list[float]]
@@ -65,7 +73,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def summarize(spec: str, passes: list[Scores], seconds: float) -> ProbeResult:
     """Mean ± std over passes of the scores and mean curves; unstable if any pass is."""
     fields = {}
-    for name in ("activation_growth", "similarity", "grad_ratio"):
+    for name in SCORES:
         fields[name], fields[f"{name}_std"] = _mean_std([getattr(p, name) for p in passes])
     curves = {
         name: torch.tensor([p.curves[name] for p in passes], dtype=torch.float64).mean(dim=0).tolist()
@@ -120,7 +128,8 @@ class ProbeRunner:
         for index in range(self.settings.seeds):
             model = self.network(cfg, index)
             inputs, targets = self.batch(index)
-            passes.append(score(trace_network(model, inputs, targets)))
+            trace = trace_network(model, inputs, targets)
+            passes.append(score(trace, one_step_losses(model, inputs, targets, lr=self.settings.lr)))
         return summarize(cfg.spec(), passes, time.perf_counter() - start)
 
 
@@ -129,4 +138,4 @@ def probe(spec: Spec, settings: ProbeSettings | None = None) -> ProbeResult:
     return ProbeRunner(settings).run(spec)
 
 
-__all__ = ["ProbeResult", "ProbeRunner", "probe", "summarize"]
+__all__ = ["SCORES", "ProbeResult", "ProbeRunner", "probe", "summarize"]

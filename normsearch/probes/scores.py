@@ -1,6 +1,5 @@
-"""The three scalar scores of one probe pass, and what "unstable" means. Ideal: growth 0, similarity low,
-ratio 1; the search minimises |growth|, similarity and max(ratio, 1/ratio)
-(:func:`normsearch.search.objective_values`), so decay counts as much as growth.
+"""The four scalar scores of one probe pass, and what "unstable" means. Ideal: growth 0, similarity low,
+gradient ratio 1, step loss ratio low (below 1). How the search uses them: :mod:`normsearch.search`.
 
 From a :class:`~normsearch.probes.trace.Trace` with block-output variances v_0..v_{B−1}, similarities
 s_0..s_{B−1} and conv-output gradient norms g_0..g_{K−1} (depth order):
@@ -15,9 +14,12 @@ s_0..s_{B−1} and conv-output gradient norms g_0..g_{K−1} (depth order):
   (the paper compares first and last layers; skipping exact zeros keeps the score defined under SkipInit,
   where every residual-branch conv has ∂L/∂z = 0 at init). Batch size cancels in the ratio. It measures
   blow-up towards the input; a gradient that vanishes towards the input scores below 1.
+- **step_loss_ratio** = L₁ / L₀, the probe batch's loss after one plain SGD step at the training learning
+  rate over the loss before (:mod:`.step`): below 1 the step helped, above 1 it overshot.
 
 A pass is **unstable** when any value is NaN or ±inf, when the activations collapse to a constant
-(variance 0 at some block output), or when no gradient reaches any conv. Its scores are then the finite
+(variance 0 at some block output), when no gradient reaches any conv, or when the loss after the step is
+not finite (then only step_loss_ratio takes its worst value: the init-time scores are still valid). Its scores are then the finite
 worst values below, and curves get non-finite points replaced by ``CURVE_CAP`` (similarity: 1). Finite
 scores are capped at the same worst values, so an unstable pass never scores better than a stable one.
 """
@@ -38,6 +40,8 @@ UNSTABLE_SIMILARITY = 1.0
 """Worst similarity: all samples identical up to scale."""
 UNSTABLE_GRAD_RATIO = 1e6
 """Worst grad_ratio: a first-layer gradient a million times the last layer's."""
+UNSTABLE_STEP_LOSS_RATIO = 1e6
+"""Worst step_loss_ratio: one step multiplied the loss a million times."""
 CURVE_CAP = float(torch.finfo(torch.float32).max)
 """Replaces NaN / inf points of the variance and gradient curves."""
 
@@ -49,6 +53,7 @@ class Scores:
     activation_growth: float
     similarity: float
     grad_ratio: float
+    step_loss_ratio: float
     curves: dict[str, list[float]]
     reason: str | None
 
@@ -87,8 +92,18 @@ def _finite_curve(curve: Tensor, fill: float) -> list[float]:
     return torch.nan_to_num(curve, nan=fill, posinf=fill, neginf=-fill).tolist()
 
 
-def score(trace: Trace) -> Scores:
-    """The three scores of one pass (see the module docstring)."""
+def step_ratio(losses: tuple[float, float]) -> tuple[float, str | None]:
+    """(step_loss_ratio, reason): L₁ / L₀ capped at ``UNSTABLE_STEP_LOSS_RATIO``, or the cap and why
+    for a non-finite loss after the step (L₀ is the trace's loss, checked by :func:`instability`)."""
+    before, after = losses
+    if not math.isfinite(after):
+        return UNSTABLE_STEP_LOSS_RATIO, "non-finite loss after one SGD step"
+    return min(after / before if before > 0 else 1.0, UNSTABLE_STEP_LOSS_RATIO), None
+
+
+def score(trace: Trace, losses: tuple[float, float]) -> Scores:
+    """The four scores of one pass (see the module docstring): ``losses`` = (L₀, L₁) of
+    :func:`~normsearch.probes.step.one_step_losses` on the same network and batch."""
     curves = {
         "variance": _finite_curve(trace.variance, CURVE_CAP),
         "similarity": _finite_curve(trace.similarity, UNSTABLE_SIMILARITY),
@@ -96,15 +111,18 @@ def score(trace: Trace) -> Scores:
     }
     reason = instability(trace)
     if reason is not None:
-        return Scores(UNSTABLE_GROWTH, UNSTABLE_SIMILARITY, UNSTABLE_GRAD_RATIO, curves, reason)
+        worst = (UNSTABLE_GROWTH, UNSTABLE_SIMILARITY, UNSTABLE_GRAD_RATIO, UNSTABLE_STEP_LOSS_RATIO)
+        return Scores(*worst, curves, reason)
+    ratio_after_step, reason = step_ratio(losses)
     nonzero = (trace.grad_norm > 0).nonzero()
     ratio = float(trace.grad_norm[0] / trace.grad_norm[int(nonzero[-1])])
     return Scores(
         activation_growth=min(log_growth_per_block(trace.variance), UNSTABLE_GROWTH),
         similarity=min(max(float(trace.similarity[-1]), -1.0), UNSTABLE_SIMILARITY),
         grad_ratio=min(ratio, UNSTABLE_GRAD_RATIO),
+        step_loss_ratio=ratio_after_step,
         curves=curves,
-        reason=None,
+        reason=reason,
     )
 
 
@@ -113,8 +131,10 @@ __all__ = [
     "UNSTABLE_GRAD_RATIO",
     "UNSTABLE_GROWTH",
     "UNSTABLE_SIMILARITY",
+    "UNSTABLE_STEP_LOSS_RATIO",
     "Scores",
     "instability",
     "log_growth_per_block",
     "score",
+    "step_ratio",
 ]

@@ -22,6 +22,9 @@ class ProbeSettings:
         default=16, metadata={"min": 4, "help": "input height = width (the cnn halves it 4 times: >= 32 keeps 2x2)"}
     )
     skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})
+    lr: float = field(
+        default=0.1, metadata={"min": 0.0, "help": "learning rate of the one-step loss probe (the training's)"}
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
