@@ -21,6 +21,7 @@ from normsearch.probes.scores import (
     UNSTABLE_GRAD_RATIO,
     UNSTABLE_GROWTH,
     UNSTABLE_SIMILARITY,
+    UNSTABLE_STEP_LOSS_RATIO,
     log_growth_per_block,
     score,
 )
@@ -227,6 +228,51 @@ def test_dead_activations_are_a_collapse_not_a_log_of_zero() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# The one-step loss probe
+def test_one_step_losses_take_exactly_the_first_step_of_torch_sgd() -> None:
+    x, y = _batch()
+    probed, twin = _twin("gn:groups=4"), _twin("gn:groups=4")
+    before, after = one_step_losses(probed, x, y, lr=0.3)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.3, momentum=0.9)  # its first step has no history
+    loss = F.cross_entropy(twin(x), y)
+    loss.backward()
+    optimizer.step()
+    assert before == pytest.approx(loss.item())
+    for p, q in zip(probed.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    with torch.no_grad():
+        assert after == pytest.approx(float(F.cross_entropy(twin(x), y)), rel=1e-5)
+    assert one_step_losses(_twin("gn:groups=4"), x, y, lr=0.0) == (pytest.approx(before), pytest.approx(before))
+
+
+# The network the shipped spaces probe and confirmation trains: ResNet-14, width 32, 8 px digits, batch 64.
+TRAINED = ProbeSettings(depth=14, width=32, batch_size=64, seeds=3, resolution=8)
+
+
+@pytest.mark.slow
+def test_step_probe_separates_a_layer_that_trains_at_a_learning_rate_from_one_that_does_not() -> None:
+    # Trained with normsearch's trainer on digits (3 epochs, 2 seeds, docs/confirm.md): at lr 0.1 InstanceNorm
+    # reaches 97.6 % and LayerNorm 36.2 %; at lr 0.05 both train (96.9 %, 96.0 %).
+    high = ProbeRunner(dataclasses.replace(TRAINED, seeds=2, lr=0.1))
+    trains, fails = high.run("in"), high.run("ln")
+    assert trains.step_loss_ratio < 0.9 and fails.step_loss_ratio > 1.0  # the step helps / overshoots
+    slow = ProbeRunner(dataclasses.replace(TRAINED, seeds=2, lr=0.02)).run("ln")
+    assert slow.step_loss_ratio < 0.95
+    assert fails.similarity == slow.similarity  # the init-time scores do not depend on lr
+
+
+def test_a_step_that_overflows_is_unstable_and_leaves_the_init_scores_alone() -> None:
+    settings = dataclasses.replace(TINY, seeds=1)
+    normal = ProbeRunner(settings).run("bn")
+    huge = ProbeRunner(dataclasses.replace(settings, lr=1e38)).run("bn")
+    assert huge.unstable and huge.reason == "seed 0: non-finite loss after one SGD step"
+    assert huge.step_loss_ratio == UNSTABLE_STEP_LOSS_RATIO
+    assert (huge.activation_growth, huge.similarity, huge.grad_ratio) == (
+        normal.activation_growth, normal.similarity, normal.grad_ratio)
+    json.dumps(huge.to_dict(), allow_nan=False)
+
+
+# --------------------------------------------------------------------------------------------------
 # The paper's findings
 GROUP_SWEEP = ["in", "gn:group_size=2", "gn:group_size=4", "gn:group_size=8", "ln"]  # instance → layer
 
@@ -304,9 +350,10 @@ def test_cli_json_is_one_document_with_the_issue_schema() -> None:
     doc = json.loads(out.stdout)
     assert [r["spec"] for r in doc["results"]] == ["bn", "gn:groups=4"]
     for r in doc["results"]:
-        assert set(r) >= {"spec", "activation_growth", "similarity", "grad_ratio", "unstable", "curves", "seconds"}
+        assert set(r) >= {"spec", "activation_growth", "similarity", "grad_ratio", "step_loss_ratio", "unstable",
+                          "curves", "seconds"}
         assert set(r["curves"]) == {"variance", "similarity", "grad_norm"}
-    assert doc["settings"]["depth"] == 8
+    assert doc["settings"]["depth"] == 8 and doc["settings"]["lr"] == 0.1
     reference = ProbeRunner(ProbeSettings(depth=8, width=8, batch_size=8, seeds=1, resolution=8)).run("bn")
     assert doc["results"][0]["similarity"] == reference.similarity
 

@@ -43,13 +43,15 @@ def results_table(results: list[ProbeResult], settings: ProbeSettings) -> Table:
         f"init-time probes: {settings.model}-{settings.depth} width {settings.width}"
         f"{' skipinit' if settings.skipinit else ''}, batch {settings.batch_size} {settings.data}"
         f" {settings.resolution}px, {settings.seeds} seed(s) from {settings.seed}"
-        " (best: growth near 0, similarity low, grad ratio near 1)"
+        f", one SGD step at lr {settings.lr:g} (best: growth near 0, similarity low, grad ratio near 1, step"
+        " ratio low)"
     )
     table = Table(title=title, title_justify="left")
     table.add_column("spec")
     table.add_column("activation growth (ln var/block) · variance")
     table.add_column("similarity · per block")
     table.add_column("grad ratio first/last · per conv")
+    table.add_column("step loss ratio")
     table.add_column("status")
     table.add_column("s", justify="right")
     for r in results:
@@ -58,6 +60,7 @@ def results_table(results: list[ProbeResult], settings: ProbeSettings) -> Table:
             _cell(r.activation_growth, r.activation_growth_std, r.curves["variance"], log=True),
             _cell(r.similarity, r.similarity_std, r.curves["similarity"], log=False),
             _cell(r.grad_ratio, r.grad_ratio_std, r.curves["grad_norm"], log=True),
+            f"{r.step_loss_ratio:.4g} ± {r.step_loss_ratio_std:.2g}",
             Text(f"unstable: {r.reason}", style="red") if r.unstable else Text("ok", style="green"),
             f"{r.seconds:.2f}",
         )
@@ -76,13 +79,15 @@ def probe_command(
     resolution: int = typer.Option(_DEFAULTS.resolution, help=_HELP["resolution"]),
     skipinit: bool = typer.Option(_DEFAULTS.skipinit, "--skipinit", help=_HELP["skipinit"]),
     seed: int = typer.Option(_DEFAULTS.seed, help=_HELP["seed"]),
+    lr: float = typer.Option(_DEFAULTS.lr, help=_HELP["lr"]),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document {settings, results}."),
 ) -> None:
-    """Score normalizers at init: activation growth, sample similarity, gradient ratio (Beyond BatchNorm)."""
+    """Score normalizers at init: activation growth, sample similarity, gradient ratio (Beyond BatchNorm),
+    and the loss ratio after one SGD step at --lr."""
     try:
         settings = ProbeSettings(
             model=model, depth=depth, width=width, batch_size=batch_size, seeds=seeds, data=data,
-            resolution=resolution, skipinit=skipinit, seed=seed,
+            resolution=resolution, skipinit=skipinit, seed=seed, lr=lr,
         )
     except SettingsError as err:
         fail(f"--{err.path.replace('_', '-')}: {err.message}")
