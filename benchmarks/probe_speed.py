@@ -1,7 +1,8 @@
 """Speed of one probe against a plain training step of the same network, measured in one run.
 
 Probe: ``ProbeRunner(settings).run("bn")`` with one seed (network build, hooks, forward, mean
-cross-entropy, backward to every conv output, scores). Reference: forward + mean cross-entropy + backward
+cross-entropy, one backward to every conv output and parameter, one SGD step and a forward for the
+step loss ratio, scores). Reference: forward + mean cross-entropy + backward
 (all parameter gradients) of the same ResNet built with ``nn.BatchNorm2d`` on the same batch (built once,
 outside the timing). The two are timed alternately, ``--repeats`` times each after a warm-up, and the
 medians compared, so load on the machine hits both alike. Target: ratio ≤ 2.5.

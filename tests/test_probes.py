@@ -25,7 +25,7 @@ from normsearch.probes.scores import (
     log_growth_per_block,
     score,
 )
-from normsearch.probes.step import one_step_losses
+from normsearch.probes.step import loss_after_step
 from normsearch.probes.trace import channel_variance, mean_cosine_similarity
 
 TINY = ProbeSettings(depth=8, width=8, batch_size=8, seeds=2, resolution=8)
@@ -96,10 +96,9 @@ def test_scores_follow_their_definitions() -> None:
     x, y = _batch()
     model = _twin("bn")
     trace = trace_network(model, x, y)
-    losses = one_step_losses(model, x, y, lr=0.1)
-    assert losses[0] == pytest.approx(trace.loss)  # the same network and batch, before the step
-    scores = score(trace, losses)
-    assert scores.step_loss_ratio == pytest.approx(losses[1] / losses[0])
+    after = loss_after_step(model, x, y, trace.parameter_grads, lr=0.1)
+    scores = score(trace, (trace.loss, after))
+    assert scores.step_loss_ratio == pytest.approx(after / trace.loss)
     assert scores.similarity == pytest.approx(trace.similarity[-1].item())
     assert scores.grad_ratio == pytest.approx((trace.grad_norm[0] / trace.grad_norm[-1]).item())
     assert scores.activation_growth == pytest.approx(log_growth_per_block(trace.variance))
@@ -229,10 +228,12 @@ def test_dead_activations_are_a_collapse_not_a_log_of_zero() -> None:
 
 # --------------------------------------------------------------------------------------------------
 # The one-step loss probe
-def test_one_step_losses_take_exactly_the_first_step_of_torch_sgd() -> None:
+def test_the_step_probe_takes_exactly_the_first_step_of_torch_sgd() -> None:
     x, y = _batch()
     probed, twin = _twin("gn:groups=4"), _twin("gn:groups=4")
-    before, after = one_step_losses(probed, x, y, lr=0.3)
+    trace = trace_network(probed, x, y)  # its one backward gives ∂L/∂z and ∇θL
+    before = trace.loss
+    after = loss_after_step(probed, x, y, trace.parameter_grads, lr=0.3)
     optimizer = torch.optim.SGD(twin.parameters(), lr=0.3, momentum=0.9)  # its first step has no history
     loss = F.cross_entropy(twin(x), y)
     loss.backward()
@@ -242,7 +243,9 @@ def test_one_step_losses_take_exactly_the_first_step_of_torch_sgd() -> None:
         torch.testing.assert_close(p, q)
     with torch.no_grad():
         assert after == pytest.approx(float(F.cross_entropy(twin(x), y)), rel=1e-5)
-    assert one_step_losses(_twin("gn:groups=4"), x, y, lr=0.0) == (pytest.approx(before), pytest.approx(before))
+    unchanged = _twin("gn:groups=4")
+    assert loss_after_step(unchanged, x, y, trace_network(unchanged, x, y).parameter_grads, lr=0.0) == (
+        pytest.approx(before))
 
 
 # The network the shipped spaces probe and confirmation trains: ResNet-14, width 32, 8 px digits, batch 64.

@@ -2,8 +2,8 @@
 
 ``ProbeRunner(settings).run(spec)`` builds the probe network of ``settings`` (``build_model``) once per pass,
 seeded by (settings.seed, pass), runs :func:`~normsearch.probes.trace.trace_network` on the pass's batch,
-then :func:`~normsearch.probes.step.one_step_losses` at ``settings.lr`` on the same network and batch, and
-scores both (:mod:`~normsearch.probes.scores`). The runner caches the batches, so probing many candidates
+then :func:`~normsearch.probes.step.loss_after_step` at ``settings.lr`` with the trace's gradients on the same
+network and batch, and scores both (:mod:`~normsearch.probes.scores`). The runner caches the batches, so probing many candidates
 with one runner pays for the data once, and every candidate sees the same batches and, for same-shaped
 convs, the same initial weights (common random numbers make candidates comparable with few seeds).
 The global torch RNG state is restored after each build.
@@ -23,7 +23,7 @@ from ..norm import Spec, as_config
 from .inputs import IN_CHANNELS, NUM_CLASSES, init_seed, probe_batch
 from .scores import Scores, score
 from .settings import ProbeSettings
-from .step import one_step_losses
+from .step import loss_after_step
 from .trace import trace_network
 
 SCORES = ("activation_growth", "similarity", "grad_ratio", "step_loss_ratio")
@@ -129,7 +129,8 @@ class ProbeRunner:
             model = self.network(cfg, index)
             inputs, targets = self.batch(index)
             trace = trace_network(model, inputs, targets)
-            passes.append(score(trace, one_step_losses(model, inputs, targets, lr=self.settings.lr)))
+            after = loss_after_step(model, inputs, targets, trace.parameter_grads, lr=self.settings.lr)
+            passes.append(score(trace, (trace.loss, after)))
         return summarize(cfg.spec(), passes, time.perf_counter() - start)
 
 

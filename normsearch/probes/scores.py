@@ -102,8 +102,8 @@ def step_ratio(losses: tuple[float, float]) -> tuple[float, str | None]:
 
 
 def score(trace: Trace, losses: tuple[float, float]) -> Scores:
-    """The four scores of one pass (see the module docstring): ``losses`` = (L₀, L₁) of
-    :func:`~normsearch.probes.step.one_step_losses` on the same network and batch."""
+    """The four scores of one pass (see the module docstring): ``losses`` = (L₀, L₁), the trace's loss and
+    :func:`~normsearch.probes.step.loss_after_step` on the same network and batch."""
     curves = {
         "variance": _finite_curve(trace.variance, CURVE_CAP),
         "similarity": _finite_curve(trace.similarity, UNSTABLE_SIMILARITY),

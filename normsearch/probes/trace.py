@@ -10,17 +10,18 @@ and forward hooks on ``conv_layers()`` keep each conv output z, whose gradient i
 
     grad_norm(z)  = ‖∂L/∂z‖_F over the whole batch tensor, L = batch-mean cross-entropy  (paper: grads_norms)
 
+and, from the same backward pass, ∇θL for every trainable parameter θ (for the one-step probe, :mod:`.step`).
+
 The similarity uses the normalized-sum identity instead of the N×N Gram matrix:
 Σ_{i≠j} x̂_i·x̂_j = ‖Σ_i x̂_i‖² − Σ_i ‖x̂_i‖², with x̂_i = a_i / ‖a_i‖; a sample whose activations are all zero
 counts as orthogonal to every other (the paper's code would divide by zero). The backward is
-``torch.autograd.grad(L, conv outputs)``: it computes exactly ∂L/∂z and nothing else (no weight gradients,
-``.grad`` fields untouched). Hooks are removed and the train/eval mode restored afterwards; the forward
+``torch.autograd.grad(L, conv outputs + parameters)``: one pass, ``.grad`` fields untouched. Hooks are removed and the train/eval mode restored afterwards; the forward
 pass itself still updates running statistics (as any train-mode forward does).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -32,12 +33,14 @@ from ..models import ProbedNetwork
 @dataclass(frozen=True)
 class Trace:
     """Raw curves of one probe pass (float64, CPU): variance and similarity per block output, grad_norm
-    per conv, in depth order; ``loss`` the batch-mean cross-entropy."""
+    per conv, in depth order; ``loss`` the batch-mean cross-entropy; ``parameter_grads`` ∇θL for each
+    trainable parameter in ``model.parameters()`` order (None where L does not depend on it)."""
 
     variance: Tensor
     similarity: Tensor
     grad_norm: Tensor
     loss: float
+    parameter_grads: tuple[Tensor | None, ...] = field(default=(), repr=False, compare=False)
 
 
 def channel_variance(a: Tensor) -> Tensor:
@@ -96,18 +99,21 @@ def trace_network(model: ProbedNetwork, inputs: Tensor, targets: Tensor) -> Trac
             missing = [i for i, z in enumerate(conv_outputs) if z is None or not z.requires_grad]
             if missing or len(variance) < len(blocks):
                 raise ValueError("the network's probe points were not all reached by its forward pass")
-            grads = torch.autograd.grad(loss, conv_outputs, allow_unused=True)
+            params = [p for p in model.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(loss, [*conv_outputs, *params], allow_unused=True)
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
     zero = torch.zeros((), dtype=torch.float64)
-    grad_norm = torch.stack([zero if g is None else torch.linalg.vector_norm(g).double() for g in grads])
+    conv_grads, parameter_grads = grads[: len(convs)], grads[len(convs) :]
+    grad_norm = torch.stack([zero if g is None else torch.linalg.vector_norm(g).double() for g in conv_grads])
     return Trace(
         variance=torch.stack([variance[i] for i in range(len(blocks))]).double(),
         similarity=torch.stack([similarity[i] for i in range(len(blocks))]).double(),
         grad_norm=grad_norm,
         loss=float(loss.detach()),
+        parameter_grads=tuple(parameter_grads),
     )
 
 
