@@ -333,6 +333,8 @@ class SearchSpace:
     search: SearchSettings
     weights: ScoreWeights
     description: str = ""
+    probe_given: frozenset[str] = frozenset()
+    """The probe settings the file's ``probe:`` section gives; the others follow ``confirm``."""
 
     @property
     def sha256(self) -> str:
@@ -342,6 +344,12 @@ class SearchSpace:
     def probe_differences(self) -> dict[str, dict[str, Any]]:
         """Where the probe network differs from the trained one (:func:`probe_differences`)."""
         return probe_differences(self.probe, self.confirm)
+
+    def with_confirm(self, confirm: ConfirmSettings) -> SearchSpace:
+        """This space with other confirmation settings, its probe settings following them as at load (those
+        the ``probe:`` section gives stay). Raises ``SettingsError`` if they make an invalid probe."""
+        matched = {k: v for k, v in matched_probe(confirm).items() if k not in self.probe_given}
+        return dataclasses.replace(self, confirm=confirm, probe=dataclasses.replace(self.probe, **matched))
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Draw one candidate's options (NormConfig options, maybe ``preset``) from an Optuna trial."""
@@ -718,9 +726,9 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
                      "activation_growth, grad_ratio}")
     elif objective is not None:
         weights = _settings(ScoreWeights, objective.get("weights"), "objective.weights", problems)
-    space = SearchSpace(name, path, text, params, probe, confirm, search, weights, description.strip())
+    given = frozenset(data["probe"]) if isinstance(data.get("probe"), Mapping) else frozenset()
+    space = SearchSpace(name, path, text, params, probe, confirm, search, weights, description.strip(), given)
     if not problems.items:
-        given = set(data.get("probe") or {})
         _check_fits(space, problems, "probe" if given & {"model", "depth", "width", "skipinit"} else "confirm")
     if search.sampler == "brute_force" and not space.is_finite():
         ranges = ", ".join(p.path for p in params if p.values() is None)

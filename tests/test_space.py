@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from normsearch.cli import app
+from normsearch.confirm.settings import ConfirmSettings
 from normsearch.norm import parse_spec
 from normsearch.space import ScoreWeights, SpaceError, load_space, parse_space, shipped_spaces
 
@@ -236,21 +237,36 @@ def test_probe_follows_the_confirmation_network_unless_the_probe_section_says_ot
     assert cifar.probe_differences() == {"data": {"probe": "digits", "confirm": "cifar10"}}
 
 
+def test_other_confirmation_settings_carry_the_probe_with_them_except_what_the_probe_section_gives() -> None:
+    other = ConfirmSettings(depth=8, lr=0.4, resolution=12)
+    moved = _space(SPACE).with_confirm(other)
+    assert (moved.probe.depth, moved.probe.lr, moved.probe.resolution) == (8, 0.4, 12)
+    assert moved.confirm == other and moved.probe_differences() == {}
+    pinned = _space(SPACE + "probe: {depth: 20}\n").with_confirm(other)
+    assert (pinned.probe.depth, pinned.probe.lr) == (20, 0.4)
+    assert pinned.probe_differences() == {"depth": {"probe": 20, "confirm": 8}}
+
+
 def test_a_confirmation_network_that_cannot_be_built_is_refused_at_load_under_confirm() -> None:
     assert _problems(SPACE + "confirm: {depth: 15}\n") == [
         "bad.yaml: confirm: resnet depth must be 6n+2 with n >= 1 (8, 14, 20, 56, 110, ...), got 15"]
     assert _problems(SPACE + "confirm: {depth: 15}\nprobe: {depth: 16}\n")[0].startswith("bad.yaml: probe: ")
 
 
+def _probe(a: float = 0.0, s: float = 0.0, g: float = 1.0, r: float = 1.0) -> dict[str, float]:
+    return {"activation_growth": a, "similarity": s, "grad_ratio": g, "step_loss_ratio": r}
+
+
 def test_score_formula_terms() -> None:
     w = ScoreWeights()
-    # (B − 1)·a + (−ln(1 − s)) + ln g, each term checked on its own
-    assert w.score(0.1, 0.0, 1.0, blocks=11) == pytest.approx(0.1 * 10)
-    assert w.score(0.0, 0.5, 1.0) == pytest.approx(math.log(2))
-    assert w.score(0.0, 0.0, math.e) == pytest.approx(1.0)
-    assert math.isfinite(w.score(0.0, 1.0, 0.0))  # caps: identical samples, zero gradient
-    only_similarity = ScoreWeights(activation_growth=0.0, similarity=2.0, grad_ratio=0.0)
-    assert only_similarity.score(5.0, 0.5, 100.0) == pytest.approx(2 * math.log(2))
+    # default: −ln(1 − s) + 4 · ln r; growth and gradient ratio weigh nothing (they are filters)
+    assert w.score(_probe(s=0.5), blocks=7) == pytest.approx(math.log(2))
+    assert w.score(_probe(r=math.e), blocks=7) == pytest.approx(4.0)
+    assert w.score(_probe(a=0.3, g=50.0, r=0.5), blocks=7) == pytest.approx(4 * math.log(0.5))
+    assert math.isfinite(w.score(_probe(s=1.0, r=0.0), blocks=7))  # caps: identical samples, a zero loss
+    two_sided = ScoreWeights(similarity=0.0, step_loss_ratio=0.0, activation_growth=1.0, grad_ratio=2.0)
+    assert two_sided.score(_probe(a=0.1, g=math.e), blocks=11) == pytest.approx(0.1 * 10 + 2.0)
+    assert two_sided.score(_probe(a=-0.1, g=1 / math.e), blocks=11) == pytest.approx(0.1 * 10 + 2.0)  # decay too
 
 
 def test_shipped_spaces_load_by_name_and_repo_copies_are_identical() -> None:

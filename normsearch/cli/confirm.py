@@ -226,13 +226,17 @@ def calibrate_command(
         location = locate(check_name(study_name or f"{space.name}-calibration"), runs_dir)
     except ValueError as err:
         fail(f"--study: {err}")
+    base = dataclasses.asdict(space.confirm) | {"baselines": True, "random": 0}
+    settings = confirm_settings(base, overrides)
+    try:
+        space = space.with_confirm(settings)  # the probes follow the trained network and lr, as at load
+    except SettingsError as err:
+        fail(f"probe.{err.path}: {err.message} (from the confirm flags)")
     try:
         prepared = prepare(space, location)
     except (IncompatibleStudy, StaleLock) as err:
         fail(str(err))
     study = prepared.study
-    base = dataclasses.asdict(space.confirm) | {"baselines": True, "random": 0}
-    settings = confirm_settings(base, overrides)
     remaining = space.search.n_trials - budget_used(study)
     if remaining > 0:
         stderr.print(f"calibrate {space.name}: probing {remaining} candidates", highlight=False)
