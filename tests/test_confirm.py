@@ -337,6 +337,18 @@ def test_a_killed_confirmation_resumes_mid_rung_without_retraining(runs: Path):
     assert all(t.user_attrs["key"] in keys for t in killed)  # a unit running at the kill was trained again
 
 
+@pytest.mark.slow
+def test_workers_share_the_runs_and_train_each_once(runs: Path):
+    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--workers", "2", "--seeds", "2",
+                                 "--lr-factors", "1,0.5", "--epochs", "3", "--json"])
+    assert result.exit_code == 0, result.stderr
+    complete = _units(open_study("tiny", runs))
+    keys = [t.user_attrs["key"] for t in complete]
+    # rung 1: 4 candidates × 2 lrs × 2 seeds for 1 epoch; rung 2: the best 8 // 3 = 2 arms × 2 seeds for 3 epochs
+    assert len(keys) == len(set(keys)) == 16 + 4
+    assert json.loads(result.stdout)["winner"]["budget"] == 3
+
+
 # ---------------------------------------------------------------------------------------------------------
 # commands
 

@@ -9,8 +9,11 @@ and ``--json`` go to stdout, training progress to stderr.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-from collections.abc import Mapping
+import multiprocessing
+import signal
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import optuna
@@ -70,6 +73,8 @@ SmallBatch = Annotated[int | None, _flag("small_batch")]
 RunsDir = Annotated[str, typer.Option("--runs-dir", help="Where studies live.")]
 Storage = Annotated[str | None, typer.Option("--storage", help="Optuna storage URL or journal file path.")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document {study, settings, rows, ...}.")]
+Workers = Annotated[int, typer.Option("--workers", min=1, help="Local processes sharing the runs (through the "
+                                      "storage: each claims waiting runs).")]
 
 
 def _factors(text: str) -> list[Any]:
@@ -104,14 +109,38 @@ def confirm_settings(stored: Mapping[str, Any] | None, overrides: Mapping[str, A
 
 
 def _confirm(study: optuna.Study, settings: ConfirmSettings, space: SearchSpace | None = None,
-             exhaustive: bool = False) -> None:
+             exhaustive: bool = False, helpers: Sequence[Any] = ()) -> None:
+    """Confirm in this process; ``helpers``: started worker processes doing the same, joined at the end."""
     try:
         confirm_study(study, settings, space=space, console=stderr, exhaustive=exhaustive)
     except DatasetUnavailable as err:
         fail(str(err))
     except KeyboardInterrupt:
+        for process in helpers:
+            process.terminate()  # their runs are left RUNNING; the next confirmation queues them again
         stderr.print("interrupted: the runs finished so far are stored; run again to go on", highlight=False)
         raise typer.Exit(INTERRUPTED) from None
+    for process in helpers:
+        process.join()
+
+
+def _worker(name: str, runs_dir: str, storage: str | None, settings: ConfirmSettings, exhaustive: bool) -> None:
+    """A spawned ``--workers`` process: the same confirmation, quietly; the units it claims are its share."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        confirm_study(open_study(name, runs_dir, storage), settings, console=Console(file=io.StringIO()),
+                      exhaustive=exhaustive)
+    except DatasetUnavailable:  # the parent reports it
+        return
+
+
+def _start_workers(count: int, *args: Any) -> list[Any]:
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker, args=args) for _ in range(count)]
+    for process in processes:
+        process.start()
+    return processes
 
 
 def _pct(value: float | None) -> str:
@@ -203,7 +232,7 @@ def confirm_command(
     batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None,
     seeds: Seeds = None, seed: Seed = None, device: Device = None, threads: Threads = None, amp: Amp = None,
     small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", storage: Storage = None,
-    json_output: JsonOutput = False,
+    workers: Workers = 1, json_output: JsonOutput = False,
 ) -> None:
     """Train a study's candidates rung by rung (top-k by score, Pareto-front explorers, baselines, random
     extras; the best 1/eta advance to the next budget), name the winner and calibrate the probes.
@@ -218,7 +247,8 @@ def confirm_command(
     except ValueError as err:
         fail(str(err))
     settings = confirm_settings(study.user_attrs.get("confirm"), overrides)
-    _confirm(study, settings, exhaustive=every)
+    helpers = _start_workers(workers - 1, study.study_name, runs_dir, storage, settings, every) if workers > 1 else []
+    _confirm(study, settings, exhaustive=every, helpers=helpers)
     _print(study, settings, json_output)
 
 

@@ -130,16 +130,18 @@ class UnitQueue:
             fail_stale_trials(self.study)
             by_state = self._by_state(wanted)
             done = by_state[TrialState.COMPLETE] | by_state[TrialState.FAIL]
-            waiting = [t for key, t in by_state[TrialState.WAITING].items() if key not in done]
+            running = by_state[TrialState.RUNNING]
+            waiting = [t for key, t in by_state[TrialState.WAITING].items() if key not in done and key not in running]
             if waiting:
                 self._claim_and_run(waiting, wanted, started, finished)
                 continue
-            missing = [key for key in wanted if key not in done and key not in by_state[TrialState.RUNNING]]
+            missing = [key for key in wanted if key not in done and key not in running
+                       and key not in by_state[TrialState.WAITING]]
             if missing:
                 for key in missing:
                     self.study.enqueue_trial({}, user_attrs=self._attrs(wanted[key]), skip_if_exists=False)
                 continue
-            if not by_state[TrialState.RUNNING]:
+            if not running:
                 return done
             time.sleep(POLL_S)  # units another live process is training
 
