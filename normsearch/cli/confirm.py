@@ -203,7 +203,7 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
     confirmation = load_confirmation(study)
     rows = build_rows(study, confirmation=confirmation)
     trained = [row for row in rows if "confirm" in row]
-    calibration = calibrate(rows, confirmation.records)
+    calibration = calibrate(rows, {row["trial"]: row["confirm"] for row in trained})
     best = winner(rows)
     cost = training_cost(confirmation, len(all_candidates(rows)))
     if json_output:

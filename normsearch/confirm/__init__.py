@@ -66,7 +66,8 @@ def confirm_study(
         run_rungs(candidates, schedule, queue, started=display.started, finished=display.finished,
                   rung_started=display.rung_started)
     confirmation = load_confirmation(study)
-    calibration = calibrate(rows, confirmation.records)
+    rows = build_rows(study, confirmation=confirmation)
+    calibration = calibrate(rows, {row["trial"]: row["confirm"] for row in rows if "confirm" in row})
     if calibration["budget"] is not None:
         console.print(describe(calibration), highlight=False, soft_wrap=True)
     console.print(cost_line(training_cost(confirmation, len(all_candidates(rows)))), highlight=False)

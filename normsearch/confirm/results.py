@@ -81,25 +81,23 @@ def _record(config: str, units: list[FrozenTrial]) -> dict[str, Any]:
     rungs = [{"epochs": e, "lr": lr, **arm_summary(sorted(runs, key=lambda r: r["seed"]))}
              for (e, lr, batch), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
              if batch is None]
-    budget = max((a["epochs"] for a in rungs), default=0)
-    best = arm_at({"rungs": rungs}, budget) if rungs else None
+    budget = max(a["epochs"] for a in rungs)  # small-batch runs only follow a candidate's default-batch ones
+    best = arm_at({"rungs": rungs}, budget)
     runs = [_runs(u) for u in units]
     record: dict[str, Any] = {
         "config": config,
         "trial": min(u.user_attrs["trial"] for u in units),
         "budget": budget,
-        "lr": best["lr"] if best else None,
-        **({k: best[k] for k in ("accuracy", "accuracy_std", "final_accuracy", "diverged", "collapsed")}
-           if best else {"accuracy": 0.0, "accuracy_std": 0.0, "final_accuracy": 0.0, "diverged": False,
-                         "collapsed": False}),
-        "seeds": sorted(groups.get((budget, best["lr"], None), []), key=lambda r: r["seed"]) if best else [],
+        "lr": best["lr"],
+        **{k: best[k] for k in ("accuracy", "accuracy_std", "final_accuracy", "diverged", "collapsed")},
+        "seeds": sorted(groups[(budget, best["lr"], None)], key=lambda r: r["seed"]),
         "rungs": rungs,
         "seconds": sum(r["seconds"] for r in runs),
         "images": sum(r["steps"] * r["batch_size"] for r in runs),
         "images_per_s": fmean(r["images_per_s"] for r in runs),
     }
     small = [(batch, rs) for (e, lr, batch), rs in groups.items()
-             if best and batch is not None and e == budget and lr == best["lr"]]
+             if batch is not None and e == budget and lr == best["lr"]]
     if small:
         batch, small_runs = small[0]
         summary = arm_summary(small_runs)
