@@ -164,6 +164,7 @@ def test_a_run_at_chance_is_collapsed_and_a_trained_one_is_not():
     assert still.to_dict()["collapsed"] is True
 
 
+@pytest.mark.slow
 def test_the_learning_rate_set_picks_the_best_lr(runs: Path):
     """At lr 20 the network diverges; at 20 × 0.005 = 0.1 it trains: the candidate is judged at 0.1."""
     study = open_study("tiny", runs)
@@ -244,6 +245,7 @@ def test_the_winner_is_the_best_at_the_highest_budget():
 # a whole study
 
 
+@pytest.mark.slow
 def test_multi_fidelity_confirmation_stores_units_and_reuses_them(runs: Path):
     study = open_study("tiny", runs)
     settings = ConfirmSettings(dataset="digits", top_k=1, explore=0, **{**TRAIN, "epochs": 3, "eta": 2,
@@ -276,6 +278,7 @@ def test_multi_fidelity_confirmation_stores_units_and_reuses_them(runs: Path):
     assert len([t for t in grown if t.user_attrs["seed"] == 1]) >= 8  # seed 1 trained, rung by rung
 
 
+@pytest.mark.slow
 def test_confirm_all_trains_every_config_and_reports_the_cost(runs: Path):
     result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--epochs", "2", "--min-epochs", "1",
                                  "--eta", "2", "--json"])
@@ -305,6 +308,7 @@ def test_confirm_all_trains_every_config_and_reports_the_cost(runs: Path):
     assert exported.exit_code == 0 and f"trial {full['winner']['trial']} (leaderboard rank 1)" in exported.stdout
 
 
+@pytest.mark.slow
 def test_a_killed_confirmation_resumes_mid_rung_without_retraining(runs: Path):
     """A subprocess is killed (SIGKILL) while a rung is half done; the next call trains only what is missing."""
     args = [*CLI, "confirm", "tiny", "--runs-dir", str(runs), "--epochs", "3", "--eta", "3", "--lr-factors", "1,0.5"]
@@ -353,6 +357,7 @@ def test_workers_share_the_runs_and_train_each_once(runs: Path):
 # commands
 
 
+@pytest.mark.slow
 def test_confirm_command_json_and_leaderboard(runs: Path):
     result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--top-k", "2", "--seeds", "2",
                                  "--json"])
@@ -400,6 +405,7 @@ def test_confirm_command_bad_input(runs: Path, tmp_path: Path, args: list[str], 
     assert companion(open_study("tiny", runs), create=False) is None  # nothing queued
 
 
+@pytest.mark.slow
 def test_calibrate_command_probes_and_trains_every_candidate(tmp_path: Path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     result = runner.invoke(app, ["calibrate", "--space", str(tmp_path / "tiny.yaml"), "--runs-dir",
