@@ -36,10 +36,6 @@ class Confirmation:
     spent_images: int
     images_per_run: int | None
 
-    @property
-    def legacy(self) -> bool:
-        return self.settings is None and bool(self.records)
-
 
 def legacy_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
     """Candidate records converted from ``confirm:<trial>`` study attrs (see the module docstring)."""
