@@ -1,7 +1,8 @@
 """Validated settings dataclasses: one generic checker for every section of a space file and every CLI.
 
-A settings class is a frozen dataclass whose fields are int, float, bool, str or ``X | None`` and may carry
-``metadata`` with ``choices`` (allowed values), ``min`` / ``max`` (inclusive bounds) and ``help``. Call
+A settings class is a frozen dataclass whose fields are int, float, bool, str, ``X | None`` or a non-empty
+list of numbers (``tuple[float, ...]``, stored as a tuple) and may carry ``metadata`` with ``choices``
+(allowed values), ``min`` / ``max`` (inclusive bounds, for a list: of each element) and ``help``. Call
 :func:`check_fields` from ``__post_init__``; build from untrusted mappings with :func:`from_mapping`, which
 names the offending key path in its error.
 """
@@ -38,9 +39,21 @@ def _describe(kinds: tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+def _check_list(field: dataclasses.Field, value: Any, path: str) -> tuple[float, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple) or not value:
+        raise SettingsError(path, f"must be a non-empty list of numbers, got {value!r}")
+    return tuple(_check_scalar((float,), False, field.metadata, item, f"{path}[{i}]") for i, item in enumerate(value))
+
+
 def check_value(cls: type, field: dataclasses.Field, value: Any, path: str) -> Any:
     """Check one value against the field's type and metadata; returns it coerced (int → float where needed)."""
+    if typing.get_origin(typing.get_type_hints(cls)[field.name]) is tuple:
+        return _check_list(field, value, path)
     kinds, optional = _allowed_types(cls, field)
+    return _check_scalar(kinds, optional, field.metadata, value, path)
+
+
+def _check_scalar(kinds: tuple[type, ...], optional: bool, meta: Mapping[str, Any], value: Any, path: str) -> Any:
     if value is None:
         if optional:
             return None
@@ -49,7 +62,6 @@ def check_value(cls: type, field: dataclasses.Field, value: Any, path: str) -> A
         value = float(value)
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         raise SettingsError(path, f"must be {_describe(kinds)}, got {value!r}")
-    meta = field.metadata
     if "choices" in meta and value not in meta["choices"]:
         raise SettingsError(path, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}")
     if "min" in meta and value < meta["min"]:

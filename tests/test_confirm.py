@@ -1,35 +1,52 @@
-"""Confirmation and calibration on a real Optuna journal study: candidate selection, stored records, reuse of
-done work, divergence ranked last, small-batch drop, rank correlations, and the confirm/calibrate commands."""
+"""Confirmation on a real Optuna journal study: admission to the first rung (Pareto exploration, rejected rows),
+successive halving, learning-rate sets, collapse, work units in the companion study (reuse, resume after a
+kill), the winner, training cost, calibration with seed noise, and the confirm/calibrate commands."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 from rich.console import Console
 from scipy import stats
 from typer.testing import CliRunner
 
 from normsearch.cli import app
-from normsearch.confirm import ConfirmSettings, confirm_study, current_results, select_candidates
-from normsearch.confirm.calibration import DIVERGED_ACCURACY, calibrate, rank_correlation
-from normsearch.confirm.runs import confirm_candidate
-from normsearch.leaderboard import build_rows
+from normsearch.confirm import ConfirmSettings, confirm_study, load_confirmation, select_candidates
+from normsearch.confirm.calibration import calibrate, rank_correlation, seed_noise
+from normsearch.confirm.results import DIVERGED_ACCURACY, candidate_records
+from normsearch.confirm.schedule import promote, run_rungs
+from normsearch.confirm.select import Candidate
+from normsearch.confirm.settings import rung_epochs
+from normsearch.confirm.units import UnitQueue, companion
+from normsearch.data import load_data
+from normsearch.leaderboard import build_rows, winner
 from normsearch.storage import open_study
+from normsearch.train import collapse_threshold, train
 
 runner = CliRunner()
-TRAIN = {"depth": 8, "width": 8, "epochs": 1, "batch_size": 64, "device": "cpu"}
+TRAIN = {"depth": 8, "width": 8, "epochs": 1, "batch_size": 64, "device": "cpu", "lr_factors": [1.0]}
 TINY = (
     "space:\n"
     "  preset: {choices: [bn, ln, in, rms, none]}\n"
     "probe: {depth: 8, width: 8, batch_size: 16, seeds: 1, resolution: 8}\n"
     "search: {n_trials: 5, sampler: brute_force}\n"
-    "confirm: {top_k: 1, depth: 8, width: 8, epochs: 1, batch_size: 64, device: cpu}\n"
+    "confirm: {top_k: 1, explore: 0, depth: 8, width: 8, epochs: 1, batch_size: 64, device: cpu, lr_factors: [1]}\n"
 )
+CLI = [sys.executable, "-c", "from normsearch.cli import app; app()"]
+DIGIT_IMAGES = len(load_data("digits").train) // 64 * 64  # images of one epoch at batch 64 (last batch dropped)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,18 +73,28 @@ def _quiet() -> Console:
     return Console(file=io.StringIO(), width=120)
 
 
+def _units(study: optuna.Study, state: TrialState = TrialState.COMPLETE) -> list[optuna.trial.FrozenTrial]:
+    return companion(study).get_trials(states=(state,))
+
+
+def _images(units: list[optuna.trial.FrozenTrial]) -> int:
+    """Training images of these units: every epoch of digits at batch 64, or up to the step a run diverged at."""
+    return sum(t.user_attrs["run"]["steps"] * 64 if t.user_attrs["run"]["diverged"]
+               else t.user_attrs["epochs"] * DIGIT_IMAGES for t in units)
+
+
 # ---------------------------------------------------------------------------------------------------------
-# selection
+# admission and promotion
 
 
-def _row(trial: int, config: str, score: float, baseline: bool = False) -> dict:
-    return {"trial": trial, "config": config, "score": score, "baseline": baseline}
+def _row(trial: int, config: str, score: float, baseline: bool = False, **extra) -> dict:
+    return {"trial": trial, "config": config, "score": score, "baseline": baseline, "state": "COMPLETE", **extra}
 
 
 def test_selection_top_k_baselines_random_and_one_trial_per_config():
     rows = [_row(0, "bn", 5.0, True), _row(1, "ln", 1.0, True), _row(2, "a", 2.0), _row(3, "b", 3.0),
             _row(4, "a", 1.5), _row(5, "c", 4.0), _row(6, "d", 6.0), _row(7, "e", 7.0), _row(8, "bn", 0.5)]
-    chosen = select_candidates(rows, ConfirmSettings(top_k=2, random=0))
+    chosen = select_candidates(rows, ConfirmSettings(top_k=2, random=0, explore=0))
     assert [(c.trial, c.config, c.reason) for c in chosen] == [
         (4, "a", "top"), (3, "b", "top"), (8, "bn", "baseline"), (1, "ln", "baseline")]
     assert chosen[2].baseline and not chosen[0].baseline  # bn stays a baseline though trial 8 was sampled
@@ -78,6 +105,79 @@ def test_selection_top_k_baselines_random_and_one_trial_per_config():
     assert all(len(e) == 2 and set(e) <= {"b", "c", "d", "e"} for e in extras)
     assert len(set(extras)) > 1  # the seed changes the pick
     assert len(select_candidates(rows, ConfirmSettings(top_k=0, random=99))) == 7  # all 7 configs: capped
+
+
+def test_exploration_admits_the_pareto_front_and_rejected_or_unstable_rows_stay_out():
+    def objectives(g: float, s: float, r: float) -> dict:
+        return {"objectives": {"activation_growth": g, "similarity": s, "grad_ratio": r}}
+
+    rows = [
+        _row(0, "best-score", 1.0, pareto=True, **objectives(0.5, 0.5, 0.5)),
+        _row(1, "low-similarity", 9.0, pareto=True, **objectives(0.8, 0.1, 0.9)),  # the score ranks it last
+        _row(2, "low-ratio", 8.0, pareto=True, **objectives(0.9, 0.9, 0.1)),
+        _row(3, "middle", 2.0, **objectives(0.6, 0.6, 0.6)),
+        _row(4, "rejected", 0.5, pareto=True, rejected="one-step loss ratio 3.1 > 1", **objectives(0.1, 0.9, 0.9)),
+        _row(5, "unstable", 0.1, state="UNSTABLE", **objectives(9, 9, 9)),
+    ]
+    plain = select_candidates(rows, ConfirmSettings(top_k=2, explore=0))
+    assert [c.config for c in plain] == ["best-score", "middle"]  # not rejected, not unstable
+    explored = select_candidates(rows, ConfirmSettings(top_k=2, explore=1))
+    assert [(c.config, c.reason) for c in explored][2] == ("low-similarity", "pareto")  # best remaining on growth
+    both = select_candidates(rows, ConfirmSettings(top_k=2, explore=5))
+    assert {c.config for c in both} == {"best-score", "middle", "low-similarity", "low-ratio"}
+
+
+def test_promotion_keeps_the_best_third_of_the_arms():
+    arms = [(Candidate(i, f"c{i}", False, "top"), lr) for i in range(3) for lr in (0.1, 0.025)]
+    accuracy = dict(zip(arms, [0.5, 0.9, 0.2, 0.3, 0.95, 0.1], strict=True))
+    runs = {arm: [{"accuracy": a, "final_accuracy": a, "diverged": arm == arms[4], "seed": 0}]
+            for arm, a in accuracy.items()}
+    assert promote(arms, runs, eta=3) == [arms[1], arms[0]]  # arms[4] is best but diverged: ranked last
+    assert promote(arms, runs, eta=2) == [arms[1], arms[0], arms[3]]
+    assert promote(arms[:2], runs, eta=3) == [arms[1]]  # at least one advances
+
+
+def test_rung_budgets():
+    assert rung_epochs(ConfirmSettings()) == [1, 3]
+    assert rung_epochs(ConfirmSettings(epochs=10, min_epochs=1, eta=3)) == [1, 3, 10]
+    assert rung_epochs(ConfirmSettings(epochs=8, min_epochs=1, eta=2)) == [1, 2, 4, 8]
+    assert rung_epochs(ConfirmSettings(epochs=3, min_epochs=3)) == [3]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# collapse, learning rates
+
+
+def test_collapse_threshold_by_hand():
+    balanced = torch.arange(100) % 10  # p = 0.1, n = 100: 0.1 + 3·sqrt(0.09/100) = 0.19
+    assert collapse_threshold(balanced) == pytest.approx(0.19)
+    skewed = torch.tensor([0] * 75 + [1] * 25)  # a constant guess scores 0.75: 0.75 + 3·sqrt(0.1875/100)
+    assert collapse_threshold(skewed) == pytest.approx(0.75 + 3 * 0.1875**0.5 / 10)
+
+
+def test_a_run_at_chance_is_collapsed_and_a_trained_one_is_not():
+    still = train("bn", ConfirmSettings(**{**TRAIN, "lr": 0.0}), seed=0)  # learns nothing
+    trained = train("bn", ConfirmSettings(**TRAIN), seed=0)
+    labels = load_data("digits").val.tensors[1]
+    assert still.final_accuracy <= collapse_threshold(labels) and still.collapsed and not still.diverged
+    assert trained.final_accuracy > 0.5 and not trained.collapsed
+    assert still.to_dict()["collapsed"] is True
+
+
+@pytest.mark.slow
+def test_the_learning_rate_set_picks_the_best_lr(runs: Path):
+    """At lr 20 the network diverges; at 20 × 0.005 = 0.1 it trains: the candidate is judged at 0.1."""
+    study = open_study("tiny", runs)
+    settings = ConfirmSettings(**{**TRAIN, "lr": 20.0, "lr_factors": [1.0, 0.005]})
+    queue = UnitQueue(study, settings)
+    candidate = Candidate(0, "bn", True, "baseline")
+    arms = run_rungs([candidate], settings, queue, started=lambda unit: None, finished=lambda unit, trial: None)
+    assert [lr for _, lr in arms] == [20.0, 0.1]
+    record = candidate_records(_units(study))[0]
+    assert record["lr"] == 0.1 and not record["diverged"] and record["accuracy"] > 0.5
+    by_lr = {arm["lr"]: arm for arm in record["rungs"]}
+    assert by_lr[20.0]["diverged"] or by_lr[20.0]["collapsed"]
+    assert record["accuracy"] == by_lr[0.1]["accuracy"] > by_lr[20.0]["accuracy"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -108,93 +208,177 @@ def test_rank_correlation_matches_scipy_with_ties_and_is_undefined_when_it_must_
         rank_correlation([1.0], [0.5, 0.4])
 
 
-def test_calibration_ranks_diverged_last_and_skips_unconfirmed():
+def _arm(epochs: int, accuracy: float, diverged: bool = False, per_seed: dict | None = None) -> dict:
+    return {"epochs": epochs, "lr": 0.1, "accuracy": accuracy, "diverged": diverged,
+            "per_seed": per_seed or {"0": accuracy}}
+
+
+def test_calibration_at_the_most_trained_budget_ranks_diverged_last_with_seed_noise():
     rows = [{"trial": t, "score": s, "activation_growth": s, "similarity": s, "grad_ratio": float("nan")}
             for t, s in ((0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0))]
-    results = {0: {"accuracy": 0.9, "diverged": False}, 1: {"accuracy": 0.8, "diverged": False},
-               2: {"accuracy": 0.95, "diverged": True}}  # best epoch before diverging: still ranked last
-    got = calibrate(rows, results)
+    records = {  # budget 1: trials 0, 1, 2 (2 diverged after a good epoch: still last); budget 3: trial 0 only
+        0: {"rungs": [_arm(1, 0.9, per_seed={"0": 0.9, "1": 0.8}), _arm(3, 0.99)]},
+        1: {"rungs": [_arm(1, 0.8, per_seed={"0": 0.7, "1": 0.85})]},
+        2: {"rungs": [_arm(1, 0.95, diverged=True, per_seed={"0": 0.2, "1": 0.1})]},
+    }
+    got = calibrate(rows, records)
+    assert got["budget"] == 1
     assert got["score"] == {"spearman": pytest.approx(1.0), "kendall": pytest.approx(1.0), "n": 3}
     assert got["grad_ratio"]["n"] == 0 and got["grad_ratio"]["spearman"] is None
-    assert DIVERGED_ACCURACY < 0
+    # seed 0 orders them 0 > 1 > 2, seed 1 orders them 1 > 0 > 2: ρ = 1 − 6·2/(3·8) = 0.5
+    assert got["seeds"] == {"spearman": pytest.approx(0.5), "kendall": pytest.approx(1 / 3), "n": 3, "pairs": 1}
+    assert seed_noise([_arm(1, 0.5)])["pairs"] == 0 and DIVERGED_ACCURACY < 0
 
 
-# ---------------------------------------------------------------------------------------------------------
-# one candidate
+def test_the_winner_is_the_best_at_the_highest_budget():
+    def row(trial: int, accuracy: float, budget: int, diverged: bool = False) -> dict:
+        return {"trial": trial, "config": f"c{trial}", "accuracy": accuracy, "accuracy_std": 0.01, "budget": budget,
+                "lr": 0.1, "diverged": diverged, "confirm": {"seeds": [{}, {}]}}
 
-
-def test_divergence_is_recorded_and_small_batch_drop():
-    diverged = confirm_candidate("none", ConfirmSettings(dataset="synthetic", resolution=8, lr=1e8, **TRAIN), None)
-    assert diverged["diverged"] and diverged["seeds"][0]["diverged"]
-    settings = ConfirmSettings(dataset="digits", small_batch=8, **TRAIN)
-    record = confirm_candidate("bn", settings, None)
-    small = record["small_batch"]
-    assert small["batch_size"] == 8 and small["seeds"][0]["batch_size"] == 8
-    assert small["drop"] == pytest.approx(record["accuracy"] - small["accuracy"])
-    assert confirm_candidate("bn", settings, record) is None  # nothing left to do
-    with pytest.raises(ValueError, match="does not divide"):
-        confirm_candidate("gn", ConfirmSettings(**TRAIN), None)  # 32 groups in 8 channels
+    rows = [row(0, 0.99, 1), row(1, 0.90, 3), row(2, 0.95, 3), row(3, 0.97, 3, diverged=True), {"trial": 4}]
+    assert winner(rows) == {"trial": 2, "config": "c2", "accuracy": 0.95, "accuracy_std": 0.01, "budget": 3,
+                            "lr": 0.1, "seeds": 2}  # 0.99 after 1 epoch does not beat 0.95 after 3
+    assert winner([{"trial": 4}]) is None
 
 
 # ---------------------------------------------------------------------------------------------------------
 # a whole study
 
 
-def test_confirm_study_stores_calibrates_and_skips_done_work(runs: Path):
+@pytest.mark.slow
+def test_multi_fidelity_confirmation_stores_units_and_reuses_them(runs: Path):
     study = open_study("tiny", runs)
-    settings = ConfirmSettings(dataset="digits", top_k=1, **TRAIN)
+    settings = ConfirmSettings(dataset="digits", top_k=1, explore=0, **{**TRAIN, "epochs": 3, "eta": 2,
+                                                                        "lr_factors": [1.0, 0.25]})
     confirm_study(study, settings, console=_quiet())
     study = open_study("tiny", runs)  # re-read from the journal
+    units = _units(study)
+    # rung 1: 4 candidates (top 1 + bn, ln, in) × 2 lrs for 1 epoch; rung 2: the best 8 // 2 = 4 arms for 3 epochs
+    assert sorted(t.user_attrs["epochs"] for t in units) == [1] * 8 + [3] * 4
+    for unit in units:
+        run = unit.user_attrs["run"]
+        assert unit.value == run["accuracy"] == max(run["val_accuracy"])
+        assert unit.intermediate_values == dict(enumerate(run["val_accuracy"], 1))  # the training curve
+    confirmation = load_confirmation(study)
+    assert confirmation.spent_images == _images(units)
     rows = build_rows(study)
-    chosen = {c.trial for c in select_candidates(rows, settings)}
-    results = current_results(study, settings)
-    assert set(results) == chosen and len(chosen) == 4  # top 1 + bn, ln, in
-    for trial, record in results.items():
-        assert study.user_attrs[f"confirm:{trial}"] == record
-        assert 0.0 <= record["accuracy"] <= 1.0 and isinstance(record["diverged"], bool)
-        assert record["seconds"] > 0 and record["images_per_s"] > 0
-        (seed,) = record["seeds"]
-        assert seed["seed"] == 0 and len(seed["train_loss"]) == len(seed["val_accuracy"]) == 1
-    calibration = study.user_attrs["calibration"]
-    assert set(calibration) == {"score", "activation_growth", "similarity", "grad_ratio"}
-    assert calibration["score"]["n"] == 4
-    rows_by_trial = {r["trial"]: r for r in rows}
-    expected = rank_correlation([rows_by_trial[t]["score"] for t in results],
-                                [DIVERGED_ACCURACY if r["diverged"] else r["accuracy"] for r in results.values()])
-    assert calibration["score"] == expected
+    trained = [r for r in rows if "budget" in r]
+    assert len(trained) == 4 and {r["budget"] for r in trained} <= {1, 3}
+    assert [r["trial"] for r in rows[: len(trained)]] == [r["trial"] for r in trained]  # trained rows first
+    best = max((r for r in trained if r["budget"] == 3), key=lambda r: r["accuracy"])
+    assert rows[0]["trial"] == best["trial"] and rows[0]["lr"] in (0.1, 0.025)
 
-    before = dict(study.user_attrs)
+    before = [t.number for t in companion(study).get_trials()]
     confirm_study(study, settings, console=_quiet())  # everything is done: nothing is trained again
-    assert open_study("tiny", runs).user_attrs == before
+    assert [t.number for t in companion(open_study("tiny", runs)).get_trials()] == before
 
-    confirm_study(study, ConfirmSettings(dataset="digits", top_k=1, seeds=2, **TRAIN), console=_quiet())
-    grown = current_results(open_study("tiny", runs), settings)
-    for trial, record in grown.items():
-        assert [s["seed"] for s in record["seeds"]] == [0, 1]
-        assert record["seeds"][0] == results[trial]["seeds"][0]  # seed 0 kept, only seed 1 trained
+    confirm_study(study, dataclasses.replace(settings, seeds=2), console=_quiet())
+    grown = _units(open_study("tiny", runs))
+    assert [t.number for t in grown if t.user_attrs["seed"] == 0] == [t.number for t in units]  # kept
+    assert len([t for t in grown if t.user_attrs["seed"] == 1]) >= 8  # seed 1 trained, rung by rung
 
-    confirm_study(study, ConfirmSettings(dataset="digits", top_k=0, baselines=True, **{**TRAIN, "epochs": 2}),
-                  console=_quiet())
-    latest = open_study("tiny", runs)
-    assert not current_results(latest, settings)  # records of the old training settings are discarded
-    assert len(current_results(latest, ConfirmSettings(**{**TRAIN, "epochs": 2}))) == 3
+
+@pytest.mark.slow
+def test_confirm_all_trains_every_config_and_reports_the_cost(runs: Path):
+    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--epochs", "2", "--min-epochs", "1",
+                                 "--eta", "2", "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    units = _units(open_study("tiny", runs))
+    # rung 1: top 1 + 3 baselines for 1 epoch; rung 2: the best 4 // 2 = 2 for 2 epochs
+    assert sorted(t.user_attrs["epochs"] for t in units) == [1, 1, 1, 1, 2, 2]
+    assert doc["training_cost"] == {"spent_images": _images(units), "exhaustive_images": 5 * 2 * DIGIT_IMAGES}
+    assert doc["winner"]["budget"] == 2 and doc["winner"]["trial"] == doc["rows"][0]["trial"]
+    everything = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--epochs", "2", "--all", "--json"])
+    assert everything.exit_code == 0, everything.stderr
+    full = json.loads(everything.stdout)
+    assert {r["config"] for r in full["rows"] if r["budget"] == 2} == {"bn", "ln", "in", "rms", "none"}
+    # the 2 two-epoch runs of the first call are reused: 3 more configs for 2 epochs
+    units = _units(open_study("tiny", runs))
+    assert sorted(t.user_attrs["epochs"] for t in units) == [1, 1, 1, 1, 2, 2, 2, 2, 2]
+    assert full["training_cost"] == {"spent_images": _images(units), "exhaustive_images": 5 * 2 * DIGIT_IMAGES}
+    assert full["calibration"]["budget"] == 2 and full["calibration"]["score"]["n"] == 5
+    best = max((r for r in full["rows"] if not r["diverged"]), key=lambda r: r["accuracy"])
+    assert full["winner"]["config"] == best["config"] and full["winner"]["accuracy"] == best["accuracy"]
+    board = json.loads(runner.invoke(app, ["leaderboard", "tiny", "--runs-dir", str(runs), "--json"]).stdout)
+    assert board["winner"] == full["winner"] and board["training_cost"] == full["training_cost"]
+    assert board["rows"][0]["config"] == full["winner"]["config"]
+    assert board["calibration"]["spearman"] == full["calibration"]["score"]["spearman"]
+    exported = runner.invoke(app, ["export", "tiny", "--runs-dir", str(runs)])
+    assert exported.exit_code == 0 and f"trial {full['winner']['trial']} (leaderboard rank 1)" in exported.stdout
+
+
+@pytest.mark.slow
+def test_a_killed_confirmation_resumes_mid_rung_without_retraining(runs: Path):
+    """A subprocess is killed (SIGKILL) while a rung is half done; the next call trains only what is missing."""
+    args = [*CLI, "confirm", "tiny", "--runs-dir", str(runs), "--epochs", "3", "--eta", "3", "--lr-factors", "1,0.5"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    study = open_study("tiny", runs)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            queue = companion(study, create=False)
+            done = len(queue.get_trials(states=(TrialState.COMPLETE,))) if queue else 0
+            if done >= 2:
+                break
+            time.sleep(0.05)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    queue = companion(open_study("tiny", runs))
+    finished = {t.user_attrs["key"]: t.number for t in queue.get_trials(states=(TrialState.COMPLETE,))}
+    assert 2 <= len(finished) < 8  # rung 1 holds 4 candidates × 2 lrs
+    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--epochs", "3", "--eta", "3",
+                                 "--lr-factors", "1,0.5"])
+    assert result.exit_code == 0, result.stderr
+    queue = companion(open_study("tiny", runs))
+    complete = queue.get_trials(states=(TrialState.COMPLETE,))
+    keys = [t.user_attrs["key"] for t in complete]
+    assert len(keys) == len(set(keys)) == 8 + 2  # every unit once: 8 one-epoch runs, the best 8 // 3 for 3 epochs
+    assert all(finished[t.user_attrs["key"]] == t.number for t in complete if t.user_attrs["key"] in finished)
+    killed = [t for t in queue.get_trials(states=(TrialState.FAIL,)) if t.user_attrs.get("interrupted")]
+    assert all(t.user_attrs["key"] in keys for t in killed)  # a unit running at the kill was trained again
+
+
+@pytest.mark.slow
+def test_workers_share_the_runs_and_train_each_once(runs: Path):
+    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--workers", "2", "--seeds", "2",
+                                 "--lr-factors", "1,0.5", "--epochs", "3", "--json"])
+    assert result.exit_code == 0, result.stderr
+    complete = _units(open_study("tiny", runs))
+    keys = [t.user_attrs["key"] for t in complete]
+    # rung 1: 4 candidates × 2 lrs × 2 seeds for 1 epoch; rung 2: the best 8 // 3 = 2 arms × 2 seeds for 3 epochs
+    assert len(keys) == len(set(keys)) == 16 + 4
+    assert json.loads(result.stdout)["winner"]["budget"] == 3
 
 
 # ---------------------------------------------------------------------------------------------------------
 # commands
 
 
+@pytest.mark.slow
 def test_confirm_command_json_and_leaderboard(runs: Path):
-    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--top-k", "2", "--json"])
+    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--top-k", "2", "--seeds", "2",
+                                 "--json"])
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["settings"]["top_k"] == 2 and doc["settings"]["depth"] == 8  # the space's confirm: section
     assert len(doc["rows"]) == 5 and doc["calibration"]["score"]["n"] == 5
+    assert doc["calibration"]["seeds"]["pairs"] == 1 and doc["calibration"]["seeds"]["n"] == 5
     ranked = [r["confirm"]["accuracy"] for r in doc["rows"] if not r["confirm"]["diverged"]]
     assert ranked == sorted(ranked, reverse=True)
+    for row in doc["rows"]:
+        seeds = [s["accuracy"] for s in row["confirm"]["seeds"]]
+        assert row["accuracy"] == pytest.approx(sum(seeds) / 2) and row["budget"] == 1
+        assert row["accuracy_std"] == pytest.approx(stats.tstd(seeds)) if seeds[0] != seeds[1] else True
     board = json.loads(runner.invoke(app, ["leaderboard", "tiny", "--runs-dir", str(runs), "--json"]).stdout)
-    assert board["calibration"] == doc["calibration"]["score"]
-    assert all(0.0 <= r["accuracy"] <= 1.0 and "diverged" in r for r in board["rows"])
+    assert board["calibration"]["spearman"] == doc["calibration"]["score"]["spearman"]
+    assert board["calibration"]["seeds"] == doc["calibration"]["seeds"]
+    assert all(0.0 <= r["accuracy"] <= 1.0 and "diverged" in r and r["budget"] == 1
+               for r in board["rows"] if "accuracy" in r)
+    shown = runner.invoke(app, ["leaderboard", "tiny", "--runs-dir", str(runs)])
+    assert "seed to seed: Spearman" in shown.stdout and "winner: " in shown.stdout
 
 
 @pytest.mark.parametrize(
@@ -205,6 +389,10 @@ def test_confirm_command_json_and_leaderboard(runs: Path):
         (["--dataset", "mnist", "--data-dir", "{tmp}"], "the offline choice is dataset 'digits'"),
         (["--device", "tpu"], "--device: must be one of auto, cpu, cuda"),
         (["--augment", "crop"], "--augment: must be one of auto, none, flip"),
+        (["--lr-factors", "1,x"], "--lr-factors[1]: must be a number, got 'x'"),
+        (["--lr-factors", "1,-2"], "--lr-factors[1]: must be >= 0.0"),
+        (["--min-epochs", "5"], "--min-epochs: must be <= epochs (1), got 5"),
+        (["--eta", "1"], "--eta: must be >= 2"),
     ],
 )
 def test_confirm_command_bad_input(runs: Path, tmp_path: Path, args: list[str], message: str):
@@ -214,8 +402,10 @@ def test_confirm_command_bad_input(runs: Path, tmp_path: Path, args: list[str], 
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error:") and message in result.stderr
     assert open_study("tiny", runs).user_attrs == before  # existing results intact
+    assert companion(open_study("tiny", runs), create=False) is None  # nothing queued
 
 
+@pytest.mark.slow
 def test_calibrate_command_probes_and_trains_every_candidate(tmp_path: Path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     result = runner.invoke(app, ["calibrate", "--space", str(tmp_path / "tiny.yaml"), "--runs-dir",
@@ -225,6 +415,8 @@ def test_calibrate_command_probes_and_trains_every_candidate(tmp_path: Path):
     assert doc["study"] == "tiny-calibration"
     assert sorted(r["config"] for r in doc["rows"]) == ["bn", "in", "ln", "none", "rms"]
     assert all(doc["calibration"][q]["n"] == 5 for q in ("score", "activation_growth", "similarity", "grad_ratio"))
+    units = len(_units(open_study("tiny-calibration", tmp_path / "runs")))
     table = runner.invoke(app, ["calibrate", "--space", str(tmp_path / "tiny.yaml"), "--runs-dir",
                                 str(tmp_path / "runs"), "--dataset", "synthetic"])
-    assert table.exit_code == 0 and "Spearman" in table.stdout and "(stored)" in table.stderr  # nothing retrained
+    assert table.exit_code == 0 and "Spearman" in table.stdout
+    assert len(_units(open_study("tiny-calibration", tmp_path / "runs"))) == units == 5  # nothing retrained

@@ -11,6 +11,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
+from scipy import stats
 from typer.testing import CliRunner
 
 from normsearch.cli import app
@@ -98,13 +99,12 @@ def test_columns_keep_the_probe_scores_and_decay_scores_like_growth(tmp_path: Pa
     assert rows["level"]["rank"] == 1 and rows["level"]["score"] < rows["vanishes"]["score"]
 
 
-def test_confirmation_results_merge_into_rows_and_document(tmp_path: Path) -> None:
+def test_legacy_confirmation_records_merge_into_rows_and_document(tmp_path: Path) -> None:
+    """Records of normsearch before the work units (study attrs confirm:<trial>) stay readable."""
     study = _make_study(tmp_path / "runs")
     study.set_user_attr("confirm:0", {"accuracy": 0.9, "diverged": False, "seconds": 3.5})
     study.set_user_attr("confirm:1", {"accuracy": 0.5, "diverged": False})
     study.set_user_attr("confirm:6", {"accuracy": 0.1, "diverged": True})
-    calibration = {"spearman": 0.71, "kendall": 0.52, "n": 3}
-    study.set_user_attr("calibration", {"score": calibration, "similarity": {"spearman": 0.2}})
     rows = build_rows(study)
     by_trial = {row["trial"]: row for row in rows}
     assert by_trial[0]["accuracy"] == 0.9 and by_trial[0]["confirm"]["seconds"] == 3.5
@@ -114,7 +114,11 @@ def test_confirmation_results_merge_into_rows_and_document(tmp_path: Path) -> No
     assert [row["trial"] for row in by_accuracy[:3]] == [0, 1, 6]  # highest first, unconfirmed after
     assert [row["rank"] for row in by_accuracy] == list(range(1, 6))
     doc = document(study, rows)
-    assert doc["calibration"] == calibration and doc["study"] == "hand"
+    scores = [_score(s) for s in ([0.10, 0.50, 2.0, 0.6], [0.05, 0.90, 1.2, 0.55], [0.08, 0.30, 30.0, 0.7])]
+    expected = stats.spearmanr([-s for s in scores], [0.9, 0.5, -1.0]).statistic  # diverged ranks last
+    assert doc["calibration"]["spearman"] == pytest.approx(expected) and doc["calibration"]["n"] == 3
+    assert doc["winner"]["trial"] == 0 and doc["winner"]["accuracy"] == 0.9 and doc["study"] == "hand"
+    assert rows[0]["trial"] == 0  # rank 1 is the winner
     assert doc["trials"] == {"complete": 6, "fail": 1, "waiting": 1, "total": 8}
     assert json.loads(json.dumps(doc)) == doc
 
@@ -124,19 +128,18 @@ def test_leaderboard_and_runs_commands(tmp_path: Path, monkeypatch: pytest.Monke
     study = _make_study(tmp_path / "runs")
     study.set_user_attr("confirm:0", {"accuracy": 0.9, "diverged": False})
     study.set_user_attr("confirm:6", {"accuracy": 0.1, "diverged": True})
-    study.set_user_attr("calibration", {"score": {"spearman": 0.71, "kendall": 0.52, "n": 2}})
     shown = runner.invoke(app, ["leaderboard", "hand", "--all"])
     assert shown.exit_code == 0, shown.stderr
     out = shown.stdout
     for text in ("accuracy", "90.0%", "diverged", "unstable", "failed", "★", "B"):
         assert text in out
-    assert "Spearman 0.71, Kendall 0.52" in out
+    assert "winner: bn (trial 0), 90.0%" in out
     assert "trial 4 (gn:group_size=3): does not fit" in out
     top = runner.invoke(app, ["leaderboard", "--top", "2", "--json"])
     assert [row["config"] for row in json.loads(top.stdout)["rows"]] == [r["config"] for r in build_rows(study)[:2]]
     bad = runner.invoke(app, ["leaderboard", "hand", "--sort", "speed"])
     assert bad.exit_code == 2
-    assert "--sort: 'speed' is not a field; allowed: score, activation_growth" in bad.stderr
+    assert "--sort: 'speed' is not a field; allowed: trained, score, activation_growth" in bad.stderr
     listed = runner.invoke(app, ["runs", "--json"])
     entry = json.loads(listed.stdout)["runs"][0]
     assert entry["study"] == "hand" and entry["best"] == build_rows(study)[0]["config"]

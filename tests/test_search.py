@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from normsearch.cli import app
+from normsearch.confirm import load_confirmation
 from normsearch.norm import parse_spec
 from normsearch.probes import ProbeRunner
 from normsearch.search import (
@@ -401,11 +402,11 @@ def test_any_optuna_url_or_journal_path_as_storage(tmp_path: Path, monkeypatch) 
 
 def test_run_confirms_candidates_and_the_leaderboard_shows_them(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    Path("c.yaml").write_text(TINY + "confirm: {top_k: 2, depth: 8, width: 8, steps: 3, batch_size: 16}\n")
+    Path("c.yaml").write_text(TINY + "confirm: {top_k: 2, explore: 0, depth: 8, width: 8, steps: 3, batch_size: 16}\n")
     result = runner.invoke(app, ["run", "--space", "c.yaml", "--n-trials", "8"])
     assert result.exit_code == 0, result.stderr
     study = _study("c")
-    confirmed = {int(key.split(":")[1]) for key in study.user_attrs if key.startswith("confirm:")}
+    confirmed = set(load_confirmation(study).records)
     rows = json.loads(runner.invoke(app, ["leaderboard", "c", "--json"]).stdout)["rows"]
     best_others = [row["trial"] for row in rows if not row["baseline"]][:2]
     assert confirmed == {row["trial"] for row in rows if row["baseline"]} | set(best_others)

@@ -1,5 +1,6 @@
-"""``normsearch confirm STUDY``: train a study's best candidates; ``normsearch calibrate``: probe and train a
-whole space (every preset of ``classic.yaml`` by default) and report how well the probes predict training.
+"""``normsearch confirm STUDY``: multi-fidelity training of a study's candidates (``--all``: every config at
+the final budget); ``normsearch calibrate``: probe and train a whole space (every preset of ``classic.yaml``
+by default) and report how well the probes predict training.
 
 Both take the study's (or space's) ``confirm:`` settings and override them with the flags given. Tables
 and ``--json`` go to stdout, training progress to stderr.
@@ -8,8 +9,11 @@ and ``--json`` go to stdout, training progress to stderr.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-from collections.abc import Mapping
+import multiprocessing
+import signal
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import optuna
@@ -19,12 +23,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..confirm import confirm_study, current_results
-from ..confirm.calibration import QUANTITIES, ranking_accuracy
+from ..confirm import all_candidates, confirm_study, cost_line, load_confirmation, training_cost
+from ..confirm.calibration import QUANTITIES, calibrate
 from ..confirm.settings import AUGMENTS, DATASETS, ConfirmSettings
-from ..confirm.store import calibration as stored_calibration
 from ..data import DatasetUnavailable
-from ..leaderboard import build_rows
+from ..leaderboard import build_rows, winner, winner_line
 from ..search import (
     IncompatibleStudy,
     StopRequest,
@@ -49,6 +52,11 @@ def _flag(name: str, *decls: str, **kwargs: Any) -> Any:
 
 
 TopK = Annotated[int | None, _flag("top_k", min=0)]
+Explore = Annotated[int | None, _flag("explore", min=0)]
+MinEpochs = Annotated[int | None, _flag("min_epochs")]
+Eta = Annotated[int | None, _flag("eta")]
+LrFactors = Annotated[str | None, typer.Option("--lr-factors", metavar="F,F,...",
+                                               help=f"{_HELP['lr_factors']} (comma-separated, e.g. 1,0.25)")]
 Random = Annotated[int | None, _flag("random", min=0)]
 Baselines = Annotated[bool | None, _flag("baselines", "--baselines/--no-baselines")]
 Dataset = Annotated[str | None, typer.Option("--dataset", help=f"{_HELP['dataset']}: {'|'.join(DATASETS)}")]
@@ -73,41 +81,74 @@ SmallBatch = Annotated[int | None, _flag("small_batch")]
 RunsDir = Annotated[str, typer.Option("--runs-dir", help="Where studies live.")]
 Storage = Annotated[str | None, typer.Option("--storage", help="Optuna storage URL or journal file path.")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document {study, settings, rows, ...}.")]
+Workers = Annotated[int, typer.Option("--workers", min=1, help="Local processes sharing the runs (through the "
+                                      "storage: each claims waiting runs).")]
+
+
+def _factors(text: str) -> list[Any]:
+    """``--lr-factors 1,0.25`` → [1.0, 0.25] (a part that is not a number is kept, for the settings check)."""
+
+    def number(part: str) -> Any:
+        try:
+            return float(part)
+        except ValueError:
+            return part
+
+    return [number(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def confirm_settings(stored: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> ConfirmSettings:
     """Stored settings (unknown keys ignored) updated with the flags given; exit 2 naming a bad one."""
     known = {f.name for f in dataclasses.fields(ConfirmSettings)}
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "lr_factors" in given:
+        given["lr_factors"] = _factors(given["lr_factors"])
     merged = {k: v for k, v in (stored or {}).items() if k in known} | given
     try:
         settings = from_mapping(ConfirmSettings, merged)
         resolve_device(settings.device)
     except SettingsError as err:
-        where = f"--{err.path.replace('_', '-')}" if err.path in given else f"stored confirm.{err.path}"
+        field = err.path.split("[")[0]
+        where = f"--{err.path.replace('_', '-')}" if field in given else f"stored confirm.{err.path}"
         fail(f"{where}: {err.message}")
     except RuntimeError as err:
         fail(f"--device: {err}")
     return settings
 
 
-def _confirm(study: optuna.Study, settings: ConfirmSettings, space: SearchSpace | None = None) -> None:
+def _confirm(study: optuna.Study, settings: ConfirmSettings, space: SearchSpace | None = None,
+             exhaustive: bool = False, helpers: Sequence[Any] = ()) -> None:
+    """Confirm in this process; ``helpers``: started worker processes doing the same, joined at the end."""
     try:
-        confirm_study(study, settings, space=space, console=stderr)
+        confirm_study(study, settings, space=space, console=stderr, exhaustive=exhaustive)
     except DatasetUnavailable as err:
         fail(str(err))
     except KeyboardInterrupt:
-        stderr.print("interrupted: the candidates trained so far are stored; run again to go on", highlight=False)
+        for process in helpers:
+            process.terminate()  # their runs are left RUNNING; the next confirmation queues them again
+        stderr.print("interrupted: the runs finished so far are stored; run again to go on", highlight=False)
         raise typer.Exit(INTERRUPTED) from None
+    for process in helpers:
+        process.join()
 
 
-def confirmed_rows(study: optuna.Study, settings: ConfirmSettings) -> list[dict[str, Any]]:
-    """Leaderboard rows of the candidates confirmed with these settings, best accuracy first (diverged last)."""
-    results = current_results(study, settings)
-    rows = [row for row in build_rows(study) if row["trial"] in results]
-    for row in rows:
-        row["confirm"] = results[row["trial"]]
-    return sorted(rows, key=lambda r: (-ranking_accuracy(r["confirm"]), r["score"], r["trial"]))
+def _worker(name: str, runs_dir: str, storage: str | None, settings: ConfirmSettings, exhaustive: bool) -> None:
+    """A spawned ``--workers`` process: the same confirmation, quietly; the units it claims are its share."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        confirm_study(open_study(name, runs_dir, storage), settings, console=Console(file=io.StringIO()),
+                      exhaustive=exhaustive)
+    except DatasetUnavailable:  # the parent reports it
+        return
+
+
+def _start_workers(count: int, *args: Any) -> list[Any]:
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker, args=args) for _ in range(count)]
+    for process in processes:
+        process.start()
+    return processes
 
 
 def _pct(value: float | None) -> str:
@@ -115,12 +156,14 @@ def _pct(value: float | None) -> str:
 
 
 def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
-    """Confirmed candidates: accuracy (best and final), small-batch accuracy and drop, time, throughput."""
+    """Trained candidates in leaderboard order (highest budget, then accuracy): accuracy ± spread over seeds,
+    budget (epochs), best learning rate, final accuracy, small-batch accuracy and drop, time, throughput."""
     small = any("small_batch" in row["confirm"] for row in rows)
     grid = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, caption="B baseline",
                  caption_justify="left")
     for name, justify in (("#", "right"), ("config", "left"), ("score", "right"), ("accuracy", "right"),
-                          ("final", "right"), *((("small batch", "right"), ("drop pp", "right")) if small else ()),
+                          ("±", "right"), ("ep", "right"), ("lr", "right"), ("final", "right"),
+                          *((("small batch", "right"), ("drop pp", "right")) if small else ()),
                           ("seeds", "right"), ("s", "right"), ("img/s", "right"), ("trial", "right")):
         grid.add_column(name, justify=justify, no_wrap=name == "config")
     for rank, row in enumerate(rows, 1):
@@ -128,8 +171,12 @@ def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
         config = Text(row["config"])
         if row["baseline"]:
             config.append(" B", style="cyan")
-        accuracy = Text("diverged", style="red") if record["diverged"] else Text(_pct(record["accuracy"]))
-        cells = [str(rank), config, f"{row['score']:.3f}", accuracy, _pct(record["final_accuracy"])]
+        flag = "diverged" if record["diverged"] else "collapsed" if record["collapsed"] else None
+        accuracy = Text(flag, style="red") if flag else Text(_pct(record["accuracy"]))
+        score = "-" if row["score"] is None else f"{row['score']:.3f}"
+        lr = "-" if record["lr"] is None else f"{record['lr']:g}"
+        cells = [str(rank), config, score, accuracy, f"{100 * record['accuracy_std']:.1f}", str(record["budget"]), lr,
+                 _pct(record["final_accuracy"])]
         if small:
             sb = record.get("small_batch")
             cells += [f"{_pct(sb['accuracy'])} (b={sb['batch_size']})", f"{100 * sb['drop']:+.1f}"] if sb else ["-", "-"]
@@ -140,14 +187,16 @@ def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
 
 
 def calibration_table(calibration: Mapping[str, Any]) -> Table:
-    """Spearman ρ and Kendall τ of each probe quantity against accuracy (+1: ranks exactly as training)."""
+    """Spearman ρ and Kendall τ of each probe quantity against accuracy (+1: ranks exactly as training), and of
+    one training seed against another (the ceiling) when there are several seeds."""
     n = calibration["score"]["n"]
-    grid = Table(title=f"calibration against accuracy (n={n}; +1: same order)", title_justify="left",
-                 box=box.SIMPLE_HEAD)
+    grid = Table(title=f"calibration against accuracy after {calibration['budget']} epoch(s) (n={n}; +1: same "
+                 "order)", title_justify="left", box=box.SIMPLE_HEAD)
     for name in ("probe quantity", "Spearman ρ", "Kendall τ", "n"):
         grid.add_column(name, justify="left" if name == "probe quantity" else "right")
-    for name in QUANTITIES:
-        c = calibration[name]
+    seeds = calibration["seeds"]
+    named = [(name, calibration[name]) for name in QUANTITIES]
+    for name, c in named + ([("seed to seed (ceiling)", seeds)] if seeds["pairs"] else []):
         grid.add_row(name, *("n/a" if c[k] is None else f"{c[k]:+.2f}" for k in ("spearman", "kendall")), str(c["n"]))
     return grid
 
@@ -159,35 +208,45 @@ def _emit(renderable: Any) -> None:
 
 
 def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) -> None:
-    rows = confirmed_rows(study, settings)
-    calibration = stored_calibration(study)
+    confirmation = load_confirmation(study)
+    rows = build_rows(study, confirmation=confirmation)
+    trained = [row for row in rows if "confirm" in row]
+    calibration = calibrate(rows, {row["trial"]: row["confirm"] for row in trained})
+    best = winner(rows)
+    cost = training_cost(confirmation, len(all_candidates(rows)))
     if json_output:
-        doc = {"study": study.study_name, "settings": dataclasses.asdict(settings), "rows": rows,
-               "calibration": calibration}
+        doc = {"study": study.study_name, "settings": dataclasses.asdict(settings), "rows": trained,
+               "calibration": calibration, "winner": best, "training_cost": cost}
         typer.echo(json.dumps(doc, indent=2))
         return
     title = (f"confirmation of {study.study_name}: {settings.dataset}, {settings.model}-{settings.depth}×"
-             f"{settings.width}, {settings.epochs} epochs, batch {settings.batch_size}")
-    _emit(results_table(title, rows))
-    if calibration:
+             f"{settings.width}, up to {settings.epochs} epochs, batch {settings.batch_size}")
+    _emit(results_table(title, trained))
+    if calibration["budget"] is not None:
         _emit(calibration_table(calibration))
+    for line in filter(None, [winner_line(best), cost_line(cost)]):
+        stdout.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command("confirm")
 def confirm_command(
     study_name: Annotated[str | None, typer.Argument(metavar="[STUDY]", help="Study (default: the latest).")] = None,
-    top_k: TopK = None, random: Random = None, baselines: Baselines = None, dataset: Dataset = None,
+    every: Annotated[bool, typer.Option("--all", help="Train every config at every lr for the final budget "
+                                        "(what exhaustive search costs); gives the exact calibration.")] = False,
+    top_k: TopK = None, explore: Explore = None, min_epochs: MinEpochs = None, eta: Eta = None,
+    lr_factors: LrFactors = None, random: Random = None, baselines: Baselines = None, dataset: Dataset = None,
     data_dir: DataDir = None, download: Download = None, model: Model = None, depth: Depth = None,
     width: Width = None, augment: Augment = None, epochs: Epochs = None, steps: Steps = None,
     batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None,
     seeds: Seeds = None, seed: Seed = None, device: Device = None, threads: Threads = None, amp: Amp = None,
     small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", storage: Storage = None,
-    json_output: JsonOutput = False,
+    workers: Workers = 1, json_output: JsonOutput = False,
 ) -> None:
-    """Train a study's best candidates (top-k by score, baselines, random extras) and calibrate its probes.
+    """Train a study's candidates rung by rung (top-k by score, Pareto-front explorers, baselines, random
+    extras; the best 1/eta advance to the next budget), name the winner and calibrate the probes.
 
-    Settings: the study's ``confirm:`` section, overridden by the flags. Work already stored for the same
-    training settings is skipped, so running it again only adds what is missing (e.g. more seeds).
+    Settings: the study's ``confirm:`` section, overridden by the flags. Runs already stored for the same
+    training settings are reused, so running it again only adds what is missing (e.g. more seeds).
     """
     overrides = {k: v for k, v in locals().items() if k in _HELP}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -197,7 +256,8 @@ def confirm_command(
     except ValueError as err:  # IncompatibleStudy included
         fail(str(err))
     settings = confirm_settings(study.user_attrs.get("confirm"), overrides)
-    _confirm(study, settings)
+    helpers = _start_workers(workers - 1, study.study_name, runs_dir, storage, settings, every) if workers > 1 else []
+    _confirm(study, settings, exhaustive=every, helpers=helpers)
     _print(study, settings, json_output)
 
 
@@ -208,12 +268,13 @@ def calibrate_command(
     dataset: Dataset = None, data_dir: DataDir = None, download: Download = None, model: Model = None,
     depth: Depth = None, width: Width = None, augment: Augment = None, epochs: Epochs = None,
     steps: Steps = None, batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None,
-    schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None, device: Device = None,
-    threads: Threads = None, amp: Amp = None, small_batch: SmallBatch = None, runs_dir: RunsDir = "runs",
-    json_output: JsonOutput = False,
+    lr_factors: LrFactors = None, schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None,
+    device: Device = None, threads: Threads = None, amp: Amp = None, small_batch: SmallBatch = None,
+    runs_dir: RunsDir = "runs", json_output: JsonOutput = False,
 ) -> None:
-    """Probe and train every candidate of a space (all presets of classic.yaml), then print both side by side
-    with the rank correlation of each probe score against trained accuracy.
+    """Probe and train every candidate of a space (all presets of classic.yaml) for the final budget at every
+    learning rate, then print both side by side with the rank correlation of each probe score against
+    trained accuracy.
 
     The study is kept under the runs directory: running it again reuses the probes and the trained runs.
     """
@@ -246,6 +307,5 @@ def calibrate_command(
         except KeyboardInterrupt:
             stderr.print("interrupted: the probes so far are stored; run again to go on", highlight=False)
             raise typer.Exit(INTERRUPTED) from None
-    settings = dataclasses.replace(settings, top_k=len(build_rows(study)))
-    _confirm(study, settings, space)
+    _confirm(study, settings, space, exhaustive=True)
     _print(study, settings, json_output)

@@ -18,13 +18,14 @@ from rich.table import Table
 from ..leaderboard import (
     SORT_FIELDS,
     build_rows,
-    calibration,
     calibration_line,
     document,
     failure_lines,
+    outcome,
     sort_rows,
     table,
     trial_counts,
+    winner_line,
 )
 from ..norm import parse_spec
 from ..search import (
@@ -248,7 +249,7 @@ def run(
             _note(f"confirmation interrupted; what was trained is stored: `normsearch confirm {study.study_name}` "
                   "or the same run command goes on from there")
             raise typer.Exit(INTERRUPTED) from None
-    _print_table(study, sort_rows(build_rows(study)), top)
+    _print_table(study, build_rows(study), top)
 
 
 def _check_confirm_data(space: SearchSpace) -> None:
@@ -289,10 +290,16 @@ def _counts_text(study: optuna.Study) -> str:
 
 
 def _print_table(study: optuna.Study, rows: list[dict[str, Any]], top: int) -> None:
-    """The leaderboard on stdout; off a terminal at its natural width (a file or pipe has no width)."""
+    """The leaderboard on stdout (off a terminal at its natural width: a file or pipe has no width), then the
+    winner, the calibration and the training cost once the study is confirmed."""
+    from ..confirm import cost_line
+
     _emit(table(study.study_name, rows[:top], total=len(rows)))
-    line = calibration_line(calibration(study))
-    if line:
+    result = outcome(study, rows)
+    lines = [winner_line(result["winner"]), calibration_line(result["calibration"])]
+    if result["training_cost"] is not None:
+        lines.append(cost_line(result["training_cost"]))
+    for line in filter(None, lines):
         stdout.print(line, highlight=False, soft_wrap=True)
 
 
@@ -316,7 +323,8 @@ def leaderboard(
     runs_dir: str = typer.Option("runs", "--runs-dir", help="Where studies live."),
     storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL or journal path."),
     top: int = typer.Option(20, "--top", min=1, help="Rows to show."),
-    sort: str = typer.Option("score", "--sort", help=f"Sort field: {'|'.join(SORT_FIELDS)}."),
+    sort: str = typer.Option("trained", "--sort", help=f"Sort field: {'|'.join(SORT_FIELDS)} (trained: the "
+                             "winner first; see docs/search.md)."),
     include_failed: bool = typer.Option(False, "--all", help="Also list failed trials with their reason."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document {study, rows, ...}."),
 ) -> None:
@@ -326,10 +334,10 @@ def leaderboard(
     study = _open(study_name, runs_dir, storage)
     rows = sort_rows(build_rows(study, include_failed=include_failed), sort)
     if json_output:
-        doc = document(study, rows[:top])
+        doc = document(study, rows, top=top)
         typer.echo(json.dumps(doc, indent=2))
         return
-    _print_table(study, rows[:top] if len(rows) > top else rows, top)
+    _print_table(study, rows, top)
     for line in failure_lines(rows[:top]):
         stdout.print(line, highlight=False, soft_wrap=True)
 

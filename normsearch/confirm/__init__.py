@@ -1,83 +1,97 @@
-"""Confirmation: short training runs of a study's best candidates, and calibration of the probes against them.
+"""Confirmation: multi-fidelity training of a study's candidates, and calibration of the probes against it.
 
-    confirm_study(study, ConfirmSettings(top_k=3))   # trains, stores, calibrates; skips what is done
+    confirm_study(study, ConfirmSettings(top_k=3))   # trains, stores as it goes; skips what is done
+    confirm_study(study, settings, exhaustive=True)  # every config at the final budget (confirm --all)
+    load_confirmation(study).records                 # trial → candidate record (best lr, highest budget)
 
-Modules: :mod:`.settings` (what to train and how), :mod:`.select` (which candidates), :mod:`.runs` (seeds,
-small batch, reuse of stored records), :mod:`.store` (study user attributes), :mod:`.calibration`
-(Spearman / Kendall of probe scores against accuracy), :mod:`.display` (progress on stderr).
+Modules: :mod:`.settings` (what to train and how; rungs), :mod:`.select` (admission to the first rung),
+:mod:`.schedule` (successive halving over candidate × learning-rate arms), :mod:`.units` (training runs
+as trials of a companion Optuna study: queue, claim, run), :mod:`.results` (units → candidate records),
+:mod:`.store` (reading them back), :mod:`.calibration` (Spearman / Kendall of probe scores against
+accuracy, seed noise), :mod:`.display` (progress on stderr).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import optuna
 from rich.console import Console
 
 from ..data import load_data
-from . import store
+from ..train import Plan
 from .calibration import calibrate, describe
 from .display import TrainingDisplay
-from .runs import confirm_candidate, training_settings
-from .select import Candidate, select_candidates
+from .schedule import run_rungs
+from .select import Candidate, all_candidates, select_candidates
 from .settings import ConfirmSettings
-
-
-def current_results(study: optuna.Study, settings: ConfirmSettings) -> dict[int, dict[str, Any]]:
-    """The stored records trained with the training settings of ``settings`` (others are not comparable)."""
-    training = training_settings(settings)
-    return {n: r for n, r in store.results(study).items() if r.get("training") == training}
+from .store import Confirmation, legacy_results, load_confirmation, save_current, training_cost
+from .units import UnitQueue
 
 
 def confirm_study(
-    study: optuna.Study, settings: ConfirmSettings, *, space: Any = None, console: Console | None = None
-) -> None:
-    """Train the selected candidates of ``study`` (:mod:`.select`), store each record, then the calibration.
+    study: optuna.Study, settings: ConfirmSettings, *, space: Any = None, console: Console | None = None,
+    exhaustive: bool = False,
+) -> Confirmation:
+    """Admit candidates of ``study`` (:mod:`.select`), train them rung by rung (:mod:`.schedule`), print the
+    calibration and the training cost; returns the study's confirmation.
 
-    Records already stored for the same training settings are reused; only missing seeds (and small-batch
-    runs) are trained. A study holds the confirmation of one training setup: records made with other
-    training settings are discarded (their accuracies would not compare). The calibration covers every
-    candidate confirmed with these training settings.
-    ``space`` (the :class:`~normsearch.space.SearchSpace`) only names the study in the progress output.
-    A candidate whose config does not fit the network is reported and skipped. Raises
+    ``exhaustive``: every config of a COMPLETE trial, at every learning rate, for the final budget only
+    (``confirm --all``). Units already trained with the same training settings are reused, by this process or
+    any other: only missing ones are trained, so a killed confirmation resumes where it stopped. The
+    calibration covers the candidates of the current training settings. ``space`` (the
+    :class:`~normsearch.space.SearchSpace`) only names the study in the progress output. Raises
     :class:`~normsearch.data.DatasetUnavailable` when the dataset is missing.
     """
     from ..leaderboard import build_rows  # here: the leaderboard reads this package's records
 
-    load_data(settings.dataset, resolution=settings.resolution, data_dir=settings.data_dir,
-              download=settings.download)  # a missing dataset stops here, before any output
+    data = load_data(settings.dataset, resolution=settings.resolution, data_dir=settings.data_dir,
+                     download=settings.download)  # a missing dataset stops here, before any output
     console = console or Console(stderr=True)
     rows = build_rows(study)
-    candidates = select_candidates(rows, settings)
-    stored = current_results(study, settings)
-    for trial in set(store.results(study)) - set(stored):
-        store.discard_result(study, trial)
+    candidates = all_candidates(rows) if exhaustive else select_candidates(rows, settings)
+    queue = UnitQueue(study, settings)
+    plan = Plan.of(settings, len(data.train), None)
+    if legacy_results(study) and "training" not in queue.study.user_attrs:
+        console.print("note: this study's earlier confirmation records (study attrs confirm:<trial>) are not "
+                      "reused; they stay readable until this confirmation replaces them", highlight=False)
+    save_current(study, settings, queue.training, plan.total * plan.batch_size)
     name = getattr(space, "name", None) or study.study_name
-    console.print(f"confirm {name}: training {len(candidates)} candidate(s) on {settings.dataset} "
-                  f"({settings.model}-{settings.depth}, {settings.epochs} epochs, {settings.seeds} seed(s))",
-                  highlight=False, soft_wrap=True)
-    with TrainingDisplay(console, len(candidates)) as display:
-        for index, candidate in enumerate(candidates, 1):
-            _confirm_one(study, settings, display, index, candidate, stored.get(candidate.trial))
-    calibration = calibrate(rows, current_results(study, settings))
-    store.save_calibration(study, calibration)
-    console.print(describe(calibration), highlight=False, soft_wrap=True)
+    schedule = dataclasses.replace(settings, min_epochs=settings.epochs) if exhaustive else settings
+    console.print(f"confirm {name}: {len(candidates)} candidate(s) on {settings.dataset} ({settings.model}-"
+                  f"{settings.depth}, lr {', '.join(f'{lr:g}' for lr in settings.learning_rates())}, "
+                  f"{settings.seeds} seed(s){', every config' if exhaustive else ''})", highlight=False, soft_wrap=True)
+    with TrainingDisplay(console) as display:
+        run_rungs(candidates, schedule, queue, started=display.started, finished=display.finished,
+                  rung_started=display.rung_started)
+    confirmation = load_confirmation(study)
+    rows = build_rows(study, confirmation=confirmation)
+    calibration = calibrate(rows, {row["trial"]: row["confirm"] for row in rows if "confirm" in row})
+    if calibration["budget"] is not None:
+        console.print(describe(calibration), highlight=False, soft_wrap=True)
+    console.print(cost_line(training_cost(confirmation, len(all_candidates(rows)))), highlight=False)
+    return confirmation
 
 
-def _confirm_one(study: optuna.Study, settings: ConfirmSettings, display: TrainingDisplay, index: int,
-                 candidate: Candidate, stored: dict[str, Any] | None) -> None:
-    try:
-        record = confirm_candidate(
-            candidate.config, settings, stored, lambda seed, batch: display.callback(index, candidate, seed, batch)
-        )
-    except ValueError as err:
-        display.report(index, candidate, None, f"skipped: {err}")
-        return
-    if record is None:
-        display.report(index, candidate, stored, " (stored)")
-        return
-    store.save_result(study, candidate.trial, record)
-    display.report(index, candidate, record)
+def cost_line(cost: dict[str, int] | None) -> str:
+    """``training: 1.2M images, 23% of the 5.1M that training every config (confirm --all) takes``."""
+    if cost is None:
+        return "training cost: unknown (records from an earlier normsearch)"
+    spent, full = cost["spent_images"], cost["exhaustive_images"]
+    share = f"{100 * spent / full:.0f}%" if full else "-"
+    return (f"training: {spent / 1e6:.2f}M images, {share} of the {full / 1e6:.2f}M that training every config at "
+            "every learning rate for the final budget (confirm --all) takes")
 
 
-__all__ = ["Candidate", "ConfirmSettings", "confirm_study", "current_results", "select_candidates"]
+__all__ = [
+    "Candidate",
+    "ConfirmSettings",
+    "Confirmation",
+    "all_candidates",
+    "confirm_study",
+    "cost_line",
+    "load_confirmation",
+    "select_candidates",
+    "training_cost",
+]

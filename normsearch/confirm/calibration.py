@@ -10,21 +10,31 @@ with a' = a for candidates that trained, and a' = −1 (below every accuracy, ti
 diverged ones, which so rank last. +1 means q orders the candidates exactly as training does, −1 exactly
 backwards. A coefficient rests on ``n`` candidates; it is ``None`` for n < ``MIN_CANDIDATES`` or when one
 side is constant (a correlation is undefined then).
+
+Candidates trained for different budgets do not compare, so the calibration is taken at one budget
+(:func:`calibration_budget`): the one at which the most candidates were trained (the first rung after a
+multi-fidelity confirmation; every config at the final budget after ``confirm --all``), each candidate at
+its best learning rate there. **Seed noise** (``seeds``): with ≥ 2 seeds, the same correlations between
+the accuracies of seed i and seed j over the same candidates, averaged over the seed pairs: how well one
+training run predicts another. No probe can predict the accuracy better than that ceiling.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from statistics import fmean
 from typing import Any
 
 from scipy import stats
 
+from .results import arm_at, ranking_accuracy
+
 QUANTITIES = ("score", "activation_growth", "similarity", "grad_ratio", "step_loss_ratio")
 """Probe quantities calibrated, each lower-is-better; keys of leaderboard rows and of the calibration."""
 MIN_CANDIDATES = 3
-DIVERGED_ACCURACY = -1.0
 
 
 def lower_is_better(row: Mapping[str, Any], name: str) -> Any:
@@ -53,19 +63,40 @@ def rank_correlation(lower_is_better: Sequence[float], accuracy: Sequence[float]
     return result
 
 
-def ranking_accuracy(record: Mapping[str, Any]) -> float:
-    """The accuracy a candidate is ranked by: its accuracy, or ``DIVERGED_ACCURACY`` if it diverged."""
-    return DIVERGED_ACCURACY if record["diverged"] else float(record["accuracy"])
+def calibration_budget(records: Mapping[int, Mapping[str, Any]]) -> int | None:
+    """The budget (epochs) at which the most candidates were trained (on a tie, the larger); None if none."""
+    counts: dict[int, int] = {}
+    for record in records.values():
+        for epochs in {arm["epochs"] for arm in record["rungs"]}:
+            counts[epochs] = counts.get(epochs, 0) + 1
+    return max(counts, key=lambda e: (counts[e], e), default=None)
 
 
-def calibrate(rows: Sequence[Mapping[str, Any]], results: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
-    """Correlations of each of :data:`QUANTITIES` with accuracy over the confirmed rows.
+def seed_noise(arms: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """{"spearman", "kendall", "n", "pairs"}: the mean rank correlation between two seeds' accuracies over the
+    arms (each with ``per_seed``: seed → accuracy), over every pair of seeds all arms share."""
+    shared = sorted(set.intersection(*(set(a["per_seed"]) for a in arms)), key=int) if arms else []
+    pairs = list(itertools.combinations(shared, 2))
+    found = [rank_correlation([-a["per_seed"][s] for a in arms], [a["per_seed"][t] for a in arms]) for s, t in pairs]
+    out: dict[str, Any] = {"n": len(arms), "pairs": len(pairs)}
+    for name in ("spearman", "kendall"):
+        values = [f[name] for f in found if f[name] is not None]
+        out[name] = fmean(values) if values else None
+    return out
 
-    ``rows``: leaderboard rows (``trial`` and the quantities); ``results``: trial number → confirmation
-    record (``accuracy``, ``diverged``). Rows without a record, or with a non-finite quantity, are left out
-    of that quantity's correlation.
+
+def calibrate(rows: Sequence[Mapping[str, Any]], records: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """Correlations of each of :data:`QUANTITIES` with accuracy at :func:`calibration_budget`, and the seed
+    noise there: {"budget": epochs, quantity: {"spearman", "kendall", "n"}, …, "seeds": {…, "pairs"}}.
+
+    ``rows``: leaderboard rows (``trial`` and the quantities); ``records``: trial number → candidate record
+    (:mod:`normsearch.confirm.results`: ``rungs`` with each arm's ``epochs``, ``accuracy``, ``diverged``,
+    ``per_seed``). Candidates not trained at that budget, or with a non-finite quantity, are left out.
     """
-    out = {}
+    budget = calibration_budget(records)
+    arms = {trial: arm_at(record, budget) for trial, record in records.items()} if budget is not None else {}
+    results = {trial: arm for trial, arm in arms.items() if arm is not None}
+    out: dict[str, Any] = {"budget": budget}
     for name in QUANTITIES:
         pairs = [
             (_finite(lower_is_better(row, name)), ranking_accuracy(results[row["trial"]]))
@@ -74,15 +105,20 @@ def calibrate(rows: Sequence[Mapping[str, Any]], results: Mapping[int, Mapping[s
         ]
         pairs = [(q, a) for q, a in pairs if q is not None]
         out[name] = rank_correlation([q for q, _ in pairs], [a for _, a in pairs])
+    out["seeds"] = seed_noise([results[row["trial"]] for row in rows if row["trial"] in results])
     return out
 
 
 def describe(calibration: Mapping[str, Any]) -> str:
-    """One line: ``calibration (n=8): score ρ=+0.71 τ=+0.57 · activation_growth ρ=… · …``."""
+    """One line: ``calibration at 1 epoch(s) (n=8): score ρ=+0.71 τ=+0.57 · … · seed-to-seed ρ=+0.90``."""
 
     def number(value: float | None) -> str:
         return "n/a" if value is None else f"{value:+.2f}"
 
     n = calibration["score"]["n"]
-    parts = [f"{name} ρ={number(c['spearman'])} τ={number(c['kendall'])}" for name, c in calibration.items()]
-    return f"calibration (n={n}): " + " · ".join(parts)
+    parts = [f"{name} ρ={number(calibration[name]['spearman'])} τ={number(calibration[name]['kendall'])}"
+             for name in QUANTITIES]
+    seeds = calibration.get("seeds", {})
+    if seeds.get("pairs"):
+        parts.append(f"seed-to-seed ρ={number(seeds['spearman'])} τ={number(seeds['kendall'])} (the ceiling)")
+    return f"calibration at {calibration['budget']} epoch(s) (n={n}): " + " · ".join(parts)

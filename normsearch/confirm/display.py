@@ -1,7 +1,8 @@
-"""Progress of the confirmation on a (stderr) console: a live bar per run on a terminal, a line per candidate.
+"""Progress of the confirmation on a (stderr) console: a live bar per run on a terminal, a line per run.
 
-The bar shows the candidate, seed and batch, epoch, running training loss and last validation accuracy; it
-is drawn only when the console is a terminal. The per-candidate result lines are printed in any case.
+Each rung starts with a line (its epochs and how many runs it holds); each run this process trains ends
+with one line: config, learning rate, seed (and batch), accuracy with ``diverged`` / ``collapsed`` flags,
+time. The bar (epoch, running training loss, last validation accuracy) is drawn only on a terminal.
 """
 
 from __future__ import annotations
@@ -9,21 +10,22 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Self
 
+from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..train import TrainProgress
-from .select import Candidate
+from .units import Unit
 
 
 class TrainingDisplay:
-    """Context manager around a rich ``Progress``; ``callback(...)`` feeds it from :func:`normsearch.train.fit`."""
+    """A context manager: progress bars while units train, and the result lines (see the module docstring)."""
 
-    def __init__(self, console: Console, total: int) -> None:
+    def __init__(self, console: Console) -> None:
         self.console = console
-        self.total = total
         self._tasks: list[Any] = []
+        self.rung = ""
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -43,11 +45,20 @@ class TrainingDisplay:
                  trace: TracebackType | None) -> None:
         self.progress.stop()
 
-    def callback(self, index: int, candidate: Candidate, seed: int, batch_size: int | None):
-        """A progress callback for one run of candidate number ``index`` (1-based)."""
-        batch = f" batch {batch_size}" if batch_size else ""
-        label = f"[{index}/{self.total}] {escape(candidate.config)} seed {seed}{batch}"
-        task = self.progress.add_task(label, total=None, epoch="-", loss="-", acc="-")
+    def rung_started(self, index: int, rungs: int, epochs: int, units: list[Unit]) -> None:
+        self.rung = f"rung {index + 1}/{rungs}"
+        arms = len({(u.config, u.lr) for u in units})
+        self.console.print(f"confirm {self.rung}: {epochs} epoch(s), {arms} candidate × learning-rate arm(s), "
+                           f"{len(units)} run(s)", highlight=False, soft_wrap=True)
+
+    @staticmethod
+    def _label(unit: Unit) -> str:
+        batch = f" batch {unit.batch_size}" if unit.batch_size else ""
+        return f"{escape(unit.config)} lr {unit.lr:g} seed {unit.seed}{batch}"
+
+    def started(self, unit: Unit):
+        """The progress callback of one run."""
+        task = self.progress.add_task(f"{self.rung} {self._label(unit)}", total=None, epoch="-", loss="-", acc="-")
         self._tasks.append(task)
 
         def update(event: TrainProgress) -> None:
@@ -57,20 +68,16 @@ class TrainingDisplay:
 
         return update
 
-    def report(self, index: int, candidate: Candidate, record: dict[str, Any] | None, note: str = "") -> None:
-        """One line: the candidate's accuracy, divergence, time and throughput (or why it has none)."""
+    def finished(self, unit: Unit, trial: FrozenTrial) -> None:
+        """One line: the run's accuracy and flags, or why it failed."""
         while self._tasks:
             self.progress.remove_task(self._tasks.pop())
-        head = f"confirm [{index}/{self.total}] {escape(candidate.config)} ({candidate.reason})"
-        if record is None:
-            self.console.print(f"{head}: {note}", highlight=False, soft_wrap=True)
+        head = f"  {self._label(unit)}, {unit.epochs} ep"
+        if trial.state != TrialState.COMPLETE:
+            self.console.print(f"{head}: skipped: {trial.user_attrs.get('fail_reason')}", highlight=False,
+                               soft_wrap=True)
             return
-        state = "[bold red]diverged[/] " if record["diverged"] else ""
-        small = record.get("small_batch")
-        small_text = f", batch {small['batch_size']}: {small['accuracy']:.3f}" if small else ""
-        self.console.print(
-            f"{head}: {state}accuracy {record['accuracy']:.3f}{small_text} · {record['seconds']:.1f} s · "
-            f"{record['images_per_s']:.0f} img/s{note}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        run = trial.user_attrs["run"]
+        flags = "".join(f" [bold red]{f}[/]" for f in ("diverged", "collapsed") if run.get(f))
+        self.console.print(f"{head}: accuracy {run['accuracy']:.3f}{flags} · {run['seconds']:.1f} s · "
+                           f"{run['images_per_s']:.0f} img/s", highlight=False, soft_wrap=True)

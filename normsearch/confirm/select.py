@@ -1,17 +1,25 @@
-"""Which candidates of a study get confirmed by training.
+"""Which candidates of a study are admitted to the first rung of the confirmation.
 
-From the leaderboard rows (one per finished trial, with its ``config``, ``baseline`` flag and scalar
-``score``, lower is better), in this order and each config once (the best-scored trial stands for its
-config, and a config any baseline trial has is a baseline):
+From the leaderboard rows (one per finished trial, with its ``config``, ``baseline`` flag, scalar ``score``
+(lower is better), ``objectives``, ``pareto`` flag and ``rejected`` reason), each config once (the
+best-scored trial stands for its config; a config any baseline trial has is a baseline), in this order:
 
 1. ``top``: the ``top_k`` best-scored non-baseline configs;
-2. ``baseline``: every baseline config, when ``baselines`` is on;
-3. ``random``: ``random`` further configs drawn uniformly from the rest with ``random.Random(seed)``,
+2. ``explore``: ``explore`` more configs from the Pareto front of the objectives, taking in turn the best
+   front member on each objective (|growth|, similarity, folded grad ratio, then again) that is not
+   admitted yet. So a score whose weights are off cannot keep out the layer that is best on one probe;
+3. ``baseline``: every baseline config, when ``baselines`` is on (the references, even when rejected:
+   that is also how a filter gets checked);
+4. ``random``: ``random`` further configs drawn uniformly from the rest with ``random.Random(seed)``,
    so that the calibration also sees mid- and low-ranked candidates.
+
+Only stable (state COMPLETE), non-rejected rows compete for 1, 2 and 4. ``all_candidates`` admits every
+config of a COMPLETE trial (what ``confirm --all`` trains).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -36,12 +44,34 @@ def _score(row: Mapping[str, Any]) -> float:
     return score if isinstance(score, int | float) and math.isfinite(score) else math.inf
 
 
-def select_candidates(rows: Sequence[Mapping[str, Any]], settings: ConfirmSettings) -> list[Candidate]:
-    """The candidates to train (see the module docstring); rows with no config are ignored."""
+def _ranked(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One row per config (its best-scored trial), best score first."""
     best: dict[str, Mapping[str, Any]] = {}
     for row in sorted((r for r in rows if r.get("config")), key=lambda r: (_score(r), r["trial"])):
         best.setdefault(row["config"], row)
-    ranked = list(best.values())
+    return list(best.values())
+
+
+def _eligible(row: Mapping[str, Any]) -> bool:
+    return row.get("state", "COMPLETE") == "COMPLETE" and not row.get("rejected")
+
+
+def _front_in_turn(front: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Front members taken in turn as the best remaining on each objective (ties: by score order)."""
+    names = list(front[0].get("objectives", {})) if front else []
+    orders = [sorted(front, key=lambda r, n=n: r["objectives"][n]) for n in names]
+    out: list[Mapping[str, Any]] = []
+    for order in itertools.cycle(orders) if orders else ():
+        pick = next((r for r in order if r not in out), None)
+        if pick is None:
+            break
+        out.append(pick)
+    return out
+
+
+def select_candidates(rows: Sequence[Mapping[str, Any]], settings: ConfirmSettings) -> list[Candidate]:
+    """The candidates admitted to the first rung (see the module docstring); rows with no config are ignored."""
+    ranked = _ranked(rows)
     baselines = {r["config"] for r in rows if r.get("config") and r.get("baseline")}
     chosen: dict[str, Candidate] = {}
 
@@ -49,12 +79,24 @@ def select_candidates(rows: Sequence[Mapping[str, Any]], settings: ConfirmSettin
         config = row["config"]
         chosen.setdefault(config, Candidate(row["trial"], config, config in baselines, reason))
 
-    for row in [r for r in ranked if r["config"] not in baselines][: settings.top_k]:
+    eligible = [r for r in ranked if _eligible(r)]
+    for row in [r for r in eligible if r["config"] not in baselines][: settings.top_k]:
         take(row, "top")
+    front = [r for r in eligible if r.get("pareto") and r["config"] not in chosen
+             and not (settings.baselines and r["config"] in baselines)]  # baselines are admitted anyway
+    for row in _front_in_turn(front)[: settings.explore]:
+        take(row, "pareto")
     for row in ranked if settings.baselines else []:
         if row["config"] in baselines:
             take(row, "baseline")
-    rest = [r for r in ranked if r["config"] not in chosen]
+    rest = [r for r in eligible if r["config"] not in chosen]
     for row in random.Random(settings.seed).sample(rest, min(settings.random, len(rest))):
         take(row, "random")
     return list(chosen.values())
+
+
+def all_candidates(rows: Sequence[Mapping[str, Any]]) -> list[Candidate]:
+    """Every config of a COMPLETE trial (stable or not, rejected or not), best score first."""
+    baselines = {r["config"] for r in rows if r.get("config") and r.get("baseline")}
+    return [Candidate(r["trial"], r["config"], r["config"] in baselines, "all")
+            for r in _ranked(rows) if r.get("state", "COMPLETE") in ("COMPLETE", "UNSTABLE")]

@@ -1,10 +1,15 @@
-"""Confirmation settings: which candidates get short training runs, and how they are trained."""
+"""Confirmation settings: which candidates get short training runs, and how they are trained.
+
+Multi-fidelity: the rungs train for ⌊``epochs`` / ``eta``^k⌋ epochs, k = K, …, 1, 0, with K the largest
+k whose budget is still ≥ ``min_epochs`` (see :func:`rung_epochs`). Each rung trains every admitted candidate at
+every learning rate ``lr`` · f, f in ``lr_factors``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..settings import check_fields
+from ..settings import SettingsError, check_fields
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "mnist", "fashionmnist")
 AUGMENTS = ("auto", "none", "flip")
@@ -14,7 +19,10 @@ AUGMENTS = ("auto", "none", "flip")
 class ConfirmSettings:
     """Settings of the confirmation stage (validated on construction; see :mod:`normsearch.settings`)."""
 
-    top_k: int = field(default=3, metadata={"min": 0, "help": "best candidates by scalar score to train"})
+    top_k: int = field(default=3, metadata={"min": 0, "help": "best candidates by score admitted to the first rung"})
+    explore: int = field(
+        default=3, metadata={"min": 0, "help": "Pareto-front candidates admitted besides the top-k (best on each objective first)"}
+    )
     baselines: bool = field(default=True, metadata={"help": "also train the enqueued baseline layers"})
     random: int = field(default=0, metadata={"min": 0, "help": "extra random candidates, for calibration spread"})
     dataset: str = field(default="digits", metadata={"choices": DATASETS, "help": "training data"})
@@ -31,11 +39,18 @@ class ConfirmSettings:
         default="auto",
         metadata={"choices": AUGMENTS, "help": "flip: random horizontal flips; auto: flip for CIFAR, else none"},
     )
-    epochs: int = field(default=3, metadata={"min": 1, "help": "training epochs"})
+    epochs: int = field(default=3, metadata={"min": 1, "help": "training epochs of the last rung (the final budget)"})
+    min_epochs: int = field(default=1, metadata={"min": 1, "help": "training epochs of the first rung"})
+    eta: int = field(
+        default=3, metadata={"min": 2, "help": "successive halving: the best 1/eta advance; budgets grow by eta per rung"}
+    )
     steps: int | None = field(default=None, metadata={"min": 1, "help": "cap on optimizer steps (overrides epochs)"})
     batch_size: int = field(default=64, metadata={"min": 1, "help": "training batch size"})
     optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adam", "adamw"), "help": "optimizer"})
     lr: float = field(default=0.1, metadata={"min": 0.0, "help": "peak learning rate"})
+    lr_factors: tuple[float, ...] = field(
+        default=(1.0, 0.25), metadata={"min": 0.0, "help": "each candidate trains at lr × each factor; its best counts"}
+    )
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0, "help": "SGD momentum"})
     weight_decay: float = field(default=1e-4, metadata={"min": 0.0, "help": "L2 weight decay, all parameters"})
     schedule: str = field(
@@ -56,3 +71,18 @@ class ConfirmSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.min_epochs > self.epochs:
+            raise SettingsError("min_epochs", f"must be <= epochs ({self.epochs}), got {self.min_epochs}")
+
+    def learning_rates(self) -> list[float]:
+        """The learning rates each candidate is trained at: lr · f for f in ``lr_factors`` (repeats dropped)."""
+        return list(dict.fromkeys(self.lr * f for f in self.lr_factors))
+
+
+def rung_epochs(settings: ConfirmSettings) -> list[int]:
+    """Epochs of each rung, from the first: ⌊epochs / eta^k⌋ for k = K … 0, with K the largest k such that
+    epochs / eta^k ≥ min_epochs (epochs 3, eta 3: [1, 3]; epochs 10: [1, 3, 10]; min_epochs = epochs: one rung)."""
+    k = 0
+    while settings.epochs / settings.eta ** (k + 1) >= settings.min_epochs:
+        k += 1
+    return list(dict.fromkeys(settings.epochs // settings.eta**j for j in range(k, -1, -1)))
