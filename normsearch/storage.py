@@ -24,14 +24,16 @@ from urllib.parse import urlsplit
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal import JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
+
+from .journal import SafeJournalFileBackend
 
 JOURNAL = "journal.log"
 POINTER = "storage.txt"
 LOCK_SUFFIX = ".lock"
 """Optuna's journal lock is ``<journal>`` + this (``JournalFileSymlinkLock``)."""
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 HEARTBEAT_S = 60
 """Heartbeat of RDB storages: a RUNNING trial silent for 2 × this is failed by Optuna."""
 LOCK_GRACE_S = 30
@@ -46,7 +48,8 @@ def worker_id() -> str:
 def check_name(name: str) -> str:
     """A study name must be a safe directory name; raises ValueError otherwise."""
     if not NAME.fullmatch(name):
-        raise ValueError(f"study name {name!r}: use letters, digits, '.', '_' or '-' (not starting with . _ -)")
+        raise ValueError(f"study name {name[:60]!r}{'...' if len(name) > 60 else ''}: use 1 to 100 letters, digits, "
+                         "'.', '_' or '-' (not starting with . _ -)")
     return name
 
 
@@ -79,7 +82,7 @@ def make_storage(spec: str) -> BaseStorage:
             f"{lock}: a lock left by a killed process (a dangling link that Optuna cannot break); "
             "delete it if no other process is writing this study"
         )
-    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path, LOCK_GRACE_S)))
+    return JournalStorage(SafeJournalFileBackend(path, JournalFileSymlinkLock(path, LOCK_GRACE_S)))
 
 
 @dataclass(frozen=True)

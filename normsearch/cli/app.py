@@ -1,13 +1,38 @@
-"""The typer application every command module registers on, and the helpers they share."""
+"""The typer application every command module registers on, the helpers they share, and the entry point.
+
+:func:`main` (the ``normsearch`` console script) runs the application under one handler: every expected
+failure (a file or disk error, a damaged journal, a storage error, running out of memory, a signal) ends in
+one ``error:`` line on stderr and exit code 2 (130 after Ctrl-C, 143 after SIGTERM, with the resume hint);
+any other exception is a bug, reported in one line that says to rerun with ``--debug`` for the traceback.
+
+Terminal output never carries stored text as markup or raw control codes: the shared consoles read strings
+without Rich markup (style is given with :class:`rich.text.Text`) and print any control character (an ANSI
+escape, a bell, ...) that reaches them as a visible ``\\x1b``-style escape.
+"""
 
 from __future__ import annotations
 
-from typing import NoReturn
+import errno
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.segment import Segment
+from rich.text import Text
 
 from .. import __version__
+
+BAD_INPUT = 2
+INTERRUPTED = 130
+TERMINATED = 143
+BUG = 1
+RESUME = "completed work is stored: run the same command again to go on"
 
 app = typer.Typer(
     name="normsearch",
@@ -17,13 +42,45 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-stdout = Console(soft_wrap=False)
-stderr = Console(stderr=True)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
+def escape_controls(text: str) -> str:
+    """``text`` with every control character but newline and tab shown as an escape (``\\x1b``)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class SafeConsole(Console):
+    """A console that reads strings as plain text (no markup) and escapes control characters in them."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, **kwargs)
+
+    def render(self, renderable: Any, options: Any = None) -> Iterable[Segment]:
+        return _escaped(super().render(renderable, options))
+
+
+def _escaped(segments: Iterable[Segment]) -> Iterator[Segment]:
+    for segment in segments:
+        if segment.control is None and _CONTROL.search(segment.text):
+            segment = Segment(escape_controls(segment.text), segment.style)
+        yield segment
+
+
+stdout = SafeConsole(soft_wrap=False)
+stderr = SafeConsole(stderr=True)
+
+
+def print_error(message: str) -> None:
+    """One line ``error: message`` on stderr (the message printed as plain text)."""
+    stderr.print(
+        Text.assemble(("error:", "bold red"), " ", escape_controls(message)), highlight=False, soft_wrap=True
+    )
+
+
+def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
     """Print one line ``error: ...`` to stderr and exit with ``code`` (2: bad input, 1: runtime failure)."""
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code)
 
 
@@ -33,8 +90,139 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_DEBUG = {"on": bool(os.environ.get("NORMSEARCH_DEBUG"))}
+
+
 @app.callback()
-def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error."),
 ) -> None:
     """normsearch: space → norm → probes → search → confirm → leaderboard/export."""
+    _DEBUG["on"] = _DEBUG["on"] or debug
+
+
+# ------------------------------------------------------------------------------------------------------
+# The entry point
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it stops the way Ctrl-C does (work is stored)."""
+
+
+_FULL = "free some space, then run the same command again; completed work is stored"
+_HINTS = {errno.ENOSPC: _FULL, errno.EDQUOT: _FULL}
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """The exception and those it was raised from or during, outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def describe_failure(error: BaseException) -> str | None:
+    """The one-line message of an expected failure anywhere in ``error``'s chain, or None for a bug.
+
+    Expected: a damaged journal, any ``OSError`` (disk full, read-only, no permission, name too long, ...),
+    ``MemoryError``, a storage error. Optuna turns a failed write into "AssertionError: Should not reach." raised
+    while handling the real error: the chain is searched for it.
+    """
+    import optuna
+
+    from ..journal import JournalDamaged
+
+    for cause in _chain(error):
+        if isinstance(cause, JournalDamaged):
+            return str(cause)
+        if isinstance(cause, OSError):
+            output = not cause.filename and _from_output(cause)
+            where = (
+                f"{cause.filename}: " if cause.filename else ("cannot write the output: " if output else "")
+            )
+            hint = None if output else _HINTS.get(cause.errno)
+            return f"{where}{cause.strerror or cause}" + (f": {hint}" if hint else "")
+        if isinstance(cause, MemoryError):
+            return "out of memory: lower the sizes (batch_size, width, depth, resolution) or the range sizes"
+        if isinstance(cause, optuna.exceptions.StorageInternalError):
+            return f"storage error: {cause}"
+    return None
+
+
+def _from_output(error: BaseException) -> bool:
+    """Whether ``error`` was raised writing to the terminal or a pipe (by Rich or click)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    name = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb is not None else ""
+    return name.endswith(("rich/console.py", "click/utils.py", "typer/_typing.py"))
+
+
+def _stdout_failed() -> bool:
+    """Whether stdout cannot be written (full, closed); if so fd 1 is pointed at /dev/null, so that the
+    interpreter's final flush does not report it again."""
+    try:
+        sys.stdout.flush()
+        return False
+    except (OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return True
+
+
+_SIGNALS: dict[str, int | None] = {"last": None}
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _SIGNALS["last"] = signum
+    raise Terminated
+
+
+def _interrupted() -> int:
+    """The exit code of an interruption: 143 after SIGTERM, else 130 (Ctrl-C)."""
+    return TERMINATED if _SIGNALS["last"] == signal.SIGTERM else INTERRUPTED
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the CLI under the top-level handler (see the module docstring); returns the exit code."""
+    logging.basicConfig(format="note: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app(args=args, prog_name="normsearch")
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        if code == INTERRUPTED:
+            context = exit_.__context__
+            if context is not None and isinstance(
+                context.__cause__, KeyboardInterrupt
+            ):  # typer's, not the command's
+                print_error(f"interrupted; {RESUME}")
+            code = _interrupted()
+        return code
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            print_error(f"interrupted; {RESUME}")
+            return _interrupted()
+        message = describe_failure(error)
+        _stdout_failed()
+        if message is not None:
+            print_error(message)
+            return BAD_INPUT
+        if _DEBUG["on"]:
+            raise
+        print_error(
+            f"unexpected {type(error).__name__}: {error} (a bug: rerun with --debug for the traceback)"
+        )
+        return BUG
+    return 0
+
+
+def run() -> NoReturn:
+    """The ``normsearch`` console script."""
+    sys.exit(main())

@@ -74,10 +74,10 @@ class TrainingDisplay:
             self.progress.remove_task(self._tasks.pop())
         head = f"  {self._label(unit)}, {unit.epochs} ep"
         if trial.state != TrialState.COMPLETE:
-            self.console.print(f"{head}: skipped: {trial.user_attrs.get('fail_reason')}", highlight=False,
-                               soft_wrap=True)
+            reason = escape(str(trial.user_attrs.get("fail_reason")))
+            self.console.print(f"{head}: skipped: {reason}", markup=True, highlight=False, soft_wrap=True)
             return
         run = trial.user_attrs["run"]
         flags = "".join(f" [bold red]{f}[/]" for f in ("diverged", "collapsed") if run.get(f))
         self.console.print(f"{head}: accuracy {run['accuracy']:.3f}{flags} · {run['seconds']:.1f} s · "
-                           f"{run['images_per_s']:.0f} img/s", highlight=False, soft_wrap=True)
+                           f"{run['images_per_s']:.0f} img/s", markup=True, highlight=False, soft_wrap=True)

@@ -1,0 +1,280 @@
+"""Issue 14: nothing lost, nothing leaked. One test per numbered case of the issue, with its reproduction:
+each asserts the exit code, the single ``error:`` line, and that every completed trial and confirmation record
+is still readable afterwards (by Optuna's own journal reader where a journal is involved).
+
+The full-disk tests mount a small tmpfs (root only: CI runs as root; elsewhere they are skipped, and as root a
+mount that fails is a test failure)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._storage import JournalOperation
+from optuna.trial import TrialState
+
+from normsearch.cli.app import main
+from normsearch.journal import JournalDamaged
+from normsearch.storage import make_storage
+
+CREATE_TRIAL = JournalOperation.CREATE_TRIAL
+CLI = [sys.executable, "-c", "from normsearch.cli.app import run; run()"]
+PROBE = "probe: {depth: 8, width: 8, batch_size: 16, seeds: 1, resolution: 8}\n"
+TINY = (
+    "space:\n"
+    "  partition: {choices: [batch, layer, instance, group]}\n"
+    "  group_size: {when: {partition: group}, choices: [2, 4]}\n"
+    "  eps: {low: 1.0e-6, high: 1.0e-2, log: true}\n"
+    + PROBE
+    + "confirm: {top_k: 2, baselines: false, depth: 8, width: 8, epochs: 1, steps: 2, batch_size: 32, device: cpu}\n"
+)
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The ``normsearch`` console script's entry point (:func:`main`, its top-level handler included), run in
+    this process for speed, with stdout and stderr captured."""
+    out, err = io.StringIO(), io.StringIO()
+    handler = signal.getsignal(signal.SIGTERM)
+    cwd_before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(cwd_before)
+        signal.signal(signal.SIGTERM, handler)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def cli_process(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The entry point in a fresh process (for signals and start-up)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "200"}
+    return subprocess.run(
+        [*CLI, *args], check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    """Assert exit ``code`` and that stderr ends in exactly one ``error:`` line and has no traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr[-3000:])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "Should not reach" not in result.stderr
+    return errors[0]
+
+
+def optuna_trials(journal: Path, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
+    """The study's trials as Optuna's own journal reader sees them (no normsearch code involved)."""
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
+
+
+def complete(trials: list[optuna.trial.FrozenTrial]) -> dict[int, dict]:
+    return {t.number: t.user_attrs["probe"] for t in trials if t.state == TrialState.COMPLETE}
+
+
+@contextlib.contextmanager
+def tmpfs(directory: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``directory`` for the block; unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root (CI runs as root)")
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+def resize(directory: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(directory)], check=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# 1. A journal ending in a partial line: the next write must not land on it
+
+
+def _journal_with_trials(path: Path, n: int = 3) -> None:
+    study = optuna.create_study(study_name="tiny", storage=make_storage(str(path)))
+    for i in range(n):
+        study.add_trial(optuna.trial.create_trial(value=float(i), user_attrs={"probe": {"i": i}}))
+
+
+def test_1_a_partial_last_line_is_cut_before_the_next_write_and_every_record_kept(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.log"
+    _journal_with_trials(journal)
+    with journal.open("ab") as handle:
+        handle.write(b'{"op_code":5,"worker_id":"x","trial_id":')  # a writer killed mid-line
+    storage = make_storage(str(journal))
+    assert journal.read_bytes().endswith(b"\n")  # cut on open, under the lock
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    study.add_trial(optuna.trial.create_trial(value=9.0, user_attrs={"probe": {"i": 9}}))
+    assert [t.value for t in optuna_trials(journal)] == [0.0, 1.0, 2.0, 9.0]
+
+
+def test_1_a_record_glued_onto_a_partial_line_is_salvaged(tmp_path: Path) -> None:
+    """A journal damaged the old way (Optuna's writer appended onto the partial line) is readable again."""
+    journal = tmp_path / "journal.log"
+    _journal_with_trials(journal)
+    created = [
+        line for line in journal.read_bytes().splitlines() if json.loads(line)["op_code"] == CREATE_TRIAL
+    ]
+    with journal.open(
+        "ab"
+    ) as handle:  # a partial line, then two records the old way: the first glued onto it
+        handle.write(b'{"op_code":5,"worker_id":"x","trial_id":' + created[0] + b"\n" + created[1] + b"\n")
+    with pytest.raises(ValueError):  # Optuna itself can no longer read it
+        optuna_trials(journal)
+    study = optuna.load_study(study_name="tiny", storage=make_storage(str(journal)))
+    assert [t.value for t in study.get_trials()] == [0.0, 1.0, 2.0, 0.0, 1.0]
+    assert [t.value for t in optuna_trials(journal)] == [0.0, 1.0, 2.0, 0.0, 1.0]  # repaired on disk
+
+
+def test_8_a_line_that_is_no_record_names_the_file_and_line(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    journal = runs / "tiny" / "journal.log"
+    journal.parent.mkdir(parents=True)
+    _journal_with_trials(journal)
+    lines = journal.read_bytes().split(b"\n")
+    lines.insert(2, b"this is not json")
+    journal.write_bytes(b"\n".join(lines))
+    with pytest.raises(JournalDamaged, match="line 3"):
+        optuna.load_study(study_name="tiny", storage=make_storage(str(journal)))
+    line = one_error_line(cli("leaderboard", "tiny", "--runs-dir", str(runs), cwd=tmp_path))
+    assert str(journal) in line and "line 3" in line
+
+
+@pytest.mark.slow
+def test_1_a_full_disk_mid_search_stops_with_one_line_and_the_study_resumes(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    with tmpfs(tmp_path / "fs", "120k") as fs:
+        full = cli(
+            "run",
+            "--space",
+            "tiny.yaml",
+            "--runs-dir",
+            str(fs),
+            "--n-trials",
+            "400",
+            "--no-confirm",
+            cwd=tmp_path,
+        )
+        line = one_error_line(full)
+        journal = fs / "tiny" / "journal.log"
+        assert str(journal) in line and "No space left on device" in line
+        assert journal.read_bytes().endswith(b"\n")  # the failed append was rolled back
+        before = complete(optuna_trials(journal))
+        assert len(before) >= 5
+        resize(fs, "20m")
+        budget = len(optuna_trials(journal)) + 5
+        resumed = cli(
+            "run",
+            "--space",
+            "tiny.yaml",
+            "--runs-dir",
+            str(fs),
+            "--n-trials",
+            str(budget),
+            "--no-confirm",
+            cwd=tmp_path,
+        )
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        after = optuna_trials(journal)
+        assert {n: p for n, p in complete(after).items() if n in before} == before  # nothing lost
+        assert len(complete(after)) >= len(before) + 5
+
+
+def _fill(fs: Path, journal: Path, slack: int) -> None:
+    """Pad the journal with one study attribute to ``slack`` bytes short of its last page, then fill the disk."""
+    study = optuna.load_study(study_name="tiny", storage=JournalStorage(JournalFileBackend(str(journal))))
+    page = os.statvfs(fs).f_frsize
+    size = journal.stat().st_size
+    study.set_user_attr("padding", "")
+    overhead = journal.stat().st_size - size
+    end = journal.stat().st_size + overhead
+    study.set_user_attr("padding", "x" * ((-end - slack) % page))
+    assert journal.stat().st_size % page == page - slack
+    (fs / "filler").write_bytes(b"\0" * (os.statvfs(fs).f_bavail * page))
+
+
+@pytest.mark.slow
+def test_1_a_full_disk_mid_confirmation_stops_with_one_line_and_confirm_resumes(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    with tmpfs(tmp_path / "fs", "20m") as fs:
+        assert (
+            cli(
+                "run",
+                "--space",
+                "tiny.yaml",
+                "--runs-dir",
+                str(fs),
+                "--n-trials",
+                "8",
+                "--no-confirm",
+                cwd=tmp_path,
+            ).returncode
+            == 0
+        )
+        journal = fs / "tiny" / "journal.log"
+        before = complete(optuna_trials(journal))
+        _fill(fs, journal, slack=50)
+        line = one_error_line(cli("confirm", "tiny", "--runs-dir", str(fs), cwd=tmp_path))
+        assert "No space left on device" in line
+        assert complete(optuna_trials(journal)) == before  # every trial still readable by Optuna itself
+        (fs / "filler").unlink()
+        done = cli("confirm", "tiny", "--runs-dir", str(fs), "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert len(json.loads(done.stdout)["rows"]) == 2
+        board = json.loads(cli("leaderboard", "tiny", "--runs-dir", str(fs), "--json", cwd=tmp_path).stdout)
+        assert sum("accuracy" in row for row in board["rows"]) == 2
+        assert complete(optuna_trials(journal)) == before
+
+
+@pytest.mark.slow
+def test_7_a_read_only_journal_is_one_line_and_still_readable(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    with tmpfs(tmp_path / "fs", "20m") as fs:
+        assert (
+            cli(
+                "run",
+                "--space",
+                "tiny.yaml",
+                "--runs-dir",
+                str(fs),
+                "--n-trials",
+                "4",
+                "--no-confirm",
+                cwd=tmp_path,
+            ).returncode
+            == 0
+        )
+        journal = fs / "tiny" / "journal.log"
+        with journal.open("ab") as handle:
+            handle.write(b'{"op_code":5,')  # and a partial line that cannot be cut on a read-only disk
+        subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+        line = one_error_line(
+            cli(
+                "run",
+                "--space",
+                "tiny.yaml",
+                "--runs-dir",
+                str(fs),
+                "--n-trials",
+                "8",
+                "--no-confirm",
+                cwd=tmp_path,
+            )
+        )
+        assert "Read-only file system" in line
+        board = cli("leaderboard", "tiny", "--runs-dir", str(fs), "--json", cwd=tmp_path)
+        assert board.returncode == 0 and len(json.loads(board.stdout)["rows"]) == 4
