@@ -177,6 +177,70 @@ class PlainCNN(nn.Module):
 
 MODELS: dict[str, type[CifarResNet | PlainCNN]] = {"resnet": CifarResNet, "cnn": PlainCNN}
 
+MAX_DEPTH = 1000
+"""Deepest network the settings accept (the paper's deepest is ResNet-110; ResNet-1001 is 6n+2 ≈ 1000)."""
+MAX_WIDTH = 1024
+"""Widest first stage the settings accept (the CNN's last stages are 8× this)."""
+MAX_RESOLUTION = 1024
+"""Largest input height = width the settings accept."""
+ACTIVATION_LIMIT_GIB = 16
+"""Largest estimated activation memory of one forward+backward pass (see :func:`activation_bytes`)."""
+_TENSORS_PER_CONV = 8
+"""Tensors of a conv's output size that one forward+backward pass keeps alive per conv (conv, norm, act, their
+saved statistics and gradients): a generous factor, measured peaks were below it."""
+
+
+def downsamplings(kind: str, depth: int) -> int:
+    """How many times the network halves its input: resnet 2 (stages 2 and 3), cnn up to 4 (stages 1–4)."""
+    if kind == "cnn":
+        return sum(stride == 2 for _, stride in cnn_layout(depth, 1))
+    return 2
+
+
+def min_resolution(kind: str, depth: int) -> int:
+    """Smallest input size whose last maps are still 2×2: at 1×1, instance-style statistics (one value per
+    sample and channel) are constant and the layer collapses. resnet: 8; the paper's 10-layer cnn: 32."""
+    return 2 * 2 ** downsamplings(kind, depth)
+
+
+def default_resolution(kind: str, depth: int) -> int:
+    """The probe resolution of a network when none is given: 16, or :func:`min_resolution` if larger (cnn 32,
+    the CIFAR size the paper runs it at)."""
+    return max(16, min_resolution(kind, depth))
+
+
+def activation_bytes(kind: str, *, depth: int, width: int, resolution: int, batch_size: int) -> int:
+    """Estimated memory of one forward+backward pass in float32: every conv's output size (channels × its
+    map) summed over the network, × batch size × :data:`_TENSORS_PER_CONV` × 4 bytes."""
+    if kind == "cnn":
+        layers, side = [], resolution
+        for channels, stride in cnn_layout(depth, width):
+            side = -(-side // stride)
+            layers.append(channels * side * side)
+    else:
+        per_stage = max((depth - 2) // 6, 1)
+        layers = [width * resolution**2]
+        for stage, multiple in enumerate((1, 2, 4)):
+            side = -(-resolution // 2**stage)
+            layers += [width * multiple * side * side] * (2 * per_stage + (stage > 0))
+    return sum(layers) * batch_size * _TENSORS_PER_CONV * 4
+
+
+def network_problem(kind: str, *, depth: int, width: int, resolution: int | None, batch_size: int
+                    ) -> tuple[str, str] | None:
+    """(field, what is allowed) for settings no network of ``kind`` can run, or None: a resnet depth that is
+    not 6n + 2, or an estimated memory above :data:`ACTIVATION_LIMIT_GIB` (when ``resolution`` is known)."""
+    if kind == "resnet" and (depth < 8 or (depth - 2) % 6):
+        return "depth", f"must be 6n+2 for resnet (8, 14, 20, 56, 110, ...), got {depth}"
+    if resolution is None:
+        return None
+    gib = activation_bytes(kind, depth=depth, width=width, resolution=resolution, batch_size=batch_size) / 2**30
+    if gib > ACTIVATION_LIMIT_GIB:
+        return "resolution", (f"{kind}-{depth} width {width} at {resolution}px, batch {batch_size} needs about "
+                              f"{gib:.0f} GiB of activations; the limit is {ACTIVATION_LIMIT_GIB} GiB: lower "
+                              "resolution, batch_size, width or depth")
+    return None
+
 
 def build_model(
     kind: str,
@@ -208,4 +272,18 @@ def build_model(
         raise ValueError(f"{cfg.spec()} does not fit {kind} depth={depth} width={width}: {err}") from None
 
 
-__all__ = ["MODELS", "CifarResNet", "PlainCNN", "ProbedNetwork", "build_model", "cnn_layout"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_RESOLUTION",
+    "MAX_WIDTH",
+    "MODELS",
+    "CifarResNet",
+    "PlainCNN",
+    "ProbedNetwork",
+    "activation_bytes",
+    "build_model",
+    "cnn_layout",
+    "default_resolution",
+    "min_resolution",
+    "network_problem",
+]

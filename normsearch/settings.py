@@ -2,7 +2,8 @@
 
 A settings class is a frozen dataclass whose fields are int, float, bool, str, ``X | None`` or a non-empty
 list of numbers (``tuple[float, ...]``, stored as a tuple) and may carry ``metadata`` with ``choices``
-(allowed values), ``min`` / ``max`` (inclusive bounds, for a list: of each element) and ``help``. Call
+(allowed values), ``min`` / ``max`` (inclusive bounds, for a list: of each element) and ``help``. Numbers
+must be finite everywhere (NaN and ±inf are refused: they would poison every score or result). Call
 :func:`check_fields` from ``__post_init__``; build from untrusted mappings with :func:`from_mapping`, which
 names the offending key path in its error.
 """
@@ -10,6 +11,7 @@ names the offending key path in its error.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -62,6 +64,8 @@ def _check_scalar(kinds: tuple[type, ...], optional: bool, meta: Mapping[str, An
         value = float(value)
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         raise SettingsError(path, f"must be {_describe(kinds)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingsError(path, f"must be a finite number, got {value!r}")
     if "choices" in meta and value not in meta["choices"]:
         raise SettingsError(path, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}")
     if "min" in meta and value < meta["min"]:

@@ -68,6 +68,12 @@ SIMILARITY_CAP = 1 - 1e-6
 RATIO_FLOOR = 1e-12
 MAX_ENUMERATION = 20_000
 """Spaces with more grid points than this are reported as 'more than' (size) and not fully checked."""
+MAX_RANGE_VALUES = 100_000
+"""Most values an int range or a float range with a step may hold (each is enumerated for checks and grids)."""
+MAX_NESTING = 32
+"""Deepest nesting of YAML mappings and lists a space file may have (a space file needs 5)."""
+MAX_WEIGHT = 1e6
+"""Largest weight of a probe score (weights are relative; larger ones overflow the score)."""
 
 
 class SpaceError(ValueError):
@@ -86,10 +92,10 @@ class SpaceError(ValueError):
 class ScoreWeights:
     """Weights of the probe scores in the scalar score (see the module docstring)."""
 
-    similarity: float = field(default=1.0, metadata={"min": 0.0, "help": "weight of −ln(1 − similarity)"})
-    step_loss_ratio: float = field(default=4.0, metadata={"min": 0.0, "help": "weight of ln(step_loss_ratio)"})
-    activation_growth: float = field(default=0.0, metadata={"min": 0.0, "help": "weight of (B − 1)·|growth|"})
-    grad_ratio: float = field(default=0.0, metadata={"min": 0.0, "help": "weight of |ln(grad_ratio)|"})
+    similarity: float = field(default=1.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of −ln(1 − similarity)"})
+    step_loss_ratio: float = field(default=4.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of ln(step_loss_ratio)"})
+    activation_growth: float = field(default=0.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of (B − 1)·|growth|"})
+    grad_ratio: float = field(default=0.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of |ln(grad_ratio)|"})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -458,6 +464,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):  # PyYAML's signature
         seen = set()
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain value (a name or a number), not a list or mapping",
+                    key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -474,6 +485,22 @@ _UniqueKeyLoader.add_implicit_resolver(  # YAML 1.2 floats: PyYAML reads 1e-5 (n
 )
 
 SECTIONS = ("description", "space", "probe", "objective", "search", "confirm")
+
+
+def _check_nesting(text: str, label: str) -> None:
+    """Refuse YAML nested deeper than :data:`MAX_NESTING`, before the (recursive) loader sees it.
+
+    Reads PyYAML's event stream, which is not recursive, so a deep file costs no stack."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                mark = event.start_mark
+                where = f"{label}: line {mark.line + 1}, column {mark.column + 1}"
+                raise SpaceError([f"{where}: nested more than {MAX_NESTING} levels deep (a space file needs 5)"])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 class _Problems:
@@ -590,6 +617,12 @@ def _parse_range(option: str, path: str, entry: Mapping[str, Any], problems: _Pr
     if ok and low > high:
         problems.add(path, f"low must be <= high, got low={low!r}, high={high!r}")
         ok = False
+    if ok and (kind == "int" or step is not None):
+        count = math.floor((high - low) / (step or 1) + 1e-9) + 1
+        if count > MAX_RANGE_VALUES:
+            problems.add(path, f"holds {count} values; a range may hold at most {MAX_RANGE_VALUES}"
+                         + (" (use log: true for a float option, or fewer values)" if kind == "float" else ""))
+            ok = False
     if not ok:
         return None
     convert = int if kind == "int" else float
@@ -700,6 +733,7 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
     """
     problems = _Problems(label)
     try:
+        _check_nesting(text, label)
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)

@@ -210,7 +210,7 @@ def test_deep_weight_normalized_resnet_overflows_into_an_unstable_result() -> No
 def test_collapsed_network_is_unstable() -> None:
     # The paper's CNN halves 16 px four times: instance statistics of a 1×1 map are constant.
     # Its output no longer depends on the input: the variance drops to rounding noise and no gradient flows.
-    result = ProbeRunner(ProbeSettings(model="cnn", depth=5, width=4, batch_size=4, seeds=1)).run("in")
+    result = ProbeRunner(ProbeSettings(model="cnn", depth=5, width=4, batch_size=4, seeds=1, resolution=16)).run("in")
     variance = result.curves["variance"]
     assert variance[-2] < 1e-9 * variance[0] and variance[-1] < 1e-9 * variance[0]
     assert result.unstable and "no gradient reaches any conv" in result.reason

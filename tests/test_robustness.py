@@ -278,3 +278,105 @@ def test_7_a_read_only_journal_is_one_line_and_still_readable(tmp_path: Path) ->
         assert "Read-only file system" in line
         board = cli("leaderboard", "tiny", "--runs-dir", str(fs), "--json", cwd=tmp_path)
         assert board.returncode == 0 and len(json.loads(board.stdout)["rows"]) == 4
+
+
+# ------------------------------------------------------------------------------------------------------
+# 2, 5, 7: every setting validated (finite, limits) before anything is discarded or written
+
+
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A searched and confirmed tiny study (2 candidates trained), shared by the read-only tests."""
+    root = tmp_path_factory.mktemp("confirmed")
+    (root / "tiny.yaml").write_text(TINY)
+    result = cli("run", "--space", "tiny.yaml", "--n-trials", "6", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def _records(root: Path) -> tuple[dict[int, dict], dict]:
+    """Every completed trial (Optuna's own reader) and the leaderboard's confirmation records."""
+    board = json.loads(cli("leaderboard", "tiny", "--json", cwd=root).stdout)
+    confirmed = {row["trial"]: (row["accuracy"], row["confirm"]) for row in board["rows"] if "accuracy" in row}
+    return complete(optuna_trials(root / "runs" / "tiny" / "journal.log")), {
+        "confirmed": confirmed,
+        "calibration": board.get("calibration"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--depth", "7"], "--depth: must be 6n+2 for resnet"),
+        (["--lr", "nan"], "--lr: must be a finite number, got nan"),
+        (["--lr", "inf"], "--lr: must be a finite number, got inf"),
+        (["--width", "100000"], "--width: must be <= 1024"),
+        (["--depth", "2000"], "--depth: must be <= 1000"),
+    ],
+)
+def test_2_confirm_refuses_bad_values_before_touching_stored_results(
+    confirmed: Path, args: list[str], message: str
+) -> None:
+    before = _records(confirmed)
+    assert before[1]["confirmed"] and before[1]["calibration"] is not None
+    line = one_error_line(cli("confirm", "tiny", *args, cwd=confirmed))
+    assert message in line
+    assert _records(confirmed) == before
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("confirm: {depth: 7}\n", "confirm.depth: must be 6n+2 for resnet"),
+        ("confirm: {lr: .nan}\n", "confirm.lr: must be a finite number, got nan"),
+        ("objective: {weights: {activation_growth: .nan}}\n", "objective.weights.activation_growth: must be a finite"),
+        ("objective: {weights: {similarity: .inf}}\n", "objective.weights.similarity: must be a finite"),
+        ("search: {timeout: .nan}\n", "search.timeout: must be a finite number"),
+        ("probe: {depth: 2000}\n", "probe.depth: must be <= 1000"),
+        ("probe: {resolution: 100000}\n", "probe.resolution: must be <= 1024"),
+        ("probe: {depth: 110, width: 256, batch_size: 1024, resolution: 64}\n", "the limit is 16 GiB"),
+    ],
+)
+def test_2_5_7_the_same_rules_in_space_validate_run_and_calibrate(tmp_path: Path, yaml_text: str, message: str) -> None:
+    (tmp_path / "bad.yaml").write_text("space:\n  partition: {choices: [batch, layer]}\n" + yaml_text)
+    for args in (["space", "validate", "bad.yaml"], ["run", "--space", "bad.yaml", "--no-confirm"],
+                 ["calibrate", "--space", "bad.yaml"]):
+        line = one_error_line(cli(*args, cwd=tmp_path))
+        assert message in line and "bad.yaml" in line, (args, line)
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("space:\n  groups: {low: 1, high: 50000000}\n", "space.groups: holds 50000000 values; a range may hold at most"),
+        ("space:\n  eps: {low: 1.0e-9, high: 0.5, step: 1.0e-9}\n", "a range may hold at most 100000"),
+        ("space:\n  ? [a, b]\n  : 1\n", "line 2, column 5: invalid YAML: a key must be a plain value"),
+        ("space: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested more than 32 levels deep"),
+        ("space: " + "{a: " * 50_000 + "1" + "}" * 50_000 + "\n", "nested more than 32 levels deep"),
+    ],
+    ids=["int-range", "float-step-range", "complex-key", "nested-lists", "nested-maps"],
+)
+def test_7_sizes_that_would_exhaust_memory_or_the_stack_are_one_line(tmp_path: Path, yaml_text: str,
+                                                                    message: str) -> None:
+    (tmp_path / "bad.yaml").write_text(yaml_text)
+    line = one_error_line(cli("space", "validate", "bad.yaml", cwd=tmp_path))
+    assert message in line and line.startswith("error: bad.yaml")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["probe", "bn", "--resolution", "100000"], "--resolution: must be <= 1024, got 100000"),
+        (["probe", "bn", "--depth", "2000"], "--depth: must be <= 1000, got 2000"),
+        (["probe", "bn", "--depth", "998", "--width", "1024", "--resolution", "64"], "the limit is 16 GiB"),
+        (["run", "--space", "groups", "--study", ""], "--study: study name '': use 1 to 100 letters"),
+        (["run", "--space", "groups", "--study", "a" * 300], "use 1 to 100 letters"),
+        (["leaderboard", "a" * 300], "use 1 to 100 letters"),
+    ],
+    ids=["probe-resolution", "probe-depth", "probe-memory", "empty-study", "long-study", "long-leaderboard"],
+)
+def test_7_8_limits_and_names_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    line = one_error_line(cli(*args, cwd=tmp_path))
+    assert message in line
+    assert not (tmp_path / "runs").exists()

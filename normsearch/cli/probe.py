@@ -76,7 +76,7 @@ def probe_command(
     batch_size: int = typer.Option(_DEFAULTS.batch_size, help=_HELP["batch_size"]),
     seeds: int = typer.Option(_DEFAULTS.seeds, help=_HELP["seeds"]),
     data: str = typer.Option(_DEFAULTS.data, help=_HELP["data"] + ": digits|gaussian"),
-    resolution: int = typer.Option(_DEFAULTS.resolution, help=_HELP["resolution"]),
+    resolution: int | None = typer.Option(None, help=_HELP["resolution"]),
     skipinit: bool = typer.Option(_DEFAULTS.skipinit, "--skipinit", help=_HELP["skipinit"]),
     seed: int = typer.Option(_DEFAULTS.seed, help=_HELP["seed"]),
     lr: float = typer.Option(_DEFAULTS.lr, help=_HELP["lr"]),
@@ -91,6 +91,9 @@ def probe_command(
         )
     except SettingsError as err:
         fail(f"--{err.path.replace('_', '-')}: {err.message}")
+    note = settings.resolution_note()
+    if note is not None:
+        stderr.print(f"warning: {note}", highlight=False, soft_wrap=True)
     configs = []
     for spec in specs:
         try:
@@ -104,7 +107,8 @@ def probe_command(
             result = runner.run(cfg)
         except ValueError as err:
             fail(str(err))
-        stderr.print(f"[dim]probed {result.spec} ({i}/{len(configs)}) in {result.seconds:.2f} s[/]", highlight=False)
+        stderr.print(Text(f"probed {result.spec} ({i}/{len(configs)}) in {result.seconds:.2f} s", style="dim"),
+                     highlight=False)
         results.append(result)
     if json_output:
         typer.echo(json.dumps({"settings": dataclasses.asdict(settings), "results": [r.to_dict() for r in results]}))

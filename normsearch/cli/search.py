@@ -40,9 +40,10 @@ from ..search import (
     run_workers,
     shares,
 )
+from ..settings import SettingsError
 from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
 from ..storage import StaleLock, check_name, is_url, locate, open_study, study_names
-from .app import app, fail, stderr, stdout
+from .app import app, fail, print_error, stderr, stdout
 
 space_app = typer.Typer(help="Check, show and list search-space files.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
@@ -59,11 +60,15 @@ def _emit(renderable: Any) -> None:
 def _load(path: str) -> SearchSpace:
     """The validated space, or every problem on its own ``error:`` line and exit 2."""
     try:
-        return load_space(path)
+        space = load_space(path)
     except SpaceError as err:
         for problem in err.problems[:-1]:
-            stderr.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            print_error(problem)
         fail(err.problems[-1])
+    note = space.probe.resolution_note()
+    if note is not None:
+        _note(f"warning: {space.path}: probe.{note}")
+    return space
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -203,11 +208,12 @@ def run(
     Running the same command again resumes the study (completed trials are kept; the budget counts them).
     """
     space = _load(space_path)
-    overrides = {"n_trials": n_trials, "timeout": timeout, "seed": seed}
-    space = dataclasses.replace(
-        space, search=dataclasses.replace(space.search, **{k: v for k, v in overrides.items() if v is not None})
-    )
-    name = study_name or space.name
+    overrides = {k: v for k, v in {"n_trials": n_trials, "timeout": timeout, "seed": seed}.items() if v is not None}
+    try:
+        space = dataclasses.replace(space, search=dataclasses.replace(space.search, **overrides))
+    except SettingsError as err:
+        fail(f"--{err.path.replace('_', '-')}: {err.message}")
+    name = space.name if study_name is None else study_name
     try:
         location = locate(check_name(name), runs_dir, storage)
     except ValueError as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..models import MAX_DEPTH, MAX_RESOLUTION, MAX_WIDTH, network_problem
 from ..settings import SettingsError, check_fields
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "mnist", "fashionmnist")
@@ -27,13 +28,15 @@ class ConfirmSettings:
     random: int = field(default=0, metadata={"min": 0, "help": "extra random candidates, for calibration spread"})
     dataset: str = field(default="digits", metadata={"choices": DATASETS, "help": "training data"})
     resolution: int | None = field(
-        default=None, metadata={"min": 4, "help": "input height = width; null: the dataset's own (digits 8)"}
+        default=None, metadata={"min": 4, "max": MAX_RESOLUTION, "help": "input height = width; null: the dataset's own (digits 8)"}
     )
     data_dir: str = field(default="data", metadata={"help": "where torchvision datasets are stored"})
     download: bool = field(default=False, metadata={"help": "download torchvision datasets if missing"})
     model: str = field(default="resnet", metadata={"choices": ("resnet", "cnn"), "help": "trained network"})
-    depth: int = field(default=14, metadata={"min": 2, "help": "ResNet depth (6n+2) or CNN conv layers"})
-    width: int = field(default=32, metadata={"min": 1, "help": "channels of the first stage"})
+    depth: int = field(
+        default=14, metadata={"min": 2, "max": MAX_DEPTH, "help": "ResNet depth (6n+2) or CNN conv layers"}
+    )
+    width: int = field(default=32, metadata={"min": 1, "max": MAX_WIDTH, "help": "channels of the first stage"})
     skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})
     augment: str = field(
         default="auto",
@@ -73,6 +76,10 @@ class ConfirmSettings:
         check_fields(self)
         if self.min_epochs > self.epochs:
             raise SettingsError("min_epochs", f"must be <= epochs ({self.epochs}), got {self.min_epochs}")
+        problem = network_problem(self.model, depth=self.depth, width=self.width, resolution=self.resolution,
+                                  batch_size=max(self.batch_size, self.small_batch or 0))
+        if problem is not None:
+            raise SettingsError(*problem)
 
     def learning_rates(self) -> list[float]:
         """The learning rates each candidate is trained at: lr · f for f in ``lr_factors`` (repeats dropped)."""

@@ -4,22 +4,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..settings import check_fields
+from ..models import MAX_DEPTH, MAX_RESOLUTION, MAX_WIDTH, default_resolution, min_resolution, network_problem
+from ..settings import SettingsError, check_fields
+
+MAX_BATCH = 4096
+MAX_SEEDS = 100
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """Settings of one probe run (validated on construction; see :mod:`normsearch.settings`)."""
+    """Settings of one probe run (validated on construction; see :mod:`normsearch.settings`).
+
+    ``resolution`` None (the default) becomes the model's :func:`~normsearch.models.default_resolution`
+    (resnet 16, cnn 32: the CNN halves its input 4 times, and at 16 px its last maps are 1×1).
+    """
 
     model: str = field(default="resnet", metadata={"choices": ("resnet", "cnn"), "help": "probe network"})
-    depth: int = field(default=20, metadata={"min": 2, "help": "ResNet depth (6n+2) or CNN conv layers"})
-    width: int = field(default=32, metadata={"min": 1, "help": "channels of the first stage"})
-    batch_size: int = field(default=64, metadata={"min": 2, "help": "samples in the probe batch"})
-    seeds: int = field(default=3, metadata={"min": 1, "help": "independent inits/batches, reported as mean ± std"})
+    depth: int = field(
+        default=20, metadata={"min": 2, "max": MAX_DEPTH, "help": "ResNet depth (6n+2) or CNN conv layers"}
+    )
+    width: int = field(default=32, metadata={"min": 1, "max": MAX_WIDTH, "help": "channels of the first stage"})
+    batch_size: int = field(default=64, metadata={"min": 2, "max": MAX_BATCH, "help": "samples in the probe batch"})
+    seeds: int = field(
+        default=3, metadata={"min": 1, "max": MAX_SEEDS, "help": "independent inits/batches, reported as mean ± std"}
+    )
     seed: int = field(default=0, metadata={"min": 0, "help": "base seed: fixes inputs and init"})
     data: str = field(default="digits", metadata={"choices": ("digits", "gaussian"), "help": "probe inputs"})
-    resolution: int = field(
-        default=16, metadata={"min": 4, "help": "input height = width (the cnn halves it 4 times: >= 32 keeps 2x2)"}
+    resolution: int | None = field(
+        default=None,
+        metadata={"min": 4, "max": MAX_RESOLUTION,
+                  "help": "input height = width; default: the model's (resnet 16, cnn 32: its last maps stay 2×2)"},
     )
     skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})
     lr: float = field(
@@ -28,3 +42,17 @@ class ProbeSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.resolution is None:
+            object.__setattr__(self, "resolution", default_resolution(self.model, self.depth))
+        problem = network_problem(self.model, depth=self.depth, width=self.width, resolution=self.resolution,
+                                  batch_size=self.batch_size)
+        if problem is not None:
+            raise SettingsError(*problem)
+
+    def resolution_note(self) -> str | None:
+        """A warning when the last maps are 1×1 (instance-style layers collapse there), else None."""
+        least = min_resolution(self.model, self.depth)
+        if self.resolution >= least:
+            return None
+        return (f"resolution {self.resolution}: {self.model}-{self.depth} ends on 1×1 maps, where instance-style "
+                f"layers collapse (similarity 1, no gradient); use at least {least}")
