@@ -297,7 +297,9 @@ def confirmed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _records(root: Path) -> tuple[dict[int, dict], dict]:
     """Every completed trial (Optuna's own reader) and the leaderboard's confirmation records."""
     board = json.loads(cli("leaderboard", "tiny", "--json", cwd=root).stdout)
-    confirmed = {row["trial"]: (row["accuracy"], row["confirm"]) for row in board["rows"] if "accuracy" in row}
+    confirmed = {
+        row["trial"]: (row["accuracy"], row["confirm"]) for row in board["rows"] if "accuracy" in row
+    }
     return complete(optuna_trials(root / "runs" / "tiny" / "journal.log")), {
         "confirmed": confirmed,
         "calibration": board.get("calibration"),
@@ -329,7 +331,10 @@ def test_2_confirm_refuses_bad_values_before_touching_stored_results(
     [
         ("confirm: {depth: 7}\n", "confirm.depth: must be 6n+2 for resnet"),
         ("confirm: {lr: .nan}\n", "confirm.lr: must be a finite number, got nan"),
-        ("objective: {weights: {activation_growth: .nan}}\n", "objective.weights.activation_growth: must be a finite"),
+        (
+            "objective: {weights: {activation_growth: .nan}}\n",
+            "objective.weights.activation_growth: must be a finite",
+        ),
         ("objective: {weights: {similarity: .inf}}\n", "objective.weights.similarity: must be a finite"),
         ("search: {timeout: .nan}\n", "search.timeout: must be a finite number"),
         ("probe: {depth: 2000}\n", "probe.depth: must be <= 1000"),
@@ -337,10 +342,15 @@ def test_2_confirm_refuses_bad_values_before_touching_stored_results(
         ("probe: {depth: 110, width: 256, batch_size: 1024, resolution: 64}\n", "the limit is 16 GiB"),
     ],
 )
-def test_2_5_7_the_same_rules_in_space_validate_run_and_calibrate(tmp_path: Path, yaml_text: str, message: str) -> None:
+def test_2_5_7_the_same_rules_in_space_validate_run_and_calibrate(
+    tmp_path: Path, yaml_text: str, message: str
+) -> None:
     (tmp_path / "bad.yaml").write_text("space:\n  partition: {choices: [batch, layer]}\n" + yaml_text)
-    for args in (["space", "validate", "bad.yaml"], ["run", "--space", "bad.yaml", "--no-confirm"],
-                 ["calibrate", "--space", "bad.yaml"]):
+    for args in (
+        ["space", "validate", "bad.yaml"],
+        ["run", "--space", "bad.yaml", "--no-confirm"],
+        ["calibrate", "--space", "bad.yaml"],
+    ):
         line = one_error_line(cli(*args, cwd=tmp_path))
         assert message in line and "bad.yaml" in line, (args, line)
     assert not (tmp_path / "runs").exists()  # nothing written
@@ -349,7 +359,10 @@ def test_2_5_7_the_same_rules_in_space_validate_run_and_calibrate(tmp_path: Path
 @pytest.mark.parametrize(
     ("yaml_text", "message"),
     [
-        ("space:\n  groups: {low: 1, high: 50000000}\n", "space.groups: holds 50000000 values; a range may hold at most"),
+        (
+            "space:\n  groups: {low: 1, high: 50000000}\n",
+            "space.groups: holds 50000000 values; a range may hold at most",
+        ),
         ("space:\n  eps: {low: 1.0e-9, high: 0.5, step: 1.0e-9}\n", "a range may hold at most 100000"),
         ("space:\n  ? [a, b]\n  : 1\n", "line 2, column 5: invalid YAML: a key must be a plain value"),
         ("space: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested more than 32 levels deep"),
@@ -357,8 +370,9 @@ def test_2_5_7_the_same_rules_in_space_validate_run_and_calibrate(tmp_path: Path
     ],
     ids=["int-range", "float-step-range", "complex-key", "nested-lists", "nested-maps"],
 )
-def test_7_sizes_that_would_exhaust_memory_or_the_stack_are_one_line(tmp_path: Path, yaml_text: str,
-                                                                    message: str) -> None:
+def test_7_sizes_that_would_exhaust_memory_or_the_stack_are_one_line(
+    tmp_path: Path, yaml_text: str, message: str
+) -> None:
     (tmp_path / "bad.yaml").write_text(yaml_text)
     line = one_error_line(cli("space", "validate", "bad.yaml", cwd=tmp_path))
     assert message in line and line.startswith("error: bad.yaml")

@@ -23,17 +23,25 @@ class ProbeSettings:
     depth: int = field(
         default=20, metadata={"min": 2, "max": MAX_DEPTH, "help": "ResNet depth (6n+2) or CNN conv layers"}
     )
-    width: int = field(default=32, metadata={"min": 1, "max": MAX_WIDTH, "help": "channels of the first stage"})
-    batch_size: int = field(default=64, metadata={"min": 2, "max": MAX_BATCH, "help": "samples in the probe batch"})
+    width: int = field(
+        default=32, metadata={"min": 1, "max": MAX_WIDTH, "help": "channels of the first stage"}
+    )
+    batch_size: int = field(
+        default=64, metadata={"min": 2, "max": MAX_BATCH, "help": "samples in the probe batch"}
+    )
     seeds: int = field(
-        default=3, metadata={"min": 1, "max": MAX_SEEDS, "help": "independent inits/batches, reported as mean ± std"}
+        default=3,
+        metadata={"min": 1, "max": MAX_SEEDS, "help": "independent inits/batches, reported as mean ± std"},
     )
     seed: int = field(default=0, metadata={"min": 0, "help": "base seed: fixes inputs and init"})
     data: str = field(default="digits", metadata={"choices": ("digits", "gaussian"), "help": "probe inputs"})
     resolution: int | None = field(
         default=None,
-        metadata={"min": 4, "max": MAX_RESOLUTION,
-                  "help": "input height = width; default: the model's (resnet 16, cnn 32: its last maps stay 2×2)"},
+        metadata={
+            "min": 4,
+            "max": MAX_RESOLUTION,
+            "help": "input height = width; default: the model's (resnet 16, cnn 32: its last maps stay 2×2)",
+        },
     )
     skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})
     lr: float = field(
@@ -44,8 +52,13 @@ class ProbeSettings:
         check_fields(self)
         if self.resolution is None:
             object.__setattr__(self, "resolution", default_resolution(self.model, self.depth))
-        problem = network_problem(self.model, depth=self.depth, width=self.width, resolution=self.resolution,
-                                  batch_size=self.batch_size)
+        problem = network_problem(
+            self.model,
+            depth=self.depth,
+            width=self.width,
+            resolution=self.resolution,
+            batch_size=self.batch_size,
+        )
         if problem is not None:
             raise SettingsError(*problem)
 
@@ -54,5 +67,7 @@ class ProbeSettings:
         least = min_resolution(self.model, self.depth)
         if self.resolution >= least:
             return None
-        return (f"resolution {self.resolution}: {self.model}-{self.depth} ends on 1×1 maps, where instance-style "
-                f"layers collapse (similarity 1, no gradient); use at least {least}")
+        return (
+            f"resolution {self.resolution}: {self.model}-{self.depth} ends on 1×1 maps, where instance-style "
+            f"layers collapse (similarity 1, no gradient); use at least {least}"
+        )
