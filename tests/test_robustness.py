@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -394,3 +395,102 @@ def test_7_8_limits_and_names_are_one_line(tmp_path: Path, args: list[str], mess
     line = one_error_line(cli(*args, cwd=tmp_path))
     assert message in line
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------------------------------
+# 3. export -o writes like a careful Unix tool
+
+
+def test_3_export_output_replaces_files_atomically_follows_links_and_streams_to_devices(
+    tmp_path: Path,
+) -> None:
+    made = cli("export", "--spec", "gn:groups=8", "-o", "new.py", cwd=tmp_path)
+    assert made.returncode == 0 and "wrote new.py" in made.stderr
+    source = (tmp_path / "new.py").read_text()
+    assert "class GroupNorm8(nn.Module)" in source
+    assert stat.S_IMODE((tmp_path / "new.py").stat().st_mode) == 0o666 & ~_umask()
+
+    locked = tmp_path / "locked.py"
+    locked.write_text("old\n")
+    locked.chmod(0o444)
+    if os.geteuid() == 0:  # root may replace it: the mode is kept, and the user is told
+        replaced = cli("export", "--spec", "gn:groups=8", "-o", "locked.py", cwd=tmp_path)
+        assert replaced.returncode == 0 and "replaced the existing file locked.py" in replaced.stderr
+        assert locked.read_text() == source and stat.S_IMODE(locked.stat().st_mode) == 0o444
+    else:  # as cp does, a file the user may not write is refused
+        line = one_error_line(cli("export", "--spec", "gn:groups=8", "-o", "locked.py", cwd=tmp_path))
+        assert "locked.py" in line and "read-only" in line and locked.read_text() == "old\n"
+
+    (tmp_path / "target.py").write_text("old\n")
+    (tmp_path / "link.py").symlink_to("target.py")
+    assert cli("export", "--spec", "gn:groups=8", "-o", "link.py", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "link.py").is_symlink() and (tmp_path / "target.py").read_text() == source
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    streamed = cli("export", "--spec", "gn:groups=8", "-o", str(fifo), cwd=tmp_path)
+    assert reader.communicate(timeout=30)[0].decode() == source
+    assert streamed.returncode == 0 and stat.S_ISFIFO(fifo.stat().st_mode)
+
+    null = os.stat("/dev/null")
+    assert cli("export", "--spec", "gn:groups=8", "-o", "/dev/null", cwd=tmp_path).returncode == 0
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev, after.st_mode) == (
+        null.st_ino,
+        null.st_rdev,
+        null.st_mode,
+    )
+
+    line = one_error_line(cli("export", "--spec", "gn:groups=8", "-o", str(tmp_path), cwd=tmp_path))
+    assert "is a directory" in line
+    line = one_error_line(cli("export", "--spec", "gn:groups=8", "-o", "nowhere/x.py", cwd=tmp_path))
+    assert "does not exist" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "link.py",
+        "locked.py",
+        "new.py",
+        "pipe",
+        "target.py",
+    ]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ------------------------------------------------------------------------------------------------------
+# 6. class names that would shadow what the exported module uses
+
+
+@pytest.mark.parametrize(
+    ("spec", "name", "message"),
+    [
+        ("gn", "super", "would shadow the Python builtin 'super'"),
+        ("evonorm_b0", "max", "would shadow the Python builtin 'max'"),
+        ("bn", "len", "would shadow the Python builtin 'len'"),
+        ("gn", "torch", "is taken by the exported module"),
+        ("evonorm_b0", "_moments", "is taken by the exported module"),
+    ],
+)
+def test_6_class_names_that_shadow_builtins_or_module_names_are_refused(
+    tmp_path: Path, spec: str, name: str, message: str
+) -> None:
+    line = one_error_line(cli("export", "--spec", spec, "--class-name", name, "-o", "out.py", cwd=tmp_path))
+    assert message in line and not (tmp_path / "out.py").exists()
+
+
+def test_6_a_class_named_like_a_local_variable_still_works(tmp_path: Path) -> None:
+    import torch
+
+    from normsearch import build_norm
+    from normsearch.export import export_source
+
+    for spec in ("evonorm_b0", "gn:groups=4", "frn"):
+        namespace: dict = {}
+        exec(compile(export_source(spec, class_name="mean"), "<export>", "exec"), namespace)  # noqa: S102
+        layer, reference = namespace["mean"](8), build_norm(spec, 8)
+        x = torch.randn(4, 8, 5, 5)
+        torch.testing.assert_close(layer(x), reference(x))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +10,7 @@ import typer
 from ..export import Provenance, default_class_name, export_source
 from ..norm import NormConfig, as_config
 from .app import app, fail, stderr
+from .output import REPLACED, STREAMED, write_output
 
 
 def _pick_row(rows: list[dict[str, Any]], study: str, rank: int | None, trial: int | None) -> dict[str, Any]:
@@ -51,21 +50,6 @@ def _from_study(
     return cfg, Provenance.from_row(study.study_name, row)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder: all or nothing."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 @app.command("export")
 def export_command(
     study: Annotated[
@@ -81,7 +65,12 @@ def export_command(
         str | None, typer.Option("--spec", help="Export this config, no study: e.g. 'gn:groups=8'.")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write to FILE instead of stdout.")
+        Path | None,
+        typer.Option(
+            "-o", "--output",
+            help="Write to FILE instead of stdout (replaced atomically, mode kept; a symlink's target, a device "
+            "or a pipe is written to, never replaced).",
+        ),
     ] = None,
     class_name: Annotated[
         str | None,
@@ -122,7 +111,8 @@ def export_command(
         typer.echo(source, nl=False)
         return
     try:
-        _write_atomically(output, source)
+        done = write_output(output, source)
     except OSError as err:
         fail(f"cannot write {output}: {err.strerror or err}")
-    stderr.print(f"wrote {output}: class {name}, config {cfg.spec()}", markup=False, highlight=False)
+    what = {REPLACED: "replaced the existing file ", STREAMED: "sent to "}.get(done, "wrote ")
+    stderr.print(f"{what}{output}: class {name}, config {cfg.spec()}", highlight=False)

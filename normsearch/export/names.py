@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import keyword
 from dataclasses import fields
 
@@ -87,6 +88,8 @@ def check_class_name(name: object) -> str:
         )
     if keyword.iskeyword(name):
         raise ValueError(f"class name {name!r} is a Python keyword")
+    if hasattr(builtins, name):
+        raise ValueError(f"class name {name!r} would shadow the Python builtin {name!r}, which the module may use")
     if name in RESERVED_NAMES:
         raise ValueError(
             f"class name {name!r} is taken by the exported module; reserved: {', '.join(sorted(RESERVED_NAMES))}"

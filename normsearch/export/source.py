@@ -8,6 +8,7 @@ and free text (provenance) passes through :func:`~normsearch.export.provenance.d
 from __future__ import annotations
 
 import ast
+import symtable
 
 from .. import __version__
 from ..norm import PRESETS, NormConfig, Spec, as_config
@@ -28,9 +29,27 @@ _IMPORTS = {
 _FROM_TORCH = ("Tensor", "nn")
 
 
+def _names(code: str) -> set[str]:
+    """Every name ``code`` reads or binds as a plain identifier."""
+    return {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
+
+
+def _global_references(code: str) -> set[str]:
+    """Names ``code`` reads from module scope (imports, helpers, builtins): a class of that name would
+    shadow them. Locals and parameters do not count."""
+    found: set[str] = set()
+    tables = [symtable.symtable(code, "<export>", "exec")]
+    while tables:
+        table = tables.pop()
+        tables.extend(table.get_children())
+        module = table.get_type() == "module"  # a str before Python 3.13, a str-valued enum since
+        found |= {s.get_name() for s in table.get_symbols() if s.is_referenced() and (module or s.is_global())}
+    return found
+
+
 def _imports(code: str) -> list[str]:
     """Import lines for the module-level names ``code`` uses (stdlib block, blank line, torch block)."""
-    used = {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
+    used = _names(code)
     stdlib = [_IMPORTS[name] for name in ("math", "Any") if name in used]
     third = [_IMPORTS[name] for name in ("torch", "F") if name in used]
     from_torch = [name for name in _FROM_TORCH if name in used]
@@ -147,5 +166,7 @@ def export_source(spec: Spec, *, class_name: str | None = None, provenance: Prov
     used = [lines for name, lines in helpers if f"{name}(" in code]
     blocks[:0] = used
     body = "\n\n\n".join("\n".join(block) for block in blocks)
+    if name in _global_references(body):
+        raise ValueError(f"class name {name!r} is a global name the exported module's code uses; choose another")
     header = _module_docstring(cfg, name) + [""] + _imports(body)
     return "\n".join(header) + "\n\n\n" + body + "\n"
