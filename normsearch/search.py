@@ -42,8 +42,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -442,11 +444,27 @@ def optimize(
     return study
 
 
+def _stop_when_parent_dies() -> None:
+    """SIGTERM this worker (a graceful stop: the running trial finishes) when its parent process dies, even by
+    SIGKILL: a thread waits on the parent's sentinel, a pipe that closes when the parent exits."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _worker_main(task: WorkerTask) -> None:
-    """Entry point of a spawned worker: graceful stop on SIGTERM; SIGINT is the parent's to forward."""
+    """Entry point of a spawned worker: graceful stop on SIGTERM (also sent when the parent dies); SIGINT is the
+    parent's to forward."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = StopRequest()
     stop.install(signal.SIGTERM)
+    _stop_when_parent_dies()
     try:
         optimize(task, stop)
     except KeyboardInterrupt:  # a second SIGTERM: the trial is recorded as interrupted

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -494,3 +496,198 @@ def test_6_a_class_named_like_a_local_variable_still_works(tmp_path: Path) -> No
         layer, reference = namespace["mean"](8), build_norm(spec, 8)
         x = torch.randn(4, 8, 5, 5)
         torch.testing.assert_close(layer(x), reference(x))
+
+
+# ------------------------------------------------------------------------------------------------------
+# 7, 8. Signals, orphans, locks, escaping
+
+
+ENDLESS = TINY.replace("confirm:", "search: {sampler: random}\nconfirm:")
+
+
+def _wait_for(condition, timeout: float = 120.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _started_trials(journal: Path) -> int:
+    return journal.read_bytes().count(b'"op_code":4,') if journal.exists() else 0
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat_line = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
+    return " Z " not in stat_line  # a zombie has exited
+
+
+@pytest.mark.slow
+def test_8_sigterm_exits_143_with_the_resume_hint_and_keeps_the_study(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(ENDLESS)
+    journal = tmp_path / "runs" / "tiny" / "journal.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(
+        [*CLI, "run", "--space", "tiny.yaml", "--n-trials", "500", "--no-confirm"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: _started_trials(journal) >= 8, what="trials")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stderr
+    assert "run the same command again" in stderr and "Traceback" not in stderr
+    assert len(complete(optuna_trials(journal))) >= 5
+
+
+@pytest.mark.slow
+def test_8_killing_the_parent_of_workers_leaves_no_orphans(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(ENDLESS)
+    journal = tmp_path / "runs" / "tiny" / "journal.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(
+        [*CLI, "run", "--space", "tiny.yaml", "--n-trials", "5000", "--no-confirm", "--workers", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    workers: list[int] = []
+    try:
+        _wait_for(lambda: _started_trials(journal) >= 12, what="the workers' trials")
+        workers = _children(process.pid)  # the spawned workers (and multiprocessing's resource tracker)
+        assert len(workers) >= 2
+        process.kill()  # SIGKILL: the parent cannot forward anything
+        process.wait(timeout=30)
+        _wait_for(
+            lambda: not any(_alive(pid) for pid in workers), timeout=60, what="the orphaned workers to stop"
+        )
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+    assert len(complete(optuna_trials(journal))) >= 10  # their stop left the journal readable
+
+
+def test_8_a_lock_at_open_is_reported(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.log"
+    _journal_with_trials(journal)
+    os.symlink(journal, str(journal) + ".lock")  # left by a writer killed mid-write
+    err = io.StringIO()
+    handler = logging.StreamHandler(err)
+    logging.getLogger("normsearch").addHandler(handler)
+    try:
+        make_storage(str(journal))
+    finally:
+        logging.getLogger("normsearch").removeHandler(handler)
+    assert f"{journal}.lock exists" in err.getvalue() and "broken after 30 s" in err.getvalue()
+
+
+def test_8_stored_markup_and_escapes_reach_the_terminal_escaped(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    journal = runs / "tiny" / "journal.log"
+    journal.parent.mkdir(parents=True)
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    assert cli("run", "--space", "tiny.yaml", "--n-trials", "2", "--no-confirm", cwd=tmp_path).returncode == 0
+    study = optuna.load_study(study_name="tiny", storage=make_storage(str(journal)))
+    evil = "[bold red]boom[/] \x1b]0;pwned\x07\x1b[2J"
+    study.add_trial(
+        optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"config": evil, "fail_reason": evil})
+    )
+    shown = cli("leaderboard", "tiny", "--all", cwd=tmp_path)
+    assert shown.returncode == 0
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    assert (
+        "[bold red]boom[/]" in shown.stdout and "\\x1b]0;pwned" in shown.stdout and "\\x1b[2J" in shown.stdout
+    )
+
+
+def test_7_a_full_stdout_is_one_line(tmp_path: Path) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [*CLI, "presets"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            timeout=120,
+        )
+    line = one_error_line(result)
+    assert "cannot write the output: No space left on device" in line
+
+
+def test_7_runs_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    (tmp_path / "afile").write_text("")
+    line = one_error_line(
+        cli("run", "--space", "tiny.yaml", "--runs-dir", "afile", "--no-confirm", cwd=tmp_path)
+    )
+    assert "afile" in line and "Not a directory" in line
+
+
+def test_7_an_unexpected_bug_is_one_line_and_its_traceback_only_with_debug(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from normsearch.cli import presets
+
+    def broken(*args, **kwargs):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(presets, "Table", broken)
+    line = one_error_line(cli("presets", cwd=tmp_path), code=1)
+    assert "unexpected TypeError: a bug" in line and "--debug" in line
+    with pytest.raises(TypeError, match="a bug"):
+        cli("--debug", "presets", cwd=tmp_path)
+
+
+def test_9_the_cnn_probes_at_a_resolution_where_no_instance_layer_collapses(tmp_path: Path) -> None:
+    from normsearch.models import min_resolution
+    from normsearch.probes import ProbeSettings
+
+    assert (ProbeSettings().resolution, ProbeSettings(model="cnn", depth=10).resolution) == (16, 32)
+    assert min_resolution("cnn", 10) == 32 and min_resolution("resnet", 20) == 8
+    args = [
+        "probe",
+        "in",
+        "--model",
+        "cnn",
+        "--depth",
+        "10",
+        "--width",
+        "4",
+        "--batch-size",
+        "8",
+        "--seeds",
+        "1",
+        "--json",
+    ]
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["settings"]["resolution"] == 32
+    assert not doc["results"][0]["unstable"] and doc["results"][0]["similarity"] < 0.99
+    collapsed = cli(*args, "--resolution", "16", cwd=tmp_path)  # asked for explicitly: probed, with a warning
+    assert (
+        "warning: resolution 16: cnn-10 ends on 1×1 maps" in collapsed.stderr
+        and "at least 32" in collapsed.stderr
+    )
+    assert json.loads(collapsed.stdout)["results"][0]["unstable"]

@@ -19,7 +19,6 @@ from typing import Annotated, Any
 import optuna
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -41,7 +40,7 @@ from ..settings import SettingsError, from_mapping
 from ..space import SearchSpace, SpaceError, load_space
 from ..storage import StaleLock, check_name, locate, open_study
 from ..train import resolve_device
-from .app import app, fail, stderr, stdout
+from .app import SafeConsole, app, fail, stderr, stdout
 
 INTERRUPTED = 130
 _HELP = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(ConfirmSettings)}
@@ -203,7 +202,7 @@ def calibration_table(calibration: Mapping[str, Any]) -> Table:
 
 def _emit(renderable: Any) -> None:
     """A table on stdout; off a terminal at its natural width (a file or pipe has no width to fit)."""
-    out = stdout if stdout.is_terminal else Console(soft_wrap=False, width=max(stdout.width, 200))
+    out = stdout if stdout.is_terminal else SafeConsole(soft_wrap=False, width=max(stdout.width, 200))
     out.print(renderable)
 
 

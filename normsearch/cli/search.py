@@ -11,7 +11,6 @@ from typing import Any
 
 import optuna
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -43,7 +42,7 @@ from ..search import (
 from ..settings import SettingsError
 from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
 from ..storage import StaleLock, check_name, is_url, locate, open_study, study_names
-from .app import app, fail, print_error, stderr, stdout
+from .app import SafeConsole, app, fail, print_error, stderr, stdout
 
 space_app = typer.Typer(help="Check, show and list search-space files.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
@@ -53,7 +52,7 @@ INTERRUPTED = 130
 
 def _emit(renderable: Any) -> None:
     """A table on stdout; off a terminal at its natural width (a file or pipe has no width to fit)."""
-    out = stdout if stdout.is_terminal else Console(soft_wrap=False, width=max(stdout.width, 200))
+    out = stdout if stdout.is_terminal else SafeConsole(soft_wrap=False, width=max(stdout.width, 200))
     out.print(renderable)
 
 
