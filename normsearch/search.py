@@ -45,6 +45,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -59,6 +60,7 @@ from optuna.samplers import BaseSampler, BruteForceSampler, NSGAIISampler, Rando
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from . import __version__
+from .failures import describe_failure
 from .norm import parse_spec
 from .probes import SCORES, ProbeResult, ProbeRunner
 from .space import ScoreWeights, SearchSettings, SearchSpace, format_options
@@ -469,6 +471,12 @@ def _worker_main(task: WorkerTask) -> None:
         optimize(task, stop)
     except KeyboardInterrupt:  # a second SIGTERM: the trial is recorded as interrupted
         raise SystemExit(130) from None
+    except Exception as err:  # a full disk, a read-only journal...: one line, not a traceback
+        message = describe_failure(err)
+        if message is None:
+            raise
+        print(f"error: worker {worker_id()}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def shares(remaining: int, workers: int) -> list[int]:

@@ -691,3 +691,26 @@ def test_9_the_cnn_probes_at_a_resolution_where_no_instance_layer_collapses(tmp_
         and "at least 32" in collapsed.stderr
     )
     assert json.loads(collapsed.stdout)["results"][0]["unstable"]
+
+
+@pytest.mark.slow
+def test_1_a_full_disk_under_workers_is_one_line_per_worker(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    with tmpfs(tmp_path / "fs", "120k") as fs:
+        full = cli_process(
+            "run",
+            "--space",
+            "tiny.yaml",
+            "--runs-dir",
+            str(fs),
+            "--n-trials",
+            "400",
+            "--no-confirm",
+            "--workers",
+            "2",
+            cwd=tmp_path,
+        )
+        assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-3000:]
+        errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+        assert 1 <= len(errors) <= 2 and all("No space left on device" in line for line in errors)
+        assert len(complete(optuna_trials(fs / "tiny" / "journal.log"))) >= 5

@@ -237,6 +237,8 @@ def run(
         _note(f"interrupted after {done}/{space.search.n_trials} trials; the study is saved: run the same "
               "command again to resume")
         raise typer.Exit(INTERRUPTED)
+    if codes and all(c in (0, 2) for c in codes) and 2 in codes:  # each failed worker said why in one line
+        raise typer.Exit(2)
     crashed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c != 0]
     if crashed:
         fail("; ".join(crashed), code=1)
