@@ -44,8 +44,11 @@ def describe_failure(error: BaseException) -> str | None:
             return f"{where}{cause.strerror or cause}" + (f": {hint}" if hint else "")
         if isinstance(cause, MemoryError):
             return "out of memory: lower the sizes (batch_size, width, depth, resolution) or the range sizes"
-        if isinstance(cause, optuna.exceptions.StorageInternalError):
-            return f"storage error: {cause}"
+        if isinstance(cause, optuna.exceptions.StorageInternalError) or type(cause).__module__.startswith(
+            "sqlalchemy."
+        ):
+            lines = str(cause).strip().splitlines()
+            return f"storage error: {lines[0] if lines else type(cause).__name__}"
     return None
 
 
