@@ -112,17 +112,15 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so that it stops the way Ctrl-C does (work is stored)."""
 
 
-def _stdout_failed() -> bool:
-    """Whether stdout cannot be written (full, closed); if so fd 1 is pointed at /dev/null, so that the
-    interpreter's final flush does not report it again."""
+def _silence_failed_stdout() -> None:
+    """Once stdout cannot be written (full, closed), point fd 1 at /dev/null, so that the interpreter's final
+    flush does not report the failure a second time."""
     try:
         sys.stdout.flush()
-        return False
     except (OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-        return True
 
 
 _SIGNALS: dict[str, int | None] = {"last": None}
@@ -141,6 +139,8 @@ def _interrupted() -> int:
 def main(args: list[str] | None = None) -> int:
     """Run the CLI under the top-level handler (see the module docstring); returns the exit code."""
     logging.basicConfig(format="note: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    _DEBUG["on"] = bool(os.environ.get("NORMSEARCH_DEBUG"))
+    _SIGNALS["last"] = None
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app(args=args, prog_name="normsearch")
@@ -148,10 +148,8 @@ def main(args: list[str] | None = None) -> int:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
         if code == INTERRUPTED:
             context = exit_.__context__
-            if context is not None and isinstance(
-                context.__cause__, KeyboardInterrupt
-            ):  # typer's, not the command's
-                print_error(f"interrupted; {RESUME}")
+            if context is not None and isinstance(context.__cause__, KeyboardInterrupt):
+                print_error(f"interrupted; {RESUME}")  # typer's exit 130: the command itself said nothing
             code = _interrupted()
         return code
     except BaseException as error:
@@ -159,7 +157,7 @@ def main(args: list[str] | None = None) -> int:
             print_error(f"interrupted; {RESUME}")
             return _interrupted()
         message = describe_failure(error)
-        _stdout_failed()
+        _silence_failed_stdout()
         if message is not None:
             print_error(message)
             return BAD_INPUT
