@@ -1,15 +1,26 @@
 """normsearch: search the design space of normalization layers with init-time probes.
 
 Public API: :func:`build_norm`, :class:`NormConfig`, :func:`parse_spec`, :func:`build_conv`, ``PRESETS``.
+They are imported on first use (PEP 562), so that ``import normsearch`` does not load torch: the console
+script (:mod:`normsearch.console`) can then catch a Ctrl-C during its own start-up.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-
-from .norm import PRESETS, NormConfig, build_conv, build_norm, build_norm_act, parse_spec
+from typing import Any
 
 try:
     __version__ = version("normsearch")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0+unknown"
+
+_FROM_NORM = ("PRESETS", "NormConfig", "build_conv", "build_norm", "build_norm_act", "parse_spec")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_NORM:
+        return getattr(import_module(".norm", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["PRESETS", "NormConfig", "__version__", "build_conv", "build_norm", "build_norm_act", "parse_spec"]

@@ -31,7 +31,7 @@ from normsearch.journal import JournalDamaged
 from normsearch.storage import make_storage
 
 CREATE_TRIAL = JournalOperation.CREATE_TRIAL
-CLI = [sys.executable, "-c", "from normsearch.cli.app import run; run()"]
+CLI = [sys.executable, "-c", "from normsearch.console import run; run()"]
 PROBE = "probe: {depth: 8, width: 8, batch_size: 16, seeds: 1, resolution: 8}\n"
 TINY = (
     "space:\n"
@@ -714,3 +714,28 @@ def test_1_a_full_disk_under_workers_is_one_line_per_worker(tmp_path: Path) -> N
         errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
         assert 1 <= len(errors) <= 2 and all("No space left on device" in line for line in errors)
         assert len(complete(optuna_trials(fs / "tiny" / "journal.log"))) >= 5
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_7_a_signal_during_start_up_is_one_line(tmp_path: Path, sig: int, code: int) -> None:
+    """Start-up imports torch, Optuna and every command (seconds on a busy machine): a signal then, or in the
+    probe that follows if start-up was quicker, ends in one line with 130 / 143, never a traceback."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(
+        [*CLI, "probe", "bn", "--depth", "998", "--width", "64"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == code, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted" in errors[0] and "Traceback" not in stderr

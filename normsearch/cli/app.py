@@ -1,6 +1,6 @@
 """The typer application every command module registers on, the helpers they share, and the entry point.
 
-:func:`main` (the ``normsearch`` console script) runs the application under one handler: every expected
+:func:`main` (run by the ``normsearch`` console script, :mod:`normsearch.console`) runs the application under one handler: every expected
 failure (a file or disk error, a damaged journal, a storage error, running out of memory, a signal) ends in
 one ``error:`` line on stderr and exit code 2 (130 after Ctrl-C, 143 after SIGTERM, with the resume hint);
 any other exception is a bug, reported in one line that says to rerun with ``--debug`` for the traceback.
@@ -170,6 +170,3 @@ def main(args: list[str] | None = None) -> int:
     return 0
 
 
-def run() -> NoReturn:
-    """The ``normsearch`` console script."""
-    sys.exit(main())
