@@ -31,7 +31,7 @@ from collections.abc import Generator
 from typing import Any
 
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-from optuna.storages.journal._file import get_lock_file
+from optuna.storages.journal._file import LOCK_FILE_SUFFIX, get_lock_file
 
 _logger = logging.getLogger("normsearch")
 _RECORD_START = b'{"op_code":'
@@ -44,8 +44,8 @@ class JournalDamaged(ValueError):
 
     def __init__(self, path: str, line: int, reason: str) -> None:
         super().__init__(
-            f"{path}: line {line} is not a journal record ({reason}); the lines before it are "
-            "intact: keep a copy, then delete this line and the ones after it to recover them"
+            f"{path}: line {line} is not a journal record ({reason}); keep a copy of the file, then remove "
+            "that line to read the records around it"
         )
         self.path = path
         self.line = line
@@ -146,7 +146,7 @@ class SafeJournalFileBackend(JournalFileBackend):
 
     def __init__(self, file_path: str, lock_obj: JournalFileSymlinkLock) -> None:
         super().__init__(file_path, lock_obj)
-        lock = file_path + ".lock"
+        lock = file_path + LOCK_FILE_SUFFIX
         if os.path.lexists(lock):
             grace = getattr(lock_obj, "grace_period", None)
             _logger.warning(
@@ -182,8 +182,9 @@ class SafeJournalFileBackend(JournalFileBackend):
             with get_lock_file(self._lock):
                 fixed = salvage(self._file_path)
         except (OSError, RuntimeError) as err:  # no write access: name the line instead
+            cause = err.__context__ if isinstance(err, RuntimeError) and err.__context__ else err
             raise JournalDamaged(
-                self._file_path, log_number_from + read + 1, f"not repaired: {err}"
+                self._file_path, log_number_from + read + 1, f"not repaired: {cause}"
             ) from None
         if fixed:
             _logger.warning(f"{self._file_path}: salvaged {fixed} record(s) written onto an incomplete line")
