@@ -327,7 +327,9 @@ def test_2_confirm_refuses_bad_values_before_touching_stored_results(
     line = one_error_line(cli("confirm", "tiny", *args, cwd=confirmed))
     assert message in line
     assert _records(confirmed) == before
-    line = one_error_line(cli("calibrate", "--space", "tiny.yaml", "--runs-dir", "fresh", *args, cwd=confirmed))
+    line = one_error_line(
+        cli("calibrate", "--space", "tiny.yaml", "--runs-dir", "fresh", *args, cwd=confirmed)
+    )
     assert message in line and not (confirmed / "fresh").exists()  # nothing written
 
 

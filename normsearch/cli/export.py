@@ -67,7 +67,8 @@ def export_command(
     output: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--output",
+            "-o",
+            "--output",
             help="Write to FILE instead of stdout (replaced atomically, mode kept; a symlink's target, a device "
             "or a pipe is written to, never replaced).",
         ),
