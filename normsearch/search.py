@@ -39,6 +39,7 @@ one interrupts the trial, which is recorded FAIL with ``interrupted`` = true.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import multiprocessing
@@ -209,6 +210,11 @@ class Objective:
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
             trial.set_user_attr("interrupted", True)
+            raise
+        except OSError as err:  # the storage could not be written (a full disk): not the candidate's fault
+            with contextlib.suppress(OSError):  # recorded if there is room; else resuming marks it stale
+                trial.set_user_attr("fail_reason", f"interrupted: {err}")
+                trial.set_user_attr("interrupted", True)
             raise
 
     def _evaluate(self, trial: Trial) -> list[float]:
