@@ -179,7 +179,7 @@ def test_1_a_full_disk_mid_search_stops_with_one_line_and_the_study_resumes(tmp_
         before = complete(optuna_trials(journal))
         assert len(before) >= 5
         failed = [t for t in optuna_trials(journal) if t.state == TrialState.FAIL]
-        assert all(t.user_attrs.get("interrupted") for t in failed)  # not counted: the budget is met on resume
+        assert all(t.user_attrs.get("interrupted") for t in failed)  # not counted in the budget
         resize(fs, "20m")
         budget = len(optuna_trials(journal)) + 5
         resumed = cli(

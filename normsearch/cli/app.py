@@ -168,5 +168,3 @@ def main(args: list[str] | None = None) -> int:
         )
         return BUG
     return 0
-
-
