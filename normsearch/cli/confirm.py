@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import optuna
 import typer
 from rich import box
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
