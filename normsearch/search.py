@@ -212,9 +212,9 @@ class Objective:
             trial.set_user_attr("interrupted", True)
             raise
         except OSError as err:  # the storage could not be written (a full disk): not the candidate's fault
-            with contextlib.suppress(OSError):  # recorded if there is room; else resuming marks it stale
-                trial.set_user_attr("fail_reason", f"interrupted: {err}")
+            with contextlib.suppress(OSError):  # recorded if there is room (the short record first)
                 trial.set_user_attr("interrupted", True)
+                trial.set_user_attr("fail_reason", f"interrupted: {err}")
             raise
 
     def _evaluate(self, trial: Trial) -> list[float]:

@@ -178,8 +178,6 @@ def test_1_a_full_disk_mid_search_stops_with_one_line_and_the_study_resumes(tmp_
         assert journal.read_bytes().endswith(b"\n")  # the failed append was rolled back
         before = complete(optuna_trials(journal))
         assert len(before) >= 5
-        failed = [t for t in optuna_trials(journal) if t.state == TrialState.FAIL]
-        assert all(t.user_attrs.get("interrupted") for t in failed)  # not counted in the budget
         resize(fs, "20m")
         budget = len(optuna_trials(journal)) + 5
         resumed = cli(
