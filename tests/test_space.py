@@ -249,8 +249,9 @@ def test_other_confirmation_settings_carry_the_probe_with_them_except_what_the_p
 
 def test_a_confirmation_network_that_cannot_be_built_is_refused_at_load_under_confirm() -> None:
     assert _problems(SPACE + "confirm: {depth: 15}\n") == [
-        "bad.yaml: confirm: resnet depth must be 6n+2 with n >= 1 (8, 14, 20, 56, 110, ...), got 15"]
-    assert _problems(SPACE + "confirm: {depth: 15}\nprobe: {depth: 16}\n")[0].startswith("bad.yaml: probe: ")
+        "bad.yaml: confirm.depth: must be 6n+2 for resnet (8, 14, 20, 56, 110, ...), got 15"]
+    assert _problems(SPACE + "confirm: {depth: 15}\nprobe: {depth: 16}\n")[1] == (
+        "bad.yaml: probe.depth: must be 6n+2 for resnet (8, 14, 20, 56, 110, ...), got 16")
 
 
 def _probe(a: float = 0.0, s: float = 0.0, g: float = 1.0, r: float = 1.0) -> dict[str, float]:
