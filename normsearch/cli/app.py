@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import os
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -27,6 +28,18 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def output_width() -> int | None:
+    """The width to fit tables to: the terminal's, or ``$COLUMNS``; None (natural width) off a terminal."""
+    return stdout.width if stdout.is_terminal or os.environ.get("COLUMNS") else None
+
+
+def emit(renderable: Any) -> None:
+    """A table on stdout at :func:`output_width` (a file or pipe has no width to fit: natural width)."""
+    width = output_width()
+    out = stdout if stdout.is_terminal else Console(soft_wrap=False, width=width or 100_000)
+    out.print(renderable)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"normsearch {__version__}")
@@ -35,6 +48,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
 ) -> None:
     """normsearch: space → norm → probes → search → confirm → leaderboard/export."""

@@ -19,7 +19,6 @@ from typing import Annotated, Any
 import optuna
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -41,7 +40,7 @@ from ..settings import SettingsError, from_mapping
 from ..space import SearchSpace, SpaceError, load_space
 from ..storage import StaleLock, check_name, locate, open_study
 from ..train import resolve_device
-from .app import app, fail, stderr, stdout
+from .app import app, emit, fail, stderr
 
 INTERRUPTED = 130
 _HELP = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(ConfirmSettings)}
@@ -201,12 +200,6 @@ def calibration_table(calibration: Mapping[str, Any]) -> Table:
     return grid
 
 
-def _emit(renderable: Any) -> None:
-    """A table on stdout; off a terminal at its natural width (a file or pipe has no width to fit)."""
-    out = stdout if stdout.is_terminal else Console(soft_wrap=False, width=max(stdout.width, 200))
-    out.print(renderable)
-
-
 def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) -> None:
     confirmation = load_confirmation(study)
     rows = build_rows(study, confirmation=confirmation)
@@ -221,9 +214,9 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
         return
     title = (f"confirmation of {study.study_name}: {settings.dataset}, {settings.model}-{settings.depth}×"
              f"{settings.width}, up to {settings.epochs} epochs, batch {settings.batch_size}")
-    _emit(results_table(title, trained))
+    emit(results_table(title, trained))
     if calibration["budget"] is not None:
-        _emit(calibration_table(calibration))
+        emit(calibration_table(calibration))
     for line in filter(None, [winner_line(best), cost_line(cost)]):
         stdout.print(line, highlight=False, soft_wrap=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -14,7 +15,8 @@ from rich.text import Text
 from ..norm import as_config
 from ..probes import ProbeResult, ProbeRunner, ProbeSettings
 from ..settings import SettingsError
-from .app import app, fail, stderr, stdout
+from .app import app, emit, fail, output_width, stderr, stdout
+from .tables import Column, fit_table, number
 
 _DEFAULTS = ProbeSettings()
 _HELP = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(ProbeSettings)}
@@ -31,40 +33,62 @@ def sparkline(values: list[float], log: bool = False) -> str:
     return "".join(_SPARK[min(int((p - low) / span * len(_SPARK)), len(_SPARK) - 1)] for p in points)
 
 
-def _cell(mean: float, std: float, curve: list[float], log: bool) -> Text:
-    text = Text(f"{mean:.4g} ± {std:.2g} ")
-    text.append(sparkline(curve, log), style="cyan")
-    return text
+def _spark(name: str, log: bool) -> Callable[[ProbeResult], Text]:
+    return lambda r: Text(sparkline(r.curves[name], log), style="cyan")
 
 
-def results_table(results: list[ProbeResult], settings: ProbeSettings) -> Table:
-    """Rows of mean ± std per score with a per-depth sparkline of the curve behind it."""
+def _mean(name: str) -> Callable[[ProbeResult], str]:
+    return lambda r: number(getattr(r, name))
+
+
+def _std(name: str) -> Callable[[ProbeResult], str]:
+    return lambda r: "± " + number(getattr(r, f"{name}_std"))
+
+
+def results_table(results: list[ProbeResult], settings: ProbeSettings, *, width: int | None = None) -> Table:
+    """Mean per score, then (as width allows) its per-depth sparkline and ± std over seeds; status; the
+    spec last, wrapped, never cut. Unstable results' reasons go under the table (:func:`reasons`)."""
     title = (
         f"init-time probes: {settings.model}-{settings.depth} width {settings.width}"
         f"{' skipinit' if settings.skipinit else ''}, batch {settings.batch_size} {settings.data}"
         f" {settings.resolution}px, {settings.seeds} seed(s) from {settings.seed}"
-        f", one SGD step at lr {settings.lr:g} (best: growth near 0, similarity low, grad ratio near 1, step"
-        " ratio low)"
+        f", one SGD step at lr {settings.lr:g}"
     )
-    table = Table(title=title, title_justify="left")
-    table.add_column("spec")
-    table.add_column("activation growth (ln var/block) · variance")
-    table.add_column("similarity · per block")
-    table.add_column("grad ratio first/last · per conv")
-    table.add_column("step loss ratio")
-    table.add_column("status")
-    table.add_column("s", justify="right")
-    for r in results:
-        table.add_row(
-            r.spec,
-            _cell(r.activation_growth, r.activation_growth_std, r.curves["variance"], log=True),
-            _cell(r.similarity, r.similarity_std, r.curves["similarity"], log=False),
-            _cell(r.grad_ratio, r.grad_ratio_std, r.curves["grad_norm"], log=True),
-            f"{r.step_loss_ratio:.4g} ± {r.step_loss_ratio_std:.2g}",
-            Text(f"unstable: {r.reason}", style="red") if r.unstable else Text("ok", style="green"),
-            f"{r.seconds:.2f}",
-        )
-    return table
+    columns = []
+    for name, header, curve, log in (
+        ("activation_growth", "growth", "variance", True),
+        ("similarity", "similarity", "similarity", False),
+        ("grad_ratio", "grad\nratio", "grad_norm", True),
+        ("step_loss_ratio", "step\nratio", None, False),
+    ):
+        columns += [Column(header, _mean(name)), Column("", _std(name), 3)]
+        if curve is not None:
+            columns.append(Column("", _spark(curve, log), 2, "left"))
+    columns += [
+        Column(
+            "status",
+            lambda r: Text("unstable", style="red") if r.unstable else Text("ok", style="green"),
+            justify="left",
+        ),
+        Column("s", lambda r: f"{r.seconds:.2f}", 4),
+        Column("spec", lambda r: r.spec, justify="left"),
+    ]
+    return fit_table(
+        columns,
+        results,
+        width=width,
+        wrapped="spec",
+        title=title,
+        title_justify="left",
+        caption="best: growth near 0, similarity low, grad ratio near 1, step ratio low (curves over depth: ▁ low … "
+        "█ high)",
+        caption_justify="left",
+    )
+
+
+def reasons(results: list[ProbeResult]) -> list[str]:
+    """'SPEC: unstable: reason' for each unstable result."""
+    return [f"{r.spec}: unstable: {r.reason}" for r in results if r.unstable]
 
 
 @app.command("probe")
@@ -86,8 +110,16 @@ def probe_command(
     and the loss ratio after one SGD step at --lr."""
     try:
         settings = ProbeSettings(
-            model=model, depth=depth, width=width, batch_size=batch_size, seeds=seeds, data=data,
-            resolution=resolution, skipinit=skipinit, seed=seed, lr=lr,
+            model=model,
+            depth=depth,
+            width=width,
+            batch_size=batch_size,
+            seeds=seeds,
+            data=data,
+            resolution=resolution,
+            skipinit=skipinit,
+            seed=seed,
+            lr=lr,
         )
     except SettingsError as err:
         fail(f"--{err.path.replace('_', '-')}: {err.message}")
@@ -104,9 +136,15 @@ def probe_command(
             result = runner.run(cfg)
         except ValueError as err:
             fail(str(err))
-        stderr.print(f"[dim]probed {result.spec} ({i}/{len(configs)}) in {result.seconds:.2f} s[/]", highlight=False)
+        stderr.print(
+            f"[dim]probed {result.spec} ({i}/{len(configs)}) in {result.seconds:.2f} s[/]", highlight=False
+        )
         results.append(result)
     if json_output:
-        typer.echo(json.dumps({"settings": dataclasses.asdict(settings), "results": [r.to_dict() for r in results]}))
+        typer.echo(
+            json.dumps({"settings": dataclasses.asdict(settings), "results": [r.to_dict() for r in results]})
+        )
         return
-    stdout.print(results_table(results, settings))
+    emit(results_table(results, settings, width=output_width()))
+    for line in reasons(results):
+        stdout.print(line, highlight=False, markup=False, soft_wrap=True)

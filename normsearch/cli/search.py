@@ -11,21 +11,16 @@ from typing import Any
 
 import optuna
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..leaderboard import (
     SORT_FIELDS,
     build_rows,
-    calibration_line,
     document,
-    failure_lines,
     outcome,
     sort_rows,
-    table,
     trial_counts,
-    winner_line,
 )
 from ..norm import parse_spec
 from ..search import (
@@ -42,18 +37,13 @@ from ..search import (
 )
 from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
 from ..storage import StaleLock, check_name, is_url, locate, open_study, study_names
-from .app import app, fail, stderr, stdout
+from .app import app, emit, fail, output_width, stderr, stdout
+from .tables import calibration_line, failure_lines, leaderboard_table, winner_line
 
 space_app = typer.Typer(help="Check, show and list search-space files.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
 
 INTERRUPTED = 130
-
-
-def _emit(renderable: Any) -> None:
-    """A table on stdout; off a terminal at its natural width (a file or pipe has no width to fit)."""
-    out = stdout if stdout.is_terminal else Console(soft_wrap=False, width=max(stdout.width, 200))
-    out.print(renderable)
 
 
 def _load(path: str) -> SearchSpace:
@@ -101,7 +91,7 @@ def space_show(path: str = typer.Argument(..., metavar="FILE", help="Space file 
         grid.add_column(column)
     for param in space.params:
         grid.add_row(param.option, param.name if param.kind != "fixed" else "-", param.describe(), param.condition())
-    _emit(grid)
+    emit(grid)
     probe, search, weights = space.probe, space.search, space.weights
     lines = [
         (f"probe: {probe.model}-{probe.depth} width {probe.width}{' skipinit' if probe.skipinit else ''}, "
@@ -127,7 +117,7 @@ def space_list() -> None:
     for name in shipped_spaces():
         space = load_space(name)
         grid.add_row(name, _size_text(space), str(space.search.n_trials), space.description)
-    _emit(grid)
+    emit(grid)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -290,11 +280,11 @@ def _counts_text(study: optuna.Study) -> str:
 
 
 def _print_table(study: optuna.Study, rows: list[dict[str, Any]], top: int) -> None:
-    """The leaderboard on stdout (off a terminal at its natural width: a file or pipe has no width), then the
+    """The leaderboard on stdout (fitted to the terminal; off a terminal at its natural width), then the
     winner, the calibration and the training cost once the study is confirmed."""
     from ..confirm import cost_line
 
-    _emit(table(study.study_name, rows[:top], total=len(rows)))
+    emit(leaderboard_table(study.study_name, rows[:top], total=len(rows), width=output_width()))
     result = outcome(study, rows)
     lines = [winner_line(result["winner"]), calibration_line(result["calibration"])]
     if result["training_cost"] is not None:
@@ -376,4 +366,4 @@ def runs(
         score = "-" if e["best_score"] is None else f"{e['best_score']:.3f}"
         grid.add_row(e["study"], e["space"] or "?", str(e["trials"].get("complete", 0)),
                      str(e["trials"].get("fail", 0)), e["best"] or "-", score, e["modified"])
-    _emit(grid)
+    emit(grid)
