@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -91,6 +92,32 @@ def reasons(results: list[ProbeResult]) -> list[str]:
     return [f"{r.spec}: unstable: {r.reason}" for r in results if r.unstable]
 
 
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
+def check_plot_path(path: Path) -> None:
+    """Exit 2 with one line unless ``path`` names a PNG/SVG/PDF file in an existing folder."""
+    if path.suffix.lower().lstrip(".") not in PLOT_FORMATS:
+        fail(f"--plot: {path}: unknown image type {path.suffix or '(none)'!r}; allowed: .png, .svg, .pdf")
+    if not path.parent.is_dir():
+        fail(f"--plot: folder {path.parent} does not exist")
+    if path.is_dir():
+        fail(f"--plot: {path} is a folder")
+
+
+def draw_curves(results: list[ProbeResult], settings: ProbeSettings, path: Path) -> None:
+    """The per-depth curves of ``results`` (one line per spec) saved to ``path``."""
+    from ..report.figures import Series, probe_curves  # matplotlib loads only with --plot
+
+    title = f"init-time probes: {settings.model}-{settings.depth} width {settings.width}, {settings.seeds} seed(s)"
+    figure = probe_curves([Series(r.spec, r.curves) for r in results], title)
+    try:
+        figure.savefig(path, dpi=110)
+    except OSError as err:
+        fail(f"--plot: cannot write {path}: {err.strerror or err}")
+    stderr.print(f"wrote {path}", highlight=False, markup=False)
+
+
 @app.command("probe")
 def probe_command(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="Norm specs, e.g. bn 'gn:groups=8'.")],
@@ -105,6 +132,14 @@ def probe_command(
     seed: int = typer.Option(_DEFAULTS.seed, help=_HELP["seed"]),
     lr: float = typer.Option(_DEFAULTS.lr, help=_HELP["lr"]),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document {settings, results}."),
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            metavar="FILE",
+            help="Also draw the probe curves over depth into FILE (.png, .svg, .pdf).",
+        ),
+    ] = None,
 ) -> None:
     """Score normalizers at init: activation growth, sample similarity, gradient ratio (Beyond BatchNorm),
     and the loss ratio after one SGD step at --lr."""
@@ -123,6 +158,8 @@ def probe_command(
         )
     except SettingsError as err:
         fail(f"--{err.path.replace('_', '-')}: {err.message}")
+    if plot is not None:
+        check_plot_path(plot)
     configs = []
     for spec in specs:
         try:
@@ -140,6 +177,8 @@ def probe_command(
             f"[dim]probed {result.spec} ({i}/{len(configs)}) in {result.seconds:.2f} s[/]", highlight=False
         )
         results.append(result)
+    if plot is not None:
+        draw_curves(results, settings, plot)
     if json_output:
         typer.echo(
             json.dumps({"settings": dataclasses.asdict(settings), "results": [r.to_dict() for r in results]})
