@@ -22,7 +22,7 @@ from typing import Any
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+from matplotlib.ticker import LogFormatterSciNotation, MaxNLocator
 
 from ..confirm.calibration import DIVERGED_ACCURACY, lower_is_better
 from ..search import OBJECTIVES
@@ -52,10 +52,16 @@ class Series:
     role: str = "candidate"
 
 
+class _PlainLog(LogFormatterSciNotation):
+    """matplotlib's choice of which log ticks to label, written plainly (0.02, 10) instead of 2×10⁻²."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
 def _log(axis: Any) -> None:
-    """A log-scaled axis with plain tick labels (0.02, 10) instead of 2×10⁻²."""
-    axis.set_major_formatter(FormatStrFormatter("%g"))
-    axis.set_minor_formatter(FormatStrFormatter("%g"))
+    axis.set_major_formatter(_PlainLog())
+    axis.set_minor_formatter(_PlainLog(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def _figure(columns: int, width: float = 4.4, height: float = 3.4) -> tuple[Figure, list[Any]]:

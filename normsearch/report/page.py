@@ -122,12 +122,12 @@ def _winner(row: dict[str, Any] | None, code: str | None, report: Report) -> str
         ("final accuracy", _percent(record.get("final_accuracy"))),
         ("seeds trained", str(len(record.get("seeds", [])))),
     ]
-    table = _table(["", "value"], [[(escape(k), False), (escape(v), True)] for k, v in numbers])
+    table = _table(["quantity", "value"], [[(escape(k), False), (escape(v), True)] for k, v in numbers])
     parts = [f"<p>Config <code>{escape(row['config'])}</code></p>", table]
     if code is not None and report.code is not None:
         parts.append(
             f'<p>Exported as a standalone PyTorch module: <a href="{escape(report.code.name)}">'
-            f"{escape(report.code.name)}</a></p><details open><summary>code</summary>"
+            f"{escape(report.code.name)}</a></p><details><summary>show the code</summary>"
             f"<pre>{escape(code)}</pre></details>"
         )
     return "".join(parts)
