@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from .. import __version__
-from ..search import OBJECTIVES
+from ..search import OBJECTIVES, space_text
 
 if TYPE_CHECKING:
     from . import Report
@@ -175,7 +175,7 @@ def page(
     trials = ", ".join(f"{n} {state}" for state, n in doc["trials"].items() if state != "total")
     settings = {key: attrs.get(key) for key in ("probe", "search", "weights", "confirm") if key in attrs}
     space = attrs.get("space") or {}
-    text = space.get("text")
+    text = space_text(study)
     sections = [
         f"<h1>normsearch report: {escape(study.study_name)}</h1>",
         (
