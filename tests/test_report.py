@@ -49,7 +49,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def confirmed(searched: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = Path(shutil.copytree(searched, tmp_path_factory.mktemp("confirmed") / "runs"))
     study = open_study("tiny", runs)
-    confirm_study(study, ConfirmSettings(**{**open_study("tiny", runs).user_attrs["confirm"]}))
+    confirm_study(study, ConfirmSettings(**open_study("tiny", runs).user_attrs["confirm"]))
     return runs
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import typer
@@ -12,9 +14,9 @@ from .. import __version__
 
 app = typer.Typer(
     name="normsearch",
-    help="Search the design space of normalization layers with init-time probes (Beyond BatchNorm).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 
@@ -26,6 +28,36 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line ``error: ...`` to stderr and exit with ``code`` (2: bad input, 1: runtime failure)."""
     stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def choices_text(values: Iterable[str]) -> str:
+    """Allowed values for a help text, in full: 'one of: a, b, c'."""
+    return "one of: " + ", ".join(values)
+
+
+def setting_option(cls: type, name: str, *decls: str, **kwargs: Any) -> Any:
+    """A typer option for field ``name`` of settings dataclass ``cls``: the field's help with its choices
+    spelled out, and a metavar from its type (N, X, DIR, the field name for a choice; none for a flag)."""
+    spec = {f.name: f for f in dataclasses.fields(cls)}[name]
+    choices = spec.metadata.get("choices")
+    kind = str(spec.type)
+    help_text = spec.metadata.get("help", "") + (f"; {choices_text(choices)}" if choices else "")
+    metavar = (
+        ""
+        if "bool" in kind
+        else name.upper()
+        if choices
+        else "N"
+        if "int" in kind
+        else "X"
+        if "float" in kind
+        else "DIR"
+        if name.endswith("dir")
+        else "TEXT"
+    )
+    names = decls or (f"--{name.replace('_', '-')}",)
+    default = (kwargs.pop("default"),) if "default" in kwargs else ()  # positional, as typer.Option takes it
+    return typer.Option(*default, *names, help=help_text, metavar=metavar, **kwargs)
 
 
 def output_width() -> int | None:
@@ -49,7 +81,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version."
+        False, "--version", callback=_version, is_eager=True, metavar="", help="Show the version."
     ),
 ) -> None:
-    """normsearch: space → norm → probes → search → confirm → leaderboard/export."""
+    """Search the design space of normalization layers with init-time probes (Beyond BatchNorm).
+
+    The pipeline: space → norm → probes → search → confirm → leaderboard, report, export. Start with
+    `normsearch run --space groups`; `normsearch COMMAND --help` shows each command with an example.
+    """

@@ -34,8 +34,10 @@ def _psi(cfg) -> str:
     return ", ".join(parts) or "-"
 
 
-@app.command()
-def presets(json_output: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+@app.command(epilog="Example: `normsearch presets --json`")
+def presets(
+    json_output: bool = typer.Option(False, "--json", metavar="", help="Print one JSON document."),
+) -> None:
     """List the named layers with their Π (partition), Φ (statistics), Ψ (recovery) and weight scheme."""
     configs = {name: parse_spec(name) for name in PRESETS}
     if json_output:

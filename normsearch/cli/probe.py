@@ -16,11 +16,10 @@ from rich.text import Text
 from ..norm import as_config
 from ..probes import ProbeResult, ProbeRunner, ProbeSettings
 from ..settings import SettingsError
-from .app import app, emit, fail, output_width, stderr, stdout
+from .app import app, emit, fail, output_width, setting_option, stderr, stdout
 from .tables import Column, fit_table, number
 
 _DEFAULTS = ProbeSettings()
-_HELP = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(ProbeSettings)}
 _SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -118,20 +117,22 @@ def draw_curves(results: list[ProbeResult], settings: ProbeSettings, path: Path)
     stderr.print(f"wrote {path}", highlight=False, markup=False)
 
 
-@app.command("probe")
+@app.command("probe", epilog="Example: `normsearch probe bn ln gn:group_size=4 --seeds 3 --plot curves.png`")
 def probe_command(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="Norm specs, e.g. bn 'gn:groups=8'.")],
-    model: str = typer.Option(_DEFAULTS.model, help=_HELP["model"] + ": resnet|cnn"),
-    depth: int = typer.Option(_DEFAULTS.depth, help=_HELP["depth"]),
-    width: int = typer.Option(_DEFAULTS.width, help=_HELP["width"]),
-    batch_size: int = typer.Option(_DEFAULTS.batch_size, help=_HELP["batch_size"]),
-    seeds: int = typer.Option(_DEFAULTS.seeds, help=_HELP["seeds"]),
-    data: str = typer.Option(_DEFAULTS.data, help=_HELP["data"] + ": digits|gaussian"),
-    resolution: int = typer.Option(_DEFAULTS.resolution, help=_HELP["resolution"]),
-    skipinit: bool = typer.Option(_DEFAULTS.skipinit, "--skipinit", help=_HELP["skipinit"]),
-    seed: int = typer.Option(_DEFAULTS.seed, help=_HELP["seed"]),
-    lr: float = typer.Option(_DEFAULTS.lr, help=_HELP["lr"]),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON document {settings, results}."),
+    model: str = setting_option(ProbeSettings, "model", default=_DEFAULTS.model),
+    depth: int = setting_option(ProbeSettings, "depth", default=_DEFAULTS.depth),
+    width: int = setting_option(ProbeSettings, "width", default=_DEFAULTS.width),
+    batch_size: int = setting_option(ProbeSettings, "batch_size", default=_DEFAULTS.batch_size),
+    seeds: int = setting_option(ProbeSettings, "seeds", default=_DEFAULTS.seeds),
+    data: str = setting_option(ProbeSettings, "data", default=_DEFAULTS.data),
+    resolution: int = setting_option(ProbeSettings, "resolution", default=_DEFAULTS.resolution),
+    skipinit: bool = setting_option(ProbeSettings, "skipinit", default=_DEFAULTS.skipinit),
+    seed: int = setting_option(ProbeSettings, "seed", default=_DEFAULTS.seed),
+    lr: float = setting_option(ProbeSettings, "lr", default=_DEFAULTS.lr),
+    json_output: bool = typer.Option(
+        False, "--json", metavar="", help="Print one JSON document {settings, results}."
+    ),
     plot: Annotated[
         Path | None,
         typer.Option(

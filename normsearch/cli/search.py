@@ -7,7 +7,7 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import optuna
 import typer
@@ -37,7 +37,7 @@ from ..search import (
 )
 from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
 from ..storage import StaleLock, check_name, is_url, locate, open_study, study_names
-from .app import app, emit, fail, output_width, stderr, stdout
+from .app import app, choices_text, emit, fail, output_width, stderr, stdout
 from .tables import calibration_line, failure_lines, leaderboard_table, winner_line
 
 space_app = typer.Typer(help="Check, show and list search-space files.", no_args_is_help=True)
@@ -74,18 +74,44 @@ def _baselines_inside(space: SearchSpace) -> list[str]:
     return [name for name, spec in BASELINES.items() if space.params_for(parse_spec(spec))]
 
 
-@space_app.command("validate")
-def space_validate(path: str = typer.Argument(..., metavar="FILE", help="Space file or shipped name.")) -> None:
-    """Check a space file without running anything (exit 2 with one line per problem)."""
+def _size(space: SearchSpace) -> dict[str, Any]:
+    """The space's size for --json: finite or not, points and valid configs (None when unknown), as text."""
+    points, valid = space.size() if space.is_finite() else (None, None)
+    return {"finite": space.is_finite(), "points": points, "valid": valid, "text": _size_text(space)}
+
+
+def _params(space: SearchSpace) -> list[dict[str, Any]]:
+    return [{"option": p.option, "parameter": p.name if p.kind != "fixed" else None, "values": p.describe(),
+             "when": p.condition() or None} for p in space.params]
+
+
+SpaceFile = Annotated[str, typer.Argument(metavar="FILE", help="Space file or shipped name.")]
+SpaceJson = Annotated[bool, typer.Option("--json", metavar="", help="Print one JSON document.")]
+
+
+@space_app.command("validate", epilog="Example: `normsearch space validate my_space.yaml`")
+def space_validate(path: SpaceFile, json_output: SpaceJson = False) -> None:
+    """Check a space file without running anything (exit 2 with one line per problem on stderr)."""
     space = _load(path)
     entries = len(space.params)
+    if json_output:
+        typer.echo(json.dumps({"path": path, "valid": True, "name": space.name, "entries": entries,
+                               "size": _size(space)}, indent=2))
+        return
     stdout.print(f"{path}: valid ({entries} entries, {_size_text(space)})", highlight=False)
 
 
-@space_app.command("show")
-def space_show(path: str = typer.Argument(..., metavar="FILE", help="Space file or shipped name.")) -> None:
+@space_app.command("show", epilog="Example: `normsearch space show groups`")
+def space_show(path: SpaceFile, json_output: SpaceJson = False) -> None:
     """Print the space as a table (option, Optuna parameter, values, condition) with its size."""
     space = _load(path)
+    if json_output:
+        doc = {"name": space.name, "path": space.path, "description": space.description, "size": _size(space),
+               "params": _params(space), "probe": dataclasses.asdict(space.probe),
+               "search": dataclasses.asdict(space.search), "weights": dataclasses.asdict(space.weights),
+               "confirm": dataclasses.asdict(space.confirm), "baselines_inside": _baselines_inside(space)}
+        typer.echo(json.dumps(doc, indent=2))
+        return
     grid = Table(title=f"search space {space.name}: {_size_text(space)}", title_justify="left")
     for column in ("option", "Optuna parameter", "values", "when"):
         grid.add_column(column)
@@ -108,9 +134,15 @@ def space_show(path: str = typer.Argument(..., metavar="FILE", help="Space file 
         stdout.print(line, highlight=False)
 
 
-@space_app.command("list")
-def space_list() -> None:
-    """The spaces shipped with normsearch (usable by name: ``--space groups``)."""
+@space_app.command("list", epilog="Example: `normsearch space list --json`")
+def space_list(json_output: SpaceJson = False) -> None:
+    """The spaces shipped with normsearch (usable by name: `--space groups`)."""
+    if json_output:
+        spaces = [{"name": name, "size": _size(space), "trials": space.search.n_trials,
+                   "description": space.description} for name, space in
+                  ((name, load_space(name)) for name in shipped_spaces())]
+        typer.echo(json.dumps({"spaces": spaces}, indent=2))
+        return
     grid = Table(title="shipped search spaces", title_justify="left")
     for column in ("name", "size", "trials", "description"):
         grid.add_column(column)
@@ -175,18 +207,29 @@ def _run_trials(space: SearchSpace, location: Any, study: optuna.Study, workers:
     return stop.requested, codes
 
 
-@app.command("run")
+@app.command("run", epilog="Example: `normsearch run --space groups` (again: resumes)")
 def run(
     space_path: str = typer.Option(..., "--space", metavar="FILE", help="Space file, or a shipped space name."),
-    study_name: str | None = typer.Option(None, "--study", help="Study name (default: the space's file name)."),
-    n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Trial budget (default: the space's)."),
-    timeout: float | None = typer.Option(None, "--timeout", min=0, help="Stop starting trials after S seconds."),
-    seed: int | None = typer.Option(None, "--seed", min=0, help="Sampler seed (default: the space's)."),
-    storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL or journal file path."),
-    runs_dir: str = typer.Option("runs", "--runs-dir", help="Where studies live."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Local processes sharing the study."),
-    top: int = typer.Option(10, "--top", min=1, help="Rows of the final leaderboard."),
-    no_confirm: bool = typer.Option(False, "--no-confirm", help="Skip the confirmation training."),
+    study_name: str | None = typer.Option(
+        None, "--study", metavar="NAME", help="Study name (default: the space's file name)."
+    ),
+    n_trials: int | None = typer.Option(
+        None, "--n-trials", min=1, metavar="N", help="Trial budget (default: the space's)."
+    ),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0, metavar="S", help="Stop starting trials after S seconds."
+    ),
+    seed: int | None = typer.Option(None, "--seed", min=0, metavar="N", help="Sampler seed (default: the space's)."),
+    storage: str | None = typer.Option(
+        None, "--storage", metavar="URL|PATH", help="Optuna storage URL or journal file path."
+    ),
+    runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where studies live."),
+    workers: int = typer.Option(1, "--workers", min=1, metavar="N", help="Local processes sharing the study."),
+    top: int = typer.Option(10, "--top", min=1, metavar="N", help="Rows of the final leaderboard."),
+    no_confirm: bool = typer.Option(False, "--no-confirm", metavar="", help="Skip the confirmation training."),
+    json_output: bool = typer.Option(
+        False, "--json", metavar="", help="Print the final leaderboard as one JSON document (progress: stderr)."
+    ),
 ) -> None:
     """Search a space: probe each candidate, rank them, confirm the best, print the leaderboard.
 
@@ -239,7 +282,11 @@ def run(
             _note(f"confirmation interrupted; what was trained is stored: `normsearch confirm {study.study_name}` "
                   "or the same run command goes on from there")
             raise typer.Exit(INTERRUPTED) from None
-    _print_table(study, build_rows(study), top)
+    rows = build_rows(study)
+    if json_output:
+        typer.echo(json.dumps(document(study, rows, top=top), indent=2))
+        return
+    _print_table(study, rows, top)
 
 
 def _check_confirm_data(space: SearchSpace) -> None:
@@ -307,16 +354,27 @@ def _open(name: str | None, runs_dir: str, storage: str | None) -> optuna.Study:
     return study
 
 
-@app.command("leaderboard")
+@app.command("leaderboard", epilog="Example: `normsearch leaderboard groups --top 20 --sort accuracy`")
 def leaderboard(
-    study_name: str | None = typer.Argument(None, metavar="[STUDY]", help="Study (default: the latest)."),
-    runs_dir: str = typer.Option("runs", "--runs-dir", help="Where studies live."),
-    storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL or journal path."),
-    top: int = typer.Option(20, "--top", min=1, help="Rows to show."),
-    sort: str = typer.Option("trained", "--sort", help=f"Sort field: {'|'.join(SORT_FIELDS)} (trained: the "
-                             "winner first; see docs/search.md)."),
-    include_failed: bool = typer.Option(False, "--all", help="Also list failed trials with their reason."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON document {study, rows, ...}."),
+    study_name: str | None = typer.Argument(None, metavar="STUDY", help="Study (default: the latest)."),
+    runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where studies live."),
+    storage: str | None = typer.Option(
+        None, "--storage", metavar="URL|PATH", help="Optuna storage URL or journal path."
+    ),
+    top: int = typer.Option(20, "--top", min=1, metavar="N", help="Rows to show."),
+    sort: str = typer.Option(
+        "trained",
+        "--sort",
+        metavar="FIELD",
+        help=f"Sort field; {choices_text(SORT_FIELDS)} (trained: the winner first, see docs/search.md; accuracy: "
+        "highest first).",
+    ),
+    include_failed: bool = typer.Option(
+        False, "--all", metavar="", help="Also list failed trials with their reason."
+    ),
+    json_output: bool = typer.Option(
+        False, "--json", metavar="", help="Print one JSON document {study, rows, ...}."
+    ),
 ) -> None:
     """The ranked candidates of a study: Pareto front ★, probe scores, score, confirmation, baselines."""
     if sort not in SORT_FIELDS:
@@ -332,10 +390,10 @@ def leaderboard(
         stdout.print(line, highlight=False, soft_wrap=True)
 
 
-@app.command("runs")
+@app.command("runs", epilog="Example: `normsearch runs --runs-dir runs`")
 def runs(
-    runs_dir: str = typer.Option("runs", "--runs-dir", help="Where studies live."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON document {runs: [...]}."),
+    runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where studies live."),
+    json_output: bool = typer.Option(False, "--json", metavar="", help="Print one JSON document {runs: [...]}."),
 ) -> None:
     """The studies under the runs directory: trial counts and best config."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
