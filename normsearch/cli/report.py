@@ -29,10 +29,10 @@ def output_folder(path: Path, option: str = "-o") -> Path:
     return path
 
 
-@app.command("report", epilog="Example: normsearch report groups -o report/  (then open report/index.html)")
+@app.command("report", epilog="Example: `normsearch report groups -o report/` (then open report/index.html)")
 def report_command(
     study_name: Annotated[
-        str | None, typer.Argument(metavar="[STUDY]", help="Study (default: the latest).")
+        str | None, typer.Argument(metavar="STUDY", help="Study (default: the latest).")
     ] = None,
     output: Annotated[
         Path | None,
