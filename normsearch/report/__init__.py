@@ -134,7 +134,7 @@ def write_report(
                 if cal
                 else None
             ),
-            "not confirmed yet: run `normsearch confirm`",
+            "not confirmed yet (normsearch confirm trains the candidates)",
         ),
         (
             "training_curves",

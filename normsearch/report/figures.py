@@ -16,6 +16,8 @@ labelled so tests and readers can count them.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,7 @@ from ..search import OBJECTIVES
 
 CURVES = (
     ("variance", "activation variance", "block output", True),
-    ("similarity", "cosine similarity between samples", "block output", False),
+    ("similarity", "cosine similarity of samples", "block output", False),
     ("grad_norm", "gradient norm ‖∂L/∂z‖", "conv layer", True),
 )
 """Probe curves drawn: key in the probe record's ``curves``, y label, x label, log scale."""
@@ -40,6 +42,16 @@ OBJECTIVE_LABELS = {
 }
 PALETTE = tuple(colormaps["tab10"].colors) + tuple(colormaps["Dark2"].colors)
 """Line colours, one per candidate (the winner in black)."""
+
+
+def legend_label(text: str, width: int = 42) -> str:
+    """A legend label broken into lines of about ``width`` characters after commas (configs are long)."""
+    lines = [""]
+    for piece in re.split(r"(?<=,)", text):
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,10 @@ def _figure(columns: int, width: float = 4.4, height: float = 3.4) -> tuple[Figu
 
 def probe_curves(series: Sequence[Series], title: str) -> Figure:
     """Three panels (see the module docstring), one line per series; the winner thick, baselines dashed."""
-    figure, axes = _figure(len(CURVES), height=3.6)
+    legend_lines = sum(legend_label(item.label).count("\n") + 1 for item in series)
+    figure, axes = _figure(
+        len(CURVES), height=3.4 + 0.17 * math.ceil(legend_lines / 3)
+    )  # room for the legend
     styles = {
         "winner": {"linewidth": 3.0, "zorder": 3, "color": "black"},
         "baseline": {"linestyle": "--", "linewidth": 1.2},
@@ -87,7 +102,12 @@ def probe_curves(series: Sequence[Series], title: str) -> Figure:
             values = list(item.curves.get(key, []))
             if values:
                 ax.plot(
-                    range(1, len(values) + 1), values, marker=".", markersize=4, label=item.label, **style
+                    range(1, len(values) + 1),
+                    values,
+                    marker=".",
+                    markersize=4,
+                    label=legend_label(item.label),
+                    **style,
                 )
     for ax, (_, ylabel, xlabel, log) in zip(axes, CURVES, strict=True):
         ax.set_xlabel(xlabel)
@@ -229,7 +249,7 @@ def training_curves(candidates: Sequence[tuple[str, Mapping[str, Any]]], title: 
                 "marker": ".",
                 "linewidth": 1.4 if "small_batch" not in run_label else 0.8,
                 "linestyle": "-" if "small_batch" not in run_label else ":",
-                "label": label if number == 0 else "_" + f"{label} {run_label}",
+                "label": legend_label(label) if number == 0 else "_" + f"{label} {run_label}",
             }
             loss = run.get("train_loss") or []
             accuracy = run.get("val_accuracy") or []

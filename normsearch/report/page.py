@@ -44,11 +44,19 @@ padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 .meta{color:#666}code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto;border-radius:4px}
-table{border-collapse:collapse;font-size:.92em}th,td{padding:.25em .7em;border-bottom:1px solid #eee}
+table{border-collapse:collapse;font-size:.92em;max-width:100%}td code{overflow-wrap:break-word}th,td{padding:.25em .7em;border-bottom:1px solid #eee}
 th{text-align:left;background:#fafafa}td.n{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.92em}.missing{color:#a60}
 """
+
+
+HEADERS = {"activation_growth": "growth", "similarity": "similarity", "grad_ratio": "grad ratio"}
+
+
+def breakable(config: str) -> str:
+    """A config string escaped for HTML, with line-break opportunities after its commas."""
+    return escape(config).replace(",", ",<wbr>")
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -82,7 +90,15 @@ def _accuracy(row: dict[str, Any]) -> str:
 
 
 def _leaderboard(rows: list[dict[str, Any]], limit: int = 25) -> str:
-    headers = ["#", "", "config", *OBJECTIVES, "score", "accuracy", "trial"]
+    headers = [
+        "#",
+        "",
+        "config",
+        *(HEADERS.get(name, name) for name in OBJECTIVES),
+        "score",
+        "accuracy",
+        "trial",
+    ]
     body = []
     for row in rows[:limit]:
         marks = (
@@ -94,7 +110,7 @@ def _leaderboard(rows: list[dict[str, Any]], limit: int = 25) -> str:
             [
                 (str(row["rank"]), True),
                 (marks, False),
-                (f"<code>{escape(row['config'])}</code>", False),
+                (f"<code>{breakable(row['config'])}</code>", False),
                 *((_number(row.get(name)), True) for name in OBJECTIVES),
                 (_number(row.get("score")), True),
                 (escape(_accuracy(row)), True),
@@ -123,7 +139,7 @@ def _winner(row: dict[str, Any] | None, code: str | None, report: Report) -> str
         ("seeds trained", str(len(record.get("seeds", [])))),
     ]
     table = _table(["quantity", "value"], [[(escape(k), False), (escape(v), True)] for k, v in numbers])
-    parts = [f"<p>Config <code>{escape(row['config'])}</code></p>", table]
+    parts = [f"<p>Config <code>{breakable(row['config'])}</code></p>", table]
     if code is not None and report.code is not None:
         parts.append(
             f'<p>Exported as a standalone PyTorch module: <a href="{escape(report.code.name)}">'
