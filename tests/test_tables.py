@@ -119,3 +119,44 @@ def test_presets_table_fits_and_keeps_every_name(width: int) -> None:
     assert max(len(line) for line in lines) <= width and "…" not in result.stdout
     names = {line.split("│")[1].strip() for line in lines if line.startswith("│")}
     assert set(PRESETS) <= names
+
+
+def test_accuracy_spread_collapse_and_budget_render_from_row_fields() -> None:
+    base = {
+        "state": "COMPLETE",
+        "pareto": False,
+        "baseline": False,
+        "activation_growth": 0.1,
+        "similarity": 0.5,
+        "grad_ratio": 2.0,
+        "score": 1.0,
+    }
+    rows = [
+        {
+            **base,
+            "rank": 1,
+            "trial": 4,
+            "config": "gn:group_size=4",
+            "accuracy": 0.9,
+            "accuracy_std": 0.012,
+            "budget": 3,
+            "lr": 0.1,
+            "confirm": {"seeds": [{}, {}]},
+        },
+        {
+            **base,
+            "rank": 2,
+            "trial": 7,
+            "config": "ln",
+            "accuracy": 0.1,
+            "accuracy_std": 0.0,
+            "budget": 1,
+            "collapsed": True,
+            "diverged": False,
+            "confirm": {"seeds": [{}]},
+        },
+    ]
+    text = "\n".join(_render(leaderboard_table("s", rows, width=None), 300))
+    assert "90.0±1.2%" in text and "collapsed" in text and "epochs" in text
+    assert "std" not in text  # the spread sits in the accuracy cell, not a column of its own
+    assert re.search(r"\blr\b", text)  # another scalar field: a generic column

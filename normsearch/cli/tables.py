@@ -180,8 +180,11 @@ SHOWN_ELSEWHERE = {
     "seconds",
     "params",
     "accuracy",
+    "accuracy_std",
     "diverged",
+    "collapsed",
     "confirm",
+    "budget",
     *FLAGS,
     *OBJECTIVES,
     *(f"{name}_std" for name in OBJECTIVES),
@@ -205,10 +208,15 @@ def _marks(row: dict[str, Any]) -> Text:
 
 
 def _accuracy(row: dict[str, Any]) -> Text:
-    if row.get("diverged"):
-        return Text("diverged", style="red")
+    """``97.2%``, ``97.2±0.4%`` when the row has a spread over several seeds, ``diverged`` or ``collapsed``."""
+    if row.get("diverged") or row.get("collapsed"):
+        return Text("diverged" if row.get("diverged") else "collapsed", style="red")
     accuracy = row.get("accuracy")
-    return Text("-" if accuracy is None else f"{100 * accuracy:.1f}%")
+    if accuracy is None:
+        return Text("-")
+    seeds = len((row.get("confirm") or {}).get("seeds") or [])
+    spread = f"±{100 * row['accuracy_std']:.1f}" if row.get("accuracy_std") is not None and seeds > 1 else ""
+    return Text(f"{100 * accuracy:.1f}{spread}%")
 
 
 def _final(row: dict[str, Any]) -> str:
@@ -244,6 +252,8 @@ def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
     columns.append(Column("score", lambda r: number(r.get("score"))))
     if any("accuracy" in row or row.get("diverged") for row in rows):
         columns += [Column("accuracy", _accuracy), Column("final", _final, 4)]
+        if some("budget"):  # the epochs the accuracy comes from (the highest rung reached)
+            columns.append(Column("epochs", lambda r: number(r.get("budget")), 2))
     extras = sorted(
         {
             key
@@ -303,10 +313,15 @@ def calibration_line(cal: dict[str, Any] | None) -> str | None:
     def signed(value: Any) -> str:
         return "n/a" if value is None else f"{value:+.2f}"
 
-    return (
-        f"calibration of the score against confirmed accuracy over {cal.get('n', '?')} candidates: "
+    at = f" at {cal['budget']} epoch(s)" if cal.get("budget") is not None else ""
+    line = (
+        f"calibration of the score against confirmed accuracy over {cal.get('n', '?')} candidates{at}: "
         f"Spearman {signed(cal.get('spearman'))}, Kendall {signed(cal.get('kendall'))}"
     )
+    seeds = cal.get("seeds") or {}
+    if seeds.get("pairs"):
+        line += f"; seed to seed: Spearman {signed(seeds.get('spearman'))} (the most a probe can reach)"
+    return line
 
 
 def winner_line(best: dict[str, Any] | None) -> str | None:
