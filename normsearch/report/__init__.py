@@ -101,64 +101,48 @@ def write_report(
     cal = stored if isinstance(stored, dict) else {}
     name = study.study_name
     report = Report(directory)
-    drawings: list[tuple[str, str, Callable[[], Figure | None], str]] = [
+    training = _training(rows)
+    none_yet = "no completed trials"
+    plan: list[tuple[str, str, str | None, Callable[[], Figure]]] = [
         (
             "probe_curves",
             "probe curves over depth",
-            lambda: (
-                figures.probe_curves(
-                    _curve_series(rows, best, _probe_records(study), top), f"{name}: probe curves at init"
-                )
-                if rows
-                else None
+            None if rows else none_yet,
+            lambda: figures.probe_curves(
+                _curve_series(rows, best, _probe_records(study), top), f"{name}: probe curves at init"
             ),
-            "no completed trials",
         ),
         (
             "pareto_front",
             "Pareto front",
-            lambda: (
-                figures.pareto_front(rows, f"{name}: objectives", best["trial"] if best else None)
-                if rows
-                else None
-            ),
-            "no completed trials",
+            None if rows else none_yet,
+            lambda: figures.pareto_front(rows, f"{name}: objectives", best["trial"] if best else None),
         ),
         (
             "calibration",
             "calibration",
-            lambda: (
-                figures.calibration(
-                    rows, cal, f"{name}: probe quantities (lower is better) vs trained accuracy"
-                )
-                if cal
-                else None
+            None if cal else "not confirmed yet (normsearch confirm trains the candidates)",
+            lambda: figures.calibration(
+                rows, cal, f"{name}: probe quantities (lower is better) vs trained accuracy"
             ),
-            "not confirmed yet (normsearch confirm trains the candidates)",
         ),
         (
             "training_curves",
             "training curves",
-            lambda: (
-                figures.training_curves(_training(rows), f"{name}: confirmation training")
-                if _training(rows)
-                else None
-            ),
-            "no training records (not confirmed yet)",
+            None if training else "no training records (not confirmed yet)",
+            lambda: figures.training_curves(training, f"{name}: confirmation training"),
         ),
     ]
-    for index, (key, title, draw, why) in enumerate(drawings, 1):
-        progress(f"drawing {title} ({index}/{len(drawings)})")
-        figure = draw()
-        if figure is None:
-            report.missing[key] = why
+    for index, (key, title, missing, draw) in enumerate(plan, 1):
+        if missing is not None:
+            report.missing[key] = missing
             continue
-        report.figures[key] = figure
+        progress(f"drawing {title} ({index}/{len(plan)})")
+        figure = report.figures[key] = draw()
         report.files[key] = {}
         for fmt in FORMATS:
-            path = directory / f"{key}.{fmt}"
-            figure.savefig(path, format=fmt, dpi=110)
-            report.files[key][fmt] = path
+            report.files[key][fmt] = directory / f"{key}.{fmt}"
+            figure.savefig(report.files[key][fmt], format=fmt, dpi=110)
     code = None
     if best is not None:
         progress("exporting the winner's code")

@@ -257,6 +257,7 @@ def training_curves(candidates: Sequence[tuple[str, Mapping[str, Any]]], title: 
             accuracy_ax.plot(range(1, len(accuracy) + 1), [100 * a for a in accuracy], **style)
     loss_ax.set_ylabel("training loss (mean per epoch)")
     loss_ax.set_yscale("log")
+    _log(loss_ax.yaxis)
     accuracy_ax.set_ylabel("validation accuracy (%)")
     for ax in axes:
         ax.set_xlabel("epoch")
