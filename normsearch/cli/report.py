@@ -77,10 +77,6 @@ def report_command(
             f"report {study.study_name}: {message}", highlight=False, markup=False
         ),
     )
-    for key, why in report.missing.items():
-        stderr.print(
-            f"report {study.study_name}: no {key.replace('_', ' ')}: {why}", highlight=False, markup=False
-        )
     stderr.print(
         f"wrote {report.html} ({len(report.files)} figures, PNG and SVG)", highlight=False, markup=False
     )

@@ -38,7 +38,15 @@ from ..search import (
 from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
 from ..storage import StaleLock, check_name, is_url, locate, open_study, study_names
 from .app import app, choices_text, emit, fail, output_width, stderr, stdout
-from .tables import calibration_line, failure_lines, leaderboard_table, winner_line
+from .tables import (
+    Column,
+    calibration_line,
+    failure_lines,
+    fit_table,
+    leaderboard_table,
+    number,
+    winner_line,
+)
 
 space_app = typer.Typer(help="Check, show and list search-space files.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
@@ -417,11 +425,14 @@ def runs(
     if json_output:
         typer.echo(json.dumps({"runs_dir": str(runs_dir), "runs": entries}, indent=2))
         return
-    grid = Table(title=f"studies in {runs_dir}/", title_justify="left")
-    for column in ("study", "space", "complete", "failed", "best config", "score", "modified"):
-        grid.add_column(column)
-    for e in entries:
-        score = "-" if e["best_score"] is None else f"{e['best_score']:.3f}"
-        grid.add_row(e["study"], e["space"] or "?", str(e["trials"].get("complete", 0)),
-                     str(e["trials"].get("fail", 0)), e["best"] or "-", score, e["modified"])
-    emit(grid)
+    columns = [
+        Column("study", lambda e: e["study"], justify="left"),
+        Column("space", lambda e: e["space"] or "?", 2, "left"),
+        Column("complete", lambda e: str(e["trials"].get("complete", 0)), 1),
+        Column("failed", lambda e: str(e["trials"].get("fail", 0)), 2),
+        Column("score", lambda e: number(e["best_score"])),
+        Column("modified", lambda e: e["modified"], 3, "left"),
+        Column("best config", lambda e: e["best"] or "-", justify="left"),
+    ]
+    emit(fit_table(columns, entries, width=output_width(), wrapped="best config", title=f"studies in {runs_dir}/",
+                   title_justify="left"))

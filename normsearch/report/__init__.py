@@ -135,6 +135,7 @@ def write_report(
     ]
     for index, (key, title, missing, draw) in enumerate(plan, 1):
         if missing is not None:
+            progress(f"no {title}: {missing}")
             report.missing[key] = missing
             continue
         progress(f"drawing {title} ({index}/{len(plan)})")
