@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import optuna
 import typer
+from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -120,12 +121,14 @@ def space_show(path: SpaceFile, json_output: SpaceJson = False) -> None:
                "confirm": dataclasses.asdict(space.confirm), "baselines_inside": _baselines_inside(space)}
         typer.echo(json.dumps(doc, indent=2))
         return
-    grid = Table(title=f"search space {space.name}: {_size_text(space)}", title_justify="left")
-    for column in ("option", "Optuna parameter", "values", "when"):
-        grid.add_column(column)
-    for param in space.params:
-        grid.add_row(param.option, param.name if param.kind != "fixed" else "-", param.describe(), param.condition())
-    emit(grid)
+    columns = [
+        Column("option", lambda p: p["option"], justify="left"),
+        Column("Optuna parameter", lambda p: p["parameter"] or "-", justify="left", wraps=True),
+        Column("values", lambda p: p["values"], justify="left", wraps=True),
+        Column("when", lambda p: p["when"] or "", justify="left", wraps=True),
+    ]
+    emit(fit_table(columns, _params(space), width=output_width(), title=f"search space {space.name}: "
+                   f"{_size_text(space)}", title_justify="left", box=box.SQUARE, padding=(0, 1), show_edge=True))
     probe, search, weights = space.probe, space.search, space.weights
     lines = [
         (f"probe: {probe.model}-{probe.depth} width {probe.width}{' skipinit' if probe.skipinit else ''}, "
