@@ -39,8 +39,9 @@ pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("report")
     (root / "tiny.yaml").write_text(TINY)
-    result = runner.invoke(app, ["run", "--space", str(root / "tiny.yaml"), "--runs-dir", str(root / "runs"),
-                                 "--no-confirm"])
+    result = runner.invoke(
+        app, ["run", "--space", str(root / "tiny.yaml"), "--runs-dir", str(root / "runs"), "--no-confirm"]
+    )
     assert result.exit_code == 0, result.stderr
     return root / "runs"
 
@@ -86,7 +87,9 @@ def test_report_of_a_confirmed_study(confirmed: Path, tmp_path: Path) -> None:
     assert len(confirmed_rows) >= 4  # top 1 + the baselines bn, ln, in
     assert len(axes["pareto_front"]) == 3
     for ax in axes["pareto_front"]:
-        groups = {c.get_label(): len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)}
+        groups = {
+            c.get_label(): len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)
+        }
         stable = [row for row in rows if row["state"] == "COMPLETE"]
         assert groups["candidates"] == len(stable) and groups["winner"] == 1
         assert groups["Pareto front"] == sum(row["pareto"] for row in stable)
@@ -95,8 +98,11 @@ def test_report_of_a_confirmed_study(confirmed: Path, tmp_path: Path) -> None:
     calibration = study.user_attrs["calibration"]
     assert len(axes["calibration"]) == len(calibration)
     for ax in axes["calibration"]:
-        points = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
-        assert points == len(confirmed_rows)
+        groups = {
+            c.get_label(): len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)
+        }
+        assert groups.pop("winner") == 1  # rank 1 of this study is a confirmed candidate
+        assert sum(groups.values()) == len(confirmed_rows)
         assert "ρ" in ax.get_title() and f"n {len(confirmed_rows)}" in ax.get_title()
 
     loss, accuracy = axes["training_curves"]

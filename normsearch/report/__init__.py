@@ -123,7 +123,10 @@ def write_report(
             "calibration",
             None if cal else "not confirmed yet (normsearch confirm trains the candidates)",
             lambda: figures.calibration(
-                rows, cal, f"{name}: probe quantities (lower is better) vs trained accuracy"
+                rows,
+                cal,
+                f"{name}: probe quantities (lower is better) vs trained accuracy",
+                best["trial"] if best else None,
             ),
         ),
         (

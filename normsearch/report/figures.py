@@ -183,8 +183,11 @@ def _coefficient(value: Any) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
-def calibration(rows: Sequence[Mapping[str, Any]], coefficients: Mapping[str, Any], title: str) -> Figure:
-    """One panel per calibrated quantity: its value (lower is better) against accuracy of the confirmed rows."""
+def calibration(
+    rows: Sequence[Mapping[str, Any]], coefficients: Mapping[str, Any], title: str, winner: int | None = None
+) -> Figure:
+    """One panel per calibrated quantity: its value (lower is better) against accuracy of the confirmed rows;
+    the winner (trial number ``winner``) starred."""
     quantities = [name for name in coefficients if isinstance(coefficients[name], Mapping)]
     confirmed = [row for row in rows if "accuracy" in row or row.get("diverged")]
     figure, axes = _figure(len(quantities), width=3.6)
@@ -205,6 +208,17 @@ def calibration(rows: Sequence[Mapping[str, Any]], coefficients: Mapping[str, An
                 marker="x",
                 color="#d62728",
                 label=f"diverged (ranked {DIVERGED_ACCURACY:g})",
+            )
+        best = [row for row in trained if row["trial"] == winner]
+        if best:
+            ax.scatter(
+                [lower_is_better(best[0], name)],
+                [100 * best[0]["accuracy"]],
+                marker="*",
+                s=200,
+                color="#d62728",
+                zorder=4,
+                label="winner",
             )
         c = coefficients[name]
         ax.set_title(
