@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from normsearch.cli import app
 from normsearch.confirm.settings import DATASETS
+from normsearch.space import load_space
 
 runner = CliRunner()
 TYPER_OWN = ("--help", "--install-completion", "--show-completion")
@@ -60,7 +61,7 @@ def test_paragraphs_reflow_instead_of_keeping_source_line_breaks() -> None:
     out = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "300"}).stdout
     assert "nn.Module class (and its conv wrapper for weight-based schemes) computing exactly" in out
     out = runner.invoke(app, ["confirm", "--help"], env={"COLUMNS": "300"}).stdout
-    assert "overridden by the flags. Work already stored for the same training settings is skipped" in out
+    assert "overridden by the flags. Runs already stored for the same training settings are reused" in out
 
 
 def test_choices_are_listed_in_full_at_80_columns() -> None:
@@ -88,7 +89,7 @@ def test_space_commands_json() -> None:
         "in",
         "gn",
     }
-    assert shown["probe"]["depth"] == 20 and "top_k" in shown["confirm"]
+    assert shown["probe"]["depth"] == load_space("classic").probe.depth and "top_k" in shown["confirm"]
     full = json.loads(runner.invoke(app, ["space", "validate", "full", "--json"]).stdout)
     assert full["valid"] is True and full["size"]["finite"] is False and full["size"]["points"] is None
     bad = runner.invoke(app, ["space", "validate", "nosuch.yaml", "--json"])

@@ -4,6 +4,7 @@ a study without confirmation degrades to the figures it has; ``probe --plot`` dr
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import xml.etree.ElementTree as ET
@@ -16,9 +17,11 @@ from typer.testing import CliRunner
 
 from normsearch.cli import app
 from normsearch.confirm import ConfirmSettings, confirm_study
+from normsearch.confirm.calibration import QUANTITIES, calibrate
 from normsearch.leaderboard import build_rows
 from normsearch.report import FORMATS, write_report
 from normsearch.report.figures import runs_of
+from normsearch.search import OBJECTIVES
 from normsearch.storage import open_study
 
 runner = CliRunner()
@@ -85,7 +88,7 @@ def test_report_of_a_confirmed_study(confirmed: Path, tmp_path: Path) -> None:
 
     confirmed_rows = [row for row in rows if "accuracy" in row]
     assert len(confirmed_rows) >= 4  # top 1 + the baselines bn, ln, in
-    assert len(axes["pareto_front"]) == 3
+    assert len(axes["pareto_front"]) == len(list(itertools.combinations(OBJECTIVES, 2)))
     for ax in axes["pareto_front"]:
         groups = {
             c.get_label(): len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)
@@ -95,9 +98,11 @@ def test_report_of_a_confirmed_study(confirmed: Path, tmp_path: Path) -> None:
         assert groups["Pareto front"] == sum(row["pareto"] for row in stable)
         assert groups["confirmed"] == sum("accuracy" in row for row in stable)
 
-    calibration = study.user_attrs["calibration"]
-    assert len(axes["calibration"]) == len(calibration)
-    for ax in axes["calibration"]:
+    calibration = calibrate(rows, {row["trial"]: row["confirm"] for row in confirmed_rows})
+    assert len(axes["calibration"]) == len(QUANTITIES)
+    for ax, name in zip(axes["calibration"], QUANTITIES, strict=True):
+        rho = calibration[name]["spearman"]
+        assert ("n/a" if rho is None else f"{rho:+.2f}") in ax.get_title()
         groups = {
             c.get_label(): len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)
         }

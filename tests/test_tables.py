@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from normsearch import PRESETS
 from normsearch.cli import app
 from normsearch.cli.tables import leaderboard_table, number, wrap
-from normsearch.confirm.store import save_result
 from normsearch.leaderboard import build_rows
+from normsearch.search import OBJECTIVES
 
 from .test_leaderboard import _complete, _make_study
 
@@ -48,12 +48,12 @@ def _cells(lines: list[str], rank: int) -> tuple[str, str]:
 @pytest.fixture
 def confirmed(tmp_path: Path):
     study = _make_study(tmp_path / "runs")
-    for config, scores in zip(LONG, ([0.06, 0.92, 1.7], [0.04, 0.95, 1.5]), strict=True):
+    for config, scores in zip(LONG, ([0.06, 0.92, 1.7, 0.8], [0.04, 0.95, 1.5, 0.9]), strict=True):
         study.add_trial(_complete(config, scores))
     trials = {t.user_attrs["config"]: t.number for t in reversed(study.trials)}  # a config's first trial
     for config, accuracy in (("bn", 0.912), ("in", 0.5), (LONG[0], 0.975), (LONG[1], 0.333)):
-        save_result(
-            study, trials[config], {"accuracy": accuracy, "final_accuracy": accuracy, "diverged": False}
+        study.set_user_attr(  # a confirmation record as normsearch kept them before the work units
+            f"confirm:{trials[config]}", {"accuracy": accuracy, "final_accuracy": accuracy, "diverged": False}
         )
     return study
 
@@ -69,7 +69,7 @@ def test_leaderboard_at_80_columns_shows_rank_full_config_scores_and_accuracy(co
         first, config = _cells(lines, row["rank"])
         assert config == row["config"]
         assert f"{100 * row['accuracy']:.1f}%" in first
-        for name in ("activation_growth", "similarity", "grad_ratio", "score"):
+        for name in (*OBJECTIVES, "score"):  # the scores the study minimises
             assert number(row[name]) in first
     assert not any(
         row["config"] in "\n".join(lines) for row in confirmed_rows if row["config"] in LONG
@@ -83,7 +83,8 @@ def test_wider_terminals_show_more_columns_and_a_pipe_shows_all(confirmed) -> No
         lines = _render(leaderboard_table("hand", rows, width=width), width or 400)
         headers[width] = next(line for line in lines if re.match(r"\s*#\s", line)).split()
     assert set(headers[80]) < set(headers[160]) <= set(headers[None])
-    assert "trial" in headers[160] and {"final", "samples"} <= set(headers[None])
+    assert "growth" in headers[160] and "growth" not in headers[80]  # a probe score the study does not minimise
+    assert {"trial", "final", "samples"} <= set(headers[None])
 
 
 def test_wrap_breaks_after_commas_and_never_loses_text() -> None:

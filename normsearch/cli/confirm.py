@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import optuna
 import typer
 from rich import box
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -26,7 +27,7 @@ from ..confirm import all_candidates, confirm_study, cost_line, load_confirmatio
 from ..confirm.calibration import QUANTITIES, calibrate
 from ..confirm.settings import ConfirmSettings
 from ..data import DatasetUnavailable
-from ..leaderboard import build_rows, winner, winner_line
+from ..leaderboard import build_rows, winner
 from ..search import (
     IncompatibleStudy,
     StopRequest,
@@ -40,7 +41,8 @@ from ..settings import SettingsError, from_mapping
 from ..space import SearchSpace, SpaceError, load_space
 from ..storage import StaleLock, check_name, locate, open_study
 from ..train import resolve_device
-from .app import app, emit, fail, setting_option, stderr
+from .app import app, emit, fail, setting_option, stderr, stdout
+from .tables import winner_line
 
 INTERRUPTED = 130
 _FIELDS = {f.name for f in dataclasses.fields(ConfirmSettings)}

@@ -23,6 +23,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from ..probes import SCORES
 from ..search import OBJECTIVES
 
 MIN_WRAP = 16
@@ -155,12 +156,17 @@ def fit_table(
 # ------------------------------------------------------------------------------------------------------
 # The leaderboard
 
-PROBE_HEADERS = {"activation_growth": "growth", "similarity": "similarity", "grad_ratio": "grad\nratio"}
+PROBE_HEADERS = {
+    "activation_growth": "growth",
+    "similarity": "similarity",
+    "grad_ratio": "grad\nratio",
+    "step_loss_ratio": "step\nratio",
+}
 FLAGS = {
     "winner": ("W", "bold green", "winner"),
     "pareto": ("★", "yellow", "Pareto front"),
     "baseline": ("B", "cyan", "baseline"),
-    "rejected": ("R", "red", "rejected"),
+    "rejected": ("R", "red", "rejected (cannot train)"),
 }
 """Row flags shown as one-letter marks: key → (mark, style, legend)."""
 STATES = {"COMPLETE": ("ok", "green"), "UNSTABLE": ("unstable", "yellow"), "FAIL": ("failed", "red")}
@@ -186,8 +192,8 @@ SHOWN_ELSEWHERE = {
     "confirm",
     "budget",
     *FLAGS,
-    *OBJECTIVES,
-    *(f"{name}_std" for name in OBJECTIVES),
+    *SCORES,
+    *(f"{name}_std" for name in SCORES),
 }
 """Row keys with a column or mark of their own (or none: nested data); other scalar keys get a generic
 column on wide terminals."""
@@ -245,8 +251,12 @@ def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
 
     columns = [Column("#", lambda r: str(r["rank"])), Column("", _marks, justify="left")]
     columns += [
-        Column(PROBE_HEADERS.get(name, _header(name)), lambda r, n=name: number(r.get(n)), 1)
-        for name in OBJECTIVES
+        Column(
+            PROBE_HEADERS.get(name, _header(name)),
+            lambda r, n=name: number(r.get(n)),
+            1 if name in OBJECTIVES else 2,
+        )
+        for name in SCORES
         if some(name)
     ]
     columns.append(Column("score", lambda r: number(r.get("score"))))
@@ -279,7 +289,7 @@ def leaderboard_caption(rows: Sequence[dict[str, Any]]) -> str:
     legend = [
         f"{mark} {label}" for key, (mark, _, label) in FLAGS.items() if any(row.get(key) for row in rows)
     ]
-    return "   ".join([*legend, "best: growth near 0, similarity low, grad ratio near 1, score low"])
+    return "   ".join([*legend, "best: similarity low, step ratio low, score low"])
 
 
 def leaderboard_table(
@@ -287,9 +297,9 @@ def leaderboard_table(
 ) -> Table:
     """The leaderboard rows as a table fitted to ``width`` (None: every column, natural width).
 
-    Always shown: rank, marks, the probe scores (dropped only below ~70 columns), score, accuracy when
-    confirmed, and the config in full (last, wrapped); then, as width allows, trial, state, generic row
-    fields, final accuracy, samples and probe seconds.
+    Always shown: rank, marks, the probe scores the study minimises (dropped only below ~70 columns), score,
+    accuracy when confirmed, and the config in full (last, wrapped); then, as width allows, the other probe
+    scores, budget, trial, state, generic row fields, final accuracy, samples and probe seconds.
     """
     count = total if total is not None else len(rows)
     shown = f"{len(rows)} of {count} configs" if count > len(rows) else f"{count} configs"
@@ -330,8 +340,10 @@ def winner_line(best: dict[str, Any] | None) -> str | None:
         return None
     spread = f"±{100 * best['accuracy_std']:.1f}" if best["seeds"] > 1 else ""
     lr = "" if best["lr"] is None else f" at lr {best['lr']:g}"
-    return (f"winner: {best['config']} (trial {best['trial']}), {100 * best['accuracy']:.1f}{spread}% after "
-            f"{best['budget']} epoch(s){lr}")
+    return (
+        f"winner: {best['config']} (trial {best['trial']}), {100 * best['accuracy']:.1f}{spread}% after "
+        f"{best['budget']} epoch(s){lr}"
+    )
 
 
 def failure_lines(rows: Sequence[dict[str, Any]]) -> list[str]:

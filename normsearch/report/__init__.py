@@ -21,7 +21,8 @@ import optuna
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from ..confirm import store
+from ..confirm.calibration import QUANTITIES, calibrate
+from ..confirm.results import arm_at
 from ..export import Provenance, default_class_name, export_source
 from ..leaderboard import build_rows, document
 from ..norm import as_config
@@ -85,6 +86,22 @@ def _training(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def _calibration(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The probes' calibration ({quantity: {spearman, kendall, n}} at its ``budget``; empty before any
+    confirmation) and the rows it rests on, with ``accuracy`` / ``diverged`` of their arm at that budget."""
+    records = {row["trial"]: row["confirm"] for row in rows if isinstance(row.get("confirm"), dict)}
+    cal = calibrate(rows, records) if records else {"budget": None}
+    budget = cal["budget"]
+    if budget is None:
+        return {}, []
+    at_budget = []
+    for row in rows:
+        arm = arm_at(records[row["trial"]], budget) if row["trial"] in records else None
+        if arm is not None:
+            at_budget.append({**row, "accuracy": arm["accuracy"], "diverged": arm["diverged"]})
+    return {"budget": budget, **{name: cal[name] for name in QUANTITIES}}, at_budget
+
+
 def write_report(
     study: optuna.Study,
     directory: Path,
@@ -97,8 +114,7 @@ def write_report(
     directory.mkdir(parents=True, exist_ok=True)
     rows = build_rows(study)
     best = winner(rows)
-    stored = store.calibration(study)
-    cal = stored if isinstance(stored, dict) else {}
+    cal, calibrated = _calibration(rows)
     name = study.study_name
     report = Report(directory)
     training = _training(rows)
@@ -123,9 +139,9 @@ def write_report(
             "calibration",
             None if cal else "not confirmed yet (normsearch confirm trains the candidates)",
             lambda: figures.calibration(
-                rows,
-                cal,
-                f"{name}: probe quantities (lower is better) vs trained accuracy",
+                calibrated,
+                {key: value for key, value in cal.items() if key != "budget"},
+                f"{name}: probe quantities vs trained accuracy at {cal['budget']} epoch(s)",
                 best["trial"] if best else None,
             ),
         ),

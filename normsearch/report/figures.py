@@ -3,7 +3,7 @@ them, Agg writes PNG and SVG).
 
 - :func:`probe_curves`: per-depth probe curves of several configs: channel variance per block output (log),
   cosine similarity between samples per block output, gradient norm at each conv output (log).
-- :func:`pareto_front`: the three objectives the study minimises, pairwise, for every stable candidate;
+- :func:`pareto_front`: the objectives the study minimises, pairwise, for every stable candidate;
   the Pareto front, the confirmed candidates and the winner marked.
 - :func:`calibration`: each probe quantity (lower is better) against trained accuracy, one panel each, with
   its Spearman ρ and Kendall τ; diverged candidates at the bottom as crosses.
@@ -16,6 +16,7 @@ labelled so tests and readers can count them.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,7 +27,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation, MaxNLocator
 
-from ..confirm.calibration import DIVERGED_ACCURACY, lower_is_better
+from ..confirm.calibration import lower_is_better
+from ..confirm.results import DIVERGED_ACCURACY
 from ..search import OBJECTIVES
 
 CURVES = (
@@ -36,10 +38,14 @@ CURVES = (
 )
 """Probe curves drawn: key in the probe record's ``curves``, y label, x label, log scale."""
 OBJECTIVE_LABELS = {
-    "activation_growth": "|activation growth| per block",
+    "score": "score",
+    "activation_growth": "activation growth per block",
     "similarity": "similarity",
-    "grad_ratio": "max(grad ratio, 1/grad ratio)",
+    "grad_ratio": "grad ratio (first / last conv)",
+    "step_loss_ratio": "step loss ratio (after / before one SGD step)",
 }
+"""Axis labels of the probe quantities (all lower is better except growth and grad ratio, best near 0 / 1)."""
+LOG_SCALE = ("grad_ratio",)
 PALETTE = tuple(colormaps["tab10"].colors) + tuple(colormaps["Dark2"].colors)
 """Line colours, one per candidate (the winner in black)."""
 
@@ -128,7 +134,7 @@ def pareto_front(rows: Sequence[Mapping[str, Any]], title: str, winner: int | No
     """Objective pairs of the stable rows: all candidates, the front, confirmed ones (labelled with their
     rank) and the winner (trial number ``winner``)."""
     stable = [row for row in rows if row.get("state") == "COMPLETE" and row.get("objectives")]
-    pairs = [(0, 1), (1, 2), (0, 2)]
+    pairs = list(itertools.combinations(range(len(OBJECTIVES)), 2))
     figure, axes = _figure(len(pairs))
     groups = (
         ("candidates", lambda r: True, {"color": "#bbbbbb", "s": 14}),
@@ -167,9 +173,10 @@ def pareto_front(rows: Sequence[Mapping[str, Any]], title: str, winner: int | No
                     )
         ax.set_xlabel(OBJECTIVE_LABELS[x_name] + " →")
         ax.set_ylabel(OBJECTIVE_LABELS[y_name] + " →")
-        if "grad_ratio" in (x_name, y_name):
-            (ax.set_xscale if x_name == "grad_ratio" else ax.set_yscale)("log")
-            _log(ax.xaxis if x_name == "grad_ratio" else ax.yaxis)
+        for name, set_scale, axis in ((x_name, ax.set_xscale, ax.xaxis), (y_name, ax.set_yscale, ax.yaxis)):
+            if name in LOG_SCALE:
+                set_scale("log")
+                _log(axis)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small", loc="best")
     unstable = sum(row.get("state") == "UNSTABLE" for row in rows)

@@ -136,6 +136,8 @@ def _winner(row: dict[str, Any] | None, code: str | None, report: Report) -> str
         *((name, _number(row.get(name))) for name in OBJECTIVES),
         ("accuracy (best epoch, mean over seeds)", _accuracy(row)),
         ("final accuracy", _percent(record.get("final_accuracy"))),
+        ("budget (epochs)", _number(row.get("budget"))),
+        ("learning rate", _number(row.get("lr"))),
         ("seeds trained", str(len(record.get("seeds", [])))),
     ]
     table = _table(["quantity", "value"], [[(escape(k), False), (escape(v), True)] for k, v in numbers])
@@ -204,7 +206,10 @@ def page(
         *(_figure(key, report) for key in TITLES),
     ]
     if cal:
-        sections += ["<h2>Calibration numbers</h2>", _calibration(cal)]
+        sections += [
+            f"<h2>Calibration numbers (at {escape(str(cal.get('budget')))} epochs)</h2>",
+            _calibration(cal),
+        ]
     sections += [
         "<h2>Leaderboard</h2>",
         _leaderboard(doc["rows"]),
