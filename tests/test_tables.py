@@ -83,7 +83,9 @@ def test_wider_terminals_show_more_columns_and_a_pipe_shows_all(confirmed) -> No
         lines = _render(leaderboard_table("hand", rows, width=width), width or 400)
         headers[width] = next(line for line in lines if re.match(r"\s*#\s", line)).split()
     assert set(headers[80]) < set(headers[160]) <= set(headers[None])
-    assert "growth" in headers[160] and "growth" not in headers[80]  # a probe score the study does not minimise
+    assert (
+        "growth" in headers[160] and "growth" not in headers[80]
+    )  # a probe score the study does not minimise
     assert {"trial", "final", "samples"} <= set(headers[None])
 
 
