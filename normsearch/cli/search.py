@@ -14,6 +14,7 @@ import typer
 from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..leaderboard import (
     SORT_FIELDS,
@@ -348,7 +349,7 @@ def _print_table(study: optuna.Study, rows: list[dict[str, Any]], top: int) -> N
     if result["training_cost"] is not None:
         lines.append(cost_line(result["training_cost"]))
     for line in filter(None, lines):
-        stdout.print(line, highlight=False, soft_wrap=True)
+        emit(Text(line))  # wrapped at words on a terminal, whole lines off it
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -398,7 +399,7 @@ def leaderboard(
         return
     _print_table(study, rows, top)
     for line in failure_lines(rows[:top]):
-        stdout.print(line, highlight=False, soft_wrap=True)
+        emit(Text(line))
 
 
 @app.command("runs", epilog="Example: `normsearch runs --runs-dir runs`")
