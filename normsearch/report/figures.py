@@ -42,7 +42,7 @@ OBJECTIVE_LABELS = {
     "activation_growth": "activation growth per block",
     "similarity": "similarity",
     "grad_ratio": "grad ratio (first / last conv)",
-    "step_loss_ratio": "step loss ratio (after / before one SGD step)",
+    "step_loss_ratio": "step loss ratio",
 }
 """Axis labels of the probe quantities (all lower is better except growth and grad ratio, best near 0 / 1)."""
 LOG_SCALE = ("grad_ratio",)
@@ -117,6 +117,7 @@ def probe_curves(series: Sequence[Series], title: str) -> Figure:
                 )
     for ax, (_, ylabel, xlabel, log) in zip(axes, CURVES, strict=True):
         ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         if log:
             ax.set_yscale("log")
@@ -135,7 +136,9 @@ def pareto_front(rows: Sequence[Mapping[str, Any]], title: str, winner: int | No
     rank) and the winner (trial number ``winner``)."""
     stable = [row for row in rows if row.get("state") == "COMPLETE" and row.get("objectives")]
     pairs = list(itertools.combinations(range(len(OBJECTIVES)), 2))
-    figure, axes = _figure(len(pairs))
+    figure, axes = _figure(
+        len(pairs), width=4.4 if len(pairs) > 1 else 6.0, height=3.4 if len(pairs) > 1 else 4.2
+    )
     groups = (
         ("candidates", lambda r: True, {"color": "#bbbbbb", "s": 14}),
         ("Pareto front", lambda r: r.get("pareto"), {"color": "#ff7f0e", "s": 26}),

@@ -24,9 +24,9 @@ CAPTIONS = {
     "probe_curves": "Probe curves at initialisation over depth: the winner (thick), the baselines (dashed) and "
     "the best other candidates. A stable network keeps its activation variance and gradient norm level "
     "over depth; low similarity means samples stay distinguishable.",
-    "pareto_front": "The three objectives the search minimises, pairwise, for every stable candidate. Orange: "
-    "the Pareto front (no other candidate is better on all three); rings: confirmed by training; star: the "
-    "winner.",
+    "pareto_front": "The objectives the search minimises, pairwise, for every stable candidate. Orange: the "
+    "Pareto front (no other candidate is better on all of them); rings: confirmed by training (labelled with "
+    "their rank); star: the winner.",
     "calibration": "Each probe quantity against the trained accuracy of the confirmed candidates, with Spearman "
     "ρ and Kendall τ (+1: the quantity ranks the candidates exactly as training does).",
     "training_curves": "Confirmation training: mean training loss and validation accuracy per epoch, one "
