@@ -1,5 +1,5 @@
 """A study made by ``normsearch run`` as optuna-dashboard (the real app, through its WSGI API) sees it: named
-objectives, the ``unstable`` constraint of each trial, and study attributes without the space file's text."""
+objectives, the ``unstable`` and ``rejected`` constraints of each trial, and study attributes without the space file's text."""
 
 from __future__ import annotations
 
@@ -64,4 +64,4 @@ def test_dashboard_shows_metric_names_and_constraints(tmp_path: Path) -> None:
         for t in detail["trials"]
     }
     constraints = {config[t["number"]].strip('"'): t["constraints"] for t in detail["trials"]}
-    assert constraints == {"in": [1.0], "bn": [0.0]}
+    assert constraints == {"in": [1.0, 1.0], "bn": [0.0, 0.0]}  # [unstable, rejected]
