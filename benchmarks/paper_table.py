@@ -7,8 +7,7 @@ in both networks. Lower is better for every score; ``unstable`` marks NaN/inf or
 that does not fit the widths (e.g. 32 groups in a 16-channel stage).
 
 Defaults are the paper's networks (ResNet-56 of width 32, the 10-layer CNN of width 64, 32 px inputs) on
-upsampled digits; expect a few minutes on a laptop CPU. ``--plot FILE.png`` draws the curves over depth
-(needs matplotlib: ``pip install normsearch[plot]``).
+upsampled digits; expect a few minutes on a laptop CPU. ``--plot FILE.png`` draws the curves over depth.
 
     python benchmarks/paper_table.py [--depth 56] [--cnn-depth 10] [--width 32] [--batch-size 64]
         [--seeds 3] [--resolution 32] [--data digits] [--seed 0] [--plot FILE.png] [--json]

@@ -1,4 +1,5 @@
-"""The leaderboard of a study: one row per distinct config, as a table or JSON; rank 1 is the winner.
+"""The leaderboard of a study: one row per distinct config (the rows and the JSON document;
+:mod:`normsearch.cli.tables` draws them); rank 1 is the winner.
 
 Rows (:func:`build_rows`): the first COMPLETE trial of each config stands for it (later samples of the same
 config reuse its result and are counted in ``samples``). The four probe-score columns are the probes' own
@@ -27,9 +28,6 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from rich import box
-from rich.table import Table
-from rich.text import Text
 
 from .confirm import Confirmation, load_confirmation, training_cost
 from .confirm.calibration import calibrate, lower_is_better
@@ -49,10 +47,6 @@ docstring)."""
 CONFIRMED_KEYS = ("accuracy", "accuracy_std", "budget", "lr", "diverged", "collapsed")
 """Keys a trained row gains from its confirmation record."""
 STATE_ORDER = {"COMPLETE": 0, "UNSTABLE": 1, "FAIL": 2}
-CAPTION = (
-    "★ Pareto front   B baseline   R rejected (cannot train)   best: similarity low, step ratio low, "
-    "score low"
-)
 
 
 def _weights(study: optuna.Study) -> ScoreWeights:
@@ -230,100 +224,14 @@ def document(study: optuna.Study, rows: list[dict[str, Any]], *, top: int | None
     return doc
 
 
-# ------------------------------------------------------------------------------------------------------
-# The table
-
-
-def _number(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
-        return f"{value:.2e}"
-    return f"{value:.{digits}f}"
-
-
-def _accuracy(row: dict[str, Any]) -> Text:
-    """``97.2%``, ``97.2±0.4%`` over several seeds, ``diverged`` or ``collapsed``."""
-    if row.get("diverged") or row.get("collapsed"):
-        return Text("diverged" if row["diverged"] else "collapsed", style="red")
-    accuracy = row.get("accuracy")
-    if accuracy is None:
-        return Text("-")
-    spread = f"±{100 * row['accuracy_std']:.1f}" if len(row["confirm"]["seeds"]) > 1 else ""
-    return Text(f"{100 * accuracy:.1f}{spread}%")
-
-
-def table(study_name: str, rows: list[dict[str, Any]], *, total: int | None = None) -> Table:
-    """A rich table of rows: rank, markers (★ Pareto front, B baseline), config, probe scores, score,
-    confirmed accuracy and its budget (epochs) when any row has one, state and trial number."""
-    confirmed = any("accuracy" in row for row in rows)
-    shown = f"top {len(rows)} of {total}" if total is not None and total > len(rows) else f"{len(rows)} configs"
-    grid = Table(title=f"normsearch leaderboard: {study_name} ({shown})", title_justify="left",
-                 box=box.SIMPLE_HEAD, caption=CAPTION, caption_justify="left")
-    grid.add_column("#", justify="right")
-    grid.add_column("", no_wrap=True)
-    grid.add_column("config", no_wrap=True)
-    for name in ("growth", "similarity", "grad ratio", "step ratio", "score"):
-        grid.add_column(name, justify="right")
-    if confirmed:
-        grid.add_column("accuracy", justify="right")
-        grid.add_column("ep", justify="right")
-    grid.add_column("state")
-    grid.add_column("trial", justify="right")
-    for row in rows:
-        marks = Text("★" if row["pareto"] else " ", style="yellow")
-        marks.append("B" if row["baseline"] else "", style="cyan")
-        marks.append("R" if row["rejected"] else "", style="red")
-        state = {"COMPLETE": Text("ok", style="green"), "UNSTABLE": Text("unstable", style="yellow"),
-                 "FAIL": Text("failed", style="red")}[row["state"]]
-        cells = [str(row["rank"]), marks, row["config"] or "?",
-                 *(_number(row[name]) for name in SCORES), _number(row["score"])]
-        if confirmed:
-            cells += [_accuracy(row), str(row.get("budget", "-"))]
-        grid.add_row(*cells, state, str(row["trial"]))
-    return grid
-
-
-def calibration_line(cal: dict[str, Any] | None) -> str | None:
-    """One line under the table on how well the score ranked the confirmed candidates (and the seed noise)."""
-    if cal is None:
-        return None
-    line = (f"calibration of the score against confirmed accuracy over {cal.get('n', '?')} candidates at "
-            f"{cal.get('budget', '?')} epoch(s): Spearman {_number(cal.get('spearman'), 2)}, Kendall "
-            f"{_number(cal.get('kendall'), 2)}")
-    seeds = cal.get("seeds") or {}
-    if seeds.get("pairs"):
-        line += f"; seed to seed: Spearman {_number(seeds.get('spearman'), 2)} (the most a probe can reach)"
-    return line
-
-
-def winner_line(best: dict[str, Any] | None) -> str | None:
-    """``winner: gn:group_size=4 (trial 12), 97.8±0.3% after 3 epochs at lr 0.1``."""
-    if best is None:
-        return None
-    spread = f"±{100 * best['accuracy_std']:.1f}" if best["seeds"] > 1 else ""
-    lr = "" if best["lr"] is None else f" at lr {best['lr']:g}"
-    return (f"winner: {best['config']} (trial {best['trial']}), {100 * best['accuracy']:.1f}{spread}% after "
-            f"{best['budget']} epoch(s){lr}")
-
-
-def failure_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """'trial N: reason' for failed rows (shown under the table with --all)."""
-    return [f"trial {row['trial']} ({row['config'] or '?'}): {row['reason']}" for row in rows if row["state"] == "FAIL"]
-
-
 __all__ = [
     "ROW_KEYS",
     "SORT_FIELDS",
     "build_rows",
-    "calibration_line",
     "document",
-    "failure_lines",
     "outcome",
     "pareto_mask",
     "sort_rows",
-    "table",
     "trial_counts",
     "winner",
-    "winner_line",
 ]

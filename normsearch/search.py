@@ -26,8 +26,8 @@ One trial (:class:`Objective`):
    a config that does not fit the network (ValueError) or any exception fails the trial with its reason;
 4. store ``probe`` (scores, stds, reason, rounded curves), ``seconds``, ``score``, ``rejected``; an unstable
    pass (NaN/inf) completes with its capped worst scores and the constraints ``unstable`` = ``rejected`` = 1
-   (infeasible), so Optuna's ``best_trials`` and constrained samplers skip it while the leaderboard still
-   shows it.
+   (infeasible, :func:`set_constraints`), so Optuna's ``best_trials`` and constrained samplers skip it, and
+   optuna-dashboard shows it infeasible, while the leaderboard still shows it.
 
 Budget: ``n_trials`` counts every finished trial of the study except interrupted ones (left RUNNING by a
 killed process, or stopped by a second Ctrl-C), so rerunning the same command resumes and completes it. With
@@ -58,6 +58,7 @@ from typing import Any, NoReturn
 import optuna
 import torch
 from optuna.samplers import BaseSampler, BruteForceSampler, NSGAIISampler, RandomSampler, TPESampler
+from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from . import __version__
@@ -71,6 +72,13 @@ OBJECTIVES = ("similarity", "step_loss_ratio")
 """The probe scores the study minimises, in order (see :func:`objective_values`)."""
 OBJECTIVES_VERSION = 2
 """Stored with each study; version 1 minimised |activation_growth|, similarity, max(g, 1/g) with no filters."""
+METRIC_NAMES = list(OBJECTIVES)
+"""The study's metric names (``study.set_metric_names``): what each objective value is, for Optuna's
+dataframes and plots and optuna-dashboard."""
+CONSTRAINTS = ("unstable", "rejected")
+"""The trial constraints (feasible when ≤ 0), in the order of the list stored by :func:`set_constraints`."""
+SPACE_TEXT = "normsearch:space:"
+"""Study system attr prefix: ``normsearch:space:<sha256>`` holds the text of that space file, once."""
 DIRECTIONS = ["minimize"] * len(OBJECTIVES)
 MAX_STEP_LOSS_RATIO = 1.05
 """Rejection limit of the one-step loss ratio (see docs/confirm.md, "Evidence for the score")."""
@@ -194,6 +202,23 @@ def trial_score(trial: FrozenTrial, weights: ScoreWeights) -> float:
     return weights.score(probe, blocks=probe["blocks"])
 
 
+def set_constraints(trial: Trial, **values: float) -> None:
+    """Store the trial's constraints (names from :data:`CONSTRAINTS`, a name left out is 0: feasible) as one
+    list in the ``constraints`` system attr, in :data:`CONSTRAINTS` order: the form optuna-dashboard reads,
+    and Optuna's samplers, ``best_trials`` and ``trial.constraints`` (keys "0", "1", …) too. Optuna 5's
+    ``Trial.set_constraint`` stores named keys instead, which the dashboard does not show."""
+    unknown = set(values) - set(CONSTRAINTS)
+    if unknown:
+        raise ValueError(f"unknown constraint(s) {sorted(unknown)}; allowed: {', '.join(CONSTRAINTS)}")
+    listed = [float(values.get(name, 0.0)) for name in CONSTRAINTS]
+    trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, listed)
+
+
+def named_constraints(trial: FrozenTrial) -> dict[str, float]:
+    """A trial's constraints by name (:data:`CONSTRAINTS`), read back from Optuna's positional keys."""
+    return {name: trial.constraints[str(i)] for i, name in enumerate(CONSTRAINTS) if str(i) in trial.constraints}
+
+
 class Objective:
     """The function a study optimizes: draw, dedupe, probe, record (see the module docstring)."""
 
@@ -245,8 +270,7 @@ class Objective:
         trial.set_user_attr("seconds", round(seconds, 4))
         trial.set_user_attr("score", self.space.weights.score(record, blocks=record["blocks"]))
         trial.set_user_attr("rejected", rejected)
-        trial.set_constraint("unstable", 1.0 if record["unstable"] else 0.0)
-        trial.set_constraint("rejected", 0.0 if rejected is None else 1.0)
+        set_constraints(trial, unstable=1.0 if record["unstable"] else 0.0, rejected=0.0 if rejected is None else 1.0)
         return objective_values(record)
 
     def _earlier(self, trial: Trial, spec: str) -> FrozenTrial | None:
@@ -277,10 +301,13 @@ class Objective:
 
 
 def study_attrs(space: SearchSpace) -> dict[str, Any]:
-    """What a study stores about its space, so later commands work without the YAML file."""
+    """What a study stores about its space as user attrs, so later commands work without the YAML file. The
+    space file's text is stored once per version, as a system attr (:func:`store_space_text`), to keep the
+    user attrs (one row of ``optuna studies``) short."""
     return {
         "normsearch": __version__,
-        "space": {"name": space.name, "path": space.path, "sha256": space.sha256, "text": space.text},
+        "space": {"name": space.name, "path": space.path, "sha256": space.sha256},
+        "constraints": list(CONSTRAINTS),
         "probe": dataclasses.asdict(space.probe),
         "confirm": dataclasses.asdict(space.confirm),
         "weights": dataclasses.asdict(space.weights),
@@ -302,6 +329,20 @@ def check_comparable(study: optuna.Study) -> None:
             f"normsearch scores version {OBJECTIVES_VERSION} ({', '.join(OBJECTIVES)}, with filters): the results "
             "would not compare; use another --study name"
         )
+
+
+def store_space_text(study: optuna.Study, space: SearchSpace) -> None:
+    """Keep the space file's text in the study, once per version (system attr ``SPACE_TEXT + sha256``)."""
+    storage, study_id = study._storage, study._study_id  # Optuna has no public study system attrs
+    key = SPACE_TEXT + space.sha256
+    if key not in storage.get_study_system_attrs(study_id):
+        storage.set_study_system_attr(study_id, key, space.text)
+
+
+def space_text(study: optuna.Study) -> str | None:
+    """The text of the space file the study was last prepared with, or None if it is not stored."""
+    sha = (study.user_attrs.get("space") or {}).get("sha256")
+    return study._storage.get_study_system_attrs(study._study_id).get(SPACE_TEXT + str(sha))
 
 
 def _check_compatible(study: optuna.Study, space: SearchSpace) -> None:
@@ -376,6 +417,11 @@ def prepare(space: SearchSpace, location: StudyLocation) -> Prepared:
     for key, value in study_attrs(space).items():
         if created or study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
+    store_space_text(study, space)
+    with warnings.catch_warnings():  # metric names are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if study.metric_names != METRIC_NAMES:
+            study.set_metric_names(METRIC_NAMES)
     stale = fail_stale_trials(study)
     enqueued = enqueue_baselines(study, space) if space.search.baselines else []
     return Prepared(study, created, stale, enqueued, changed)
@@ -528,8 +574,10 @@ def _terminate(processes: list[Any]) -> None:
 
 __all__ = [
     "BASELINES",
+    "CONSTRAINTS",
     "DIRECTIONS",
     "MAX_STEP_LOSS_RATIO",
+    "METRIC_NAMES",
     "OBJECTIVES",
     "OBJECTIVES_VERSION",
     "CandidateFailed",
@@ -544,12 +592,16 @@ __all__ = [
     "counts_toward_budget",
     "enqueue_baselines",
     "make_sampler",
+    "named_constraints",
     "objective_values",
     "optimize",
     "prepare",
     "rejection",
     "run_workers",
+    "set_constraints",
     "shares",
+    "space_text",
+    "store_space_text",
     "study_attrs",
     "trial_score",
 ]

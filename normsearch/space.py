@@ -314,8 +314,16 @@ _SUGGEST = {
     "fixed": lambda p, trial: p.choices[0],
     "categorical": lambda p, trial: trial.suggest_categorical(p.name, list(p.choices)),
     "int": lambda p, trial: trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log),
-    "float": lambda p, trial: trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log),
+    "float": lambda p, trial: _significant(trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log), p),
 }
+
+
+def _significant(value: float, param: Any) -> float:
+    """A continuous draw rounded to 3 significant digits (inside the range): configs read ``eps=0.000553``,
+    not 16 digits, and draws that differ only past the third digit share one config (and one probe)."""
+    if param.step is not None:
+        return value
+    return min(max(float(f"{value:.3g}"), param.low), param.high)
 
 
 # ------------------------------------------------------------------------------------------------------

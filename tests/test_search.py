@@ -23,12 +23,15 @@ from normsearch.norm import parse_spec
 from normsearch.probes import ProbeRunner
 from normsearch.search import (
     BASELINES,
+    METRIC_NAMES,
     OBJECTIVES,
     OBJECTIVES_VERSION,
     compact,
     counts_toward_budget,
+    named_constraints,
     objective_values,
     rejection,
+    space_text,
 )
 from normsearch.space import load_space
 from normsearch.storage import open_study
@@ -92,12 +95,18 @@ def test_run_stores_baselines_trial_records_and_settings(tiny_study: Path, monke
         assert probe["blocks"] == len(probe["curves"]["variance"]) == 4  # resnet-8: stem + 3 blocks
         assert attrs["seconds"] >= 0 and attrs["worker"].endswith(f":{os.getpid()}")
         assert attrs["rejected"] is None or attrs["rejected"]
-        assert trial.constraints == {"unstable": 0.0, "rejected": float(attrs["rejected"] is not None)}
+        rejected = float(attrs["rejected"] is not None)
+        assert named_constraints(trial) == {"unstable": 0.0, "rejected": rejected}
+        assert trial.system_attrs["constraints"] == [0.0, rejected]  # the list optuna-dashboard reads
     assert study.user_attrs["probe"]["depth"] == 8
     assert study.user_attrs["objectives_version"] == OBJECTIVES_VERSION
     assert study.user_attrs["probe_matches_confirm"] is False  # PROBE is a ResNet-8, confirm trains a ResNet-14
     assert study.user_attrs["probe_differs"] == {"depth": {"probe": 8, "confirm": 14}}
-    assert study.user_attrs["space"]["text"] == (tiny_study / "tiny.yaml").read_text()
+    assert study.metric_names == METRIC_NAMES
+    assert study.user_attrs["constraints"] == ["unstable", "rejected"]
+    text = (tiny_study / "tiny.yaml").read_text()
+    assert space_text(study) == text and "text" not in study.user_attrs["space"]
+    assert text not in json.dumps(study.user_attrs)  # `optuna studies` rows stay short
     assert set(study.user_attrs["confirm"]) >= {"top_k", "epochs"}
 
 
@@ -425,10 +434,11 @@ def test_unstable_candidate_completes_as_infeasible_and_ranks_last(tmp_path: Pat
     study = _study("u")
     trials = {t.user_attrs["config"]: t for t in study.get_trials()}
     unstable, stable = trials["in"], trials["bn"]
-    assert unstable.state == TrialState.COMPLETE and unstable.constraints == {"unstable": 1.0, "rejected": 1.0}
+    assert unstable.state == TrialState.COMPLETE
+    assert named_constraints(unstable) == {"unstable": 1.0, "rejected": 1.0}
     assert unstable.user_attrs["probe"]["unstable"] and unstable.user_attrs["probe"]["reason"]
     assert unstable.user_attrs["rejected"].startswith("unstable at init: seed 0: ")
-    assert stable.constraints == {"unstable": 0.0, "rejected": 0.0} and stable.user_attrs["rejected"] is None
+    assert named_constraints(stable) == {"unstable": 0.0, "rejected": 0.0} and stable.user_attrs["rejected"] is None
     assert [t.number for t in study.best_trials] == [stable.number]  # Optuna's front skips the infeasible
     rows = json.loads(runner.invoke(app, ["leaderboard", "u", "--json"]).stdout)["rows"]
     assert [(row["config"], row["state"], row["pareto"]) for row in rows] == [

@@ -297,3 +297,15 @@ def test_space_show_and_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert name in listed.stdout
     valid = runner.invoke(app, ["space", "validate", "full"])
     assert valid.exit_code == 0 and "full: valid" in valid.stdout
+
+
+def test_continuous_draws_have_three_significant_digits_and_stay_in_range() -> None:
+    space = _space("space:\n  partition: batch\n  eps: {low: 1.0e-6, high: 1.0e-2, log: true}\n"
+                   "  momentum: {low: 0.01, high: 0.5}\n")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(40):
+        options = space.sample(study.ask())
+        for key, (low, high) in {"eps": (1e-6, 1e-2), "momentum": (0.01, 0.5)}.items():
+            value = options[key]
+            assert float(f"{value:.3g}") == value and low <= value <= high
+        assert len(space.config(options).spec()) < 50  # no 16-digit floats in the config

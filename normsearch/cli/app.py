@@ -12,6 +12,7 @@ escape, a bell, ...) that reaches them as a visible ``\\x1b``-style escape.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -36,9 +37,9 @@ RESUME = "completed work is stored: run the same command again to go on"
 
 app = typer.Typer(
     name="normsearch",
-    help="Search the design space of normalization layers with init-time probes (Beyond BatchNorm).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 
@@ -84,6 +85,48 @@ def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
+def choices_text(values: Iterable[str]) -> str:
+    """Allowed values for a help text, in full: 'one of: a, b, c'."""
+    return "one of: " + ", ".join(values)
+
+
+def setting_option(cls: type, name: str, *decls: str, **kwargs: Any) -> Any:
+    """A typer option for field ``name`` of settings dataclass ``cls``: the field's help with its choices
+    spelled out, and a metavar from its type (N, X, DIR, the field name for a choice; none for a flag)."""
+    spec = {f.name: f for f in dataclasses.fields(cls)}[name]
+    choices = spec.metadata.get("choices")
+    kind = str(spec.type)
+    help_text = spec.metadata.get("help", "") + (f"; {choices_text(choices)}" if choices else "")
+    metavar = (
+        ""
+        if "bool" in kind
+        else name.upper()
+        if choices
+        else "N"
+        if "int" in kind
+        else "X"
+        if "float" in kind
+        else "DIR"
+        if name.endswith("dir")
+        else "TEXT"
+    )
+    names = decls or (f"--{name.replace('_', '-')}",)
+    default = (kwargs.pop("default"),) if "default" in kwargs else ()  # positional, as typer.Option takes it
+    return typer.Option(*default, *names, help=help_text, metavar=metavar, **kwargs)
+
+
+def output_width() -> int | None:
+    """The width to fit tables to: the terminal's, or ``$COLUMNS``; None (natural width) off a terminal."""
+    return stdout.width if stdout.is_terminal or os.environ.get("COLUMNS") else None
+
+
+def emit(renderable: Any) -> None:
+    """A table on stdout at :func:`output_width` (a file or pipe has no width to fit: natural width)."""
+    width = output_width()
+    out = stdout if stdout.is_terminal else SafeConsole(soft_wrap=False, width=width or 100_000)
+    out.print(renderable)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"normsearch {__version__}")
@@ -96,11 +139,15 @@ _DEBUG = {"on": bool(os.environ.get("NORMSEARCH_DEBUG"))}
 @app.callback()
 def main_options(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version."
+        False, "--version", callback=_version, is_eager=True, metavar="", help="Show the version."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show the traceback of an unexpected error."),
 ) -> None:
-    """normsearch: space → norm → probes → search → confirm → leaderboard/export."""
+    """Search the design space of normalization layers with init-time probes (Beyond BatchNorm).
+
+    The pipeline: space → norm → probes → search → confirm → leaderboard, report, export. Start with
+    `normsearch run --space groups`; `normsearch COMMAND --help` shows each command with an example.
+    """
     _DEBUG["on"] = _DEBUG["on"] or debug
 
 

@@ -25,9 +25,9 @@ from rich.text import Text
 
 from ..confirm import all_candidates, confirm_study, cost_line, load_confirmation, training_cost
 from ..confirm.calibration import QUANTITIES, calibrate
-from ..confirm.settings import AUGMENTS, DATASETS, ConfirmSettings
+from ..confirm.settings import ConfirmSettings
 from ..data import DatasetUnavailable
-from ..leaderboard import build_rows, winner, winner_line
+from ..leaderboard import build_rows, winner
 from ..search import (
     IncompatibleStudy,
     StopRequest,
@@ -41,14 +41,20 @@ from ..settings import SettingsError, from_mapping
 from ..space import SearchSpace, SpaceError, load_space
 from ..storage import StaleLock, check_name, locate, open_study
 from ..train import resolve_device
-from .app import SafeConsole, app, fail, stderr, stdout
+from .app import app, emit, fail, setting_option, stderr, stdout
+from .tables import winner_line
 
 INTERRUPTED = 130
-_HELP = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(ConfirmSettings)}
+_FIELDS = {f.name for f in dataclasses.fields(ConfirmSettings)}
+"""The settings fields, each also a flag (overriding the study's or space's ``confirm:`` value)."""
+
+
+def _field_help(name: str) -> str:
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(ConfirmSettings) if f.name == name)
 
 
 def _flag(name: str, *decls: str, **kwargs: Any) -> Any:
-    return typer.Option(*(decls or (f"--{name.replace('_', '-')}",)), help=_HELP[name], **kwargs)
+    return setting_option(ConfirmSettings, name, *decls, **kwargs)
 
 
 TopK = Annotated[int | None, _flag("top_k", min=0)]
@@ -56,33 +62,37 @@ Explore = Annotated[int | None, _flag("explore", min=0)]
 MinEpochs = Annotated[int | None, _flag("min_epochs")]
 Eta = Annotated[int | None, _flag("eta")]
 LrFactors = Annotated[str | None, typer.Option("--lr-factors", metavar="F,F,...",
-                                               help=f"{_HELP['lr_factors']} (comma-separated, e.g. 1,0.25)")]
+                                               help=f"{_field_help('lr_factors')} (comma-separated, e.g. 1,0.25)")]
 Random = Annotated[int | None, _flag("random", min=0)]
 Baselines = Annotated[bool | None, _flag("baselines", "--baselines/--no-baselines")]
-Dataset = Annotated[str | None, typer.Option("--dataset", help=f"{_HELP['dataset']}: {'|'.join(DATASETS)}")]
+Dataset = Annotated[str | None, _flag("dataset")]
 DataDir = Annotated[str | None, _flag("data_dir")]
 Download = Annotated[bool | None, _flag("download", "--download/--no-download")]
-Model = Annotated[str | None, typer.Option("--model", help=f"{_HELP['model']}: resnet|cnn")]
+Model = Annotated[str | None, _flag("model")]
 Depth = Annotated[int | None, _flag("depth")]
 Width = Annotated[int | None, _flag("width")]
-Augment = Annotated[str | None, typer.Option("--augment", help=f"{_HELP['augment']}: {'|'.join(AUGMENTS)}")]
+Augment = Annotated[str | None, _flag("augment")]
 Epochs = Annotated[int | None, _flag("epochs")]
 Steps = Annotated[int | None, _flag("steps")]
 BatchSize = Annotated[int | None, _flag("batch_size")]
-Optimizer = Annotated[str | None, typer.Option("--optimizer", help=f"{_HELP['optimizer']}: sgd|adam|adamw")]
+Optimizer = Annotated[str | None, _flag("optimizer")]
 Lr = Annotated[float | None, _flag("lr")]
-Schedule = Annotated[str | None, typer.Option("--schedule", help=f"{_HELP['schedule']}: constant|cosine|step")]
+Schedule = Annotated[str | None, _flag("schedule")]
 Seeds = Annotated[int | None, _flag("seeds")]
 Seed = Annotated[int | None, _flag("seed")]
-Device = Annotated[str | None, typer.Option("--device", help=f"{_HELP['device']}: auto|cpu|cuda")]
+Device = Annotated[str | None, _flag("device")]
 Threads = Annotated[int | None, _flag("threads", min=1)]
 Amp = Annotated[bool | None, _flag("amp", "--amp/--no-amp")]
 SmallBatch = Annotated[int | None, _flag("small_batch")]
-RunsDir = Annotated[str, typer.Option("--runs-dir", help="Where studies live.")]
-Storage = Annotated[str | None, typer.Option("--storage", help="Optuna storage URL or journal file path.")]
-JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document {study, settings, rows, ...}.")]
-Workers = Annotated[int, typer.Option("--workers", min=1, help="Local processes sharing the runs (through the "
-                                      "storage: each claims waiting runs).")]
+RunsDir = Annotated[str, typer.Option("--runs-dir", metavar="DIR", help="Where studies live.")]
+Storage = Annotated[
+    str | None, typer.Option("--storage", metavar="URL|PATH", help="Optuna storage URL or journal file path.")
+]
+JsonOutput = Annotated[
+    bool, typer.Option("--json", metavar="", help="Print one JSON document {study, settings, rows, ...}.")
+]
+Workers = Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Local processes sharing the runs "
+                                      "(through the storage: each claims waiting runs).")]
 
 
 def _factors(text: str) -> list[Any]:
@@ -201,12 +211,6 @@ def calibration_table(calibration: Mapping[str, Any]) -> Table:
     return grid
 
 
-def _emit(renderable: Any) -> None:
-    """A table on stdout; off a terminal at its natural width (a file or pipe has no width to fit)."""
-    out = stdout if stdout.is_terminal else SafeConsole(soft_wrap=False, width=max(stdout.width, 200))
-    out.print(renderable)
-
-
 def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) -> None:
     confirmation = load_confirmation(study)
     rows = build_rows(study, confirmation=confirmation)
@@ -221,17 +225,17 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
         return
     title = (f"confirmation of {study.study_name}: {settings.dataset}, {settings.model}-{settings.depth}×"
              f"{settings.width}, up to {settings.epochs} epochs, batch {settings.batch_size}")
-    _emit(results_table(title, trained))
+    emit(results_table(title, trained))
     if calibration["budget"] is not None:
-        _emit(calibration_table(calibration))
+        emit(calibration_table(calibration))
     for line in filter(None, [winner_line(best), cost_line(cost)]):
         stdout.print(line, highlight=False, soft_wrap=True)
 
 
-@app.command("confirm")
+@app.command("confirm", epilog="Example: `normsearch confirm groups --top-k 5 --seeds 3`")
 def confirm_command(
-    study_name: Annotated[str | None, typer.Argument(metavar="[STUDY]", help="Study (default: the latest).")] = None,
-    every: Annotated[bool, typer.Option("--all", help="Train every config at every lr for the final budget "
+    study_name: Annotated[str | None, typer.Argument(metavar="STUDY", help="Study (default: the latest).")] = None,
+    every: Annotated[bool, typer.Option("--all", metavar="", help="Train every config at every lr for the final budget "
                                         "(what exhaustive search costs); gives the exact calibration.")] = False,
     top_k: TopK = None, explore: Explore = None, min_epochs: MinEpochs = None, eta: Eta = None,
     lr_factors: LrFactors = None, random: Random = None, baselines: Baselines = None, dataset: Dataset = None,
@@ -245,10 +249,10 @@ def confirm_command(
     """Train a study's candidates rung by rung (top-k by score, Pareto-front explorers, baselines, random
     extras; the best 1/eta advance to the next budget), name the winner and calibrate the probes.
 
-    Settings: the study's ``confirm:`` section, overridden by the flags. Runs already stored for the same
+    Settings: the study's `confirm:` section, overridden by the flags. Runs already stored for the same
     training settings are reused, so running it again only adds what is missing (e.g. more seeds).
     """
-    overrides = {k: v for k, v in locals().items() if k in _HELP}
+    overrides = {k: v for k, v in locals().items() if k in _FIELDS}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = open_study(study_name, runs_dir, storage)
@@ -261,10 +265,12 @@ def confirm_command(
     _print(study, settings, json_output)
 
 
-@app.command("calibrate")
+@app.command("calibrate", epilog="Example: `normsearch calibrate --space classic --epochs 3`")
 def calibrate_command(
     space_path: Annotated[str, typer.Option("--space", metavar="FILE", help="Space file or shipped name.")] = "classic",
-    study_name: Annotated[str | None, typer.Option("--study", help="Study (default: SPACE-calibration).")] = None,
+    study_name: Annotated[
+        str | None, typer.Option("--study", metavar="NAME", help="Study (default: SPACE-calibration).")
+    ] = None,
     dataset: Dataset = None, data_dir: DataDir = None, download: Download = None, model: Model = None,
     depth: Depth = None, width: Width = None, augment: Augment = None, epochs: Epochs = None,
     steps: Steps = None, batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None,
@@ -278,7 +284,7 @@ def calibrate_command(
 
     The study is kept under the runs directory: running it again reuses the probes and the trained runs.
     """
-    overrides = {k: v for k, v in locals().items() if k in _HELP}
+    overrides = {k: v for k, v in locals().items() if k in _FIELDS}
     try:
         space = load_space(space_path)
     except SpaceError as err:

@@ -50,25 +50,30 @@ def _from_study(
     return cfg, Provenance.from_row(study.study_name, row)
 
 
-@app.command("export")
+@app.command("export", epilog="Example: `normsearch export groups --rank 1 -o my_norm.py`")
 def export_command(
     study: Annotated[
-        str | None, typer.Argument(help="Study name (default: the only study in --runs-dir / --storage).")
+        str | None,
+        typer.Argument(
+            metavar="STUDY", help="Study name (default: the only study in --runs-dir / --storage)."
+        ),
     ] = None,
     rank: Annotated[
-        int | None, typer.Option("--rank", help="Leaderboard rank to export (default 1).")
+        int | None, typer.Option("--rank", metavar="N", help="Leaderboard rank to export (default 1).")
     ] = None,
     trial: Annotated[
-        int | None, typer.Option("--trial", help="Trial number to export instead of a rank.")
+        int | None, typer.Option("--trial", metavar="N", help="Trial number to export instead of a rank.")
     ] = None,
     spec: Annotated[
-        str | None, typer.Option("--spec", help="Export this config, no study: e.g. 'gn:groups=8'.")
+        str | None,
+        typer.Option("--spec", metavar="SPEC", help="Export this config, no study: e.g. 'gn:groups=8'."),
     ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
             "-o",
             "--output",
+            metavar="FILE",
             help="Write to FILE instead of stdout (replaced atomically, mode kept; a symlink's target, a device "
             "or a pipe is written to, never replaced).",
         ),
@@ -76,14 +81,17 @@ def export_command(
     class_name: Annotated[
         str | None,
         typer.Option(
-            "--class-name", help="Name of the exported class (default: from the config, e.g. GroupNorm8)."
+            "--class-name",
+            metavar="NAME",
+            help="Name of the exported class (default: from the config, e.g. GroupNorm8).",
         ),
     ] = None,
     runs_dir: Annotated[
-        Path, typer.Option("--runs-dir", help="Folder of the studies' journal files.")
+        Path, typer.Option("--runs-dir", metavar="DIR", help="Folder of the studies' journal files.")
     ] = Path("runs"),
     storage: Annotated[
-        str | None, typer.Option("--storage", help="Optuna storage URL instead of --runs-dir.")
+        str | None,
+        typer.Option("--storage", metavar="URL|PATH", help="Optuna storage URL instead of --runs-dir."),
     ] = None,
 ) -> None:
     """Write a normalizer as one Python file that needs only torch: an nn.Module class (and its conv

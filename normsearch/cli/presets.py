@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
+from rich import box
 
 from ..norm import PRESETS, parse_spec
 from ..norm.config import config_dict
-from .app import app, stdout
+from .app import app, emit, output_width
+from .tables import Column, fit_table
 
 
 def _pi(cfg) -> str:
@@ -33,19 +34,38 @@ def _psi(cfg) -> str:
     return ", ".join(parts) or "-"
 
 
-@app.command()
-def presets(json_output: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+@app.command(epilog="Example: `normsearch presets --json`")
+def presets(
+    json_output: bool = typer.Option(False, "--json", metavar="", help="Print one JSON document."),
+) -> None:
     """List the named layers with their Π (partition), Φ (statistics), Ψ (recovery) and weight scheme."""
     configs = {name: parse_spec(name) for name in PRESETS}
     if json_output:
-        doc = {name: {"title": p.title, "reference": p.reference, "config": config_dict(configs[name])}
-               for name, p in PRESETS.items()}
+        doc = {
+            name: {"title": p.title, "reference": p.reference, "config": config_dict(configs[name])}
+            for name, p in PRESETS.items()
+        }
         typer.echo(json.dumps({"presets": doc}, indent=2))
         return
-    table = Table(title="normsearch presets", title_justify="left")
-    for column in ("name", "layer", "Π partition", "Φ statistics", "Ψ recovery", "weight", "reference"):
-        table.add_column(column)
-    for name, preset in PRESETS.items():
-        cfg = configs[name]
-        table.add_row(name, preset.title, _pi(cfg), _phi(cfg), _psi(cfg), cfg.weight, preset.reference)
-    stdout.print(table)
+    columns = [
+        Column("name", lambda r: r["name"], justify="left"),
+        Column("layer", lambda r: r["preset"].title, justify="left", wraps=True),
+        Column("Π partition", lambda r: _pi(r["cfg"]), justify="left", wraps=True),
+        Column("Φ statistics", lambda r: _phi(r["cfg"]), justify="left", wraps=True),
+        Column("Ψ recovery", lambda r: _psi(r["cfg"]), 1, "left", wraps=True),
+        Column("weight", lambda r: r["cfg"].weight, 2, "left"),
+        Column("reference", lambda r: r["preset"].reference, 3, "left", wraps=True),
+    ]
+    rows = [{"name": name, "preset": preset, "cfg": configs[name]} for name, preset in PRESETS.items()]
+    emit(
+        fit_table(
+            columns,
+            rows,
+            width=output_width(),
+            title="normsearch presets",
+            title_justify="left",
+            box=box.SQUARE,
+            padding=(0, 1),
+            show_edge=True,
+        )
+    )

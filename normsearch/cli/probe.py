@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,10 +16,10 @@ from rich.text import Text
 from ..norm import as_config
 from ..probes import ProbeResult, ProbeRunner, ProbeSettings
 from ..settings import SettingsError
-from .app import app, fail, stderr, stdout
+from .app import app, emit, fail, output_width, setting_option, stderr, stdout
+from .tables import Column, fit_table, number
 
 _DEFAULTS = ProbeSettings()
-_HELP = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(ProbeSettings)}
 _SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -31,69 +33,137 @@ def sparkline(values: list[float], log: bool = False) -> str:
     return "".join(_SPARK[min(int((p - low) / span * len(_SPARK)), len(_SPARK) - 1)] for p in points)
 
 
-def _cell(mean: float, std: float, curve: list[float], log: bool) -> Text:
-    text = Text(f"{mean:.4g} ± {std:.2g} ")
-    text.append(sparkline(curve, log), style="cyan")
-    return text
+def _spark(name: str, log: bool) -> Callable[[ProbeResult], Text]:
+    return lambda r: Text(sparkline(r.curves[name], log), style="cyan")
 
 
-def results_table(results: list[ProbeResult], settings: ProbeSettings) -> Table:
-    """Rows of mean ± std per score with a per-depth sparkline of the curve behind it."""
+def _mean(name: str) -> Callable[[ProbeResult], str]:
+    return lambda r: number(getattr(r, name))
+
+
+def _std(name: str) -> Callable[[ProbeResult], str]:
+    return lambda r: "± " + number(getattr(r, f"{name}_std"))
+
+
+def results_table(results: list[ProbeResult], settings: ProbeSettings, *, width: int | None = None) -> Table:
+    """Mean per score, then (as width allows) its per-depth sparkline and ± std over seeds; status; the
+    spec last, wrapped, never cut. Unstable results' reasons go under the table (:func:`reasons`)."""
     title = (
         f"init-time probes: {settings.model}-{settings.depth} width {settings.width}"
         f"{' skipinit' if settings.skipinit else ''}, batch {settings.batch_size} {settings.data}"
         f" {settings.resolution}px, {settings.seeds} seed(s) from {settings.seed}"
-        f", one SGD step at lr {settings.lr:g} (best: growth near 0, similarity low, grad ratio near 1, step"
-        " ratio low)"
+        f", one SGD step at lr {settings.lr:g}"
     )
-    table = Table(title=title, title_justify="left")
-    table.add_column("spec")
-    table.add_column("activation growth (ln var/block) · variance")
-    table.add_column("similarity · per block")
-    table.add_column("grad ratio first/last · per conv")
-    table.add_column("step loss ratio")
-    table.add_column("status")
-    table.add_column("s", justify="right")
-    for r in results:
-        table.add_row(
-            r.spec,
-            _cell(r.activation_growth, r.activation_growth_std, r.curves["variance"], log=True),
-            _cell(r.similarity, r.similarity_std, r.curves["similarity"], log=False),
-            _cell(r.grad_ratio, r.grad_ratio_std, r.curves["grad_norm"], log=True),
-            f"{r.step_loss_ratio:.4g} ± {r.step_loss_ratio_std:.2g}",
-            Text(f"unstable: {r.reason}", style="red") if r.unstable else Text("ok", style="green"),
-            f"{r.seconds:.2f}",
-        )
-    return table
+    columns = []
+    for name, header, curve, log in (
+        ("activation_growth", "growth", "variance", True),
+        ("similarity", "similarity", "similarity", False),
+        ("grad_ratio", "grad\nratio", "grad_norm", True),
+        ("step_loss_ratio", "step\nratio", None, False),
+    ):
+        columns += [Column(header, _mean(name)), Column("", _std(name), 3)]
+        if curve is not None:
+            columns.append(Column("", _spark(curve, log), 2, "left"))
+    columns += [
+        Column(
+            "status",
+            lambda r: Text("unstable", style="red") if r.unstable else Text("ok", style="green"),
+            justify="left",
+        ),
+        Column("s", lambda r: f"{r.seconds:.2f}", 4),
+        Column("spec", lambda r: r.spec, justify="left"),
+    ]
+    return fit_table(
+        columns,
+        results,
+        width=width,
+        wrapped="spec",
+        title=title,
+        title_justify="left",
+        caption="best: growth near 0, similarity low, grad ratio near 1, step ratio low (curves over depth: ▁ low … "
+        "█ high)",
+        caption_justify="left",
+    )
 
 
-@app.command("probe")
+def reasons(results: list[ProbeResult]) -> list[str]:
+    """'SPEC: unstable: reason' for each unstable result."""
+    return [f"{r.spec}: unstable: {r.reason}" for r in results if r.unstable]
+
+
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
+def check_plot_path(path: Path) -> None:
+    """Exit 2 with one line unless ``path`` names a PNG/SVG/PDF file in an existing folder."""
+    if path.suffix.lower().lstrip(".") not in PLOT_FORMATS:
+        fail(f"--plot: {path}: unknown image type {path.suffix or '(none)'!r}; allowed: .png, .svg, .pdf")
+    if not path.parent.is_dir():
+        fail(f"--plot: folder {path.parent} does not exist")
+    if path.is_dir():
+        fail(f"--plot: {path} is a folder")
+
+
+def draw_curves(results: list[ProbeResult], settings: ProbeSettings, path: Path) -> None:
+    """The per-depth curves of ``results`` (one line per spec) saved to ``path``."""
+    from ..report.figures import Series, probe_curves  # matplotlib loads only with --plot
+
+    title = f"init-time probes: {settings.model}-{settings.depth} width {settings.width}, {settings.seeds} seed(s)"
+    figure = probe_curves([Series(r.spec, r.curves) for r in results], title)
+    try:
+        figure.savefig(path, dpi=110)
+    except OSError as err:
+        fail(f"--plot: cannot write {path}: {err.strerror or err}")
+    stderr.print(f"wrote {path}", highlight=False, markup=False)
+
+
+@app.command("probe", epilog="Example: `normsearch probe bn ln gn:group_size=4 --seeds 3 --plot curves.png`")
 def probe_command(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="Norm specs, e.g. bn 'gn:groups=8'.")],
-    model: str = typer.Option(_DEFAULTS.model, help=_HELP["model"] + ": resnet|cnn"),
-    depth: int = typer.Option(_DEFAULTS.depth, help=_HELP["depth"]),
-    width: int = typer.Option(_DEFAULTS.width, help=_HELP["width"]),
-    batch_size: int = typer.Option(_DEFAULTS.batch_size, help=_HELP["batch_size"]),
-    seeds: int = typer.Option(_DEFAULTS.seeds, help=_HELP["seeds"]),
-    data: str = typer.Option(_DEFAULTS.data, help=_HELP["data"] + ": digits|gaussian"),
-    resolution: int | None = typer.Option(None, help=_HELP["resolution"]),
-    skipinit: bool = typer.Option(_DEFAULTS.skipinit, "--skipinit", help=_HELP["skipinit"]),
-    seed: int = typer.Option(_DEFAULTS.seed, help=_HELP["seed"]),
-    lr: float = typer.Option(_DEFAULTS.lr, help=_HELP["lr"]),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON document {settings, results}."),
+    model: str = setting_option(ProbeSettings, "model", default=_DEFAULTS.model),
+    depth: int = setting_option(ProbeSettings, "depth", default=_DEFAULTS.depth),
+    width: int = setting_option(ProbeSettings, "width", default=_DEFAULTS.width),
+    batch_size: int = setting_option(ProbeSettings, "batch_size", default=_DEFAULTS.batch_size),
+    seeds: int = setting_option(ProbeSettings, "seeds", default=_DEFAULTS.seeds),
+    data: str = setting_option(ProbeSettings, "data", default=_DEFAULTS.data),
+    resolution: int | None = setting_option(ProbeSettings, "resolution", default=None),
+    skipinit: bool = setting_option(ProbeSettings, "skipinit", default=_DEFAULTS.skipinit),
+    seed: int = setting_option(ProbeSettings, "seed", default=_DEFAULTS.seed),
+    lr: float = setting_option(ProbeSettings, "lr", default=_DEFAULTS.lr),
+    json_output: bool = typer.Option(
+        False, "--json", metavar="", help="Print one JSON document {settings, results}."
+    ),
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            metavar="FILE",
+            help="Also draw the probe curves over depth into FILE (.png, .svg, .pdf).",
+        ),
+    ] = None,
 ) -> None:
     """Score normalizers at init: activation growth, sample similarity, gradient ratio (Beyond BatchNorm),
     and the loss ratio after one SGD step at --lr."""
     try:
         settings = ProbeSettings(
-            model=model, depth=depth, width=width, batch_size=batch_size, seeds=seeds, data=data,
-            resolution=resolution, skipinit=skipinit, seed=seed, lr=lr,
+            model=model,
+            depth=depth,
+            width=width,
+            batch_size=batch_size,
+            seeds=seeds,
+            data=data,
+            resolution=resolution,
+            skipinit=skipinit,
+            seed=seed,
+            lr=lr,
         )
     except SettingsError as err:
         fail(f"--{err.path.replace('_', '-')}: {err.message}")
     note = settings.resolution_note()
     if note is not None:
         stderr.print(f"warning: {note}", highlight=False, soft_wrap=True)
+    if plot is not None:
+        check_plot_path(plot)
     configs = []
     for spec in specs:
         try:
@@ -110,7 +180,13 @@ def probe_command(
         stderr.print(Text(f"probed {result.spec} ({i}/{len(configs)}) in {result.seconds:.2f} s", style="dim"),
                      highlight=False)
         results.append(result)
+    if plot is not None:
+        draw_curves(results, settings, plot)
     if json_output:
-        typer.echo(json.dumps({"settings": dataclasses.asdict(settings), "results": [r.to_dict() for r in results]}))
+        typer.echo(
+            json.dumps({"settings": dataclasses.asdict(settings), "results": [r.to_dict() for r in results]})
+        )
         return
-    stdout.print(results_table(results, settings))
+    emit(results_table(results, settings, width=output_width()))
+    for line in reasons(results):
+        stdout.print(line, highlight=False, markup=False, soft_wrap=True)

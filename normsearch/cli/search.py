@@ -7,24 +7,22 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import optuna
 import typer
+from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..leaderboard import (
     SORT_FIELDS,
     build_rows,
-    calibration_line,
     document,
-    failure_lines,
     outcome,
     sort_rows,
-    table,
     trial_counts,
-    winner_line,
 )
 from ..norm import parse_spec
 from ..search import (
@@ -42,18 +40,21 @@ from ..search import (
 from ..settings import SettingsError
 from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
 from ..storage import StaleLock, check_name, is_url, locate, open_study, study_names
-from .app import SafeConsole, app, fail, print_error, stderr, stdout
+from .app import app, choices_text, emit, fail, output_width, print_error, stderr, stdout
+from .tables import (
+    Column,
+    calibration_line,
+    failure_lines,
+    fit_table,
+    leaderboard_table,
+    number,
+    winner_line,
+)
 
 space_app = typer.Typer(help="Check, show and list search-space files.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
 
 INTERRUPTED = 130
-
-
-def _emit(renderable: Any) -> None:
-    """A table on stdout; off a terminal at its natural width (a file or pipe has no width to fit)."""
-    out = stdout if stdout.is_terminal else SafeConsole(soft_wrap=False, width=max(stdout.width, 200))
-    out.print(renderable)
 
 
 def _load(path: str) -> SearchSpace:
@@ -88,24 +89,52 @@ def _baselines_inside(space: SearchSpace) -> list[str]:
     return [name for name, spec in BASELINES.items() if space.params_for(parse_spec(spec))]
 
 
-@space_app.command("validate")
-def space_validate(path: str = typer.Argument(..., metavar="FILE", help="Space file or shipped name.")) -> None:
-    """Check a space file without running anything (exit 2 with one line per problem)."""
+def _size(space: SearchSpace) -> dict[str, Any]:
+    """The space's size for --json: finite or not, points and valid configs (None when unknown), as text."""
+    points, valid = space.size() if space.is_finite() else (None, None)
+    return {"finite": space.is_finite(), "points": points, "valid": valid, "text": _size_text(space)}
+
+
+def _params(space: SearchSpace) -> list[dict[str, Any]]:
+    return [{"option": p.option, "parameter": p.name if p.kind != "fixed" else None, "values": p.describe(),
+             "when": p.condition() or None} for p in space.params]
+
+
+SpaceFile = Annotated[str, typer.Argument(metavar="FILE", help="Space file or shipped name.")]
+SpaceJson = Annotated[bool, typer.Option("--json", metavar="", help="Print one JSON document.")]
+
+
+@space_app.command("validate", epilog="Example: `normsearch space validate my_space.yaml`")
+def space_validate(path: SpaceFile, json_output: SpaceJson = False) -> None:
+    """Check a space file without running anything (exit 2 with one line per problem on stderr)."""
     space = _load(path)
     entries = len(space.params)
+    if json_output:
+        typer.echo(json.dumps({"path": path, "valid": True, "name": space.name, "entries": entries,
+                               "size": _size(space)}, indent=2))
+        return
     stdout.print(f"{path}: valid ({entries} entries, {_size_text(space)})", highlight=False)
 
 
-@space_app.command("show")
-def space_show(path: str = typer.Argument(..., metavar="FILE", help="Space file or shipped name.")) -> None:
+@space_app.command("show", epilog="Example: `normsearch space show groups`")
+def space_show(path: SpaceFile, json_output: SpaceJson = False) -> None:
     """Print the space as a table (option, Optuna parameter, values, condition) with its size."""
     space = _load(path)
-    grid = Table(title=f"search space {space.name}: {_size_text(space)}", title_justify="left")
-    for column in ("option", "Optuna parameter", "values", "when"):
-        grid.add_column(column)
-    for param in space.params:
-        grid.add_row(param.option, param.name if param.kind != "fixed" else "-", param.describe(), param.condition())
-    _emit(grid)
+    if json_output:
+        doc = {"name": space.name, "path": space.path, "description": space.description, "size": _size(space),
+               "params": _params(space), "probe": dataclasses.asdict(space.probe),
+               "search": dataclasses.asdict(space.search), "weights": dataclasses.asdict(space.weights),
+               "confirm": dataclasses.asdict(space.confirm), "baselines_inside": _baselines_inside(space)}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    columns = [
+        Column("option", lambda p: p["option"], justify="left"),
+        Column("Optuna parameter", lambda p: p["parameter"] or "-", justify="left", wraps=True),
+        Column("values", lambda p: p["values"], justify="left", wraps=True),
+        Column("when", lambda p: p["when"] or "", justify="left", wraps=True),
+    ]
+    emit(fit_table(columns, _params(space), width=output_width(), title=f"search space {space.name}: "
+                   f"{_size_text(space)}", title_justify="left", box=box.SQUARE, padding=(0, 1), show_edge=True))
     probe, search, weights = space.probe, space.search, space.weights
     lines = [
         (f"probe: {probe.model}-{probe.depth} width {probe.width}{' skipinit' if probe.skipinit else ''}, "
@@ -122,16 +151,22 @@ def space_show(path: str = typer.Argument(..., metavar="FILE", help="Space file 
         stdout.print(line, highlight=False)
 
 
-@space_app.command("list")
-def space_list() -> None:
-    """The spaces shipped with normsearch (usable by name: ``--space groups``)."""
+@space_app.command("list", epilog="Example: `normsearch space list --json`")
+def space_list(json_output: SpaceJson = False) -> None:
+    """The spaces shipped with normsearch (usable by name: `--space groups`)."""
+    if json_output:
+        spaces = [{"name": name, "size": _size(space), "trials": space.search.n_trials,
+                   "description": space.description} for name, space in
+                  ((name, load_space(name)) for name in shipped_spaces())]
+        typer.echo(json.dumps({"spaces": spaces}, indent=2))
+        return
     grid = Table(title="shipped search spaces", title_justify="left")
     for column in ("name", "size", "trials", "description"):
         grid.add_column(column)
     for name in shipped_spaces():
         space = load_space(name)
         grid.add_row(name, _size_text(space), str(space.search.n_trials), space.description)
-    _emit(grid)
+    emit(grid)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -189,18 +224,29 @@ def _run_trials(space: SearchSpace, location: Any, study: optuna.Study, workers:
     return stop.requested, codes
 
 
-@app.command("run")
+@app.command("run", epilog="Example: `normsearch run --space groups` (again: resumes)")
 def run(
     space_path: str = typer.Option(..., "--space", metavar="FILE", help="Space file, or a shipped space name."),
-    study_name: str | None = typer.Option(None, "--study", help="Study name (default: the space's file name)."),
-    n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Trial budget (default: the space's)."),
-    timeout: float | None = typer.Option(None, "--timeout", min=0, help="Stop starting trials after S seconds."),
-    seed: int | None = typer.Option(None, "--seed", min=0, help="Sampler seed (default: the space's)."),
-    storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL or journal file path."),
-    runs_dir: str = typer.Option("runs", "--runs-dir", help="Where studies live."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Local processes sharing the study."),
-    top: int = typer.Option(10, "--top", min=1, help="Rows of the final leaderboard."),
-    no_confirm: bool = typer.Option(False, "--no-confirm", help="Skip the confirmation training."),
+    study_name: str | None = typer.Option(
+        None, "--study", metavar="NAME", help="Study name (default: the space's file name)."
+    ),
+    n_trials: int | None = typer.Option(
+        None, "--n-trials", min=1, metavar="N", help="Trial budget (default: the space's)."
+    ),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0, metavar="S", help="Stop starting trials after S seconds."
+    ),
+    seed: int | None = typer.Option(None, "--seed", min=0, metavar="N", help="Sampler seed (default: the space's)."),
+    storage: str | None = typer.Option(
+        None, "--storage", metavar="URL|PATH", help="Optuna storage URL or journal file path."
+    ),
+    runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where studies live."),
+    workers: int = typer.Option(1, "--workers", min=1, metavar="N", help="Local processes sharing the study."),
+    top: int = typer.Option(10, "--top", min=1, metavar="N", help="Rows of the final leaderboard."),
+    no_confirm: bool = typer.Option(False, "--no-confirm", metavar="", help="Skip the confirmation training."),
+    json_output: bool = typer.Option(
+        False, "--json", metavar="", help="Print the final leaderboard as one JSON document (progress: stderr)."
+    ),
 ) -> None:
     """Search a space: probe each candidate, rank them, confirm the best, print the leaderboard.
 
@@ -256,7 +302,11 @@ def run(
             _note(f"confirmation interrupted; what was trained is stored: `normsearch confirm {study.study_name}` "
                   "or the same run command goes on from there")
             raise typer.Exit(INTERRUPTED) from None
-    _print_table(study, build_rows(study), top)
+    rows = build_rows(study)
+    if json_output:
+        typer.echo(json.dumps(document(study, rows, top=top), indent=2))
+        return
+    _print_table(study, rows, top)
 
 
 def _check_confirm_data(space: SearchSpace) -> None:
@@ -297,17 +347,17 @@ def _counts_text(study: optuna.Study) -> str:
 
 
 def _print_table(study: optuna.Study, rows: list[dict[str, Any]], top: int) -> None:
-    """The leaderboard on stdout (off a terminal at its natural width: a file or pipe has no width), then the
+    """The leaderboard on stdout (fitted to the terminal; off a terminal at its natural width), then the
     winner, the calibration and the training cost once the study is confirmed."""
     from ..confirm import cost_line
 
-    _emit(table(study.study_name, rows[:top], total=len(rows)))
+    emit(leaderboard_table(study.study_name, rows[:top], total=len(rows), width=output_width()))
     result = outcome(study, rows)
     lines = [winner_line(result["winner"]), calibration_line(result["calibration"])]
     if result["training_cost"] is not None:
         lines.append(cost_line(result["training_cost"]))
     for line in filter(None, lines):
-        stdout.print(line, highlight=False, soft_wrap=True)
+        emit(Text(line))  # wrapped at words on a terminal, whole lines off it
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -324,16 +374,27 @@ def _open(name: str | None, runs_dir: str, storage: str | None) -> optuna.Study:
     return study
 
 
-@app.command("leaderboard")
+@app.command("leaderboard", epilog="Example: `normsearch leaderboard groups --top 20 --sort accuracy`")
 def leaderboard(
-    study_name: str | None = typer.Argument(None, metavar="[STUDY]", help="Study (default: the latest)."),
-    runs_dir: str = typer.Option("runs", "--runs-dir", help="Where studies live."),
-    storage: str | None = typer.Option(None, "--storage", help="Optuna storage URL or journal path."),
-    top: int = typer.Option(20, "--top", min=1, help="Rows to show."),
-    sort: str = typer.Option("trained", "--sort", help=f"Sort field: {'|'.join(SORT_FIELDS)} (trained: the "
-                             "winner first; see docs/search.md)."),
-    include_failed: bool = typer.Option(False, "--all", help="Also list failed trials with their reason."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON document {study, rows, ...}."),
+    study_name: str | None = typer.Argument(None, metavar="STUDY", help="Study (default: the latest)."),
+    runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where studies live."),
+    storage: str | None = typer.Option(
+        None, "--storage", metavar="URL|PATH", help="Optuna storage URL or journal path."
+    ),
+    top: int = typer.Option(20, "--top", min=1, metavar="N", help="Rows to show."),
+    sort: str = typer.Option(
+        "trained",
+        "--sort",
+        metavar="FIELD",
+        help=f"Sort field; {choices_text(SORT_FIELDS)} (trained: the winner first, see docs/search.md; accuracy: "
+        "highest first).",
+    ),
+    include_failed: bool = typer.Option(
+        False, "--all", metavar="", help="Also list failed trials with their reason."
+    ),
+    json_output: bool = typer.Option(
+        False, "--json", metavar="", help="Print one JSON document {study, rows, ...}."
+    ),
 ) -> None:
     """The ranked candidates of a study: Pareto front ★, probe scores, score, confirmation, baselines."""
     if sort not in SORT_FIELDS:
@@ -346,13 +407,13 @@ def leaderboard(
         return
     _print_table(study, rows, top)
     for line in failure_lines(rows[:top]):
-        stdout.print(line, highlight=False, soft_wrap=True)
+        emit(Text(line))
 
 
-@app.command("runs")
+@app.command("runs", epilog="Example: `normsearch runs --runs-dir runs`")
 def runs(
-    runs_dir: str = typer.Option("runs", "--runs-dir", help="Where studies live."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON document {runs: [...]}."),
+    runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where studies live."),
+    json_output: bool = typer.Option(False, "--json", metavar="", help="Print one JSON document {runs: [...]}."),
 ) -> None:
     """The studies under the runs directory: trial counts and best config."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -376,11 +437,14 @@ def runs(
     if json_output:
         typer.echo(json.dumps({"runs_dir": str(runs_dir), "runs": entries}, indent=2))
         return
-    grid = Table(title=f"studies in {runs_dir}/", title_justify="left")
-    for column in ("study", "space", "complete", "failed", "best config", "score", "modified"):
-        grid.add_column(column)
-    for e in entries:
-        score = "-" if e["best_score"] is None else f"{e['best_score']:.3f}"
-        grid.add_row(e["study"], e["space"] or "?", str(e["trials"].get("complete", 0)),
-                     str(e["trials"].get("fail", 0)), e["best"] or "-", score, e["modified"])
-    _emit(grid)
+    columns = [
+        Column("study", lambda e: e["study"], justify="left"),
+        Column("space", lambda e: e["space"] or "?", 2, "left"),
+        Column("complete", lambda e: str(e["trials"].get("complete", 0)), 1),
+        Column("failed", lambda e: str(e["trials"].get("fail", 0)), 2),
+        Column("score", lambda e: number(e["best_score"])),
+        Column("modified", lambda e: e["modified"], 3, "left"),
+        Column("best config", lambda e: e["best"] or "-", justify="left"),
+    ]
+    emit(fit_table(columns, entries, width=output_width(), wrapped="best config", title=f"studies in {runs_dir}/",
+                   title_justify="left"))

@@ -1,0 +1,369 @@
+"""Tables that fit the terminal: the leaderboard, and the column-dropping layout the probe and presets
+tables share.
+
+A table is a list of :class:`Column` (a header, a cell function of the row, and a priority). At a given
+width, :func:`fit_table` drops the columns with the highest priority numbers until the rest fits (priority 0
+never goes), then gives the wrapped column, the last one, whatever width is left: its text is broken after
+``,`` (a config string reads ``gn:group_size=16,`` / ``center=false``), never cut. Width
+``None`` (output to a file or pipe) keeps every column at its natural width. Numbers are printed by
+:func:`number`: three decimals below 10, fewer above, scientific notation beyond 1e4 and below 1e-3.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from ..probes import SCORES
+from ..search import OBJECTIVES
+
+MIN_WRAP = 16
+"""Narrowest the wrapped column gets before further columns are dropped."""
+_MEASURE = Console(width=10_000)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: ``cell(row)`` gives its text; higher ``priority`` is dropped first (0: never)."""
+
+    header: str
+    cell: Callable[[dict[str, Any]], str | Text]
+    priority: int = 0
+    justify: Literal["left", "right"] = "right"
+    wraps: bool = False
+    """Whether rich may wrap the column's text at spaces (the ``wrapped`` column is wrapped here instead)."""
+
+
+def number(value: Any) -> str:
+    """A number at sensible precision for a table cell ("-" for None, "inf"/"nan" spelled out)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    size = abs(value)
+    if size >= 1e4 or (0 < size < 1e-3):
+        return f"{value:.2e}"
+    decimals = 3 if size < 10 else 2 if size < 100 else 1 if size < 1000 else 0
+    return f"{value:.{decimals}f}"
+
+
+def _pieces(text: str, width: int) -> list[str]:
+    """``text`` split after each ``,``; a piece wider than ``width`` split after ``:`` and ``=`` too, and a
+    part still wider folded at the width."""
+    out: list[str] = []
+    for piece in (p for p in re.split(r"(?<=,)", text) if p):
+        parts = [piece] if len(piece) <= width else [p for p in re.split(r"(?<=[:=])", piece) if p]
+        for part in parts:
+            out += [part[i : i + width] for i in range(0, len(part), width)]
+    return out
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken after ``,`` where possible (see
+    :func:`_pieces`); joining the lines gives ``text`` back."""
+    lines: list[str] = []
+    line = ""
+    for piece in _pieces(text, width):
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            line = ""
+        line += piece
+    return [*lines, line]
+
+
+def _table(
+    columns: Sequence[Column],
+    cells: list[list[str | Text]],
+    wrapped: str | None,
+    wrap_width: int | None,
+    **options: Any,
+) -> Table:
+    grid = Table(**({"box": box.SIMPLE_HEAD, "padding": (0, 1, 0, 0), "show_edge": False} | options))
+    for column in columns:
+        grid.add_column(column.header, justify=column.justify, no_wrap=not column.wraps, overflow="fold")
+    for row in cells:
+        out: list[RenderableType] = []
+        for column, cell in zip(columns, row, strict=True):
+            if column.header == wrapped and wrap_width is not None:
+                cell = "\n".join(wrap(cell.plain if isinstance(cell, Text) else cell, wrap_width))
+            out.append(cell)
+        grid.add_row(*out)
+    return grid
+
+
+def _width(table: Table, natural: bool) -> int:
+    measured = Measurement.get(_MEASURE, _MEASURE.options, table)
+    return measured.maximum if natural else measured.minimum
+
+
+def fit_table(
+    columns: Sequence[Column],
+    rows: Sequence[dict[str, Any]],
+    *,
+    width: int | None,
+    wrapped: str | None = None,
+    **options: Any,
+) -> Table:
+    """A rich ``Table`` of ``rows`` that fits ``width`` (see the module docstring); ``wrapped`` names the
+    column (the last) whose text is wrapped; ``options`` go to ``Table``.
+
+    Columns of priority ≥ 2 are dropped (highest first) while the table does not fit unwrapped; then
+    columns of priority 1 while it does not fit with the ``wrapped`` column at ``MIN_WRAP`` and the
+    ``wraps`` columns at their longest word; the ``wrapped`` column is wrapped to what is left.
+    """
+    shown = list(columns)
+
+    def cells() -> list[list[str | Text]]:
+        return [[column.cell(row) for column in shown] for row in rows]
+
+    def natural() -> int | None:
+        if wrapped is None:
+            return None
+        at = [c.header for c in shown].index(wrapped)
+        return max(
+            [
+                len(wrapped),
+                *(len(Text(row[at]).plain if isinstance(row[at], str) else row[at].plain) for row in cells()),
+            ]
+        )
+
+    def excess(wrap_width: int | None, natural: bool = False) -> int:
+        return _width(_table(shown, cells(), wrapped, wrap_width, **options), natural) - width
+
+    if width is None:
+        return _table(shown, cells(), wrapped, None, **options)
+    for least, wrap_width, unwrapped in ((2, natural(), True), (1, MIN_WRAP if wrapped else None, False)):
+        while excess(wrap_width, unwrapped) > 0 and (droppable := [c for c in shown if c.priority >= least]):
+            shown.remove(max(droppable, key=lambda c: (c.priority, shown.index(c))))
+    full = natural()
+    wrap_width = None if full is None else max(MIN_WRAP, min(full, MIN_WRAP - excess(MIN_WRAP)))
+    return _table(shown, cells(), wrapped, wrap_width, **options)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The leaderboard
+
+PROBE_HEADERS = {
+    "activation_growth": "growth",
+    "similarity": "similarity",
+    "grad_ratio": "grad\nratio",
+    "step_loss_ratio": "step\nratio",
+}
+FLAGS = {
+    "winner": ("W", "bold green", "winner"),
+    "pareto": ("★", "yellow", "Pareto front"),
+    "baseline": ("B", "cyan", "baseline"),
+    "rejected": ("R", "red", "rejected (cannot train)"),
+}
+"""Row flags shown as one-letter marks: key → (mark, style, legend)."""
+STATES = {"COMPLETE": ("ok", "green"), "UNSTABLE": ("unstable", "yellow"), "FAIL": ("failed", "red")}
+SHOWN_ELSEWHERE = {
+    "rank",
+    "trial",
+    "config",
+    "baseline",
+    "pareto",
+    "state",
+    "score",
+    "objectives",
+    "baseline_name",
+    "unstable",
+    "reason",
+    "samples",
+    "seconds",
+    "params",
+    "accuracy",
+    "accuracy_std",
+    "diverged",
+    "collapsed",
+    "confirm",
+    "budget",
+    *FLAGS,
+    *SCORES,
+    *(f"{name}_std" for name in SCORES),
+}
+"""Row keys with a column or mark of their own (or none: nested data); other scalar keys get a generic
+column on wide terminals."""
+
+
+def _header(key: str) -> str:
+    words = key.replace("_", " ").split()
+    half = (len(words) + 1) // 2
+    return " ".join(words[:half]) + ("\n" + " ".join(words[half:]) if words[half:] else "")
+
+
+def _marks(row: dict[str, Any]) -> Text:
+    text = Text()
+    for key, (mark, style, _) in FLAGS.items():
+        if row.get(key):
+            text.append(mark, style=style)
+    return text
+
+
+def _accuracy(row: dict[str, Any]) -> Text:
+    """``97.2%``, ``97.2±0.4%`` when the row has a spread over several seeds, ``diverged`` or ``collapsed``."""
+    if row.get("diverged") or row.get("collapsed"):
+        return Text("diverged" if row.get("diverged") else "collapsed", style="red")
+    accuracy = row.get("accuracy")
+    if accuracy is None:
+        return Text("-")
+    seeds = len((row.get("confirm") or {}).get("seeds") or [])
+    spread = f"±{100 * row['accuracy_std']:.1f}" if row.get("accuracy_std") is not None and seeds > 1 else ""
+    return Text(f"{100 * accuracy:.1f}{spread}%")
+
+
+def _final(row: dict[str, Any]) -> str:
+    final = (row.get("confirm") or {}).get("final_accuracy")
+    return "-" if final is None else f"{100 * final:.1f}%"
+
+
+def _state(row: dict[str, Any]) -> Text:
+    label, style = STATES.get(row["state"], (row["state"].lower(), ""))
+    return Text(label, style=style)
+
+
+def _generic(key: str) -> Callable[[dict[str, Any]], str]:
+    def cell(row: dict[str, Any]) -> str:
+        value = row.get(key)
+        return ("yes" if value else "") if isinstance(value, bool) else number(value)
+
+    return cell
+
+
+def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
+    """The leaderboard's columns for these rows: only those some row has a value for; config last."""
+
+    def some(key: str) -> bool:
+        return any(row.get(key) is not None for row in rows)
+
+    columns = [Column("#", lambda r: str(r["rank"])), Column("", _marks, justify="left")]
+    columns += [
+        Column(
+            PROBE_HEADERS.get(name, _header(name)),
+            lambda r, n=name: number(r.get(n)),
+            1 if name in OBJECTIVES else 2,
+        )
+        for name in SCORES
+        if some(name)
+    ]
+    columns.append(Column("score", lambda r: number(r.get("score"))))
+    if any("accuracy" in row or row.get("diverged") for row in rows):
+        columns += [Column("accuracy", _accuracy), Column("final", _final, 4)]
+        if some("budget"):  # the epochs the accuracy comes from (the highest rung reached)
+            columns.append(Column("epochs", lambda r: number(r.get("budget")), 2))
+    extras = sorted(
+        {
+            key
+            for row in rows
+            for key, value in row.items()
+            if key not in SHOWN_ELSEWHERE and isinstance(value, int | float | str | bool)
+        }
+    )
+    columns += [Column(_header(key), _generic(key), 3) for key in extras if some(key)]
+    if any(row["state"] != "COMPLETE" for row in rows):
+        columns.append(Column("state", _state, 2, "left"))
+    columns += [
+        Column("trial", lambda r: str(r["trial"]), 2),
+        Column("samples", lambda r: str(r.get("samples", 1)), 5),
+        Column("probe s", lambda r: number(r.get("seconds")), 6),
+    ]
+    columns.append(Column("config", lambda r: r["config"] or "?", justify="left"))
+    return columns
+
+
+def leaderboard_caption(rows: Sequence[dict[str, Any]]) -> str:
+    """The legend of the marks these rows use, and which way each score is better."""
+    legend = [
+        f"{mark} {label}" for key, (mark, _, label) in FLAGS.items() if any(row.get(key) for row in rows)
+    ]
+    return "   ".join([*legend, "best: similarity low, step ratio low, score low"])
+
+
+def leaderboard_table(
+    study_name: str, rows: Sequence[dict[str, Any]], *, total: int | None = None, width: int | None = None
+) -> Table:
+    """The leaderboard rows as a table fitted to ``width`` (None: every column, natural width).
+
+    Always shown: rank, marks, the probe scores the study minimises (dropped only below ~70 columns), score,
+    accuracy when confirmed, and the config in full (last, wrapped); then, as width allows, the other probe
+    scores, budget, trial, state, generic row fields, final accuracy, samples and probe seconds.
+    """
+    count = total if total is not None else len(rows)
+    shown = f"{len(rows)} of {count} configs" if count > len(rows) else f"{count} configs"
+    return fit_table(
+        leaderboard_columns(rows),
+        rows,
+        width=width,
+        wrapped="config",
+        title=f"normsearch leaderboard: {study_name} ({shown})",
+        title_justify="left",
+        caption=leaderboard_caption(rows),
+        caption_justify="left",
+    )
+
+
+def calibration_line(cal: dict[str, Any] | None) -> str | None:
+    """One line under the table on how well the score ranked the confirmed candidates."""
+    if cal is None:
+        return None
+
+    def signed(value: Any) -> str:
+        return "n/a" if value is None else f"{value:+.2f}"
+
+    at = f" at {cal['budget']} epoch(s)" if cal.get("budget") is not None else ""
+    line = (
+        f"calibration of the score against confirmed accuracy over {cal.get('n', '?')} candidates{at}: "
+        f"Spearman {signed(cal.get('spearman'))}, Kendall {signed(cal.get('kendall'))}"
+    )
+    seeds = cal.get("seeds") or {}
+    if seeds.get("pairs"):
+        line += f"; seed to seed: Spearman {signed(seeds.get('spearman'))} (the most a probe can reach)"
+    return line
+
+
+def winner_line(best: dict[str, Any] | None) -> str | None:
+    """``winner: gn:group_size=4 (trial 12), 97.8±0.3% after 3 epochs at lr 0.1``."""
+    if best is None:
+        return None
+    spread = f"±{100 * best['accuracy_std']:.1f}" if best["seeds"] > 1 else ""
+    lr = "" if best["lr"] is None else f" at lr {best['lr']:g}"
+    return (
+        f"winner: {best['config']} (trial {best['trial']}), {100 * best['accuracy']:.1f}{spread}% after "
+        f"{best['budget']} epoch(s){lr}"
+    )
+
+
+def failure_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """'trial N (config): reason' for failed rows (shown under the table with --all)."""
+    return [
+        f"trial {row['trial']} ({row['config'] or '?'}): {row['reason']}"
+        for row in rows
+        if row["state"] == "FAIL"
+    ]
+
+
+__all__ = [
+    "Column",
+    "calibration_line",
+    "failure_lines",
+    "fit_table",
+    "leaderboard_caption",
+    "leaderboard_columns",
+    "leaderboard_table",
+    "number",
+    "winner_line",
+    "wrap",
+]
