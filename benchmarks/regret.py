@@ -51,7 +51,7 @@ space:
   group_size: {when: {partition: group}, choices: [2, 4, 8, 16, 32]}
   center: {choices: [true, false]}
   scale: {choices: [std, rms]}
-probe: {model: resnet, depth: 8, width: 32, batch_size: 64, seeds: 3, resolution: 8}
+probe: {batch_size: 64, seeds: 3}
 search: {n_trials: 28, sampler: brute_force, seed: 0}
 confirm: {depth: 8, width: 32, lr: 0.4, warmup_epochs: 1, epochs: 3}
 """
@@ -66,8 +66,8 @@ def _space(name: str, root: Path, trials: int | None, depth: int | None):
     if trials is not None:
         space = dataclasses.replace(space, search=dataclasses.replace(space.search,
                                                                       n_trials=min(trials, space.search.n_trials)))
-    if depth is not None:
-        space = dataclasses.replace(space, confirm=dataclasses.replace(space.confirm, depth=depth))
+    if depth is not None:  # the matched probe follows the trained network
+        space = space.with_confirm(dataclasses.replace(space.confirm, depth=depth))
     return space
 
 
