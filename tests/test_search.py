@@ -403,7 +403,7 @@ def test_any_optuna_url_or_journal_path_as_storage(tmp_path: Path, monkeypatch) 
 def test_run_confirms_candidates_and_the_leaderboard_shows_them(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     Path("c.yaml").write_text(TINY + "confirm: {top_k: 2, explore: 0, depth: 8, width: 8, steps: 3, batch_size: 16}\n")
-    result = runner.invoke(app, ["run", "--space", "c.yaml", "--n-trials", "8"])
+    result = runner.invoke(app, ["run", "--space", "c.yaml", "--n-trials", "10"])
     assert result.exit_code == 0, result.stderr
     study = _study("c")
     confirmed = set(load_confirmation(study).records)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
 
 from .. import __version__
+
+if TYPE_CHECKING:
+    import optuna
 
 app = typer.Typer(
     name="normsearch",
@@ -25,6 +28,20 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line ``error: ...`` to stderr and exit with ``code`` (2: bad input, 1: runtime failure)."""
     stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def open_study_or_fail(name: str | None, runs_dir: str, storage: str | None) -> optuna.Study:
+    """The existing study a command reads (:func:`normsearch.storage.open_study`: ``name`` None is the only
+    study in ``storage``, else the latest under ``runs_dir``), or one ``error:`` line and exit 2."""
+    import optuna
+
+    from ..storage import open_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return open_study(name, runs_dir, storage)
+    except ValueError as err:
+        fail(str(err))
 
 
 def _version(value: bool) -> None:
