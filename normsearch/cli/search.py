@@ -352,7 +352,7 @@ def leaderboard(
     """The ranked candidates of a study: Pareto front ★, probe scores, score, confirmation, baselines."""
     if sort not in SORT_FIELDS:
         fail(f"--sort: {sort!r} is not a field; allowed: {', '.join(SORT_FIELDS)}")
-    study = open_study_or_fail(study_name, runs_dir, storage)
+    study = _open(study_name, runs_dir, storage)
     rows = sort_rows(build_rows(study, include_failed=include_failed), sort)
     if json_output:
         doc = document(study, rows, top=top)
