@@ -50,6 +50,9 @@ LOCK_GRACE_S = 30
 UNOWNED_GRACE_S = 60
 """A RUNNING trial that no worker has put its name on (user attr ``worker``) is stale after this long: a
 process popped it and died at once. Younger ones are being started by another process right now."""
+COMPANION_SUFFIX = ".confirm"
+"""Study S's confirmation work units live in the study S + this (normsearch.confirm.units), on S's storage;
+listings of a storage's studies leave such companions out."""
 SCHEMA_TRIES = 8
 """Attempts at opening an RDB storage while other processes create its schema."""
 DRIVERS = {
@@ -341,11 +344,10 @@ def study_names(runs_dir: str | Path = "runs") -> list[tuple[str, float]]:
 
 
 def stored_study_names(storage: str, heartbeat: int = HEARTBEAT_S) -> list[str]:
-    """The names of the studies in ``storage`` (a URL or journal path), which must exist."""
-    return [
-        s.study_name
-        for s in optuna.get_all_study_summaries(make_storage(storage, create=False, heartbeat=heartbeat))
-    ]
+    """The names of the search studies in ``storage`` (a URL or journal path, which must exist): companions
+    (:data:`COMPANION_SUFFIX`) left out."""
+    summaries = optuna.get_all_study_summaries(make_storage(storage, create=False, heartbeat=heartbeat))
+    return [s.study_name for s in summaries if not s.study_name.endswith(COMPANION_SUFFIX)]
 
 
 def open_study(name: str | None, runs_dir: str | Path = "runs", storage: str | None = None) -> optuna.Study:
@@ -415,6 +417,7 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
 
 
 __all__ = [
+    "COMPANION_SUFFIX",
     "HEARTBEAT_S",
     "JOURNAL",
     "StaleLock",

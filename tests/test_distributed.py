@@ -410,3 +410,44 @@ def test_a_trial_another_process_is_just_starting_is_not_stale_but_an_abandoned_
     assert is_stale(running(1, {"worker": f"{socket.gethostname()}:999999999"}))  # no such pid here
     assert not is_stale(running(1, {"worker": f"{socket.gethostname()}:{os.getpid()}"}))
     assert not is_stale(running(UNOWNED_GRACE_S + 5, {"worker": "another-host:1"}))  # the heartbeat's case
+
+
+@pytest.mark.slow
+def test_two_machines_split_one_confirmation_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """Two ``confirm`` processes at once on one PostgreSQL study: each work unit (candidate × rung × lr × seed)
+    is trained once, by one of them, and both finish; ``export --storage`` still finds the only search study
+    beside its companion."""
+    from normsearch.confirm.units import companion
+
+    (tmp_path / "s.yaml").write_text(
+        SPACE + "confirm: {top_k: 1, depth: 8, width: 8, epochs: 1, batch_size: 16}\n"
+    )
+    searched = runner.invoke(
+        app,
+        [
+            "run",
+            "--no-confirm",
+            "--space",
+            str(tmp_path / "s.yaml"),
+            "--n-trials",
+            "6",
+            "--storage",
+            pg_url,
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
+    assert searched.exit_code == 0, searched.stderr
+    command = [*CLI, "confirm", "s", "--storage", pg_url]
+    processes = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], errors
+    units = companion(_load(pg_url, "s"), create=False).get_trials()
+    done = [t for t in units if t.state == TrialState.COMPLETE]
+    keys = [t.user_attrs["key"] for t in done]
+    assert done and len(keys) == len(set(keys))
+    assert len({t.user_attrs["worker"] for t in done}) == 2  # both trained a share
+    assert runner.invoke(app, ["export", "--storage", pg_url]).exit_code == 0
