@@ -49,7 +49,7 @@ def main() -> None:
         location = locate("bench", runs)
         start = time.perf_counter()
         study = prepare(space, location).study
-        optimize(WorkerTask(space, location, search.n_trials, search.n_trials, None, search.seed, args.threads),
+        optimize(WorkerTask(space, location, search.n_trials, None, search.seed, args.threads),
                  StopRequest())
         search_wall = time.perf_counter() - start
         trials = study.get_trials(deepcopy=False)

@@ -21,7 +21,8 @@ One trial (:class:`Objective`):
 
 1. draw options from the space; a contradictory combination fails the trial (``fail_reason``);
 2. canonical config string → user attr ``config``; a config already scored in this study reuses that
-   trial's result (``duplicate_of``), so repeated samples cost nothing;
+   trial's result (``duplicate_of``), so repeated samples cost nothing; a config another process is probing
+   right now is waited for, then reused (:meth:`Objective._claim`: a claim through the storage);
 3. probe it with the process's one :class:`~normsearch.probes.ProbeRunner` (inputs cached across trials);
    a config that does not fit the network (ValueError) or any exception fails the trial with its reason;
 4. store ``probe`` (scores, stds, reason, rounded curves), ``seconds``, ``score``, ``rejected``; an unstable
@@ -30,8 +31,16 @@ One trial (:class:`Objective`):
    optuna-dashboard shows it infeasible, while the leaderboard still shows it.
 
 Budget: ``n_trials`` counts every finished trial of the study except interrupted ones (left RUNNING by a
-killed process, or stopped by a second Ctrl-C), so rerunning the same command resumes and completes it. With
-``--workers N`` the parent splits what is left into N shares, one per spawned process on the same storage.
+killed process, failed by the heartbeat, or stopped by a second Ctrl-C), so rerunning the same command
+resumes and completes it. Any number of processes, on any machines, may run on one study: each goes on until
+the study holds ``n_trials`` counted or running trials. Trial numbers order the trials of a study in every
+Optuna storage, so a trial that finds ``n_trials`` such trials numbered before it (two processes that took
+the last slot at once) is the one too many: it is recorded PRUNED with ``surplus`` = true, which does not
+count, and its process stops. ``--workers N`` spawns N such processes on one machine.
+
+Seeds: the sampler is re-made for each trial with a seed drawn from (``search.seed``, trial number)
+(:class:`TrialSeeded`): one process reproduces its trials from the seed, and processes on one study never
+draw from the same random state.
 
 Stopping: the first Ctrl-C (SIGINT; SIGTERM in workers) lets the running trial finish, then stops; a second
 one interrupts the trial, which is recorded FAIL with ``interrupted`` = true.
@@ -45,6 +54,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import random
 import signal
 import sys
 import threading
@@ -55,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import optuna
 import torch
 from optuna.samplers import BaseSampler, BruteForceSampler, NSGAIISampler, RandomSampler, TPESampler
@@ -67,6 +78,11 @@ from .norm import parse_spec
 from .probes import SCORES, ProbeResult, ProbeRunner
 from .space import ScoreWeights, SearchSettings, SearchSpace, format_options
 from .storage import StudyLocation, create_or_load, fail_stale_trials, is_url, worker_id
+
+CLAIM_POLL_S = 0.2
+"""How often a trial waiting for another process's probe of the same config looks again."""
+PREPARE_WAIT_S = 20.0
+"""How long a process that finds a study without settings waits for its creator to store them."""
 
 OBJECTIVES = ("similarity", "step_loss_ratio")
 """The probe scores the study minimises, in order (see :func:`objective_values`)."""
@@ -128,9 +144,47 @@ SAMPLER_FACTORIES: dict[str, Callable[[SearchSettings, int], BaseSampler]] = {
 }
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial ``number`` of a study searched with ``seed`` (independent streams)."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+class TrialSeeded(BaseSampler):
+    """A sampler re-made before each trial with :func:`trial_seed` (study seed, trial number).
+
+    Trial numbers are unique in a study, so processes sharing it never sample from the same random state,
+    whatever machine they run on; a single process still reproduces the same trials from the same seed.
+    """
+
+    def __init__(self, factory: Callable[[int], BaseSampler], seed: int) -> None:
+        self._factory = factory
+        self._seed = seed
+        self._sampler = factory(seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._sampler = self._factory(trial_seed(self._seed, trial.number))
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any) -> Any:
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
+
+
 def make_sampler(settings: SearchSettings, seed: int) -> BaseSampler:
-    """The sampler named by ``settings.sampler``, seeded with ``seed``."""
-    return SAMPLER_FACTORIES[settings.sampler](settings, seed)
+    """The sampler named by ``settings.sampler``, re-seeded per trial from ``seed`` (:class:`TrialSeeded`)."""
+    factory = SAMPLER_FACTORIES[settings.sampler]
+    return TrialSeeded(lambda trial_seed_: factory(settings, trial_seed_), seed)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -185,8 +239,12 @@ def rejection(record: Mapping[str, Any], *, lr: float) -> str | None:
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
-    """Finished trials count, except those interrupted by a killed process or a forced stop."""
-    return trial.state in FINISHED and not trial.user_attrs.get("interrupted", False)
+    """Finished trials count, except those interrupted by a killed process or a forced stop, those failed from
+    outside a worker (no ``fail_reason``: Optuna's heartbeat, which enqueues a retry), and surplus ones."""
+    attrs = trial.user_attrs
+    if trial.state not in FINISHED or attrs.get("interrupted", False) or attrs.get("surplus", False):
+        return False
+    return trial.state != TrialState.FAIL or "fail_reason" in attrs
 
 
 def budget_used(study: optuna.Study, include_running: bool = True) -> int:
@@ -220,14 +278,25 @@ def named_constraints(trial: FrozenTrial) -> dict[str, float]:
 
 
 class Objective:
-    """The function a study optimizes: draw, dedupe, probe, record (see the module docstring)."""
+    """The function a study optimizes: draw, dedupe, probe, record (see the module docstring).
 
-    def __init__(self, space: SearchSpace, runner: ProbeRunner | None = None) -> None:
+    ``budget``: the study's trial budget; a trial beyond it is pruned as ``surplus`` (None: no limit).
+    """
+
+    def __init__(self, space: SearchSpace, runner: ProbeRunner | None = None, budget: int | None = None) -> None:
         self.space = space
         self.runner = runner or ProbeRunner(space.probe)
+        self.budget = budget
+        self._backoff = random.Random()  # claim back-off only: not part of what a seed reproduces
+        self._seen: list[FrozenTrial] = []  # the study as read when the trial started
 
     def __call__(self, trial: Trial) -> list[float]:
         trial.set_user_attr("worker", worker_id())
+        self._seen = trial.study.get_trials(deepcopy=False)  # one read for the budget and the claim's first look
+        if self.budget is not None and self._ahead(trial, self._seen) >= self.budget:
+            trial.set_user_attr("surplus", True)
+            trial.study.stop()
+            raise optuna.TrialPruned("surplus: the study's budget was taken by other processes")
         if "baseline" not in trial.user_attrs:
             trial.set_user_attr("baseline", False)
         try:
@@ -251,7 +320,7 @@ class Objective:
             self._fail(trial, f"invalid config: {err}")
         spec = cfg.spec()
         trial.set_user_attr("config", spec)
-        earlier = self._earlier(trial, spec)
+        earlier = self._claim(trial, spec)
         if earlier is not None:
             return self._reuse(trial, earlier)
         start = time.perf_counter()
@@ -273,16 +342,63 @@ class Objective:
         set_constraints(trial, unstable=1.0 if record["unstable"] else 0.0, rejected=0.0 if rejected is None else 1.0)
         return objective_values(record)
 
-    def _earlier(self, trial: Trial, spec: str) -> FrozenTrial | None:
-        """The first earlier trial of this config that completed, or failed for a reason of its own."""
-        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+    @staticmethod
+    def _ahead(trial: Trial, trials: list[FrozenTrial]) -> int:
+        """Trials numbered before this one that hold a slot of the budget (counted, running or waiting)."""
+        return sum(
+            other.number < trial.number
+            and (other.state in (TrialState.RUNNING, TrialState.WAITING) or counts_toward_budget(other))
+            for other in trials
+        )
+
+    def _claim(self, trial: Trial, spec: str) -> FrozenTrial | None:
+        """The earlier trial whose result this one reuses, or None once this trial holds the claim to probe.
+
+        The claim is the user attr ``probing`` on a RUNNING trial, taken in two phases: with no other
+        claimant in sight, set it, then look again; if another claimant appeared meanwhile, drop it and retry
+        after a random pause. Each process's write reaches the storage before its next read, so two
+        claimants cannot both miss each other. While another trial holds the claim this one waits (failing
+        stale trials, so a dead claimant's config is taken over), then reuses that trial's result. The first
+        look may use the read made when the trial started; the look after setting the claim is always fresh.
+        """
+        seen = self._seen
+        while True:
+            earlier, claimed = self._others(trial, spec, seen or trial.study.get_trials(deepcopy=False))
+            seen = []
+            if earlier is not None:
+                return earlier
+            if not claimed:
+                trial.set_user_attr("probing", True)
+                earlier, claimed = self._others(trial, spec, trial.study.get_trials(deepcopy=False))
+                if earlier is not None:  # finished while this trial looked the other way: reuse it
+                    return earlier
+                if not claimed:
+                    return None
+                trial.set_user_attr("probing", False)
+                time.sleep(self._backoff.uniform(0.05, 0.5))
+                continue
+            time.sleep(CLAIM_POLL_S)
+            fail_stale_trials(trial.study)  # a claimant killed on this host
+            with warnings.catch_warnings():  # one that stopped beating elsewhere (RDB storages)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(trial.study)
+
+    @staticmethod
+    def _others(trial: Trial, spec: str, trials: list[FrozenTrial]) -> tuple[FrozenTrial | None, bool]:
+        """Among ``trials``: (the first other trial of ``spec`` that completed or failed for a reason of its
+        own, whether another RUNNING trial of ``spec`` holds the claim to probe it)."""
+        earlier, claimed = None, False
+        for other in trials:
             if other.number == trial.number or other.user_attrs.get("config") != spec:
                 continue
-            if other.state == TrialState.COMPLETE or (
-                "fail_reason" in other.user_attrs and not other.user_attrs.get("interrupted")
-            ):
-                return other
-        return None
+            if earlier is None and (other.state == TrialState.COMPLETE or (
+                other.state == TrialState.FAIL
+                and "fail_reason" in other.user_attrs
+                and not other.user_attrs.get("interrupted")
+            )):
+                earlier = other
+            claimed = claimed or (other.state == TrialState.RUNNING and other.user_attrs.get("probing") is True)
+        return earlier, claimed
 
     def _reuse(self, trial: Trial, earlier: FrozenTrial) -> list[float]:
         trial.set_user_attr("duplicate_of", earlier.number)
@@ -380,22 +496,24 @@ class Prepared:
     space_changed: bool
 
 
-def enqueue_baselines(study: optuna.Study, space: SearchSpace) -> list[str]:
+def enqueue_baselines(study: optuna.Study, space: SearchSpace, lost_only: bool = False) -> list[str]:
     """Enqueue each :data:`BASELINES` layer inside the space that has no trial yet; returns their names.
 
     Trials that were interrupted do not count, so a baseline lost to a killed run is enqueued again.
+    ``lost_only``: only those (a resumed study whose space did not change: its creator enqueued the rest).
     """
+    baselines = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+    tried = {t.user_attrs.get("config") for t in baselines}
     have = {
         t.user_attrs.get("config")
-        for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get("baseline")
-        and (t.state in (TrialState.WAITING, TrialState.RUNNING) or counts_toward_budget(t))
+        for t in baselines
+        if t.state in (TrialState.WAITING, TrialState.RUNNING) or counts_toward_budget(t)
     }
     enqueued = []
     for name, spec in BASELINES.items():
         cfg = parse_spec(spec)
         params = space.params_for(cfg)
-        if not params or cfg.spec() in have:
+        if not params or cfg.spec() in have or (lost_only and cfg.spec() not in tried):
             continue
         have.add(cfg.spec())
         study.enqueue_trial(params, user_attrs={"baseline": True, "baseline_name": name, "config": cfg.spec()})
@@ -408,23 +526,36 @@ def prepare(space: SearchSpace, location: StudyLocation) -> Prepared:
     baselines. Raises :class:`IncompatibleStudy` for a study probed with other settings."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded, not logged
     existing = _existing(location)
-    if existing is not None:  # checked before anything is written
+    if existing is not None and _wait_for_creator(existing):  # checked before anything is written
         _check_compatible(existing, space)
     study, created = create_or_load(location, DIRECTIONS)
+    fresh = created or not _wait_for_creator(study)
     changed = False
-    if not created:
+    if not fresh:
+        _check_compatible(study, space)
         changed = study.user_attrs.get("space", {}).get("sha256") != space.sha256
-    for key, value in study_attrs(space).items():
-        if created or study.user_attrs.get(key) != value:
-            study.set_user_attr(key, value)
+    stale = fail_stale_trials(study)
+    enqueued = enqueue_baselines(study, space, lost_only=not (fresh or changed)) if space.search.baselines else []
     store_space_text(study, space)
     with warnings.catch_warnings():  # metric names are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if study.metric_names != METRIC_NAMES:
             study.set_metric_names(METRIC_NAMES)
-    stale = fail_stale_trials(study)
-    enqueued = enqueue_baselines(study, space) if space.search.baselines else []
+    for key, value in study_attrs(space).items():  # last: the stored settings mark a prepared study
+        if fresh or study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
     return Prepared(study, created, stale, enqueued, changed)
+
+
+def _wait_for_creator(study: optuna.Study, seconds: float = PREPARE_WAIT_S) -> bool:
+    """Whether the study is prepared (its settings stored), waiting up to ``seconds`` for the process that
+    created it a moment ago; False: its creator died before, and this process prepares it."""
+    deadline = time.monotonic() + seconds
+    while "probe" not in study.user_attrs:  # read from the storage each time
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(CLAIM_POLL_S)
+    return True
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -449,7 +580,7 @@ class StopRequest:
 
 @dataclass(frozen=True)
 class WorkerTask:
-    """What one worker process needs (picklable): the space, where the study is, its share and limits.
+    """What one worker process needs (picklable): the space, where the study is, the budget and limits.
 
     ``threads``: torch threads while probing. One: the probe networks are too small to gain from intra-op
     threads, and on a busy machine two threads per process ran 3.5× slower at the median (0.50 s vs 0.14 s
@@ -459,7 +590,6 @@ class WorkerTask:
     space: SearchSpace
     location: StudyLocation
     budget: int
-    share: int
     timeout: float | None
     seed: int
     threads: int = 1
@@ -468,7 +598,8 @@ class WorkerTask:
 def optimize(
     task: WorkerTask, stop: StopRequest, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None
 ) -> optuna.Study:
-    """Run up to ``task.share`` trials in this process, stopping early at the study budget or on request."""
+    """Run trials in this process until the study holds ``task.budget`` (counting other processes' trials),
+    the timeout, the sampler's end, or a stop request."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded, not logged
     study = optuna.load_study(
         study_name=task.location.name,
@@ -482,13 +613,12 @@ def optimize(
         if stop.requested or budget_used(study) >= task.budget:
             study.stop()
 
-    if task.share > 0 and not stop.requested:
+    if budget_used(study) < task.budget and not stop.requested:
         threads = torch.get_num_threads()
         torch.set_num_threads(task.threads)
         try:
             study.optimize(
-                Objective(task.space),
-                n_trials=task.share,
+                Objective(task.space, budget=task.budget),
                 timeout=task.timeout,
                 catch=(CandidateFailed,),
                 callbacks=[after_trial],
@@ -529,11 +659,6 @@ def _worker_main(task: WorkerTask) -> None:
             raise
         print(f"error: worker {worker_id()}: {message}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def shares(remaining: int, workers: int) -> list[int]:
-    """Split ``remaining`` trials into ``workers`` shares that differ by at most one."""
-    return [remaining // workers + (i < remaining % workers) for i in range(workers)]
 
 
 def run_workers(
@@ -585,6 +710,7 @@ __all__ = [
     "Objective",
     "Prepared",
     "StopRequest",
+    "TrialSeeded",
     "WorkerTask",
     "budget_used",
     "check_comparable",
@@ -599,9 +725,9 @@ __all__ = [
     "rejection",
     "run_workers",
     "set_constraints",
-    "shares",
     "space_text",
     "store_space_text",
     "study_attrs",
     "trial_score",
+    "trial_seed",
 ]

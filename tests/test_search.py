@@ -246,7 +246,10 @@ def test_resume_after_a_killed_run_fails_its_running_trial_and_completes_the_bud
         lock = Path(f"{journal}.lock")
         for _ in range(200):  # freeze it mid-trial (not between two trials, not mid-write), then kill it
             process.send_signal(signal.SIGSTOP)
-            if not lock.is_symlink() and any(t.state == TrialState.RUNNING for t in _journal_trials(journal)):
+            trials = _journal_trials(journal)  # a RUNNING trial its worker has put its name on (a younger one
+            if not lock.is_symlink() and any(  # is some process's trial being started: not stale for 60 s)
+                t.state == TrialState.RUNNING and "worker" in t.user_attrs for t in trials
+            ):
                 break
             process.send_signal(signal.SIGCONT)
             time.sleep(0.02)
@@ -330,9 +333,10 @@ def test_two_workers_share_one_journal_without_losing_trials(tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)
     Path("tiny.yaml").write_text(TINY)
     _run("--space", "tiny.yaml", "--n-trials", "12", "--workers", "2")
-    trials = _study("tiny").get_trials()
-    assert [t.number for t in trials] == list(range(12))
-    assert all(t.state == TrialState.COMPLETE for t in trials)
+    every = _study("tiny").get_trials()  # beside the 12: a surplus one if both took the last slot at once
+    trials = [t for t in every if not t.user_attrs.get("surplus")]
+    assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.state == TrialState.PRUNED for t in every if t.user_attrs.get("surplus")) and len(every) <= 13
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2 and str(os.getpid()) not in {w.split(":")[1] for w in workers}
     assert sum(t.user_attrs["baseline"] for t in trials) == 5  # each baseline once, not once per worker
@@ -412,7 +416,7 @@ def test_any_optuna_url_or_journal_path_as_storage(tmp_path: Path, monkeypatch) 
 def test_run_confirms_candidates_and_the_leaderboard_shows_them(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     Path("c.yaml").write_text(TINY + "confirm: {top_k: 2, explore: 0, depth: 8, width: 8, steps: 3, batch_size: 16}\n")
-    result = runner.invoke(app, ["run", "--space", "c.yaml", "--n-trials", "8"])
+    result = runner.invoke(app, ["run", "--space", "c.yaml", "--n-trials", "10"])
     assert result.exit_code == 0, result.stderr
     study = _study("c")
     confirmed = set(load_confirmation(study).records)

@@ -19,7 +19,7 @@ import re
 import signal
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -34,6 +34,9 @@ INTERRUPTED = 130
 TERMINATED = 143
 BUG = 1
 RESUME = "completed work is stored: run the same command again to go on"
+
+if TYPE_CHECKING:
+    import optuna
 
 app = typer.Typer(
     name="normsearch",
@@ -125,6 +128,20 @@ def emit(renderable: Any) -> None:
     width = output_width()
     out = stdout if stdout.is_terminal else SafeConsole(soft_wrap=False, width=width or 100_000)
     out.print(renderable)
+
+
+def open_study_or_fail(name: str | None, runs_dir: str, storage: str | None) -> optuna.Study:
+    """The existing study a command reads (:func:`normsearch.storage.open_study`: ``name`` None is the only
+    study in ``storage``, else the latest under ``runs_dir``), or one ``error:`` line and exit 2."""
+    import optuna
+
+    from ..storage import open_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return open_study(name, runs_dir, storage)
+    except ValueError as err:
+        fail(str(err))
 
 
 def _version(value: bool) -> None:

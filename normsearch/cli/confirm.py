@@ -39,9 +39,9 @@ from ..search import (
 )
 from ..settings import SettingsError, from_mapping
 from ..space import SearchSpace, SpaceError, load_space
-from ..storage import StaleLock, check_name, locate, open_study
+from ..storage import StorageError, check_name, locate, open_study
 from ..train import resolve_device
-from .app import app, emit, fail, setting_option, stderr, stdout
+from .app import app, emit, fail, open_study_or_fail, setting_option, stderr, stdout
 from .tables import winner_line
 
 INTERRUPTED = 130
@@ -253,11 +253,10 @@ def confirm_command(
     training settings are reused, so running it again only adds what is missing (e.g. more seeds).
     """
     overrides = {k: v for k, v in locals().items() if k in _FIELDS}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study_or_fail(study_name, runs_dir, storage)
     try:
-        study = open_study(study_name, runs_dir, storage)
         check_comparable(study)
-    except ValueError as err:  # IncompatibleStudy included
+    except IncompatibleStudy as err:
         fail(str(err))
     settings = confirm_settings(study.user_attrs.get("confirm"), overrides)
     helpers = _start_workers(workers - 1, study.study_name, runs_dir, storage, settings, every) if workers > 1 else []
@@ -276,7 +275,7 @@ def calibrate_command(
     steps: Steps = None, batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None,
     lr_factors: LrFactors = None, schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None,
     device: Device = None, threads: Threads = None, amp: Amp = None, small_batch: SmallBatch = None,
-    runs_dir: RunsDir = "runs", json_output: JsonOutput = False,
+    runs_dir: RunsDir = "runs", storage: Storage = None, json_output: JsonOutput = False,
 ) -> None:
     """Probe and train every candidate of a space (all presets of classic.yaml) for the final budget at every
     learning rate, then print both side by side with the rank correlation of each probe score against
@@ -290,7 +289,7 @@ def calibrate_command(
     except SpaceError as err:
         fail(err.problems[0])
     try:
-        location = locate(check_name(study_name or f"{space.name}-calibration"), runs_dir)
+        location = locate(check_name(study_name or f"{space.name}-calibration"), runs_dir, storage)
     except ValueError as err:
         fail(f"--study: {err}")
     base = dataclasses.asdict(space.confirm) | {"baselines": True, "random": 0}
@@ -301,15 +300,14 @@ def calibrate_command(
         fail(f"probe.{err.path}: {err.message} (from the confirm flags)")
     try:
         prepared = prepare(space, location)
-    except (IncompatibleStudy, StaleLock) as err:
+    except (IncompatibleStudy, StorageError) as err:
         fail(str(err))
     study = prepared.study
     remaining = space.search.n_trials - budget_used(study)
     if remaining > 0:
         stderr.print(f"calibrate {space.name}: probing {remaining} candidates", highlight=False)
         try:
-            optimize(WorkerTask(space, location, space.search.n_trials, remaining, None, space.search.seed),
-                     StopRequest())
+            optimize(WorkerTask(space, location, space.search.n_trials, None, space.search.seed), StopRequest())
         except KeyboardInterrupt:
             stderr.print("interrupted: the probes so far are stored; run again to go on", highlight=False)
             raise typer.Exit(INTERRUPTED) from None

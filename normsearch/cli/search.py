@@ -6,7 +6,6 @@ import dataclasses
 import json
 import signal
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import optuna
@@ -35,12 +34,20 @@ from ..search import (
     optimize,
     prepare,
     run_workers,
-    shares,
 )
 from ..settings import SettingsError
 from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
-from ..storage import StaleLock, check_name, is_url, locate, open_study, study_names
-from .app import app, choices_text, emit, fail, output_width, print_error, stderr, stdout
+from ..storage import (
+    HEARTBEAT_S,
+    StorageError,
+    check_name,
+    locate,
+    masked,
+    open_study,
+    stored_study_names,
+    study_names,
+)
+from .app import app, choices_text, emit, fail, open_study_or_fail, output_width, print_error, stderr, stdout
 from .tables import (
     Column,
     calibration_line,
@@ -197,9 +204,11 @@ def _note(text: str) -> None:
 
 def _run_trials(space: SearchSpace, location: Any, study: optuna.Study, workers: int, timeout: float | None,
                 seed: int) -> tuple[bool, list[int]]:
-    """Run what is left of the budget; returns (stopped on request, worker exit codes)."""
+    """Run what is left of the budget (with any other processes on the study); returns (stopped on request,
+    worker exit codes)."""
     budget = space.search.n_trials
     remaining = budget - budget_used(study)
+    task = WorkerTask(space, location, budget, timeout, seed)
     stop = StopRequest()
     previous = signal.signal(signal.SIGINT, stop)
     codes: list[int] = []
@@ -212,12 +221,9 @@ def _run_trials(space: SearchSpace, location: Any, study: optuna.Study, workers:
 
         try:
             if workers == 1:
-                task = WorkerTask(space, location, budget, remaining, timeout, seed)
                 optimize(task, stop, on_trial=update)
             elif remaining > 0:
-                tasks = [WorkerTask(space, location, budget, share, timeout, seed + i)
-                         for i, share in enumerate(shares(remaining, workers)) if share > 0]
-                codes = run_workers(tasks, stop, poll=update)
+                codes = run_workers([task] * min(workers, remaining), stop, poll=update)
             update()
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -242,6 +248,8 @@ def run(
     ),
     runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where studies live."),
     workers: int = typer.Option(1, "--workers", min=1, metavar="N", help="Local processes sharing the study."),
+    heartbeat: int = typer.Option(HEARTBEAT_S, "--heartbeat", min=1, metavar="S",
+                                  help="RDB storages: a trial silent for 2×S seconds is failed and retried."),
     top: int = typer.Option(10, "--top", min=1, metavar="N", help="Rows of the final leaderboard."),
     no_confirm: bool = typer.Option(False, "--no-confirm", metavar="", help="Skip the confirmation training."),
     json_output: bool = typer.Option(
@@ -260,16 +268,14 @@ def run(
         fail(f"--{err.path.replace('_', '-')}: {err.message}")
     name = space.name if study_name is None else study_name
     try:
-        location = locate(check_name(name), runs_dir, storage)
+        location = locate(check_name(name), runs_dir, storage, heartbeat)
     except ValueError as err:
         fail(f"--study: {err}")
-    if storage is not None and not is_url(storage) and not Path(storage).parent.is_dir():
-        fail(f"--storage: directory {Path(storage).parent} does not exist (a journal file path or an Optuna URL)")
     if not no_confirm:
         _check_confirm_data(space)
     try:
         prepared = prepare(space, location)
-    except (IncompatibleStudy, StaleLock) as err:
+    except (IncompatibleStudy, StorageError) as err:
         fail(str(err))
     study = prepared.study
     _report_preparation(prepared, space)
@@ -288,11 +294,9 @@ def run(
     crashed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c != 0]
     if crashed:
         fail("; ".join(crashed), code=1)
-    _note(f"{study.study_name}: {_counts_text(study)} in {time.perf_counter() - start:.1f}s → {location.directory}/")
-    done = budget_used(study, include_running=False)
-    if done < space.search.n_trials:
-        _note(f"budget not used up: {done}/{space.search.n_trials} trials (the timeout, or the sampler ran out of "
-              "configs); the same command goes on")
+    elapsed = time.perf_counter() - start
+    _note(f"{study.study_name}: {_counts_text(study)} in {elapsed:.1f}s → {location.directory}/")
+    _note_shortfall(study, space, elapsed)
     if not no_confirm:
         from ..confirm import confirm_study
 
@@ -307,6 +311,24 @@ def run(
         typer.echo(json.dumps(document(study, rows, top=top), indent=2))
         return
     _print_table(study, rows, top)
+
+
+def _note_shortfall(study: optuna.Study, space: SearchSpace, elapsed: float) -> None:
+    """Say why the budget is not used up yet, if it is not: other processes still running, or this run's limit."""
+    budget = space.search.n_trials
+    done = budget_used(study, include_running=False)
+    running = budget_used(study) - done
+    if done >= budget:
+        return
+    if done + running >= budget:
+        _note(f"{running} trial(s) still running in other processes: {done}/{budget} done")
+        return
+    timeout = space.search.timeout
+    if space.search.sampler == "brute_force" and not (timeout is not None and elapsed >= timeout):
+        _note(f"budget not used up: {done}/{budget} trials (brute_force tried every config of the space)")
+        return
+    why = "the timeout" if timeout is not None and elapsed >= timeout else "trials were interrupted"
+    _note(f"budget not used up: {done}/{budget} trials ({why}); the same command goes on")
 
 
 def _check_confirm_data(space: SearchSpace) -> None:
@@ -365,11 +387,10 @@ def _print_table(study: optuna.Study, rows: list[dict[str, Any]], top: int) -> N
 
 
 def _open(name: str | None, runs_dir: str, storage: str | None) -> optuna.Study:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study_or_fail(name, runs_dir, storage)
     try:
-        study = open_study(name, runs_dir, storage)
         check_comparable(study)
-    except ValueError as err:  # IncompatibleStudy included
+    except IncompatibleStudy as err:
         fail(str(err))
     return study
 
@@ -414,13 +435,23 @@ def leaderboard(
 def runs(
     runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where studies live."),
     json_output: bool = typer.Option(False, "--json", metavar="", help="Print one JSON document {runs: [...]}."),
+    storage: str | None = typer.Option(
+        None, "--storage", metavar="URL|PATH", help="List the studies of this storage (URL or journal)."
+    ),
 ) -> None:
-    """The studies under the runs directory: trial counts and best config."""
+    """The studies under the runs directory (or in --storage): trial counts and best config."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    entries = []
-    for name, modified in study_names(runs_dir):
+    if storage is None:
+        found: list[tuple[str, float | None]] = list(study_names(runs_dir))
+    else:
         try:
-            study = open_study(name, runs_dir)
+            found = [(name, None) for name in stored_study_names(storage)]
+        except StorageError as err:
+            fail(str(err))
+    entries = []
+    for name, modified in found:
+        try:
+            study = open_study(name, runs_dir, storage)
             check_comparable(study)
         except ValueError as err:
             _note(f"skipped {runs_dir}/{name}: {err}")
@@ -432,10 +463,11 @@ def runs(
             "trials": trial_counts(study),
             "best": rows[0]["config"] if rows else None,
             "best_score": rows[0]["score"] if rows else None,
-            "modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(modified)),
+            "modified": None if modified is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(modified)),
         })
     if json_output:
-        typer.echo(json.dumps({"runs_dir": str(runs_dir), "runs": entries}, indent=2))
+        where = {"runs_dir": str(runs_dir)} if storage is None else {"storage": masked(storage)}
+        typer.echo(json.dumps({**where, "runs": entries}, indent=2))
         return
     columns = [
         Column("study", lambda e: e["study"], justify="left"),
@@ -443,8 +475,8 @@ def runs(
         Column("complete", lambda e: str(e["trials"].get("complete", 0)), 1),
         Column("failed", lambda e: str(e["trials"].get("fail", 0)), 2),
         Column("score", lambda e: number(e["best_score"])),
-        Column("modified", lambda e: e["modified"], 3, "left"),
+        Column("modified", lambda e: e["modified"] or "-", 3, "left"),
         Column("best config", lambda e: e["best"] or "-", justify="left"),
     ]
-    emit(fit_table(columns, entries, width=output_width(), wrapped="best config", title=f"studies in {runs_dir}/",
+    emit(fit_table(columns, entries, width=output_width(), wrapped="best config", title=f"studies in {runs_dir}/" if storage is None else f"studies in {masked(storage)}",
                    title_justify="left"))

@@ -37,11 +37,11 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from ..storage import fail_stale_trials, worker_id
+from ..storage import COMPANION_SUFFIX, fail_stale_trials, worker_id
 from ..train import Progress, train
 from .settings import ConfirmSettings
 
-SUFFIX = ".confirm"
+SUFFIX = COMPANION_SUFFIX
 """The companion study of search study S is named S + SUFFIX."""
 PER_UNIT = ("epochs", "min_epochs", "lr", "lr_factors", "seed")
 """ConfirmSettings fields that a unit fixes itself (its rung's epochs, its learning rate and seed)."""

@@ -1,0 +1,453 @@
+"""Studies shared by several processes on a live PostgreSQL server (tests/pg_server.py), and the storage
+errors: URLs as users type them, one ``error:`` line with the fix and nothing written for any that cannot
+open, concurrent starts on a fresh schema, exact budgets without duplicate probes, heartbeat takeover of a
+frozen worker's trial, ``--storage`` on the reading commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from normsearch.cli import app
+from normsearch.search import counts_toward_budget
+
+runner = CliRunner()
+PROBE = "probe: {depth: 8, width: 8, batch_size: 16, seeds: 1, resolution: 8}\n"
+SPACE = (  # 10 configs: with a budget above that, repeats are certain, and each must be probed once
+    "space:\n"
+    "  partition: {choices: [batch, layer, instance, group]}\n"
+    "  group_size: {when: {partition: group}, choices: [2, 4]}\n"
+    "  center: {choices: [true, false]}\n" + PROBE
+)
+ENDLESS = SPACE.replace(PROBE, "  eps: {low: 1.0e-6, high: 1.0e-2, log: true}\n" + PROBE)
+CLI = [sys.executable, "-c", "from normsearch.cli import app; app()"]
+
+
+def _load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def _counted(study: optuna.Study) -> int:
+    return sum(counts_toward_budget(t) for t in study.get_trials())
+
+
+def _probed(study: optuna.Study) -> list[str]:
+    """The config of each trial that ran the probes itself (not a reuse of another trial's result)."""
+    return [
+        t.user_attrs["config"]
+        for t in study.get_trials()
+        if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
+    ]
+
+
+def _error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_concurrent_starts_on_a_fresh_schema_meet_the_budget_exactly_and_probe_each_config_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Three processes started at once on an empty database: each creates the schema and the study (one
+    wins), none crashes, the budget is met exactly, and no config is probed twice although all ten configs
+    of the space are drawn again and again."""
+    (tmp_path / "s.yaml").write_text(SPACE)
+    command = [
+        *CLI,
+        "run",
+        "--no-confirm",
+        "--space",
+        "s.yaml",
+        "--study",
+        "s",
+        "--n-trials",
+        "12",
+        "--storage",
+        pg_url,
+    ]
+    processes = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=240) for p in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+        assert "budget not used up" not in err and "Traceback" not in err
+    study = _load(pg_url, "s")
+    assert _counted(study) == 12
+    assert len({t.user_attrs["worker"] for t in study.get_trials()}) >= 2  # they really shared the work
+    probed = _probed(study)
+    assert len(probed) == len(set(probed)), Counter(probed).most_common(3)
+    assert [t.number for t in study.get_trials() if t.state == TrialState.RUNNING] == []
+    baselines = Counter(
+        t.user_attrs.get("baseline_name") for t in study.get_trials() if t.user_attrs.get("baseline")
+    )
+    assert set(baselines.values()) == {1}  # each baseline enqueued once, not once per process
+
+
+@pytest.mark.slow
+def test_six_processes_opening_a_fresh_database_at_the_same_instant_all_succeed(pg_url: str) -> None:
+    """Optuna's own RDBStorage lost 15 of 18 such starts (3 rounds of 6) to duplicate-key errors creating its
+    tables; :func:`make_storage` retries them."""
+    start = time.time() + 3
+    storage_py = str(Path(__file__).resolve().parents[1] / "normsearch" / "storage.py")
+    code = (  # storage.py loaded alone: importing the package would import torch in each process
+        "import importlib.util as u, sys, time; spec = u.spec_from_file_location('storage', sys.argv[3]); "
+        "storage = sys.modules['storage'] = u.module_from_spec(spec); spec.loader.exec_module(storage); "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); storage.make_storage(sys.argv[1])"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, pg_url, str(start), storage_py], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 6, errors
+    assert optuna.get_all_study_summaries(pg_url) == []  # the schema is there, and whole
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_journal_probe_no_config_twice(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("s.yaml").write_text(SPACE)
+    result = runner.invoke(
+        app, ["run", "--no-confirm", "--space", "s.yaml", "--n-trials", "16", "--workers", "2"]
+    )
+    assert result.exit_code == 0, result.stderr
+    study = optuna.load_study(
+        study_name="s",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs" / "s" / "journal.log"))
+        ),
+    )
+    assert _counted(study) == 16
+    probed = _probed(study)
+    assert len(probed) == len(set(probed))
+
+
+@pytest.mark.slow
+def test_a_frozen_workers_trial_is_failed_by_the_heartbeat_and_retried_by_another(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A machine that stops mid-trial (SIGSTOP: its pid lives, its heartbeat stops): another worker fails that
+    trial once it is 2 × heartbeat old, runs a copy with the same parameters, and meets the budget."""
+    (tmp_path / "s.yaml").write_text(ENDLESS.replace("depth: 8, width: 8", "depth: 20, width: 16"))
+    command = [
+        *CLI,
+        "run",
+        "--no-confirm",
+        "--space",
+        "s.yaml",
+        "--study",
+        "hb",
+        "--n-trials",
+        "6",
+        "--heartbeat",
+        "1",
+        "--storage",
+        pg_url,
+    ]
+    frozen = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None and time.monotonic() < deadline and frozen.poll() is None:
+            try:
+                running = [
+                    t
+                    for t in _load(pg_url, "hb").get_trials(states=(TrialState.RUNNING,))
+                    if t.user_attrs.get("worker", "").endswith(f":{frozen.pid}") and "config" in t.user_attrs
+                ]
+            except KeyError:  # the study does not exist yet
+                running = []
+            if running:
+                frozen.send_signal(signal.SIGSTOP)
+                still = _load(pg_url, "hb").trials[running[0].number]
+                if still.state == TrialState.RUNNING:
+                    victim = still
+                else:
+                    frozen.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+        assert victim is not None, "never caught the worker mid-trial"
+        done = subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+    finally:
+        frozen.kill()
+        frozen.wait()
+    trials = _load(pg_url, "hb").get_trials()
+    failed = trials[victim.number]
+    assert failed.state == TrialState.FAIL and not counts_toward_budget(failed)
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert (
+        retries[0].params == victim.params and retries[0].user_attrs["worker"] != victim.user_attrs["worker"]
+    )
+    assert _counted(_load(pg_url, "hb")) == 6
+
+
+def test_urls_as_users_type_them_and_the_reading_commands_take_storage(
+    tmp_path: Path, monkeypatch, postgres, pg_url: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("s.yaml").write_text(SPACE)
+    psycopg2 = pg_url.replace("+psycopg", "+psycopg2")
+    result = runner.invoke(
+        app, ["run", "--no-confirm", "--space", "s.yaml", "--n-trials", "3", "--storage", psycopg2]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert Path("runs/s/storage.txt").read_text().strip() == psycopg2  # no password: the pointer is kept
+    assert _counted(_load(pg_url, "s")) == 3
+    for command in (["leaderboard", "--json"], ["runs", "--json"]):  # found through the pointer / listed
+        shown = runner.invoke(app, [*command, "--storage", pg_url] if command[0] == "runs" else [*command])
+        assert shown.exit_code == 0, shown.stderr
+    assert (
+        json.loads(runner.invoke(app, ["runs", "--json", "--storage", pg_url]).stdout)["runs"][0]["study"]
+        == "s"
+    )
+    exported = runner.invoke(app, ["export", "--storage", pg_url])  # no study name: the only one
+    assert exported.exit_code == 0 and "class " in exported.stdout, exported.stderr
+    # a bare postgresql:// with only psycopg2 installed (SQLAlchemy 2.1 maps it to psycopg 3)
+    bare = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    blocked = "import sys; sys.modules['psycopg'] = None; from normsearch.cli import app; app()"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            blocked,
+            "run",
+            "--no-confirm",
+            "--space",
+            "s.yaml",
+            "--study",
+            "t",
+            "--n-trials",
+            "2",
+            "--storage",
+            bare,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _counted(_load(pg_url, "t")) == 2
+    two = runner.invoke(app, ["export", "--storage", pg_url])
+    assert "holds 2 studies (s, t): name one" in _error_line(two)
+
+
+def test_each_storage_that_cannot_open_is_one_error_line_and_nothing_is_written(
+    tmp_path: Path, monkeypatch, postgres
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("s.yaml").write_text(SPACE)
+    Path("adir").mkdir()
+    closed = postgres.url("x").replace(str(postgres.port), "1")  # nothing listens on port 1
+    cases = {
+        closed: ("cannot connect", "is the server running"),
+        postgres.url("postgres", user="postgres", password="wrong"): (
+            "password",
+            "check the user name and password",
+        ),
+        postgres.url("nope"): ("does not exist", "create the database first"),
+        "mysql://u@127.0.0.1/db": ("'MySQLdb' is not installed", "pip install 'mysqlclient'"),
+        "sqlit:///x.db": ("unknown database 'sqlit'", "did you mean sqlite://?"),
+        "adir": ("is a directory", "adir/journal.log"),
+        "missing/dir/j.log": ("does not exist", "a journal file path"),
+    }
+    for url, expected in cases.items():
+        line = _error_line(runner.invoke(app, ["run", "--no-confirm", "--space", "s.yaml", "--storage", url]))
+        assert all(text in line for text in expected), line
+        assert "wrong" not in line  # the password is masked
+        assert not Path("runs").exists() and not Path("x.db").exists() and list(Path("adir").iterdir()) == []
+
+
+def test_a_bad_pointer_breaks_only_its_own_study_and_reading_never_creates_a_database(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("s.yaml").write_text(SPACE)
+    assert runner.invoke(app, ["run", "--no-confirm", "--space", "s.yaml", "--n-trials", "2"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app,
+            [
+                "run",
+                "--no-confirm",
+                "--space",
+                "s.yaml",
+                "--n-trials",
+                "2",
+                "--study",
+                "db",
+                "--storage",
+                f"sqlite:///{tmp_path}/db.sqlite",
+            ],
+        ).exit_code
+        == 0
+    )
+    Path("db.sqlite").unlink()  # the database moved away
+    Path("runs/typo").mkdir()
+    Path("runs/typo/storage.txt").write_text("sqlit:///x.db\n")
+    listed = runner.invoke(app, ["runs", "--json"])
+    assert listed.exit_code == 0 and [r["study"] for r in json.loads(listed.stdout)["runs"]] == ["s"]
+    assert "runs/typo/storage.txt" in listed.stderr and "runs/db/storage.txt" in listed.stderr
+    assert runner.invoke(app, ["leaderboard", "s"]).exit_code == 0
+    for name, expected in (("typo", "unknown database 'sqlit'"), ("db", "no such file")):
+        line = _error_line(runner.invoke(app, ["leaderboard", name]))
+        assert expected in line and f"fix or delete runs/{name}/storage.txt" in line
+    assert not Path("db.sqlite").exists() and not Path("x.db").exists()
+    assert Path("runs/typo/storage.txt").read_text() == "sqlit:///x.db\n"  # left as it was
+
+
+def _recipe() -> list[str]:
+    """The ``normsearch`` command lines of docs/distributed.md's bash blocks, in order."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "distributed.md").read_text()
+    blocks = [block.split("\n", 1)[1] for block in text.split("```")[1::2] if block.startswith("bash")]
+    return [line for block in blocks for line in block.splitlines() if line.startswith("normsearch ")]
+
+
+@pytest.mark.slow
+def test_the_distributed_recipe_runs_as_written(tmp_path: Path, monkeypatch, pg_url: str) -> None:
+    """Every ``normsearch`` command of the recipe, on a live server (a tiny space in place of groups). The
+    ``run`` commands run as shell commands in their own processes, the worker command on two "machines" at
+    once; the reading commands run in this process (the same CLI, fewer interpreter start-ups)."""
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(
+        SPACE + "search: {n_trials: 12}\nconfirm: {top_k: 1, depth: 8, width: 8, steps: 3, batch_size: 16}\n"
+    )
+    monkeypatch.setenv("NORMSEARCH_DB", pg_url.replace("+psycopg", ""))  # as typed: postgresql://
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    lines = [line.replace("--space groups", "--space tiny.yaml") for line in _recipe()]
+    assert [line.split()[1] for line in lines] == [
+        "run",
+        "run",
+        "runs",
+        "leaderboard",
+        "confirm",
+        "leaderboard",
+        "export",
+    ]
+    outputs = {}
+    for line in lines:
+        if line.split()[1] == "run":
+            shells = [
+                subprocess.Popen(line, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2 if "--workers" in line else 1)
+            ]
+            for shell in shells:
+                _, err = shell.communicate(timeout=300)
+                assert shell.returncode == 0, f"{line}: {err}"
+            continue
+        result = runner.invoke(app, shlex.split(os.path.expandvars(line))[1:])
+        assert result.exit_code == 0, f"{line}: {result.stderr}"
+        outputs[line] = result.stdout
+    study = _load(pg_url, "groups")
+    assert _counted(study) == 12
+    probed = _probed(study)
+    assert len(probed) == len(set(probed))
+    assert "groups" in outputs[lines[2]]
+    assert "accuracy" in outputs[lines[5]] and "calibration" in outputs[lines[5]]
+    assert "class " in Path("my_norm.py").read_text()
+
+
+def test_every_command_that_reads_a_study_takes_storage(tmp_path: Path, monkeypatch) -> None:
+    """``--storage`` on runs, leaderboard, export, confirm and calibrate: a bad one is the same single line."""
+    monkeypatch.chdir(tmp_path)
+    for command in (["runs"], ["leaderboard"], ["export"], ["confirm"], ["calibrate"]):
+        line = _error_line(runner.invoke(app, [*command, "--storage", "sqlit:///x.db"]))
+        assert "--storage sqlit:///x.db: unknown database 'sqlit'; did you mean sqlite://?" in line, command
+        missing = _error_line(runner.invoke(app, [*command, "--storage", "nowhere/j.log"]))
+        assert "nowhere" in missing, command
+    assert list(tmp_path.iterdir()) == []  # nothing created by any of them
+
+
+def test_a_trial_another_process_is_just_starting_is_not_stale_but_an_abandoned_one_is() -> None:
+    """A RUNNING trial without a ``worker`` yet is being started by another process right now (a run that
+    started then failed it, crashing that worker with "Cannot tell a FAIL trial"); after the grace it is
+    one whose process died between popping it and starting it."""
+    from datetime import datetime, timedelta
+
+    from optuna.trial import FrozenTrial
+
+    from normsearch.storage import UNOWNED_GRACE_S, is_stale
+
+    def running(age: float, attrs: dict) -> FrozenTrial:
+        start = datetime.now() - timedelta(seconds=age)
+        return FrozenTrial(
+            number=0,
+            state=TrialState.RUNNING,
+            value=None,
+            datetime_start=start,
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs=attrs,
+            system_attrs={},
+            intermediate_values={},
+            trial_id=0,
+        )
+
+    assert not is_stale(running(1, {}))
+    assert is_stale(running(UNOWNED_GRACE_S + 5, {}))
+    assert is_stale(running(1, {"worker": f"{socket.gethostname()}:999999999"}))  # no such pid here
+    assert not is_stale(running(1, {"worker": f"{socket.gethostname()}:{os.getpid()}"}))
+    assert not is_stale(running(UNOWNED_GRACE_S + 5, {"worker": "another-host:1"}))  # the heartbeat's case
+
+
+@pytest.mark.slow
+def test_two_machines_split_one_confirmation_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """Two ``confirm`` processes at once on one PostgreSQL study: each work unit (candidate × rung × lr × seed)
+    is trained once, by one of them, and both finish; ``export --storage`` still finds the only search study
+    beside its companion."""
+    from normsearch.confirm.units import companion
+
+    (tmp_path / "s.yaml").write_text(
+        SPACE + "confirm: {top_k: 1, depth: 8, width: 8, epochs: 1, batch_size: 16}\n"
+    )
+    searched = runner.invoke(
+        app,
+        [
+            "run",
+            "--no-confirm",
+            "--space",
+            str(tmp_path / "s.yaml"),
+            "--n-trials",
+            "6",
+            "--storage",
+            pg_url,
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
+    assert searched.exit_code == 0, searched.stderr
+    command = [*CLI, "confirm", "s", "--storage", pg_url]
+    processes = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], errors
+    units = companion(_load(pg_url, "s"), create=False).get_trials()
+    done = [t for t in units if t.state == TrialState.COMPLETE]
+    keys = [t.user_attrs["key"] for t in done]
+    assert done and len(keys) == len(set(keys))
+    assert len({t.user_attrs["worker"] for t in done}) == 2  # both trained a share
+    assert runner.invoke(app, ["export", "--storage", pg_url]).exit_code == 0
