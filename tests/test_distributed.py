@@ -106,15 +106,13 @@ def test_six_processes_opening_a_fresh_database_at_the_same_instant_all_succeed(
     """Optuna's own RDBStorage lost 15 of 18 such starts (3 rounds of 6) to duplicate-key errors creating its
     tables; :func:`make_storage` retries them."""
     start = time.time() + 3
-    storage_py = str(Path(__file__).resolve().parents[1] / "normsearch" / "storage.py")
-    code = (  # storage.py loaded alone: importing the package would import torch in each process
-        "import importlib.util as u, sys, time; spec = u.spec_from_file_location('storage', sys.argv[3]); "
-        "storage = sys.modules['storage'] = u.module_from_spec(spec); spec.loader.exec_module(storage); "
-        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); storage.make_storage(sys.argv[1])"
+    code = (  # `import normsearch` does not import torch, so six processes start at once
+        "import sys, time; from normsearch.storage import make_storage; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); make_storage(sys.argv[1])"
     )
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", code, pg_url, str(start), storage_py], stderr=subprocess.PIPE, text=True
+            [sys.executable, "-c", code, pg_url, str(start)], stderr=subprocess.PIPE, text=True
         )
         for _ in range(6)
     ]
