@@ -746,10 +746,11 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
 def probe_channels(settings: ProbeSettings) -> tuple[int, ...]:
     """Channel counts of the probe network's normalization slots (ValueError for impossible settings)."""
     from .models import build_model
+    from .norm import UnifiedNorm
 
     model = build_model(settings.model, "bn", depth=settings.depth, width=settings.width,
-                        skipinit=settings.skipinit)
-    return tuple(sorted({conv.out_channels for conv in model.conv_layers()}))
+                        skipinit=settings.skipinit, resolution=settings.resolution)
+    return tuple(sorted({m.num_channels for m in model.modules() if isinstance(m, UnifiedNorm)}))
 
 
 def _fits(value: int, channels: tuple[int, ...]) -> bool:

@@ -70,7 +70,7 @@ def results_table(results: list[ProbeResult], settings: ProbeSettings) -> Table:
 @app.command("probe")
 def probe_command(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="Norm specs, e.g. bn 'gn:groups=8'.")],
-    model: str = typer.Option(_DEFAULTS.model, help=_HELP["model"] + ": resnet|cnn"),
+    model: str = typer.Option(_DEFAULTS.model, help=_HELP["model"]),
     depth: int = typer.Option(_DEFAULTS.depth, help=_HELP["depth"]),
     width: int = typer.Option(_DEFAULTS.width, help=_HELP["width"]),
     batch_size: int = typer.Option(_DEFAULTS.batch_size, help=_HELP["batch_size"]),

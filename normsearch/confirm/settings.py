@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..settings import SettingsError, check_fields
+from ..sources import FORMS, check_model_name
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "mnist", "fashionmnist")
 AUGMENTS = ("auto", "none", "flip")
@@ -31,7 +32,10 @@ class ConfirmSettings:
     )
     data_dir: str = field(default="data", metadata={"help": "where torchvision datasets are stored"})
     download: bool = field(default=False, metadata={"help": "download torchvision datasets if missing"})
-    model: str = field(default="resnet", metadata={"choices": ("resnet", "cnn"), "help": "trained network"})
+    model: str = field(
+        default="resnet",
+        metadata={"check": check_model_name, "help": f"trained network: {FORMS} (normsearch.sources)"},
+    )
     depth: int = field(default=14, metadata={"min": 2, "help": "ResNet depth (6n+2) or CNN conv layers"})
     width: int = field(default=32, metadata={"min": 1, "help": "channels of the first stage"})
     skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})

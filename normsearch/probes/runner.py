@@ -117,6 +117,7 @@ class ProbeRunner:
                 num_classes=NUM_CLASSES,
                 in_channels=IN_CHANNELS,
                 skipinit=s.skipinit,
+                resolution=s.resolution,
             )
 
     def run(self, spec: Spec) -> ProbeResult:

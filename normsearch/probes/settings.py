@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..settings import check_fields
+from ..sources import FORMS, check_model_name
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
     """Settings of one probe run (validated on construction; see :mod:`normsearch.settings`)."""
 
-    model: str = field(default="resnet", metadata={"choices": ("resnet", "cnn"), "help": "probe network"})
+    model: str = field(
+        default="resnet",
+        metadata={"check": check_model_name, "help": f"probe network: {FORMS} (normsearch.sources)"},
+    )
     depth: int = field(default=20, metadata={"min": 2, "help": "ResNet depth (6n+2) or CNN conv layers"})
     width: int = field(default=32, metadata={"min": 1, "help": "channels of the first stage"})
     batch_size: int = field(default=64, metadata={"min": 2, "help": "samples in the probe batch"})
