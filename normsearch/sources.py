@@ -29,13 +29,9 @@ architecture. What differs from the paper's networks, where the candidate also o
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +40,7 @@ from torch.nn.utils import parametrize
 
 from .norm import NormConfig, norm_layer
 from .norm.conv import RELU_GAIN
+from .userfunc import load_function, one_line
 
 BUILTIN = ("resnet", "cnn")
 FORMS = "resnet, cnn, torchvision:NAME, timm:NAME, FILE.py:FUNC or package.module:FUNC"
@@ -64,7 +61,7 @@ class ModelSource:
             model = self.builder(norm_layer(cfg), num_classes, in_channels, resolution)
         except (TypeError, ValueError, RuntimeError, AssertionError) as err:
             raise ValueError(
-                f"model {self.name!r} could not be built with {cfg.spec()}: {_one_line(err)}"
+                f"model {self.name!r} could not be built with {cfg.spec()}: {one_line(err)}"
             ) from None
         if not isinstance(model, nn.Module):
             raise ValueError(
@@ -73,11 +70,6 @@ class ModelSource:
         if cfg.weight != "none":
             reparametrize_convs(model, cfg)
         return model
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _value(text: str) -> Any:
@@ -139,7 +131,7 @@ def _torchvision(name: str, rest: str) -> ModelSource:
                 f"model {name!r}: torchvision's {arch} takes no norm_layer; normsearch needs "
                 "one (e.g. resnet*, resnext*, wide_resnet*, regnet_*, mobilenet_*, convnext_*)"
             ) from None
-        raise ValueError(f"model {name!r}: {_one_line(err)}") from None
+        raise ValueError(f"model {name!r}: {one_line(err)}") from None
     except Exception:  # noqa: BLE001, S110 - some inits cannot run on meta tensors; the real build reports
         pass
 
@@ -181,35 +173,8 @@ def _timm(name: str, rest: str) -> ModelSource:
     return ModelSource(name, build)
 
 
-def _load_user_module(name: str, where: str) -> Any:
-    if where.endswith(".py"):
-        path = Path(where)
-        if not path.is_file():
-            raise ValueError(f"model {name!r}: file {where} does not exist")
-        module_name = f"normsearch_user_{abs(hash(str(path.resolve())))}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as err:  # noqa: BLE001 - any error in the user's file is that file's problem
-            del sys.modules[module_name]
-            raise ValueError(f"model {name!r}: {where} failed to load: {_one_line(err)}") from None
-        return module
-    try:
-        return importlib.import_module(where)
-    except Exception as err:  # noqa: BLE001
-        raise ValueError(f"model {name!r}: cannot import module {where!r}: {_one_line(err)}") from None
-
-
 def _user(name: str, where: str, function: str) -> ModelSource:
-    module = _load_user_module(name, where)
-    fn = getattr(module, function, None)
-    if not callable(fn):
-        raise ValueError(
-            f"model {name!r}: {where} has no function {function!r} "
-            "(expected FUNC(norm_layer, num_classes) -> nn.Module)"
-        )
+    fn = load_function(f"model {name!r}", where, function, "FUNC(norm_layer, num_classes) -> nn.Module")
     try:
         takes_channels = "in_channels" in inspect.signature(fn).parameters
     except (TypeError, ValueError):

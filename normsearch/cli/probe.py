@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from ..data import DatasetUnavailable
 from ..norm import as_config
 from ..probes import ProbeResult, ProbeRunner, ProbeSettings
 from ..settings import SettingsError
@@ -75,7 +76,7 @@ def probe_command(
     width: int = typer.Option(_DEFAULTS.width, help=_HELP["width"]),
     batch_size: int = typer.Option(_DEFAULTS.batch_size, help=_HELP["batch_size"]),
     seeds: int = typer.Option(_DEFAULTS.seeds, help=_HELP["seeds"]),
-    data: str = typer.Option(_DEFAULTS.data, help=_HELP["data"] + ": digits|gaussian"),
+    data: str = typer.Option(_DEFAULTS.data, help=_HELP["data"]),
     resolution: int = typer.Option(_DEFAULTS.resolution, help=_HELP["resolution"]),
     skipinit: bool = typer.Option(_DEFAULTS.skipinit, "--skipinit", help=_HELP["skipinit"]),
     seed: int = typer.Option(_DEFAULTS.seed, help=_HELP["seed"]),
@@ -102,7 +103,7 @@ def probe_command(
     for i, cfg in enumerate(configs, 1):
         try:
             result = runner.run(cfg)
-        except ValueError as err:
+        except (ValueError, DatasetUnavailable) as err:
             fail(str(err))
         stderr.print(f"[dim]probed {result.spec} ({i}/{len(configs)}) in {result.seconds:.2f} s[/]", highlight=False)
         results.append(result)

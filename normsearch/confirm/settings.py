@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..data import DATA_FORMS, check_data_name
 from ..settings import SettingsError, check_fields
 from ..sources import FORMS, check_model_name
 
@@ -26,7 +27,9 @@ class ConfirmSettings:
     )
     baselines: bool = field(default=True, metadata={"help": "also train the enqueued baseline layers"})
     random: int = field(default=0, metadata={"min": 0, "help": "extra random candidates, for calibration spread"})
-    dataset: str = field(default="digits", metadata={"choices": DATASETS, "help": "training data"})
+    dataset: str = field(
+        default="digits", metadata={"check": check_data_name, "help": f"training data: {DATA_FORMS}"}
+    )
     resolution: int | None = field(
         default=None, metadata={"min": 4, "help": "input height = width; null: the dataset's own (digits 8)"}
     )

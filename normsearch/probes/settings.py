@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..data import check_data_name
 from ..settings import check_fields
 from ..sources import FORMS, check_model_name
+
+
+def check_probe_data(name: str) -> None:
+    """``gaussian`` or any dataset name of :mod:`normsearch.data` (``ValueError`` otherwise)."""
+    if name != "gaussian":
+        check_data_name(name)
 
 
 @dataclass(frozen=True)
@@ -21,7 +28,10 @@ class ProbeSettings:
     batch_size: int = field(default=64, metadata={"min": 2, "help": "samples in the probe batch"})
     seeds: int = field(default=3, metadata={"min": 1, "help": "independent inits/batches, reported as mean ± std"})
     seed: int = field(default=0, metadata={"min": 0, "help": "base seed: fixes inputs and init"})
-    data: str = field(default="digits", metadata={"choices": ("digits", "gaussian"), "help": "probe inputs"})
+    data: str = field(
+        default="digits",
+        metadata={"check": check_probe_data, "help": "probe inputs: gaussian (seeded noise) or a dataset (normsearch.data)"},
+    )
     resolution: int = field(
         default=16, metadata={"min": 4, "help": "input height = width (the cnn halves it 4 times: >= 32 keeps 2x2)"}
     )
