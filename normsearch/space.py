@@ -59,7 +59,7 @@ import yaml
 from .confirm.settings import ConfirmSettings
 from .data import NATIVE_RESOLUTION
 from .norm import PRESETS, NormConfig, as_config
-from .norm.config import ACTS, AFFINES, PARTITIONS, SCALES, WEIGHTS
+from .norm.config import ACTS, AFFINES, LAYOUTS, PARTITIONS, SCALES, WEIGHTS
 from .probes.settings import ProbeSettings
 from .settings import SettingsError, check_fields, check_value, from_mapping
 
@@ -208,6 +208,7 @@ OPTION_CHECKS = {
     "affine": _enum(AFFINES),
     "act": _enum(ACTS),
     "weight": _enum(WEIGHTS),
+    "layout": _enum(LAYOUTS),
 }
 """Option name → check(value) returning None if allowed, else what is allowed."""
 RANGE_KINDS = {"groups": "int", "group_size": "int", "eps": "float", "momentum": "float"}

@@ -219,3 +219,39 @@ def test_cli_probe_on_torchvision_and_user_models(user_file: Path) -> None:
         assert doc["settings"]["model"] == model
         assert [r["spec"] for r in doc["results"]] == ["bn", "gn:groups=4"]
         assert all(not r["unstable"] for r in doc["results"])
+
+
+VIT = "timm:vit_tiny_patch16_224,patch_size=4,depth=2,embed_dim=32,num_heads=2"
+RUN_SPACE = """
+space:
+  layout: {{value: {layout}}}
+  preset: {{choices: [{presets}]}}
+probe: {{model: "{model}", batch_size: 8, seeds: 1, resolution: 16}}
+search: {{n_trials: 3, sampler: brute_force, seed: 0}}
+confirm: {{model: "{model}", resolution: 16, top_k: 1, baselines: false, steps: 2, batch_size: 16,
+          optimizer: adamw, lr: 0.001, device: cpu}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model, layout, presets",
+    [
+        ("torchvision:resnet18", "channels", "bn, gn, dyt"),
+        ("USER", "channels", "bn, ln, sws"),
+        (VIT, "tokens", "pn, bn, dyt"),
+    ],
+)
+def test_short_run_on_foreign_models(
+    tmp_path: Path, user_file: Path, model: str, layout: str, presets: str
+) -> None:
+    """``normsearch run`` end to end (probes, search, confirmation, leaderboard) on each model source."""
+    model = f"{user_file}:residual" if model == "USER" else model
+    space = tmp_path / "space.yaml"
+    space.write_text(RUN_SPACE.format(layout=layout, presets=presets, model=model))
+    result = CliRunner().invoke(app, ["run", "--space", str(space), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    board = CliRunner().invoke(app, ["leaderboard", "space", "--runs-dir", str(tmp_path / "runs"), "--json"])
+    rows = json.loads(board.stdout)["rows"]
+    assert len(rows) == 3 and all(row["state"] == "COMPLETE" for row in rows), rows
+    assert sum(row.get("accuracy") is not None for row in rows) == 1  # top_k 1 confirmed
