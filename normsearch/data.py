@@ -26,6 +26,7 @@ Channels, classes and the native resolution follow the data.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -252,6 +253,11 @@ def _load_user_data(label: str, where: str, function: str) -> Loaded:
         train, val = fn()
     except Exception as err:  # noqa: BLE001
         raise DatasetUnavailable(f"{label}: {function}() did not return (train, val): {one_line(err)}") from None
+    return _materialized(label, train, val)
+
+
+def _materialized(label: str, train: object, val: object) -> Loaded:
+    """(train, val) torch datasets read once into tensors; classes from ``train.classes`` or the labels."""
     (x_train, y_train), (x_val, y_val) = _as_tensors(label, train), _as_tensors(label, val)
     classes = getattr(train, "classes", None)
     num_classes = len(classes) if classes else int(max(y_train.max(), y_val.max())) + 1
@@ -263,7 +269,7 @@ DATA_FORMS = f"{', '.join(LOADERS)}, imagefolder:PATH, FILE.py:FUNC or package.m
 
 def check_data_name(name: str) -> None:
     """``ValueError`` with one line for a dataset name that cannot be used (without loading the data)."""
-    if name in LOADERS:
+    if name in LOADERS or name in _REGISTERED:
         return
     prefix, sep, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
     if sep and prefix == "imagefolder":
@@ -277,10 +283,31 @@ def check_data_name(name: str) -> None:
     raise ValueError(f"unknown dataset {name!r}; allowed: {DATA_FORMS}")
 
 
+_REGISTERED: dict[str, Callable[[int | None], Loaded]] = {}
+"""In-process datasets (:func:`register_data`) by name."""
+
+
+def register_data(train: object, val: object) -> str:
+    """A dataset name for in-memory (train, val) torch datasets (Python API), known to this process only.
+
+    The datasets are read into tensors now; the name carries a digest of their contents, so the same data
+    gets the same name in a later process (a study made with it resumes) and other data another name."""
+    loaded = _materialized("dataset (train, val)", train, val)
+    digest = hashlib.sha256()
+    for dataset in loaded[:2]:
+        for tensor in dataset.tensors:
+            digest.update(tensor.contiguous().numpy().tobytes())
+    name = f"python:data-{digest.hexdigest()[:16]}"
+    _REGISTERED[name] = lambda resolution: loaded
+    return name
+
+
 def _user_loader(name: str) -> Callable[[int | None], Loaded] | None:
-    """The loader of an ``imagefolder:`` or user-function dataset (None for the named ones)."""
+    """The loader of an ``imagefolder:``, user-function or registered dataset (None for the named ones)."""
     if name in LOADERS:
         return None
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     check_data_name(name)
     label = f"dataset {name!r}"
     prefix, _, rest = name.partition(":")

@@ -175,6 +175,10 @@ def _timm(name: str, rest: str) -> ModelSource:
 
 def _user(name: str, where: str, function: str) -> ModelSource:
     fn = load_function(f"model {name!r}", where, function, "FUNC(norm_layer, num_classes) -> nn.Module")
+    return _from_function(name, fn)
+
+
+def _from_function(name: str, fn: Callable[..., nn.Module]) -> ModelSource:
     try:
         takes_channels = "in_channels" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -187,6 +191,30 @@ def _user(name: str, where: str, function: str) -> ModelSource:
     return ModelSource(name, build)
 
 
+_REGISTERED: dict[str, ModelSource] = {}
+"""In-process builders (:func:`register_model`) by name."""
+
+
+def register_model(builder: Callable[..., nn.Module]) -> str:
+    """A model name for ``builder(norm_layer, num_classes[, in_channels]) -> nn.Module`` (Python API).
+
+    ``module:function`` when the function can be imported by that name (other processes can then build
+    it too), else ``python:QUALNAME``, known to this process only (the same name in a later process, so a
+    study made with it resumes; a later registration of that name replaces the earlier)."""
+    module, qualname = getattr(builder, "__module__", None), getattr(builder, "__qualname__", None)
+    if module and module != "__main__" and qualname and qualname.isidentifier():
+        name = f"{module}:{qualname}"
+        try:
+            if resolve_model(name) is not None:
+                return name
+        except ValueError:
+            pass
+    name = f"python:{qualname or type(builder).__name__}"
+    _REGISTERED[name] = _from_function(name, builder)
+    resolve_model.cache_clear()
+    return name
+
+
 @functools.cache
 def resolve_model(name: str) -> ModelSource | None:
     """The source of a model name (``None`` for the built-in ``resnet`` / ``cnn``); ``ValueError`` with one
@@ -195,6 +223,8 @@ def resolve_model(name: str) -> ModelSource | None:
         raise ValueError(f"model must be one of {FORMS}; got {name!r}")
     if name in BUILTIN:
         return None
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     prefix, sep, rest = name.partition(":")
     if sep and prefix == "torchvision":
         return _torchvision(name, rest)
@@ -252,6 +282,7 @@ __all__ = [
     "ModelSource",
     "RepeatChannels",
     "check_model_name",
+    "register_model",
     "reparametrize_convs",
     "resolve_model",
 ]

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from ..confirm import all_candidates, confirm_study, cost_line, load_confirmation, training_cost
 from ..confirm.calibration import QUANTITIES, calibrate
-from ..confirm.settings import AUGMENTS, DATASETS, ConfirmSettings
+from ..confirm.settings import AUGMENTS, ConfirmSettings
 from ..data import DatasetUnavailable
 from ..leaderboard import build_rows, winner, winner_line
 from ..search import (
@@ -59,10 +59,10 @@ LrFactors = Annotated[str | None, typer.Option("--lr-factors", metavar="F,F,..."
                                                help=f"{_HELP['lr_factors']} (comma-separated, e.g. 1,0.25)")]
 Random = Annotated[int | None, _flag("random", min=0)]
 Baselines = Annotated[bool | None, _flag("baselines", "--baselines/--no-baselines")]
-Dataset = Annotated[str | None, typer.Option("--dataset", help=f"{_HELP['dataset']}: {'|'.join(DATASETS)}")]
+Dataset = Annotated[str | None, typer.Option("--dataset", help=_HELP["dataset"])]
 DataDir = Annotated[str | None, _flag("data_dir")]
 Download = Annotated[bool | None, _flag("download", "--download/--no-download")]
-Model = Annotated[str | None, typer.Option("--model", help=f"{_HELP['model']}: resnet|cnn")]
+Model = Annotated[str | None, typer.Option("--model", help=_HELP["model"])]
 Depth = Annotated[int | None, _flag("depth")]
 Width = Annotated[int | None, _flag("width")]
 Augment = Annotated[str | None, typer.Option("--augment", help=f"{_HELP['augment']}: {'|'.join(AUGMENTS)}")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import time
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..data import DatasetUnavailable
 from ..leaderboard import (
     SORT_FIELDS,
     build_rows,
@@ -28,6 +28,7 @@ from ..leaderboard import (
     winner_line,
 )
 from ..norm import parse_spec
+from ..pipeline import with_overrides
 from ..search import (
     BASELINES,
     IncompatibleStudy,
@@ -40,6 +41,7 @@ from ..search import (
     run_workers,
     shares,
 )
+from ..settings import SettingsError
 from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
 from ..storage import StaleLock, check_name, is_url, locate, open_study, study_names
 from .app import app, fail, stderr, stdout
@@ -197,16 +199,20 @@ def run(
     workers: int = typer.Option(1, "--workers", min=1, help="Local processes sharing the study."),
     top: int = typer.Option(10, "--top", min=1, help="Rows of the final leaderboard."),
     no_confirm: bool = typer.Option(False, "--no-confirm", help="Skip the confirmation training."),
+    model: str | None = typer.Option(None, "--model", help="Probe and confirmation network (default: the space's)."),
+    data: str | None = typer.Option(None, "--data", help="Probe and confirmation data (default: the space's)."),
 ) -> None:
     """Search a space: probe each candidate, rank them, confirm the best, print the leaderboard.
 
     Running the same command again resumes the study (completed trials are kept; the budget counts them).
     """
     space = _load(space_path)
-    overrides = {"n_trials": n_trials, "timeout": timeout, "seed": seed}
-    space = dataclasses.replace(
-        space, search=dataclasses.replace(space.search, **{k: v for k, v in overrides.items() if v is not None})
-    )
+    try:
+        space = with_overrides(space, n_trials=n_trials, timeout=timeout, seed=seed, model=model, data=data)
+    except SettingsError as err:
+        fail(f"--{err.path.rpartition('.')[2].replace('dataset', 'data')}: {err.message}")
+    except DatasetUnavailable as err:
+        fail(f"--data: {err}")
     name = study_name or space.name
     try:
         location = locate(check_name(name), runs_dir, storage)
