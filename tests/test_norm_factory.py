@@ -4,6 +4,7 @@ torchvision's models, and exported layers inside them."""
 from __future__ import annotations
 
 import pytest
+import timm  # in the [test] extra: these tests run in CI
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,8 +13,6 @@ from normsearch import build_norm, norm_layer
 from normsearch.export import export_source
 from normsearch.norm import UnifiedNorm, parse_spec
 from tests.test_export import assert_same_layer, exported_layer, load
-
-timm = pytest.importorskip("timm")  # the [test] extra installs it; CI runs these
 
 ATOL = 1e-5
 
