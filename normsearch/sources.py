@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .norm import NormConfig, norm_layer
+from .norm import NormConfig, UnifiedNorm, norm_layer
 from .norm.conv import RELU_GAIN
 from .userfunc import load_function, one_line
 
@@ -66,6 +66,11 @@ class ModelSource:
         if not isinstance(model, nn.Module):
             raise ValueError(
                 f"model {self.name!r}: the builder returned {type(model).__name__}, not an nn.Module"
+            )
+        if not any(isinstance(m, UnifiedNorm) for m in model.modules()):
+            raise ValueError(
+                f"model {self.name!r} has no normalization layer built by the norm_layer it was given: "
+                "nothing to search"
             )
         if cfg.weight != "none":
             reparametrize_convs(model, cfg)

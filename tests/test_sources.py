@@ -143,6 +143,12 @@ def test_broken_user_files_say_why(tmp_path: Path) -> None:
         ValueError, match=r"has no function 'build' \(expected FUNC\(norm_layer, num_classes\)"
     ):
         resolve_model(f"{fine}:build")
+    ignores = tmp_path / "ignores.py"
+    ignores.write_text(
+        "from torch import nn\n\ndef build(norm_layer, num_classes):\n    return nn.Linear(4, num_classes)\n"
+    )
+    with pytest.raises(ValueError, match="has no normalization layer built by the norm_layer it was given"):
+        _build(f"{ignores}:build")
     returns = tmp_path / "returns.py"
     returns.write_text("def build(norm_layer, num_classes):\n    return 3\n")
     with pytest.raises(ValueError, match="the builder returned int, not an nn.Module"):
