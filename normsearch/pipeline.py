@@ -51,23 +51,25 @@ def with_overrides(
 ) -> SearchSpace:
     """``space`` with the given search settings, model (probe and confirm), data (probe inputs at the data's
     resolution, and confirmation data at its own) and ``confirm:`` settings replaced; ``None`` keeps the
-    space's. Invalid values raise :class:`~normsearch.settings.SettingsError`."""
+    space's. The probe settings the ``probe:`` section leaves out follow the new confirmation settings
+    (:meth:`SearchSpace.with_confirm`). Invalid values raise :class:`~normsearch.settings.SettingsError`."""
     search = {"n_trials": n_trials, "timeout": timeout, "seed": seed}
     space = dataclasses.replace(
         space, search=dataclasses.replace(space.search, **{k: v for k, v in search.items() if v is not None})
     )
-    probe, confirm_settings = dataclasses.asdict(space.probe), dataclasses.asdict(space.confirm)
+    confirm_settings = dataclasses.asdict(space.confirm)
     if model is not None:
-        probe["model"] = confirm_settings["model"] = model
+        confirm_settings["model"] = model
     if data is not None:
-        probe["data"], confirm_settings["dataset"], confirm_settings["resolution"] = data, data, None
-        probe["resolution"] = load_data(data).resolution
+        confirm_settings["dataset"], confirm_settings["resolution"] = data, None
     confirm_settings.update(confirm or {})
-    return dataclasses.replace(
-        space,
-        probe=from_mapping(type(space.probe), probe, "probe"),
-        confirm=from_mapping(type(space.confirm), confirm_settings, "confirm"),
-    )
+    space = space.with_confirm(from_mapping(type(space.confirm), confirm_settings, "confirm"))
+    probe = dataclasses.asdict(space.probe)
+    if model is not None:
+        probe["model"] = model
+    if data is not None:
+        probe["data"], probe["resolution"] = data, load_data(data).resolution
+    return dataclasses.replace(space, probe=from_mapping(type(space.probe), probe, "probe"))
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,9 @@ class Study:
     def name(self) -> str:
         return self.optuna.study_name
 
-    def leaderboard(self, *, sort: str = "score", include_failed: bool = False) -> list[dict[str, Any]]:
-        """The ranked rows (dicts as in ``normsearch leaderboard --json``), sorted by ``sort``."""
+    def leaderboard(self, *, sort: str = "trained", include_failed: bool = False) -> list[dict[str, Any]]:
+        """The ranked rows (dicts as in ``normsearch leaderboard --json``), sorted by ``sort`` (default as the
+        leaderboard: trained candidates first, best at the highest budget)."""
         return sort_rows(build_rows(self.optuna, include_failed=include_failed), sort)
 
     def _row(self, rank: int) -> dict[str, Any]:
@@ -100,7 +103,8 @@ class Study:
 
     @property
     def winner(self) -> NormConfig:
-        """The config ranked first (what ``normsearch export`` picks by default)."""
+        """The config ranked first: the best trained candidate when any was trained, else the best score
+        (what ``normsearch export`` picks by default)."""
         return parse_spec(self._row(1)["config"])
 
     def export(self, path: str | Path | None = None, *, rank: int = 1, class_name: str | None = None) -> str:

@@ -60,7 +60,7 @@ from .confirm.settings import ConfirmSettings
 from .data import NATIVE_RESOLUTION
 from .norm import PRESETS, NormConfig, as_config
 from .norm.config import ACTS, AFFINES, LAYOUTS, PARTITIONS, SCALES, WEIGHTS
-from .probes.settings import ProbeSettings
+from .probes.settings import ProbeSettings, probe_reads
 from .settings import SettingsError, check_fields, check_value, from_mapping
 
 SAMPLERS = ("tpe", "random", "nsga2", "brute_force")
@@ -143,11 +143,11 @@ def confirm_counterparts(confirm: ConfirmSettings) -> dict[str, Any]:
 
 def matched_probe(confirm: ConfirmSettings) -> dict[str, Any]:
     """The defaults of a space's probe settings: the confirmation network (model, depth, width, skipinit),
-    its input resolution and learning rate, and its data when the probes can read it (``digits``). A field
-    the ``probe:`` section gives overrides these; :func:`probe_differences` then lists it."""
-    probe_data = {f.name: f for f in dataclasses.fields(ProbeSettings)}["data"].metadata["choices"]
+    its input resolution and learning rate, and its data when the probes can read it (digits, and data that
+    needs no ``data_dir``: :func:`~normsearch.probes.settings.probe_reads`). A field the ``probe:`` section
+    gives overrides these; :func:`probe_differences` then lists it."""
     counterparts = confirm_counterparts(confirm)
-    return {k: v for k, v in counterparts.items() if v is not None and (k != "data" or v in probe_data)}
+    return {k: v for k, v in counterparts.items() if v is not None and (k != "data" or probe_reads(v))}
 
 
 def probe_differences(probe: ProbeSettings, confirm: ConfirmSettings) -> dict[str, dict[str, Any]]:

@@ -50,7 +50,7 @@ def test_readme_api_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_search_refuses_bad_input_before_running(tmp_path: Path) -> None:
-    with pytest.raises(normsearch.settings.SettingsError, match="^probe.model: unknown model 'mlp'"):
+    with pytest.raises(normsearch.settings.SettingsError, match="^confirm.model: unknown model 'mlp'"):
         normsearch.run("groups", model="mlp", runs_dir=tmp_path)
     with pytest.raises(ValueError, match=r"ranks 1 trial\(s\); no rank 5"):
         normsearch.run("groups", n_trials=1, runs_dir=tmp_path, confirm=False, study="empty").export(rank=5)

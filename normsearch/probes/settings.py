@@ -9,6 +9,13 @@ from ..settings import check_fields
 from ..sources import FORMS, check_model_name
 
 
+def probe_reads(name: str) -> bool:
+    """Whether the probes read dataset ``name`` on their own: digits, and the named-by-path or in-memory
+    sources (``imagefolder:PATH``, ``FILE.py:FUNC``, ``python:…``); not the torchvision sets, whose
+    ``data_dir`` only the confirmation settings know."""
+    return name == "digits" or ":" in name
+
+
 def check_probe_data(name: str) -> None:
     """``gaussian`` or any dataset name of :mod:`normsearch.data` (``ValueError`` otherwise)."""
     if name != "gaussian":

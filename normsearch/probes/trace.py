@@ -196,7 +196,9 @@ def trace_network(model: nn.Module, inputs: Tensor, targets: Tensor) -> Trace:
         model.train(was_training)
     zero = torch.zeros((), dtype=torch.float64)
     point_grads, parameter_grads = grads[: len(z)], grads[len(z) :]
-    grad_norm = torch.stack([zero if g is None else torch.linalg.vector_norm(g).double() for g in point_grads])
+    grad_norm = torch.stack(
+        [zero if g is None else torch.linalg.vector_norm(g).double() for g in point_grads]
+    )
     ordered_stats = [stats[k] for k in sorted(stats)]
     return Trace(
         variance=torch.stack([v for v, _ in ordered_stats]).double(),
