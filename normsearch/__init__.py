@@ -1,6 +1,8 @@
 """normsearch: search the design space of normalization layers with init-time probes.
 
-Public API: :func:`build_norm`, :class:`NormConfig`, :func:`parse_spec`, :func:`build_conv`, ``PRESETS``.
+Public API: the pipeline (:func:`run` → :class:`Study`: ``leaderboard()``, ``winner``, ``export()``; see
+:mod:`normsearch.pipeline`) and the layer: :func:`build_norm`, :class:`NormConfig`, :func:`parse_spec`,
+:func:`build_conv`, :func:`norm_layer` (the factory model builders take), ``PRESETS``.
 They are imported on first use (PEP 562), so that ``import normsearch`` does not load torch: the console
 script (:mod:`normsearch.console`) can then catch a Ctrl-C during its own start-up.
 """
@@ -14,13 +16,27 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0+unknown"
 
-_FROM_NORM = ("PRESETS", "NormConfig", "build_conv", "build_norm", "build_norm_act", "parse_spec")
+_FROM_NORM = ("PRESETS", "NormConfig", "build_conv", "build_norm", "build_norm_act", "norm_layer", "parse_spec")
+_FROM_PIPELINE = ("run", "Study")
 
 
 def __getattr__(name: str) -> Any:
     if name in _FROM_NORM:
         return getattr(import_module(".norm", __name__), name)
+    if name in _FROM_PIPELINE:  # Optuna and the CLI's tables load only with the pipeline
+        return getattr(import_module(".pipeline", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["PRESETS", "NormConfig", "__version__", "build_conv", "build_norm", "build_norm_act", "parse_spec"]
+__all__ = [
+    "PRESETS",
+    "NormConfig",
+    "Study",
+    "__version__",
+    "build_conv",
+    "build_norm",
+    "build_norm_act",
+    "norm_layer",
+    "parse_spec",
+    "run",
+]

@@ -11,11 +11,22 @@ as an :class:`ImageData` (train and validation ``TensorDataset`` plus shape fact
 - ``cifar10``, ``cifar100``, ``mnist``, ``fashionmnist``: torchvision, official train/test split (test =
   validation), read from ``data_dir`` and downloaded there only with ``download=True``. Kept as uint8
   (N, C, H, W) to save memory; :meth:`ImageData.inputs` turns a batch into float in [-1, 1]
-  (mean = std = 0.5, as the Beyond-BatchNorm code normalises) at ``resolution``.
+  (mean = std = 0.5, as the Beyond-BatchNorm code normalises) at ``resolution``;
+- ``imagefolder:PATH``: torchvision's ``ImageFolder`` (one folder per class). ``PATH/train`` and ``PATH/val``
+  (or ``PATH/test``) when both exist, else all of ``PATH`` split with a fixed seed into 80 % / 20 %. Standard
+  transforms: shorter side resized to the resolution (``resolution``, or the first image's shorter side),
+  then a centre crop; kept as uint8. 1 channel if the first image is grayscale, else RGB;
+- ``FILE.py:FUNC`` or ``package.module:FUNC``: the user's ``FUNC() -> (train, val)`` torch datasets of
+  (image (C, H, W) tensor or PIL image, integer label); read once into tensors (uint8 images are scaled to
+  [-1, 1], float images are used as they are). Classes: ``len(train.classes)`` if the dataset has it, else
+  the largest label + 1.
+
+Channels, classes and the native resolution follow the data.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -26,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
+
+from .userfunc import load_function, one_line
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_VAL_FRACTION = 0.2
@@ -150,15 +163,177 @@ LOADERS: dict[str, Callable[[int | None, str, bool], Loaded]] = {
 """Dataset name → loader(resolution or None, data_dir, download)."""
 
 
+IMAGEFOLDER_SPLIT_SEED = 0
+IMAGEFOLDER_VAL_FRACTION = 0.2
+
+
+def _grayscale(mode: str) -> bool:
+    return mode in ("1", "L", "I", "I;16", "F")
+
+
+def _read_images(paths: list[str], resolution: int, mode: str) -> Tensor:
+    """uint8 (n, C, R, R): each image converted to ``mode``, shorter side resized to R, centre-cropped."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            image = TF.center_crop(TF.resize(image.convert(mode), resolution), [resolution, resolution])
+            images.append(TF.pil_to_tensor(image))
+    return torch.stack(images)
+
+
+def _image_folder(label: str, root: Path) -> tuple[list[str], list[int], list[str]]:
+    from torchvision import datasets
+
+    try:
+        folder = datasets.ImageFolder(str(root), loader=lambda path: path)
+    except (FileNotFoundError, OSError) as err:
+        raise DatasetUnavailable(f"{label}: {' '.join(str(err).split())}") from None
+    paths, labels = zip(*folder.samples, strict=True) if folder.samples else ((), ())
+    return list(paths), list(labels), folder.classes
+
+
+def _load_image_folder(label: str, path: str, resolution: int | None) -> Loaded:
+    """``imagefolder:PATH`` (see the module docstring)."""
+    from PIL import Image
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetUnavailable(f"{label}: directory {root} does not exist")
+    val_dir = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
+    if (root / "train").is_dir() and val_dir is not None:
+        (train_paths, train_labels, classes), (val_paths, val_labels, val_classes) = (
+            _image_folder(label, root / "train"), _image_folder(label, val_dir))
+        if val_classes != classes:
+            raise DatasetUnavailable(f"{label}: {val_dir} has classes {val_classes}, train has {classes}")
+    else:
+        paths, labels, classes = _image_folder(label, root)
+        order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(IMAGEFOLDER_SPLIT_SEED))
+        n_val = max(1, round(len(paths) * IMAGEFOLDER_VAL_FRACTION))
+        val_index, train_index = order[:n_val].tolist(), order[n_val:].tolist()
+        train_paths, train_labels = [paths[i] for i in train_index], [labels[i] for i in train_index]
+        val_paths, val_labels = [paths[i] for i in val_index], [labels[i] for i in val_index]
+    if not train_paths or not val_paths:
+        raise DatasetUnavailable(f"{label}: too few images for a train and a validation set")
+    with Image.open(train_paths[0]) as first:
+        mode = "L" if _grayscale(first.mode) else "RGB"
+        native = min(first.size)
+    size = resolution or native
+    sets = [
+        TensorDataset(_read_images(p, size, mode), torch.tensor(y, dtype=torch.int64))
+        for p, y in ((train_paths, train_labels), (val_paths, val_labels))
+    ]
+    return sets[0], sets[1], len(classes), size
+
+
+def _as_tensors(label: str, dataset: object) -> tuple[Tensor, Tensor]:
+    from torchvision.transforms import functional as TF
+
+    images, labels = [], []
+    try:
+        for image, target in dataset:
+            images.append(image if isinstance(image, Tensor) else TF.pil_to_tensor(image))
+            labels.append(int(target))
+        stacked = torch.stack(images)
+    except Exception as err:  # noqa: BLE001 - whatever the user's dataset raises is reported on one line
+        raise DatasetUnavailable(f"{label}: reading the dataset failed: {one_line(err)}") from None
+    if stacked.dim() != 4:
+        raise DatasetUnavailable(f"{label}: images must be (C, H, W) tensors, got {tuple(stacked.shape[1:])}")
+    if stacked.is_floating_point():
+        stacked = stacked.float()
+    return stacked, torch.tensor(labels, dtype=torch.int64)
+
+
+def _load_user_data(label: str, where: str, function: str) -> Loaded:
+    """``FILE.py:FUNC`` / ``module:FUNC`` returning (train, val) datasets."""
+    fn = load_function(label, where, function, "FUNC() -> (train, val) datasets")
+    try:
+        train, val = fn()
+    except Exception as err:  # noqa: BLE001
+        raise DatasetUnavailable(f"{label}: {function}() did not return (train, val): {one_line(err)}") from None
+    return _materialized(label, train, val)
+
+
+def _materialized(label: str, train: object, val: object) -> Loaded:
+    """(train, val) torch datasets read once into tensors; classes from ``train.classes`` or the labels."""
+    (x_train, y_train), (x_val, y_val) = _as_tensors(label, train), _as_tensors(label, val)
+    classes = getattr(train, "classes", None)
+    num_classes = len(classes) if classes else int(max(y_train.max(), y_val.max())) + 1
+    return TensorDataset(x_train, y_train), TensorDataset(x_val, y_val), num_classes, x_train.shape[-1]
+
+
+DATA_FORMS = f"{', '.join(LOADERS)}, imagefolder:PATH, FILE.py:FUNC or package.module:FUNC"
+
+
+def check_data_name(name: str) -> None:
+    """``ValueError`` with one line for a dataset name that cannot be used (without loading the data)."""
+    if name in LOADERS or name in _REGISTERED:
+        return
+    prefix, sep, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if sep and prefix == "imagefolder":
+        if not Path(rest).is_dir():
+            raise ValueError(f"dataset {name!r}: directory {rest} does not exist")
+        return
+    where, sep, function = name.rpartition(":") if isinstance(name, str) else ("", "", "")
+    if sep and where and function.isidentifier():
+        load_function(f"dataset {name!r}", where, function, "FUNC() -> (train, val) datasets")
+        return
+    raise ValueError(f"unknown dataset {name!r}; allowed: {DATA_FORMS}")
+
+
+_REGISTERED: dict[str, Callable[[int | None], Loaded]] = {}
+"""In-process datasets (:func:`register_data`) by name."""
+
+
+def register_data(train: object, val: object) -> str:
+    """A dataset name for in-memory (train, val) torch datasets (Python API), known to this process only.
+
+    The datasets are read into tensors now; the name carries a digest of their contents, so the same data
+    gets the same name in a later process (a study made with it resumes) and other data another name."""
+    loaded = _materialized("dataset (train, val)", train, val)
+    digest = hashlib.sha256()
+    for dataset in loaded[:2]:
+        for tensor in dataset.tensors:
+            digest.update(tensor.contiguous().numpy().tobytes())
+    name = f"python:data-{digest.hexdigest()[:16]}"
+    _REGISTERED[name] = lambda resolution: loaded
+    return name
+
+
+def _user_loader(name: str) -> Callable[[int | None], Loaded] | None:
+    """The loader of an ``imagefolder:``, user-function or registered dataset (None for the named ones)."""
+    if name in LOADERS:
+        return None
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    check_data_name(name)
+    label = f"dataset {name!r}"
+    prefix, _, rest = name.partition(":")
+    if prefix == "imagefolder":
+        return lambda resolution: _load_image_folder(label, rest, resolution)
+    where, _, function = name.rpartition(":")
+    return lambda resolution: _load_user_data(label, where, function)
+
+
 @cache
 def load_data(name: str, *, resolution: int | None = None, data_dir: str = "data", download: bool = False) -> ImageData:
     """The dataset ``name`` (one of :data:`LOADERS`) at ``resolution`` (None: its native size).
 
     Raises :class:`DatasetUnavailable` when a torchvision dataset is not in ``data_dir`` and cannot be
-    downloaded, ``ValueError`` for an unknown name. Cached per argument tuple.
+    downloaded or a user dataset cannot be read (one line saying why), ``ValueError`` for an unknown name.
+    Cached per argument tuple.
     """
-    if name not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(LOADERS)}")
+    try:
+        user = _user_loader(name)
+    except ValueError as err:
+        if name in LOADERS or ":" not in str(name):
+            raise
+        raise DatasetUnavailable(str(err)) from None
+    if user is not None:
+        train, val, num_classes, native = user(resolution)
+        return ImageData(name, train, val, num_classes, resolution or native)
     try:
         train, val, num_classes, native = LOADERS[name](resolution, data_dir, download)
     except (RuntimeError, OSError) as err:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .norm import NormConfig, Spec, as_config, build_conv, build_norm_act
+from .sources import resolve_model
 
 
 class ProbedNetwork(Protocol):
@@ -251,19 +252,23 @@ def build_model(
     num_classes: int = 10,
     in_channels: int = 1,
     skipinit: bool = False,
-) -> CifarResNet | PlainCNN:
-    """A freshly initialised ``kind`` network (``resnet`` or ``cnn``) normalized by ``spec``.
+    resolution: int | None = None,
+) -> nn.Module:
+    """A freshly initialised ``kind`` network normalized by ``spec``: ``resnet`` or ``cnn`` (depth, width
+    and skipinit apply to these), or any model name of :mod:`normsearch.sources` (built for
+    ``num_classes``, ``in_channels`` and, where the model takes it, the input ``resolution``).
 
     Initialisation draws from torch's global RNG (seed it for reproducibility). Raises ``ValueError`` for an
     unknown kind, an invalid spec, a bad depth/width, or a config that does not fit the network's channel
     counts (e.g. ``groups`` not dividing a stage width).
     """
-    if kind not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {kind!r}")
     for name, value in (("width", width), ("num_classes", num_classes), ("in_channels", in_channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     cfg = as_config(spec)
+    source = resolve_model(kind)
+    if source is not None:
+        return source.build(cfg, num_classes=num_classes, in_channels=in_channels, resolution=resolution)
     try:
         return MODELS[kind](
             cfg, depth=depth, width=width, num_classes=num_classes, in_channels=in_channels, skipinit=skipinit

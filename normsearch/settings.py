@@ -2,7 +2,8 @@
 
 A settings class is a frozen dataclass whose fields are int, float, bool, str, ``X | None`` or a non-empty
 list of numbers (``tuple[float, ...]``, stored as a tuple) and may carry ``metadata`` with ``choices``
-(allowed values), ``min`` / ``max`` (inclusive bounds, for a list: of each element) and ``help``. Numbers
+(allowed values), ``min`` / ``max`` (inclusive bounds, for a list: of each element), ``check`` (a function that
+raises ``ValueError`` for a value it refuses, e.g. a model name that does not resolve) and ``help``. Numbers
 must be finite everywhere (NaN and ±inf are refused: they would poison every score or result). Call
 :func:`check_fields` from ``__post_init__``; build from untrusted mappings with :func:`from_mapping`, which
 names the offending key path in its error.
@@ -72,6 +73,11 @@ def _check_scalar(kinds: tuple[type, ...], optional: bool, meta: Mapping[str, An
         raise SettingsError(path, f"must be >= {meta['min']}, got {value!r}")
     if "max" in meta and value > meta["max"]:
         raise SettingsError(path, f"must be <= {meta['max']}, got {value!r}")
+    if "check" in meta:
+        try:
+            meta["check"](value)
+        except ValueError as err:
+            raise SettingsError(path, str(err)) from None
     return value
 
 

@@ -59,8 +59,8 @@ import yaml
 from .confirm.settings import ConfirmSettings
 from .data import NATIVE_RESOLUTION
 from .norm import PRESETS, NormConfig, as_config
-from .norm.config import ACTS, AFFINES, PARTITIONS, SCALES, WEIGHTS
-from .probes.settings import ProbeSettings
+from .norm.config import ACTS, AFFINES, LAYOUTS, PARTITIONS, SCALES, WEIGHTS
+from .probes.settings import ProbeSettings, probe_reads
 from .settings import SettingsError, check_fields, check_value, from_mapping
 
 SAMPLERS = ("tpe", "random", "nsga2", "brute_force")
@@ -149,11 +149,11 @@ def confirm_counterparts(confirm: ConfirmSettings) -> dict[str, Any]:
 
 def matched_probe(confirm: ConfirmSettings) -> dict[str, Any]:
     """The defaults of a space's probe settings: the confirmation network (model, depth, width, skipinit),
-    its input resolution and learning rate, and its data when the probes can read it (``digits``). A field
-    the ``probe:`` section gives overrides these; :func:`probe_differences` then lists it."""
-    probe_data = {f.name: f for f in dataclasses.fields(ProbeSettings)}["data"].metadata["choices"]
+    its input resolution and learning rate, and its data when the probes can read it (digits, and data that
+    needs no ``data_dir``: :func:`~normsearch.probes.settings.probe_reads`). A field the ``probe:`` section
+    gives overrides these; :func:`probe_differences` then lists it."""
     counterparts = confirm_counterparts(confirm)
-    return {k: v for k, v in counterparts.items() if v is not None and (k != "data" or v in probe_data)}
+    return {k: v for k, v in counterparts.items() if v is not None and (k != "data" or probe_reads(v))}
 
 
 def probe_differences(probe: ProbeSettings, confirm: ConfirmSettings) -> dict[str, dict[str, Any]]:
@@ -214,6 +214,7 @@ OPTION_CHECKS = {
     "affine": _enum(AFFINES),
     "act": _enum(ACTS),
     "weight": _enum(WEIGHTS),
+    "layout": _enum(LAYOUTS),
 }
 """Option name → check(value) returning None if allowed, else what is allowed."""
 RANGE_KINDS = {"groups": "int", "group_size": "int", "eps": "float", "momentum": "float"}
@@ -788,10 +789,11 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
 def probe_channels(settings: ProbeSettings) -> tuple[int, ...]:
     """Channel counts of the probe network's normalization slots (ValueError for impossible settings)."""
     from .models import build_model
+    from .norm import UnifiedNorm
 
     model = build_model(settings.model, "bn", depth=settings.depth, width=settings.width,
-                        skipinit=settings.skipinit)
-    return tuple(sorted({conv.out_channels for conv in model.conv_layers()}))
+                        skipinit=settings.skipinit, resolution=settings.resolution)
+    return tuple(sorted({m.num_channels for m in model.modules() if isinstance(m, UnifiedNorm)}))
 
 
 def _fits(value: int, channels: tuple[int, ...]) -> bool:

@@ -317,6 +317,7 @@ def train(
                      download=settings.download)
     torch.manual_seed(seed)
     model = build_model(settings.model, config, depth=settings.depth, width=settings.width,
-                        num_classes=data.num_classes, in_channels=data.in_channels, skipinit=settings.skipinit)
+                        num_classes=data.num_classes, in_channels=data.in_channels, skipinit=settings.skipinit,
+                        resolution=data.resolution)
     return fit(model, data, settings, seed=seed, batch_size=batch_size, spec=config.spec(), progress=progress,
                on_epoch=on_epoch)

@@ -384,7 +384,7 @@ def test_confirm_command_json_and_leaderboard(runs: Path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dataset", "imagenet"], "--dataset: must be one of digits, synthetic"),
+        (["--dataset", "imagenet"], "--dataset: unknown dataset 'imagenet'; allowed: digits, synthetic"),
         (["--epochs", "0"], "--epochs: must be >= 1"),
         (["--dataset", "mnist", "--data-dir", "{tmp}"], "the offline choice is dataset 'digits'"),
         (["--device", "tpu"], "--device: must be one of auto, cpu, cuda"),

@@ -215,6 +215,7 @@ def test_output_passes_ruff_check_and_format_with_defaults(tmp_path):
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff, "ruff is a test dependency (pip install -e .[test])"
     configs = [parse_spec(name) for name in PRESETS] + space_configs(40, seed=2)
+    configs += [parse_spec(name).replace(layout="tokens") for name in PRESETS]
     for index, cfg in enumerate(configs):
         (tmp_path / f"layer_{index}.py").write_text(export_source(cfg), encoding="utf-8")
     provenance = Provenance(

@@ -385,6 +385,8 @@ def _literal_reference(m, x):
     if cfg.act == "evo_s0":
         num = num * torch.sigmoid(pc(m.v) * x)
     y = num / den
+    if cfg.act == "dyt":
+        y = torch.tanh(m.alpha * y)
     if m.weight is not None:
         y = y * pc(m.weight)
     if m.bias is not None:

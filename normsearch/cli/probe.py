@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from ..data import DatasetUnavailable
 from ..norm import as_config
 from ..probes import ProbeResult, ProbeRunner, ProbeSettings
 from ..settings import SettingsError
@@ -175,7 +176,7 @@ def probe_command(
     for i, cfg in enumerate(configs, 1):
         try:
             result = runner.run(cfg)
-        except ValueError as err:
+        except (ValueError, DatasetUnavailable) as err:
             fail(str(err))
         stderr.print(Text(f"probed {result.spec} ({i}/{len(configs)}) in {result.seconds:.2f} s", style="dim"),
                      highlight=False)

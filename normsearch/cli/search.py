@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from ..data import DatasetUnavailable
 from ..leaderboard import (
     SORT_FIELDS,
     build_rows,
@@ -24,6 +25,7 @@ from ..leaderboard import (
     trial_counts,
 )
 from ..norm import parse_spec
+from ..pipeline import with_overrides
 from ..search import (
     BASELINES,
     IncompatibleStudy,
@@ -252,6 +254,12 @@ def run(
                                   help="RDB storages: a trial silent for 2×S seconds is failed and retried."),
     top: int = typer.Option(10, "--top", min=1, metavar="N", help="Rows of the final leaderboard."),
     no_confirm: bool = typer.Option(False, "--no-confirm", metavar="", help="Skip the confirmation training."),
+    model: str | None = typer.Option(
+        None, "--model", metavar="NAME", help="Probe and confirmation network (default: the space's)."
+    ),
+    data: str | None = typer.Option(
+        None, "--data", metavar="NAME", help="Probe and confirmation data (default: the space's)."
+    ),
     json_output: bool = typer.Option(
         False, "--json", metavar="", help="Print the final leaderboard as one JSON document (progress: stderr)."
     ),
@@ -261,11 +269,12 @@ def run(
     Running the same command again resumes the study (completed trials are kept; the budget counts them).
     """
     space = _load(space_path)
-    overrides = {k: v for k, v in {"n_trials": n_trials, "timeout": timeout, "seed": seed}.items() if v is not None}
     try:
-        space = dataclasses.replace(space, search=dataclasses.replace(space.search, **overrides))
+        space = with_overrides(space, n_trials=n_trials, timeout=timeout, seed=seed, model=model, data=data)
     except SettingsError as err:
-        fail(f"--{err.path.replace('_', '-')}: {err.message}")
+        fail(f"--{err.path.rpartition('.')[2].replace('dataset', 'data').replace('_', '-')}: {err.message}")
+    except DatasetUnavailable as err:
+        fail(f"--data: {err}")
     name = space.name if study_name is None else study_name
     try:
         location = locate(check_name(name), runs_dir, storage, heartbeat)

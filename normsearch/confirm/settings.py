@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..data import DATA_FORMS, check_data_name
 from ..models import MAX_DEPTH, MAX_RESOLUTION, MAX_WIDTH, network_problem
 from ..settings import SettingsError, check_fields
+from ..sources import FORMS, check_model_name
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "mnist", "fashionmnist")
 AUGMENTS = ("auto", "none", "flip")
@@ -26,13 +28,18 @@ class ConfirmSettings:
     )
     baselines: bool = field(default=True, metadata={"help": "also train the enqueued baseline layers"})
     random: int = field(default=0, metadata={"min": 0, "help": "extra random candidates, for calibration spread"})
-    dataset: str = field(default="digits", metadata={"choices": DATASETS, "help": "training data"})
+    dataset: str = field(
+        default="digits", metadata={"check": check_data_name, "help": f"training data: {DATA_FORMS}"}
+    )
     resolution: int | None = field(
         default=None, metadata={"min": 4, "max": MAX_RESOLUTION, "help": "input height = width; null: the dataset's own (digits 8)"}
     )
     data_dir: str = field(default="data", metadata={"help": "where torchvision datasets are stored"})
     download: bool = field(default=False, metadata={"help": "download torchvision datasets if missing"})
-    model: str = field(default="resnet", metadata={"choices": ("resnet", "cnn"), "help": "trained network"})
+    model: str = field(
+        default="resnet",
+        metadata={"check": check_model_name, "help": f"trained network: {FORMS} (normsearch.sources)"},
+    )
     depth: int = field(
         default=14, metadata={"min": 2, "max": MAX_DEPTH, "help": "ResNet depth (6n+2) or CNN conv layers"}
     )

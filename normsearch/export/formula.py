@@ -51,6 +51,8 @@ def formula(cfg: NormConfig) -> str:
             core = f"{core} · sigmoid(v · x)"
     else:
         core = "x"
+    if cfg.act == "dyt":
+        core = f"tanh(α · {core})"
     expr = {"full": f"γ · {core} + β", "gain": f"γ · {core}", "none": core}[cfg.affine]
     if cfg.act == "tlu":
         expr = f"max({expr}, τ)"
@@ -85,6 +87,8 @@ def _symbol_lines(cfg: NormConfig) -> list[str]:
     }[cfg.affine]
     if cfg.act == "tlu":
         lines.append("τ (``tau``, init 0): per-channel threshold (TLU, Singh & Krishnan 2020).")
+    if cfg.act == "dyt":
+        lines.append("α (``alpha``, init 0.5): one learnable scalar (DyT, Zhu et al. 2025).")
     return lines
 
 
@@ -117,9 +121,14 @@ def _partition_text(cfg: NormConfig) -> str:
 def describe(cfg: NormConfig, kernel_note: str) -> list[list[str]]:
     """Docstring paragraphs after the summary: input and partition, formula, symbols, modes, kernel."""
     head = "Input (N, C, *S) with C = ``num_channels``; output of the same shape. " + _partition_text(cfg)
+    if cfg.layout == "tokens":
+        head = (
+            "Input (N, *L, C), channels last as in transformers, with C = ``num_channels``; output of the "
+            "same shape. It is normalized as its channels-first view (N, C, *L), so *S below is *L. "
+        ) + _partition_text(cfg)
     paragraphs = [textwrap.wrap(head, WIDTH), [f"    {formula(cfg)}"]]
     paragraphs += [lines for lines in [_symbol_lines(cfg)] if lines] + _mode_paragraphs(cfg)
-    if cfg.act != "none":
+    if cfg.act not in ("none", "dyt"):
         paragraphs.append(textwrap.wrap(ACTIVATION_NOTE, WIDTH))
     if kernel_note:
         paragraphs.append(textwrap.wrap(kernel_note, WIDTH))

@@ -28,6 +28,8 @@ class Forward:
     lines: list[str]
     note: str
     updates_running: bool = False
+    last_dim: bool = False
+    """Whether the body takes a layout ``tokens`` input (N, *L, C) as it is (else channels first)."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -76,6 +78,20 @@ def _layer_rms_norm(cfg: NormConfig) -> Forward:
     lines = ["y = F.rms_norm(x, x.shape[1:], eps=self.eps)"]
     lines.append("return y * _per_channel(self.weight, y)" if cfg.affine == "gain" else "return y")
     return Forward(indent(lines, BODY), "Runs on torch's fused kernel ``F.rms_norm`` over (C, *S).")
+
+
+def _last_dim_layer_norm(cfg: NormConfig) -> Forward:
+    items = ["x", "(self.num_channels,)", *_weight_bias(cfg), "eps=self.eps"]
+    lines = bracketed("return F.layer_norm(", items, ")", BODY)
+    note = "Runs on torch's fused kernel ``F.layer_norm`` over the last dim (as ``nn.LayerNorm(C)``)."
+    return Forward(lines, note, last_dim=True)
+
+
+def _last_dim_rms_norm(cfg: NormConfig) -> Forward:
+    items = ["x", "(self.num_channels,)", *_weight_bias(cfg), "eps=self.eps"]
+    lines = bracketed("return F.rms_norm(", items, ")", BODY)
+    note = "Runs on torch's fused kernel ``F.rms_norm`` over the last dim (as ``nn.RMSNorm(C)``)."
+    return Forward(lines, note, last_dim=True)
 
 
 def _identity(cfg: NormConfig) -> Forward:
@@ -180,12 +196,21 @@ def _gate(cfg: NormConfig) -> list[str]:
 
 
 def _recovery(cfg: NormConfig, source: str) -> list[str]:
-    """Ψ: per-channel affine then TLU, applied to ``source`` and kept in ``y`` (no lines if nothing to do)."""
-    lines = {
-        "full": [f"y = {source} * _per_channel(self.weight, {source}) + _per_channel(self.bias, {source})"],
-        "gain": [f"y = {source} * _per_channel(self.weight, {source})"],
-        "none": [],
-    }[cfg.affine]
+    """Ψ: DyT's tanh, per-channel affine then TLU, applied to ``source`` and kept in ``y`` (no lines if
+    nothing to do)."""
+    dyt = []
+    if cfg.act == "dyt":
+        dyt, source = [f"y = torch.tanh(self.alpha * {source})  # DyT"], "y"
+    lines = (
+        dyt
+        + {
+            "full": [
+                f"y = {source} * _per_channel(self.weight, {source}) + _per_channel(self.bias, {source})"
+            ],
+            "gain": [f"y = {source} * _per_channel(self.weight, {source})"],
+            "none": [],
+        }[cfg.affine]
+    )
     if cfg.act == "tlu":
         lines += _tlu("y" if lines else source)
     return lines
@@ -322,6 +347,8 @@ _TEMPLATES: dict[Callable, Callable[[NormConfig], Forward]] = {
     kernels._position_rms_norm_kernel: _position_rms_norm,
     kernels._layer_rms_norm_kernel: _layer_rms_norm,
     kernels._identity_kernel: _identity,
+    kernels._last_dim_layer_norm: _last_dim_layer_norm,
+    kernels._last_dim_rms_norm: _last_dim_rms_norm,
     kernels._generic_kernel: _generic,
 }
 """``UnifiedNorm``'s kernels → the template that writes the same computation out."""
@@ -337,6 +364,13 @@ def forward_body(cfg: NormConfig) -> Forward:
         return _evo_b0(cfg)
     return _TEMPLATES[kernel](cfg)
 
+
+TOKENS_FORWARD = [
+    "def forward(self, x: Tensor) -> Tensor:",
+    '    """x (N, *tokens, C), channels last: computed on its channels-first view (N, C, *tokens)."""',
+    "    return self._forward_channels_first(x.movedim(-1, 1)).movedim(1, -1)",
+]
+"""The ``forward`` of a layout-``tokens`` class whose computation is written channels first (indent 0)."""
 
 UPDATE_RUNNING_STATS = [
     "@torch.no_grad()",

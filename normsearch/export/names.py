@@ -22,6 +22,7 @@ PRESET_CLASS_NAMES: dict[str, str] = {
     "evonorm_b0": "EvoNormB0",
     "wn": "NoNorm",
     "sws": "NoNorm",
+    "dyt": "DyT",
     "none": "NoNorm",
 }
 """Base name per preset; presets that differ only in their weight scheme share the activation-side name."""
@@ -45,7 +46,7 @@ RESERVED_NAMES = frozenset(
 )
 """Module-level names an exported file may define or import: a class must not shadow them."""
 
-_TUNABLE = ("eps", "momentum", "groups", "group_size", "weight")
+_TUNABLE = ("eps", "momentum", "groups", "group_size", "weight", "layout")
 """Options that do not change a layer's kind: constructor arguments (or the conv wrapper's job)."""
 
 

@@ -13,10 +13,19 @@ import symtable
 from .. import __version__
 from ..norm import PRESETS, NormConfig, Spec, as_config
 from ..norm.config import GROUPED_PARTITIONS
+from ..norm.layer import DYT_ALPHA
 from .codefmt import bracketed, docstring, indent
 from .conv import CONV_CLASS_NAMES, conv_lines
 from .formula import describe
-from .forward import BODY, FOLDED_HELPERS, PER_CHANNEL, UPDATE_RUNNING_STATS, Forward, forward_body
+from .forward import (
+    BODY,
+    FOLDED_HELPERS,
+    PER_CHANNEL,
+    TOKENS_FORWARD,
+    UPDATE_RUNNING_STATS,
+    Forward,
+    forward_body,
+)
 from .names import check_class_name, default_class_name, matching_preset
 from .provenance import Provenance, docstring_text
 
@@ -67,8 +76,9 @@ def _group_check(name: str) -> list[str]:
 
 
 def _init(cfg: NormConfig) -> list[str]:
-    """``__init__``: hyperparameters as arguments with the config's values as defaults, then parameters
-    and buffers under ``UnifiedNorm``'s names."""
+    """``__init__``: hyperparameters as arguments with the config's values as defaults, ``device`` and
+    ``dtype`` keywords (as torch's layers and timm take them), then parameters and buffers under
+    ``UnifiedNorm``'s names."""
     params = ["self", "num_channels: int"]
     check: list[str] = []
     body = ["self.num_channels = num_channels"]
@@ -86,21 +96,28 @@ def _init(cfg: NormConfig) -> list[str]:
     if cfg.running:
         params.append(f"momentum: float = {cfg.momentum!r}")
         body.append("self.momentum = momentum")
+    params += ["*", "device: torch.device | str | None = None", "dtype: torch.dtype | None = None"]
+    tensors = []
     if cfg.affine != "none":
-        body.append("self.weight = nn.Parameter(torch.ones(num_channels))")
+        tensors.append("self.weight = nn.Parameter(torch.ones(num_channels, **dd))")
     if cfg.affine == "full":
-        body.append("self.bias = nn.Parameter(torch.zeros(num_channels))")
+        tensors.append("self.bias = nn.Parameter(torch.zeros(num_channels, **dd))")
     if cfg.act in ("evo_s0", "evo_b0"):
-        body.append("self.v = nn.Parameter(torch.ones(num_channels))")
+        tensors.append("self.v = nn.Parameter(torch.ones(num_channels, **dd))")
     if cfg.act == "tlu":
-        body.append("self.tau = nn.Parameter(torch.zeros(num_channels))")
+        tensors.append("self.tau = nn.Parameter(torch.zeros(num_channels, **dd))")
+    if cfg.act == "dyt":
+        tensors.append(f"self.alpha = nn.Parameter(torch.full((), {DYT_ALPHA!r}, **dd))")
     if cfg.running:
         size = "num_channels" if cfg.partition == "batch" else "self.groups"
-        body += [
-            f'self.register_buffer("running_mean", torch.zeros({size}))',
-            f'self.register_buffer("running_var", torch.ones({size}))',
-            'self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))',
+        tensors += [
+            f'self.register_buffer("running_mean", torch.zeros({size}, **dd))',
+            f'self.register_buffer("running_var", torch.ones({size}, **dd))',
+            "count = torch.tensor(0, dtype=torch.long, device=device)",
+            'self.register_buffer("num_batches_tracked", count)',
         ]
+    if tensors:
+        body += ['dd = {"device": device, "dtype": dtype}', *tensors]
     signature = bracketed("def __init__(", params, ") -> None:", 1)
     return signature + indent(["super().__init__()"], BODY) + check + indent(body, BODY)
 
@@ -129,7 +146,11 @@ def _class(cfg: NormConfig, name: str, provenance: Provenance | None) -> list[st
     forward = forward_body(cfg)
     lines = [f"class {name}(nn.Module):", *_class_docstring(cfg, forward, provenance), ""]
     lines += _init(cfg) + [""]
-    lines += indent(["def forward(self, x: Tensor) -> Tensor:"], 1) + forward.lines + [""]
+    if cfg.layout == "tokens" and not forward.last_dim:
+        lines += indent(TOKENS_FORWARD, 1) + [""]
+        lines += indent(["def _forward_channels_first(self, x: Tensor) -> Tensor:"], 1) + forward.lines + [""]
+    else:
+        lines += indent(["def forward(self, x: Tensor) -> Tensor:"], 1) + forward.lines + [""]
     if forward.updates_running:
         lines += indent(UPDATE_RUNNING_STATS, 1) + [""]
     return lines + _extra_repr(cfg)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from .config import NormConfig, as_config, parse_spec
 from .conv import ScaledStdConv2d, WeightNormConv2d, build_conv
+from .factory import norm_layer
 from .layer import UnifiedNorm
 from .presets import PRESETS, Preset
 from .slots import TLU, ScaledReLU, build_norm_act
@@ -14,13 +17,19 @@ from .slots import TLU, ScaledReLU, build_norm_act
 Spec = str | Mapping[str, Any] | NormConfig
 
 
-def build_norm(spec: Spec, num_channels: int) -> UnifiedNorm:
+def build_norm(
+    spec: Spec,
+    num_channels: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> UnifiedNorm:
     """The normalization layer for ``spec`` (``"gn:groups=8"``, an options dict or a :class:`NormConfig`).
 
-    Input and output are (N, num_channels, *spatial). Raises ``ValueError`` for an invalid spec or
-    channel count.
+    Input and output are (N, num_channels, *spatial) (layout ``tokens``: (N, *tokens, num_channels)).
+    Raises ``ValueError`` for an invalid spec or channel count.
     """
-    return UnifiedNorm(as_config(spec), num_channels)
+    return UnifiedNorm(as_config(spec), num_channels, device=device, dtype=dtype)
 
 
 __all__ = [
@@ -37,5 +46,6 @@ __all__ = [
     "build_conv",
     "build_norm",
     "build_norm_act",
+    "norm_layer",
     "parse_spec",
 ]

@@ -23,8 +23,13 @@ BATCH_PARTITIONS = ("batch", "batch_group")
 GROUPED_PARTITIONS = ("group", "batch_group")
 SCALES = ("std", "rms", "none")
 AFFINES = ("full", "gain", "none")
-ACTS = ("none", "tlu", "evo_s0", "evo_b0")
+ACTS = ("none", "tlu", "evo_s0", "evo_b0", "dyt")
 WEIGHTS = ("none", "weight_norm", "scaled_ws")
+LAYOUTS = ("channels", "tokens")
+"""Where the channels are: ``channels`` (N, C, *S) as convs produce them; ``tokens`` (N, *L, C) as
+transformers produce them (C last). A tokens input is computed as its channels-first view (N, C, *L), so every
+partition keeps its meaning with the token axes as *S: ``position`` is the transformer LayerNorm/RMSNorm
+over C of each token, ``batch`` BatchNorm over (N, *L), ``group`` per sample over (C/G, *L)."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,12 @@ class NormConfig:
     Ψ (recovery):
         affine: per-channel γ and β (``full``), γ only (``gain``), or ``none``.
         act: nonlinearity fused into the layer: ``tlu`` max(y, τ) (FRN), ``evo_s0`` numerator gated by
-            sigmoid(v·x), ``evo_b0`` denominator max(d, v·x + sqrt(instance σ² + eps)) (EvoNorm).
+            sigmoid(v·x), ``evo_b0`` denominator max(d, v·x + sqrt(instance σ² + eps)) (EvoNorm), ``dyt``
+            tanh(α·x̃) before the affine, α a learnable scalar init 0.5 (Dynamic Tanh, Zhu et al. 2025).
     Weight side:
         weight: reparametrization of the preceding conv: ``weight_norm`` or ``scaled_ws``.
+    Layout:
+        layout: ``channels`` for (N, C, *S) inputs, ``tokens`` for (N, *L, C) (see :data:`LAYOUTS`).
 
     Fields left ``None`` (running, momentum) resolve to their partition's default.
     """
@@ -65,6 +73,7 @@ class NormConfig:
     affine: str = "full"
     act: str = "none"
     weight: str = "none"
+    layout: str = "channels"
 
     def __post_init__(self) -> None:
         _check_choice("partition", self.partition, PARTITIONS)
@@ -72,11 +81,14 @@ class NormConfig:
         _check_choice("affine", self.affine, AFFINES)
         _check_choice("act", self.act, ACTS)
         _check_choice("weight", self.weight, WEIGHTS)
+        _check_choice("layout", self.layout, LAYOUTS)
         for name in ("center",):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"option '{name}' must be true or false, got {getattr(self, name)!r}")
-        if isinstance(self.eps, bool) or not isinstance(self.eps, int | float) or not (
-            0 < self.eps < 1 and math.isfinite(self.eps)
+        if (
+            isinstance(self.eps, bool)
+            or not isinstance(self.eps, int | float)
+            or not (0 < self.eps < 1 and math.isfinite(self.eps))
         ):
             raise ValueError(f"option 'eps' must be a number in (0, 1), got {self.eps!r}")
         object.__setattr__(self, "eps", float(self.eps))
@@ -88,7 +100,9 @@ class NormConfig:
                     "partition=none computes no statistics: it needs center=false and scale=none"
                 )
             if self.act in ("evo_s0", "evo_b0"):
-                raise ValueError(f"act={self.act} is built on partition statistics: it needs partition != none")
+                raise ValueError(
+                    f"act={self.act} is built on partition statistics: it needs partition != none"
+                )
         elif not self.center and self.scale == "none":
             raise ValueError(
                 f"partition={self.partition} with center=false and scale=none normalizes nothing: "
@@ -104,9 +118,7 @@ class NormConfig:
                 raise ValueError(f"option '{name}' must be a positive integer, got {value!r}")
         if self.partition in GROUPED_PARTITIONS:
             if (self.groups is None) == (self.group_size is None):
-                raise ValueError(
-                    f"partition={self.partition} needs exactly one of 'groups' or 'group_size'"
-                )
+                raise ValueError(f"partition={self.partition} needs exactly one of 'groups' or 'group_size'")
         elif self.groups is not None or self.group_size is not None:
             raise ValueError(
                 f"options 'groups'/'group_size' apply only to partition in {list(GROUPED_PARTITIONS)}, "
@@ -127,7 +139,9 @@ class NormConfig:
         if momentum is None:
             momentum = 0.1 if running else None
         elif not running:
-            raise ValueError("option 'momentum' needs running=true (a batch partition with running estimates)")
+            raise ValueError(
+                "option 'momentum' needs running=true (a batch partition with running estimates)"
+            )
         elif isinstance(momentum, bool) or not isinstance(momentum, int | float) or not 0 < momentum <= 1:
             raise ValueError(f"option 'momentum' must be a number in (0, 1], got {momentum!r}")
         object.__setattr__(self, "running", running)
@@ -193,11 +207,15 @@ class NormConfig:
             }
             if "groups" in diff or "group_size" in diff:
                 diff.update({k: v for k, v in _group_kwargs(self).items() if v is not None})
-            candidates.append(name + (":" + ",".join(f"{k}={_format(v)}" for k, v in diff.items()) if diff else ""))
+            candidates.append(
+                name + (":" + ",".join(f"{k}={_format(v)}" for k, v in diff.items()) if diff else "")
+            )
         valid = [text for text in candidates if _parses_to(text, self)]
         if valid:
             return min(valid, key=len)
-        return ",".join(f"{k}={_format(v)}" for k, v in explicit.items() if v is not None and v != _DEFAULTS[k])
+        return ",".join(
+            f"{k}={_format(v)}" for k, v in explicit.items() if v is not None and v != _DEFAULTS[k]
+        )
 
     def __str__(self) -> str:
         return self.spec()
@@ -295,7 +313,9 @@ def parse_spec(spec: str) -> NormConfig:
         if not eq:
             raise ValueError(f"norm spec {spec!r}: expected key=value, got {item!r}")
         if key not in OPTION_NAMES:
-            raise ValueError(f"norm spec {spec!r}: unknown option {key!r}; allowed: {', '.join(OPTION_NAMES)}")
+            raise ValueError(
+                f"norm spec {spec!r}: unknown option {key!r}; allowed: {', '.join(OPTION_NAMES)}"
+            )
         if key in overrides:
             raise ValueError(f"norm spec {spec!r}: option {key!r} given twice")
         overrides[key] = _parse_value(key, value, spec)

@@ -11,7 +11,10 @@ For an input x of shape (N, C, *S) and a partition Π into sets of elements that
     x̃ ← x̃ · sigmoid(v·x)                           if act = evo_s0
     y = γ · x̃ / d + β           (γ, β per channel; affine = full | gain | none)
     y ← max(y, τ)               if act = tlu
+    (act = dyt: y = γ · tanh(α · x̃ / d) + β, α a learnable scalar; Dynamic Tanh with partition none)
 
+Layout ``tokens``: an input (N, *L, C) is computed as its channels-first view (N, C, *L) and moved back; the
+per-token LayerNorm/RMSNorm configs (``position``) call ``F.layer_norm`` / ``F.rms_norm`` on the last dim.
 Batch partitions keep running estimates of μ and σ² (σ² updated unbiased, as torch does) and use them in
 eval mode; m₂ is then running σ² + running μ². Statistics are computed in float32 whatever the input dtype.
 Configs that equal a torch layer run on its fused kernel (``F.batch_norm``, ``F.group_norm``,
@@ -30,41 +33,61 @@ from torch.autograd.function import once_differentiable
 
 from .config import BATCH_PARTITIONS, NormConfig
 
+DYT_ALPHA = 0.5
+"""DyT's initial α (Zhu et al. 2025: 0.5 for their non-LLM models)."""
+
 
 class UnifiedNorm(nn.Module):
-    """One layer for every point of Π × Φ × Ψ; input (N, C, *S) with C = ``num_channels``, output alike.
+    """One layer for every point of Π × Φ × Ψ; input (N, C, *S) with C = ``num_channels`` (layout
+    ``tokens``: (N, *L, C)), output alike.
 
-    Parameters: ``weight`` (γ, shape C), ``bias`` (β, C), ``v`` (EvoNorm, C), ``tau`` (TLU, C).
-    Buffers with running estimates: ``running_mean``, ``running_var`` (shape C for ``batch``, G for
-    ``batch_group``) and ``num_batches_tracked``: the names of ``nn.BatchNorm2d``/``nn.GroupNorm``, so their
-    state dicts load as they are.
+    Parameters: ``weight`` (γ, shape C), ``bias`` (β, C), ``v`` (EvoNorm, C), ``tau`` (TLU, C), ``alpha``
+    (DyT, a scalar init 0.5). Buffers with running estimates: ``running_mean``, ``running_var`` (shape C for
+    ``batch``, G for ``batch_group``) and ``num_batches_tracked``: the names of ``nn.BatchNorm2d``/
+    ``nn.GroupNorm``, so their state dicts load as they are. ``device`` / ``dtype`` place the parameters and
+    buffers as torch's layers do (``num_batches_tracked`` stays int64).
     """
 
-    def __init__(self, config: NormConfig, num_channels: int) -> None:
+    def __init__(
+        self,
+        config: NormConfig,
+        num_channels: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.num_channels = num_channels
         self.groups = config.num_groups(num_channels)
-        c = num_channels
-        self.weight = nn.Parameter(torch.ones(c)) if config.affine != "none" else None
-        self.bias = nn.Parameter(torch.zeros(c)) if config.affine == "full" else None
-        self.v = nn.Parameter(torch.ones(c)) if config.act in ("evo_s0", "evo_b0") else None
-        self.tau = nn.Parameter(torch.zeros(c)) if config.act == "tlu" else None
+        c, dd = num_channels, {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.ones(c, **dd)) if config.affine != "none" else None
+        self.bias = nn.Parameter(torch.zeros(c, **dd)) if config.affine == "full" else None
+        self.v = nn.Parameter(torch.ones(c, **dd)) if config.act in ("evo_s0", "evo_b0") else None
+        self.tau = nn.Parameter(torch.zeros(c, **dd)) if config.act == "tlu" else None
+        self.alpha = nn.Parameter(torch.full((), DYT_ALPHA, **dd)) if config.act == "dyt" else None
         if config.running:
             stats = c if config.partition == "batch" else self.groups
-            self.register_buffer("running_mean", torch.zeros(stats))
-            self.register_buffer("running_var", torch.ones(stats))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+            self.register_buffer("running_mean", torch.zeros(stats, **dd))
+            self.register_buffer("running_var", torch.ones(stats, **dd))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
         self._kernel = select_kernel(config)
+        self._channel_dim = -1 if config.layout == "tokens" else 1
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() < 2 or x.shape[1] != self.num_channels:
+        if x.dim() < 2 or x.shape[self._channel_dim] != self.num_channels:
+            where = "(N, *tokens, {c})" if self._channel_dim == -1 else "(N, {c}, *spatial)"
+            hint = ""
+            if self._channel_dim == 1 and x.shape[-1] == self.num_channels:
+                hint = "; channels last, as transformers give them? set layout=tokens"
             raise ValueError(
-                f"UnifiedNorm({self.config.spec()}) expects input (N, {self.num_channels}, *spatial), "
-                f"got shape {tuple(x.shape)}"
+                f"UnifiedNorm({self.config.spec()}) expects input {where.format(c=self.num_channels)}, "
+                f"got shape {tuple(x.shape)}{hint}"
             )
+        if self._channel_dim == -1 and self._kernel not in _LAST_DIM_KERNELS:
+            return self._kernel(self, x.movedim(-1, 1)).movedim(1, -1)
         return self._kernel(self, x)
 
     def extra_repr(self) -> str:
@@ -100,14 +123,24 @@ def _channels_last(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     return fn(x.movedim(1, -1)).movedim(-1, 1)
 
 
+def _last_dim_layer_norm(m: UnifiedNorm, t: Tensor) -> Tensor:
+    """``nn.LayerNorm(C)`` of t (..., C)."""
+    return F.layer_norm(t, (m.num_channels,), m.weight, m.bias, m.config.eps)
+
+
+def _last_dim_rms_norm(m: UnifiedNorm, t: Tensor) -> Tensor:
+    """``nn.RMSNorm(C)`` of t (..., C)."""
+    return F.rms_norm(t, (m.num_channels,), m.weight, m.config.eps)
+
+
 def _position_layer_norm_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
     """LayerNorm over C at each position (``F.layer_norm`` on channels-last)."""
-    return _channels_last(lambda t: F.layer_norm(t, (m.num_channels,), m.weight, m.bias, m.config.eps), x)
+    return _channels_last(lambda t: _last_dim_layer_norm(m, t), x)
 
 
 def _position_rms_norm_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
     """RMSNorm over C at each position (``F.rms_norm`` on channels-last)."""
-    return _channels_last(lambda t: F.rms_norm(t, (m.num_channels,), m.weight, m.config.eps), x)
+    return _channels_last(lambda t: _last_dim_rms_norm(m, t), x)
 
 
 def _layer_rms_norm_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
@@ -201,7 +234,9 @@ def _maximum(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _recover(m: UnifiedNorm, y: Tensor) -> Tensor:
-    """Ψ: per-channel affine, then TLU."""
+    """Ψ: DyT's tanh(α · y), per-channel affine, then TLU."""
+    if m.alpha is not None:
+        y = torch.tanh(m.alpha * y)
     if m.weight is not None:
         y = y * _per_channel(m.weight, y)
     if m.bias is not None:
@@ -360,7 +395,9 @@ class _Folded(torch.autograd.Function):
         if not ctx.fixed:
             grad_mu, grad_var = _moment_grads(cfg, mu, r, a, weight, p_centered, q)
             batch, count = cfg.partition in BATCH_PARTITIONS, x.numel() // mean_s.numel()
-            c1, c2 = map(_as_map, _through_moments(grad_mu, grad_var, mean_s, ctx.groups, batch, count), (x, x))
+            c1, c2 = map(
+                _as_map, _through_moments(grad_mu, grad_var, mean_s, ctx.groups, batch, count), (x, x)
+            )
             if grad_x is None:
                 grad_x = torch.addcmul(c1, g, am).addcmul_(x, c2)
             else:
@@ -427,7 +464,12 @@ class _EvoB0(torch.autograd.Function):
         grad_v = -(gamma * ke_x.sum(0))
         grad_inst_std = -gamma * ke_sum
         c1, c2 = _through_moments(
-            torch.zeros_like(inst_std), grad_inst_std / (2 * inst_std), inst_mean, c, False, math.prod(x.shape[2:])
+            torch.zeros_like(inst_std),
+            grad_inst_std / (2 * inst_std),
+            inst_mean,
+            c,
+            False,
+            math.prod(x.shape[2:]),
         )
         if not ctx.fixed:
             grad_d = -gamma * (k_sum - ke_sum)
@@ -480,10 +522,14 @@ def _through_moments(
 
 def _foldable(cfg: NormConfig) -> bool:
     """Whether :class:`_Folded` computes this config (the generic kernel's fast path)."""
-    return cfg.partition != "position" and (cfg.act in ("none", "tlu") or (cfg.act == "evo_s0" and not cfg.center))
+    return cfg.partition != "position" and (
+        cfg.act in ("none", "tlu") or (cfg.act == "evo_s0" and not cfg.center)
+    )
 
 
-def _apply_function(m: UnifiedNorm, xf: Tensor, function: type[torch.autograd.Function], params: tuple) -> Tensor:
+def _apply_function(
+    m: UnifiedNorm, xf: Tensor, function: type[torch.autograd.Function], params: tuple
+) -> Tensor:
     """``function`` (:class:`_Folded` or :class:`_EvoB0`) on float32 x with the module's ``params`` (cast to
     float32) and its running estimates: used in eval mode, updated in train mode."""
     fixed = m.running_mean is not None and not m.training
@@ -526,10 +572,16 @@ def _generic_kernel(m: UnifiedNorm, x: Tensor) -> Tensor:
 
 
 def select_kernel(cfg: NormConfig) -> Kernel:
-    """The fastest exact implementation of a config: a fused torch kernel where one exists."""
+    """The fastest exact implementation of a config: a fused torch kernel where one exists. Kernels take
+    channels-first input, except :data:`_LAST_DIM_KERNELS` (layout ``tokens`` only)."""
     plain = cfg.act == "none"
     if cfg.partition == "none":
         return _identity_kernel
+    if cfg.layout == "tokens" and cfg.partition == "position":
+        if plain and cfg.center and cfg.scale == "std":
+            return _last_dim_layer_norm
+        if plain and not cfg.center and cfg.scale == "rms" and cfg.affine != "full":
+            return _last_dim_rms_norm
     if plain and cfg.center and cfg.scale == "std":
         if cfg.partition == "batch":
             return _batch_norm_kernel
@@ -545,4 +597,7 @@ def select_kernel(cfg: NormConfig) -> Kernel:
     return _generic_kernel
 
 
-__all__ = ["BATCH_PARTITIONS", "UnifiedNorm", "select_kernel"]
+_LAST_DIM_KERNELS = (_last_dim_layer_norm, _last_dim_rms_norm)
+"""Kernels that take a tokens-layout input (N, *L, C) as it is."""
+
+__all__ = ["BATCH_PARTITIONS", "DYT_ALPHA", "UnifiedNorm", "select_kernel"]

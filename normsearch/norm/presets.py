@@ -42,9 +42,14 @@ PRESETS: dict[str, Preset] = {
     "evonorm_b0": Preset(
         {"partition": "batch", "center": False, "act": "evo_b0"}, "EvoNorm-B0", "Liu et al. 2020"
     ),
-    "wn": Preset({**_STATLESS, "weight": "weight_norm"}, "Weight Normalization (conv)", "Salimans & Kingma 2016"),
+    "wn": Preset(
+        {**_STATLESS, "weight": "weight_norm"}, "Weight Normalization (conv)", "Salimans & Kingma 2016"
+    ),
     "sws": Preset(
         {**_STATLESS, "weight": "scaled_ws"}, "Scaled Weight Standardization (conv)", "Brock et al. 2021"
+    ),
+    "dyt": Preset(
+        {**_STATLESS, "affine": "full", "act": "dyt"}, "Dynamic Tanh: γ·tanh(α·x) + β", "Zhu et al. 2025"
     ),
     "none": Preset(dict(_STATLESS), "No normalization", "-"),
 }

@@ -6,7 +6,10 @@
   (The paper's batch also has random horizontal flips; digits are not flip-symmetric, so none here.)
 - ``gaussian``: i.i.d. N(0, 1) images and uniform labels in [0, 10).
 
-Both come as (N, 1, R, R) float32 and (N,) int64; 10 classes.
+Both come as (N, 1, R, R) float32 and (N,) int64; 10 classes. Any other dataset name of
+:mod:`normsearch.data` (``imagefolder:PATH``, ``FILE.py:FUNC``, ``synthetic``, …): ``batch_size`` training
+images drawn as for digits, as :meth:`~normsearch.data.ImageData.inputs` gives them at ``resolution``; its
+channels and classes (:func:`data_shape`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data import digits_tensors
+from ..data import digits_tensors, load_data
 from .settings import ProbeSettings
 
 NUM_CLASSES = 10
@@ -55,16 +58,33 @@ def _gaussian(settings: ProbeSettings, generator: torch.Generator) -> tuple[Tens
     return images, torch.randint(0, NUM_CLASSES, (settings.batch_size,), generator=generator)
 
 
+def _dataset(settings: ProbeSettings, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    data = load_data(settings.data, resolution=settings.resolution)
+    images, labels = data.train.tensors
+    n = images.shape[0]
+    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(settings.batch_size / n))])
+    index = order[: settings.batch_size]
+    return data.inputs(images[index]).contiguous(), labels[index]
+
+
 SOURCES: dict[str, Callable[[ProbeSettings, torch.Generator], tuple[Tensor, Tensor]]] = {
     "digits": _digits,
     "gaussian": _gaussian,
 }
 
 
+def data_shape(settings: ProbeSettings) -> tuple[int, int]:
+    """(input channels, classes) of the probe inputs."""
+    if settings.data in SOURCES:
+        return IN_CHANNELS, NUM_CLASSES
+    data = load_data(settings.data, resolution=settings.resolution)
+    return data.in_channels, data.num_classes
+
+
 def probe_batch(settings: ProbeSettings, index: int) -> tuple[Tensor, Tensor]:
-    """(images (N, 1, R, R), labels (N,)) of pass ``index``; depends only on the settings and ``index``."""
+    """(images (N, C, R, R), labels (N,)) of pass ``index``; depends only on the settings and ``index``."""
     generator = torch.Generator().manual_seed(derived_seed(settings.seed, index, _INPUT_STREAM))
-    return SOURCES[settings.data](settings, generator)
+    return SOURCES.get(settings.data, _dataset)(settings, generator)
 
 
-__all__ = ["IN_CHANNELS", "NUM_CLASSES", "SOURCES", "derived_seed", "init_seed", "probe_batch"]
+__all__ = ["IN_CHANNELS", "NUM_CLASSES", "SOURCES", "data_shape", "derived_seed", "init_seed", "probe_batch"]

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..models import build_model
 from ..norm import Spec, as_config
-from .inputs import IN_CHANNELS, NUM_CLASSES, init_seed, probe_batch
+from .inputs import data_shape, init_seed, probe_batch
 from .scores import Scores, score
 from .settings import ProbeSettings
 from .step import loss_after_step
@@ -107,6 +107,7 @@ class ProbeRunner:
     def network(self, spec: Spec, index: int) -> torch.nn.Module:
         """The freshly initialised probe network of pass ``index`` (global RNG state left as it was)."""
         s = self.settings
+        in_channels, num_classes = data_shape(s)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed(s, index))
             return build_model(
@@ -114,9 +115,10 @@ class ProbeRunner:
                 spec,
                 depth=s.depth,
                 width=s.width,
-                num_classes=NUM_CLASSES,
-                in_channels=IN_CHANNELS,
+                num_classes=num_classes,
+                in_channels=in_channels,
                 skipinit=s.skipinit,
+                resolution=s.resolution,
             )
 
     def run(self, spec: Spec) -> ProbeResult:

@@ -9,6 +9,21 @@ from ..settings import SettingsError, check_fields
 
 MAX_BATCH = 4096
 MAX_SEEDS = 100
+from ..data import check_data_name
+from ..sources import FORMS, check_model_name
+
+
+def probe_reads(name: str) -> bool:
+    """Whether the probes read dataset ``name`` on their own: digits, and the named-by-path or in-memory
+    sources (``imagefolder:PATH``, ``FILE.py:FUNC``, ``python:…``); not the torchvision sets, whose
+    ``data_dir`` only the confirmation settings know."""
+    return name == "digits" or ":" in name
+
+
+def check_probe_data(name: str) -> None:
+    """``gaussian`` or any dataset name of :mod:`normsearch.data` (``ValueError`` otherwise)."""
+    if name != "gaussian":
+        check_data_name(name)
 
 
 @dataclass(frozen=True)
@@ -19,7 +34,10 @@ class ProbeSettings:
     (resnet 16, cnn 32: the CNN halves its input 4 times, and at 16 px its last maps are 1×1).
     """
 
-    model: str = field(default="resnet", metadata={"choices": ("resnet", "cnn"), "help": "probe network"})
+    model: str = field(
+        default="resnet",
+        metadata={"check": check_model_name, "help": f"probe network: {FORMS} (normsearch.sources)"},
+    )
     depth: int = field(
         default=20, metadata={"min": 2, "max": MAX_DEPTH, "help": "ResNet depth (6n+2) or CNN conv layers"}
     )
@@ -34,7 +52,10 @@ class ProbeSettings:
         metadata={"min": 1, "max": MAX_SEEDS, "help": "independent inits/batches, reported as mean ± std"},
     )
     seed: int = field(default=0, metadata={"min": 0, "help": "base seed: fixes inputs and init"})
-    data: str = field(default="digits", metadata={"choices": ("digits", "gaussian"), "help": "probe inputs"})
+    data: str = field(
+        default="digits",
+        metadata={"check": check_probe_data, "help": "probe inputs: gaussian (seeded noise) or a dataset (normsearch.data)"},
+    )
     resolution: int | None = field(
         default=None,
         metadata={
