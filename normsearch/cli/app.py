@@ -200,6 +200,19 @@ def _interrupted() -> int:
     return TERMINATED if _SIGNALS["last"] == signal.SIGTERM else INTERRUPTED
 
 
+def _caused_by_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` is a Ctrl-C/SIGTERM, or was raised while handling one (e.g. Optuna's journal lock
+    release failing because the signal landed inside its rename)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__context__
+    return False
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the CLI under the top-level handler (see the module docstring); returns the exit code."""
     logging.basicConfig(format="note: %(message)s", level=logging.WARNING, stream=sys.stderr)
@@ -217,7 +230,7 @@ def main(args: list[str] | None = None) -> int:
             code = _interrupted()
         return code
     except BaseException as error:
-        if isinstance(error, KeyboardInterrupt):
+        if _caused_by_interrupt(error):  # also a cleanup that failed because the signal cut it short
             print_error(f"interrupted; {RESUME}")
             return _interrupted()
         message = describe_failure(error)
