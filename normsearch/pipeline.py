@@ -32,7 +32,7 @@ from .data import load_data, register_data
 from .export import Provenance, export_source
 from .leaderboard import build_rows, sort_rows
 from .norm import NormConfig, parse_spec
-from .search import StopRequest, WorkerTask, budget_used, optimize, prepare
+from .search import StopRequest, WorkerTask, optimize, prepare
 from .settings import from_mapping
 from .sources import register_model
 from .space import SearchSpace, load_space
@@ -155,8 +155,7 @@ def run(
     location = locate(check_name(study or space.name), runs_dir, storage)
     prepared = prepare(space, location)
     budget = space.search.n_trials
-    task = WorkerTask(space, location, budget, budget - budget_used(prepared.study), space.search.timeout,
-                      space.search.seed)  # fmt: skip
+    task = WorkerTask(space, location, budget, space.search.timeout, space.search.seed)
     optimize(task, StopRequest())
     if confirm is not False:
         from .confirm import confirm_study

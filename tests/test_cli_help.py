@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from normsearch.cli import app
-from normsearch.confirm.settings import DATASETS
+from normsearch.confirm.settings import AUGMENTS
 from normsearch.space import load_space
 
 runner = CliRunner()
@@ -67,7 +67,7 @@ def test_paragraphs_reflow_instead_of_keeping_source_line_breaks() -> None:
 def test_choices_are_listed_in_full_at_80_columns() -> None:
     out = runner.invoke(app, ["confirm", "--help"], env={"COLUMNS": "80"}).stdout
     text = " ".join(out.replace("│", " ").split())  # the help column's wrapped lines joined
-    assert "--dataset DATASET training data; one of: " + ", ".join(DATASETS) in text
+    assert "--augment AUGMENT flip: random horizontal flips; auto: flip for CIFAR, else none; one of: " + ", ".join(AUGMENTS) in text
 
 
 def test_shell_completion_is_offered() -> None:

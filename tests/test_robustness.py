@@ -657,7 +657,7 @@ def test_7_an_unexpected_bug_is_one_line_and_its_traceback_only_with_debug(
     def broken(*args, **kwargs):
         raise TypeError("a bug")
 
-    monkeypatch.setattr(presets, "Table", broken)
+    monkeypatch.setattr(presets, "fit_table", broken)
     line = one_error_line(cli("presets", cwd=tmp_path), code=1)
     assert "unexpected TypeError: a bug" in line and "--debug" in line
     with pytest.raises(TypeError, match="a bug"):
