@@ -93,8 +93,7 @@ def main() -> None:
             started = time.perf_counter()
             location = locate(space.name, root / "runs")
             prepare(space, location)
-            optimize(WorkerTask(space, location, space.search.n_trials, space.search.n_trials, None,
-                                space.search.seed), StopRequest())
+            optimize(WorkerTask(space, location, space.search.n_trials, None, space.search.seed), StopRequest())
             searched = time.perf_counter() - started
             c = space.confirm
             print(f"\n{name}: {space.search.n_trials} trials probed in {searched:.0f} s; confirm {c.model}-{c.depth}, "
