@@ -420,3 +420,15 @@ def test_calibrate_command_probes_and_trains_every_candidate(tmp_path: Path):
                                 str(tmp_path / "runs"), "--dataset", "synthetic"])
     assert table.exit_code == 0 and "Spearman" in table.stdout
     assert len(_units(open_study("tiny-calibration", tmp_path / "runs"))) == units == 5  # nothing retrained
+
+
+def test_the_score_is_calibrated_as_the_search_ranks_rejected_rows_last() -> None:
+    from normsearch.confirm.calibration import search_ranking
+
+    rows = [
+        {"trial": 0, "score": 0.1, "rejected": "step loss ratio 1.3 > 1.05"},  # best score, but filtered
+        {"trial": 1, "score": 0.5, "rejected": None},
+        {"trial": 2, "score": 0.3, "rejected": None},
+        {"trial": 3, "score": None, "rejected": None},  # no score: not ranked
+    ]
+    assert search_ranking(rows) == {2: 0.0, 1: 1.0, 0: 2.0}

@@ -85,9 +85,20 @@ def seed_noise(arms: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def search_ranking(rows: Sequence[Mapping[str, Any]]) -> dict[int, float]:
+    """Trial number → position in the search's ranking: rows that pass the filters by ``score``, then the
+    ``rejected`` ones by score (the order the leaderboard gives untrained rows); rows without a finite score
+    are left out."""
+    scored = [row for row in rows if _finite(row.get("score")) is not None]
+    ordered = sorted(scored, key=lambda row: (row.get("rejected") is not None, row["score"], row["trial"]))
+    return {row["trial"]: float(position) for position, row in enumerate(ordered)}
+
+
 def calibrate(rows: Sequence[Mapping[str, Any]], records: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     """Correlations of each of :data:`QUANTITIES` with accuracy at :func:`calibration_budget`, and the seed
     noise there: {"budget": epochs, quantity: {"spearman", "kendall", "n"}, …, "seeds": {…, "pairs"}}.
+    ``score`` is calibrated as the search ranks by it (:func:`search_ranking`: the filters first), the probe
+    quantities as their objective values.
 
     ``rows``: leaderboard rows (``trial`` and the quantities); ``records``: trial number → candidate record
     (:mod:`normsearch.confirm.results`: ``rungs`` with each arm's ``epochs``, ``accuracy``, ``diverged``,
@@ -97,9 +108,11 @@ def calibrate(rows: Sequence[Mapping[str, Any]], records: Mapping[int, Mapping[s
     arms = {trial: arm_at(record, budget) for trial, record in records.items()} if budget is not None else {}
     results = {trial: arm for trial, arm in arms.items() if arm is not None}
     out: dict[str, Any] = {"budget": budget}
+    ranking = search_ranking(rows)
     for name in QUANTITIES:
         pairs = [
-            (_finite(lower_is_better(row, name)), ranking_accuracy(results[row["trial"]]))
+            (ranking.get(row["trial"]) if name == "score" else _finite(lower_is_better(row, name)),
+             ranking_accuracy(results[row["trial"]]))
             for row in rows
             if row["trial"] in results
         ]
