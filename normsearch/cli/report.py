@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import optuna
 import typer
 
-from ..storage import open_study
-from .app import app, fail, stderr
+from .app import app, fail, open_study_or_fail, stderr
 
 
 def output_folder(path: Path, option: str = "-o") -> Path:
@@ -63,11 +61,7 @@ def report_command(
     and the winner's config, numbers and exported code."""
     from ..report import write_report  # matplotlib loads only for this command
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = open_study(study_name, runs_dir, storage)
-    except ValueError as err:
-        fail(str(err))
+    study = open_study_or_fail(study_name, runs_dir, storage)
     folder = output_folder(output if output is not None else Path(runs_dir) / study.study_name / "report")
     report = write_report(
         study,
