@@ -59,6 +59,21 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
+def search_tiny(runs_dir: Path, n_trials: int | str, *, cwd: Path) -> subprocess.CompletedProcess:
+    """``normsearch run --space tiny.yaml --runs-dir RUNS_DIR --n-trials N --no-confirm`` in this process."""
+    return cli(
+        "run",
+        "--space",
+        "tiny.yaml",
+        "--runs-dir",
+        str(runs_dir),
+        "--n-trials",
+        str(n_trials),
+        "--no-confirm",
+        cwd=cwd,
+    )
+
+
 def cli_process(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
     """The entry point in a fresh process (for signals and start-up)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "200"}
@@ -161,17 +176,7 @@ def test_8_a_line_that_is_no_record_names_the_file_and_line(tmp_path: Path) -> N
 def test_1_a_full_disk_mid_search_stops_with_one_line_and_the_study_resumes(tmp_path: Path) -> None:
     (tmp_path / "tiny.yaml").write_text(TINY)
     with tmpfs(tmp_path / "fs", "120k") as fs:
-        full = cli(
-            "run",
-            "--space",
-            "tiny.yaml",
-            "--runs-dir",
-            str(fs),
-            "--n-trials",
-            "400",
-            "--no-confirm",
-            cwd=tmp_path,
-        )
+        full = search_tiny(fs, "400", cwd=tmp_path)
         line = one_error_line(full)
         journal = fs / "tiny" / "journal.log"
         assert str(journal) in line and "No space left on device" in line
@@ -180,17 +185,7 @@ def test_1_a_full_disk_mid_search_stops_with_one_line_and_the_study_resumes(tmp_
         assert len(before) >= 5
         resize(fs, "20m")
         budget = len(optuna_trials(journal)) + 5
-        resumed = cli(
-            "run",
-            "--space",
-            "tiny.yaml",
-            "--runs-dir",
-            str(fs),
-            "--n-trials",
-            str(budget),
-            "--no-confirm",
-            cwd=tmp_path,
-        )
+        resumed = search_tiny(fs, str(budget), cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         after = optuna_trials(journal)
         assert {n: p for n, p in complete(after).items() if n in before} == before  # nothing lost
@@ -214,20 +209,7 @@ def _fill(fs: Path, journal: Path, slack: int) -> None:
 def test_1_a_full_disk_mid_confirmation_stops_with_one_line_and_confirm_resumes(tmp_path: Path) -> None:
     (tmp_path / "tiny.yaml").write_text(TINY)
     with tmpfs(tmp_path / "fs", "20m") as fs:
-        assert (
-            cli(
-                "run",
-                "--space",
-                "tiny.yaml",
-                "--runs-dir",
-                str(fs),
-                "--n-trials",
-                "8",
-                "--no-confirm",
-                cwd=tmp_path,
-            ).returncode
-            == 0
-        )
+        assert search_tiny(fs, "8", cwd=tmp_path).returncode == 0
         journal = fs / "tiny" / "journal.log"
         before = complete(optuna_trials(journal))
         _fill(fs, journal, slack=50)
@@ -248,37 +230,12 @@ def test_1_a_full_disk_mid_confirmation_stops_with_one_line_and_confirm_resumes(
 def test_7_a_read_only_journal_is_one_line_and_still_readable(tmp_path: Path) -> None:
     (tmp_path / "tiny.yaml").write_text(TINY)
     with tmpfs(tmp_path / "fs", "20m") as fs:
-        assert (
-            cli(
-                "run",
-                "--space",
-                "tiny.yaml",
-                "--runs-dir",
-                str(fs),
-                "--n-trials",
-                "4",
-                "--no-confirm",
-                cwd=tmp_path,
-            ).returncode
-            == 0
-        )
+        assert search_tiny(fs, "4", cwd=tmp_path).returncode == 0
         journal = fs / "tiny" / "journal.log"
         with journal.open("ab") as handle:
             handle.write(b'{"op_code":5,')  # and a partial line that cannot be cut on a read-only disk
         subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
-        line = one_error_line(
-            cli(
-                "run",
-                "--space",
-                "tiny.yaml",
-                "--runs-dir",
-                str(fs),
-                "--n-trials",
-                "8",
-                "--no-confirm",
-                cwd=tmp_path,
-            )
-        )
+        line = one_error_line(search_tiny(fs, "8", cwd=tmp_path))
         assert "Read-only file system" in line
         board = cli("leaderboard", "tiny", "--runs-dir", str(fs), "--json", cwd=tmp_path)
         assert board.returncode == 0 and len(json.loads(board.stdout)["rows"]) == 4
