@@ -1,12 +1,9 @@
 """The leaderboard of a study: one row per distinct config (the rows and the JSON document;
 :mod:`normsearch.cli.tables` draws them); rank 1 is the winner.
 
-Rows (:func:`build_rows`): the first COMPLETE trial of each config stands for it (later samples of the same
-config reuse its result and are counted in ``samples``). The four probe-score columns are the probes' own
-values; ``objectives`` holds what the study minimises (:func:`~normsearch.search.objective_values`:
-similarity, step loss ratio), and sorting by a probe score sorts by its objective. ``pareto`` marks the
-stable, not rejected rows no other such row beats on all objectives (≤ on each, < on one); ``rejected`` is
-the search filters' reason why a trial cannot train and stays out of confirmation (None: it passes).
+Rows: the probe rows of the study (:func:`normsearch.records.probe_rows`: the standing trial of each config,
+its probe scores, ``objectives``, ``pareto`` and ``rejected``) as mappings (:meth:`~normsearch.records.Row.as_dict`),
+with what the confirmation concluded about them.
 
 Confirmation (:func:`normsearch.confirm.load_confirmation`) adds to each trained row ``accuracy`` (best
 validation accuracy, mean over seeds, at its best learning rate ``lr``), ``accuracy_std`` (over seeds),
@@ -27,19 +24,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
 from .confirm import Confirmation, load_confirmation, training_cost
 from .confirm.calibration import calibrate, lower_is_better
-from .confirm.results import ranking_key
-from .probes import SCORES
-from .search import OBJECTIVES, trial_score
-from .space import ScoreWeights
+from .confirm.results import ranking_key, row_records
+from .records import ROW_KEYS, pareto_mask, probe_rows
+from .score import OBJECTIVES
 
-ROW_KEYS = (
-    "rank", "trial", "config", "baseline", "pareto", "state", *SCORES, "score", "rejected",
-)
-"""Keys every row has (the ``--json`` contract); more follow them."""
 SORT_FIELDS = {"trained": 0, "score": 1, "activation_growth": 1, "similarity": 1, "grad_ratio": 1,
                "step_loss_ratio": 1, "accuracy": -1, "trial": 1}
 """Sortable fields and their direction (1: ascending is better, -1: descending; ``trained``: see the module
@@ -49,74 +40,10 @@ CONFIRMED_KEYS = ("accuracy", "accuracy_std", "budget", "lr", "diverged", "colla
 STATE_ORDER = {"COMPLETE": 0, "UNSTABLE": 1, "FAIL": 2}
 
 
-def _weights(study: optuna.Study) -> ScoreWeights:
-    stored = study.user_attrs.get("weights")
-    return ScoreWeights(**stored) if isinstance(stored, dict) else ScoreWeights()
-
-
-def pareto_mask(points: Sequence[Sequence[float]]) -> list[bool]:
-    """For points to minimise, whether each is non-dominated (no other ≤ on all and < on one)."""
-
-    def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-        return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
-
-    return [not any(dominates(q, p) for q in points if q is not p) for p in points]
-
-
-def _complete_row(trial: FrozenTrial, samples: list[FrozenTrial], weights: ScoreWeights) -> dict[str, Any]:
-    probe = trial.user_attrs.get("probe", {})
-    unstable = bool(probe.get("unstable", False))
-    baseline = next((t.user_attrs.get("baseline_name") for t in samples if t.user_attrs.get("baseline")), None)
-    row: dict[str, Any] = {
-        "rank": 0,
-        "trial": trial.number,
-        "config": trial.user_attrs.get("config", ""),
-        "baseline": baseline is not None,
-        "pareto": False,
-        "state": "UNSTABLE" if unstable else "COMPLETE",
-        **{name: probe.get(name) for name in SCORES},
-        "score": trial_score(trial, weights),
-        "rejected": trial.user_attrs.get("rejected"),
-        "objectives": dict(zip(OBJECTIVES, trial.values, strict=True)),
-        "baseline_name": baseline,
-        "unstable": unstable,
-        "reason": probe.get("reason"),
-        "samples": len(samples),
-        "seconds": trial.user_attrs.get("seconds"),
-        "params": trial.params,
-    }
-    row.update({f"{name}_std": probe.get(f"{name}_std") for name in SCORES})
-    return row
-
-
-def _failed_row(trial: FrozenTrial) -> dict[str, Any]:
-    return {
-        "rank": 0,
-        "trial": trial.number,
-        "config": trial.user_attrs.get("config", ""),
-        "baseline": bool(trial.user_attrs.get("baseline", False)),
-        "pareto": False,
-        "state": "FAIL",
-        **dict.fromkeys(SCORES),
-        "score": None,
-        "rejected": None,
-        "baseline_name": trial.user_attrs.get("baseline_name"),
-        "unstable": False,
-        "reason": trial.user_attrs.get("fail_reason", "failed (no reason recorded)"),
-        "samples": 1,
-        "seconds": trial.user_attrs.get("seconds"),
-        "params": trial.params,
-    }
-
-
 def _merge_confirmation(confirmation: Confirmation, rows: list[dict[str, Any]]) -> None:
-    by_config = {record["config"]: record for record in confirmation.records.values()}
-    for row in rows:
-        confirmed = None
-        if row["state"] != "FAIL":
-            confirmed = by_config.get(row["config"]) or confirmation.records.get(row["trial"])
-        if confirmed is not None:
-            row.update({key: confirmed[key] for key in CONFIRMED_KEYS}, confirm=confirmed)
+    by_trial = {row["trial"]: row for row in rows}
+    for trial, confirmed in row_records(confirmation.records, rows).items():
+        by_trial[trial].update({key: confirmed[key] for key in CONFIRMED_KEYS}, confirm=confirmed)
 
 
 def _trained_key(row: dict[str, Any]) -> tuple:
@@ -155,19 +82,7 @@ def build_rows(study: optuna.Study, *, include_failed: bool = False,
     """The leaderboard rows of a study, sorted by rank (``trained``); see the module docstring.
 
     ``confirmation``: the study's, when the caller has read it already (default: read here)."""
-    weights = _weights(study)
-    trials = study.get_trials(deepcopy=False)
-    by_config: dict[str, list[FrozenTrial]] = {}
-    for trial in trials:
-        if trial.state == TrialState.COMPLETE:
-            by_config.setdefault(trial.user_attrs.get("config", f"#{trial.number}"), []).append(trial)
-    rows = [_complete_row(samples[0], samples, weights) for samples in by_config.values()]
-    stable = [row for row in rows if not row["unstable"] and row["rejected"] is None]
-    front = pareto_mask([list(row["objectives"].values()) for row in stable])
-    for row, on_front in zip(stable, front, strict=True):
-        row["pareto"] = on_front
-    if include_failed:
-        rows += [_failed_row(t) for t in trials if t.state == TrialState.FAIL]
+    rows = [row.as_dict() for row in probe_rows(study, include_failed=include_failed)]
     _merge_confirmation(confirmation or load_confirmation(study), rows)
     return sort_rows(rows)
 

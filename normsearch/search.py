@@ -1,21 +1,14 @@
 """The search: an Optuna study whose trials draw a config from the space and score it with the probes.
 
-Every trial is probed (:class:`~normsearch.probes.ProbeResult`: ``activation_growth`` a, ``similarity`` s,
-``grad_ratio`` g, ``step_loss_ratio`` r on B block outputs), then
+Every trial is probed (:class:`~normsearch.probes.ProbeResult`), then filtered and ranked as
+:mod:`normsearch.score` says: a config that cannot train is *rejected* (:func:`~normsearch.score.rejection`),
+with the reason as user attr ``rejected`` (None when it passes) and the Optuna constraint ``rejected`` = 1, so
+``best_trials`` and the constrained samplers treat it as infeasible; the study minimises
+:data:`~normsearch.score.OBJECTIVES`, and the scalar ``score`` orders the survivors. What a trial stores:
+:class:`normsearch.records.TrialRecord`; what the study stores: :class:`normsearch.records.StudyRecord`.
 
-- **filtered** (:func:`rejection`): a config that cannot train is *rejected*, with the reason as user attr
-  ``rejected`` (None when it passes) and the Optuna constraint ``rejected`` = 1, so ``best_trials`` and
-  the constrained samplers treat it as infeasible. Rejected: NaN/inf or a collapse in any probe pass; the
-  activation variance changing by more than ×B (or ÷B) across the B block outputs, i.e. faster than the
-  linear growth of a normalized ResNet, |(B − 1)·a| > ln B; one SGD step that raises the loss by more than
-  :data:`MAX_STEP_LOSS_RATIO`; an early-layer gradient more than 2^(B−1) times (or below 1/2^(B−1) of) the
-  last one, |ln g| > (B − 1)·ln 2 (a catastrophe filter only: the gradient ratio predicted accuracy
-  backwards, and InstanceNorm, the most learning-rate tolerant layer measured, has the largest one);
-- **ranked**: the study minimises :data:`OBJECTIVES` (s and r, :func:`objective_values`), the two probes that
-  predicted trained accuracy; the scalar ``score`` (:meth:`~normsearch.space.ScoreWeights.score`, lower is
-  better) orders the survivors. Why these, with the measurements: docs/confirm.md, "Evidence for the score".
-
-Studies made with other objectives (:data:`OBJECTIVES_VERSION`) do not compare and are refused on resume.
+Studies made with other objectives (:data:`OBJECTIVES_VERSION`) or an unknown record schema
+(:data:`~normsearch.records.SCHEMA_VERSION`) do not compare and are refused on resume.
 
 One trial (:class:`Objective`):
 
@@ -50,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -60,7 +52,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -75,8 +67,20 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from . import __version__
 from .failures import describe_failure
 from .norm import parse_spec
-from .probes import SCORES, ProbeResult, ProbeRunner
-from .space import ScoreWeights, SearchSettings, SearchSpace, format_options
+from .probes import ProbeResult, ProbeRunner
+from .records import (
+    SCHEMA_VERSION,
+    IncompatibleStudy,
+    ProbeRecord,
+    StudyRecord,
+    TrialRecord,
+    check_schema,
+    trial_attrs,
+    trial_score,
+    write,
+)
+from .score import MAX_STEP_LOSS_RATIO, OBJECTIVES, OBJECTIVES_VERSION, objective_values, rejection
+from .space import SearchSettings, SearchSpace, format_options
 from .storage import StudyLocation, create_or_load, fail_stale_trials, is_url, worker_id
 
 CLAIM_POLL_S = 0.2
@@ -84,10 +88,6 @@ CLAIM_POLL_S = 0.2
 PREPARE_WAIT_S = 20.0
 """How long a process that finds a study without settings waits for its creator to store them."""
 
-OBJECTIVES = ("similarity", "step_loss_ratio")
-"""The probe scores the study minimises, in order (see :func:`objective_values`)."""
-OBJECTIVES_VERSION = 2
-"""Stored with each study; version 1 minimised |activation_growth|, similarity, max(g, 1/g) with no filters."""
 METRIC_NAMES = list(OBJECTIVES)
 """The study's metric names (``study.set_metric_names``): what each objective value is, for Optuna's
 dataframes and plots and optuna-dashboard."""
@@ -96,8 +96,6 @@ CONSTRAINTS = ("unstable", "rejected")
 SPACE_TEXT = "normsearch:space:"
 """Study system attr prefix: ``normsearch:space:<sha256>`` holds the text of that space file, once."""
 DIRECTIONS = ["minimize"] * len(OBJECTIVES)
-MAX_STEP_LOSS_RATIO = 1.05
-"""Rejection limit of the one-step loss ratio (see docs/confirm.md, "Evidence for the score")."""
 BASELINES = {
     "bn": "bn",
     "ln": "ln",
@@ -113,9 +111,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 class CandidateFailed(Exception):
     """A candidate that cannot be scored; its trial is recorded FAIL with this reason and the run goes on."""
 
-
-class IncompatibleStudy(ValueError):
-    """The study exists with settings whose scores would not compare with this space's."""
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -191,60 +186,18 @@ def make_sampler(settings: SearchSettings, seed: int) -> BaseSampler:
 # Trial records
 
 
-def _round(value: float) -> float:
-    return float(f"{value:.4g}")
-
-
 def compact(result: ProbeResult) -> dict[str, Any]:
-    """The ``probe`` user attr: scores and stds, instability, seeds, blocks, curves at 4 significant digits."""
-    record = {name: getattr(result, name) for name in SCORES}
-    record.update({f"{name}_std": _round(getattr(result, f"{name}_std")) for name in SCORES})
-    record.update(
-        unstable=result.unstable,
-        reason=result.reason,
-        seeds=result.seeds,
-        blocks=len(result.curves.get("variance", [])),
-        curves={key: [_round(v) for v in values] for key, values in result.curves.items()},
-    )
-    return record
-
-
-def objective_values(scores: Mapping[str, float]) -> list[float]:
-    """What the study minimises, from probe scores: [similarity, step_loss_ratio] (both already finite
-    and capped by the probes)."""
-    return [float(scores[name]) for name in OBJECTIVES]
-
-
-def rejection(record: Mapping[str, Any], *, lr: float) -> str | None:
-    """Why a probed config cannot train (the module docstring's filters, first that applies), or None.
-
-    ``record``: the ``probe`` user attr (:func:`compact`); ``lr``: the learning rate of the step probe."""
-    if record["unstable"]:
-        return f"unstable at init: {record['reason']}"
-    blocks = record["blocks"]
-    total = (blocks - 1) * record["activation_growth"]
-    if abs(total) > math.log(blocks):
-        change = "explode" if total > 0 else "collapse"
-        return (f"activations {change}: variance ×{math.exp(total):.3g} over {blocks} block outputs "
-                f"(limit ×{blocks} either way: linear growth)")
-    step = record["step_loss_ratio"]
-    if step > MAX_STEP_LOSS_RATIO:
-        return (f"one SGD step at lr {lr:g} multiplies the loss by {step:.3g} (limit {MAX_STEP_LOSS_RATIO:g}): "
-                "does not train at this learning rate")
-    ratio = record["grad_ratio"]
-    if abs(math.log(max(ratio, 1e-300))) > (blocks - 1) * math.log(2):
-        return (f"early-layer gradient ×{ratio:.3g} of the last conv's (limit 2^{blocks - 1} either way: "
-                "doubling per block)")
-    return None
+    """The ``probe`` user attr: :class:`~normsearch.records.ProbeRecord` of a probe result, as a mapping."""
+    return ProbeRecord.of(result).attr()
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
     """Finished trials count, except those interrupted by a killed process or a forced stop, those failed from
     outside a worker (no ``fail_reason``: Optuna's heartbeat, which enqueues a retry), and surplus ones."""
-    attrs = trial.user_attrs
-    if trial.state not in FINISHED or attrs.get("interrupted", False) or attrs.get("surplus", False):
+    record = TrialRecord.of(trial)
+    if trial.state not in FINISHED or record.interrupted or record.surplus:
         return False
-    return trial.state != TrialState.FAIL or "fail_reason" in attrs
+    return trial.state != TrialState.FAIL or record.fail_reason is not None
 
 
 def budget_used(study: optuna.Study, include_running: bool = True) -> int:
@@ -252,12 +205,6 @@ def budget_used(study: optuna.Study, include_running: bool = True) -> int:
     trials = study.get_trials(deepcopy=False)
     used = sum(counts_toward_budget(t) for t in trials)
     return used + (sum(t.state == TrialState.RUNNING for t in trials) if include_running else 0)
-
-
-def trial_score(trial: FrozenTrial, weights: ScoreWeights) -> float:
-    """The scalar score of a COMPLETE trial: :meth:`ScoreWeights.score` of its probe record."""
-    probe = trial.user_attrs["probe"]
-    return weights.score(probe, blocks=probe["blocks"])
 
 
 def set_constraints(trial: Trial, **values: float) -> None:
@@ -291,24 +238,22 @@ class Objective:
         self._seen: list[FrozenTrial] = []  # the study as read when the trial started
 
     def __call__(self, trial: Trial) -> list[float]:
-        trial.set_user_attr("worker", worker_id())
+        write(trial.set_user_attr, worker=worker_id())
         self._seen = trial.study.get_trials(deepcopy=False)  # one read for the budget and the claim's first look
         if self.budget is not None and self._ahead(trial, self._seen) >= self.budget:
-            trial.set_user_attr("surplus", True)
+            write(trial.set_user_attr, surplus=True)
             trial.study.stop()
             raise optuna.TrialPruned("surplus: the study's budget was taken by other processes")
         if "baseline" not in trial.user_attrs:
-            trial.set_user_attr("baseline", False)
+            write(trial.set_user_attr, baseline=False)
         try:
             return self._evaluate(trial)
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
-            trial.set_user_attr("interrupted", True)
+            write(trial.set_user_attr, fail_reason="interrupted (Ctrl-C)", interrupted=True)
             raise
         except OSError as err:  # the storage could not be written (a full disk): not the candidate's fault
             with contextlib.suppress(OSError):  # recorded if there is room (the short record first)
-                trial.set_user_attr("interrupted", True)
-                trial.set_user_attr("fail_reason", f"interrupted: {err}")
+                write(trial.set_user_attr, interrupted=True, fail_reason=f"interrupted: {err}")
             raise
 
     def _evaluate(self, trial: Trial) -> list[float]:
@@ -316,10 +261,10 @@ class Objective:
         try:
             cfg = self.space.config(options)
         except ValueError as err:
-            trial.set_user_attr("config", format_options(options))
+            write(trial.set_user_attr, config=format_options(options))
             self._fail(trial, f"invalid config: {err}")
         spec = cfg.spec()
-        trial.set_user_attr("config", spec)
+        write(trial.set_user_attr, config=spec)
         earlier = self._claim(trial, spec)
         if earlier is not None:
             return self._reuse(trial, earlier)
@@ -335,10 +280,8 @@ class Objective:
 
     def _record(self, trial: Trial, record: dict[str, Any], seconds: float) -> list[float]:
         rejected = rejection(record, lr=self.space.probe.lr)
-        trial.set_user_attr("probe", record)
-        trial.set_user_attr("seconds", round(seconds, 4))
-        trial.set_user_attr("score", self.space.weights.score(record, blocks=record["blocks"]))
-        trial.set_user_attr("rejected", rejected)
+        write(trial.set_user_attr, probe=record, seconds=round(seconds, 4),
+              score=self.space.weights.score(record, blocks=record["blocks"]), rejected=rejected)
         set_constraints(trial, unstable=1.0 if record["unstable"] else 0.0, rejected=0.0 if rejected is None else 1.0)
         return objective_values(record)
 
@@ -368,13 +311,13 @@ class Objective:
             if earlier is not None:
                 return earlier
             if not claimed:
-                trial.set_user_attr("probing", True)
+                write(trial.set_user_attr, probing=True)
                 earlier, claimed = self._others(trial, spec, trial.study.get_trials(deepcopy=False))
                 if earlier is not None:  # finished while this trial looked the other way: reuse it
                     return earlier
                 if not claimed:
                     return None
-                trial.set_user_attr("probing", False)
+                write(trial.set_user_attr, probing=False)
                 time.sleep(self._backoff.uniform(0.05, 0.5))
                 continue
             time.sleep(CLAIM_POLL_S)
@@ -389,26 +332,26 @@ class Objective:
         own, whether another RUNNING trial of ``spec`` holds the claim to probe it)."""
         earlier, claimed = None, False
         for other in trials:
-            if other.number == trial.number or other.user_attrs.get("config") != spec:
+            record = TrialRecord.of(other)
+            if other.number == trial.number or record.config != spec:
                 continue
             if earlier is None and (other.state == TrialState.COMPLETE or (
-                other.state == TrialState.FAIL
-                and "fail_reason" in other.user_attrs
-                and not other.user_attrs.get("interrupted")
+                other.state == TrialState.FAIL and record.fail_reason is not None and not record.interrupted
             )):
                 earlier = other
-            claimed = claimed or (other.state == TrialState.RUNNING and other.user_attrs.get("probing") is True)
+            claimed = claimed or (other.state == TrialState.RUNNING and record.probing is True)
         return earlier, claimed
 
     def _reuse(self, trial: Trial, earlier: FrozenTrial) -> list[float]:
-        trial.set_user_attr("duplicate_of", earlier.number)
+        write(trial.set_user_attr, duplicate_of=earlier.number)
+        record = TrialRecord.of(earlier)
         if earlier.state == TrialState.FAIL:
-            self._fail(trial, earlier.user_attrs["fail_reason"])
-        return self._record(trial, earlier.user_attrs["probe"], 0.0)
+            self._fail(trial, record.fail_reason)
+        return self._record(trial, record.probe, 0.0)
 
     @staticmethod
     def _fail(trial: Trial, reason: str) -> NoReturn:
-        trial.set_user_attr("fail_reason", reason)
+        write(trial.set_user_attr, fail_reason=reason)
         raise CandidateFailed(reason)
 
 
@@ -417,26 +360,29 @@ class Objective:
 
 
 def study_attrs(space: SearchSpace) -> dict[str, Any]:
-    """What a study stores about its space as user attrs, so later commands work without the YAML file. The
-    space file's text is stored once per version, as a system attr (:func:`store_space_text`), to keep the
-    user attrs (one row of ``optuna studies``) short."""
-    return {
-        "normsearch": __version__,
-        "space": {"name": space.name, "path": space.path, "sha256": space.sha256},
-        "constraints": list(CONSTRAINTS),
-        "probe": dataclasses.asdict(space.probe),
-        "confirm": dataclasses.asdict(space.confirm),
-        "weights": dataclasses.asdict(space.weights),
-        "search": dataclasses.asdict(space.search),
-        "objectives": list(OBJECTIVES),
-        "objectives_version": OBJECTIVES_VERSION,
-        "probe_matches_confirm": not space.probe_differences(),
-        "probe_differs": space.probe_differences(),
-    }
+    """What a study stores about its space as user attrs (:class:`~normsearch.records.StudyRecord`), so later
+    commands work without the YAML file. The space file's text is stored once per version, as a system attr
+    (:func:`store_space_text`), to keep the user attrs (one row of ``optuna studies``) short."""
+    return StudyRecord(
+        normsearch=__version__,
+        space={"name": space.name, "path": space.path, "sha256": space.sha256},
+        constraints=list(CONSTRAINTS),
+        probe=dataclasses.asdict(space.probe),
+        confirm=dataclasses.asdict(space.confirm),
+        weights=dataclasses.asdict(space.weights),
+        search=dataclasses.asdict(space.search),
+        objectives=list(OBJECTIVES),
+        objectives_version=OBJECTIVES_VERSION,
+        probe_matches_confirm=not space.probe_differences(),
+        probe_differs=space.probe_differences(),
+        schema_version=SCHEMA_VERSION,
+    ).attrs()
 
 
 def check_comparable(study: optuna.Study) -> None:
-    """Raise :class:`IncompatibleStudy` unless the study was scored with this version's objectives."""
+    """Raise :class:`IncompatibleStudy` unless this normsearch reads the study's records
+    (:func:`~normsearch.records.check_schema`) and it was scored with this version's objectives."""
+    check_schema(study)
     version = study.user_attrs.get("objectives_version", 1)
     if version != OBJECTIVES_VERSION:
         stored = ", ".join(study.user_attrs.get("objectives") or ["?"])
@@ -502,10 +448,10 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, lost_only: bool =
     Trials that were interrupted do not count, so a baseline lost to a killed run is enqueued again.
     ``lost_only``: only those (a resumed study whose space did not change: its creator enqueued the rest).
     """
-    baselines = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
-    tried = {t.user_attrs.get("config") for t in baselines}
+    baselines = [t for t in study.get_trials(deepcopy=False) if TrialRecord.of(t).baseline]
+    tried = {TrialRecord.of(t).config for t in baselines}
     have = {
-        t.user_attrs.get("config")
+        TrialRecord.of(t).config
         for t in baselines
         if t.state in (TrialState.WAITING, TrialState.RUNNING) or counts_toward_budget(t)
     }
@@ -516,7 +462,7 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, lost_only: bool =
         if not params or cfg.spec() in have or (lost_only and cfg.spec() not in tried):
             continue
         have.add(cfg.spec())
-        study.enqueue_trial(params, user_attrs={"baseline": True, "baseline_name": name, "config": cfg.spec()})
+        study.enqueue_trial(params, user_attrs=trial_attrs(baseline=True, baseline_name=name, config=cfg.spec()))
         enqueued.append(name)
     return enqueued
 

@@ -61,6 +61,7 @@ from .data import NATIVE_RESOLUTION
 from .norm import PRESETS, NormConfig, as_config
 from .norm.config import ACTS, AFFINES, LAYOUTS, PARTITIONS, SCALES, WEIGHTS
 from .probes.settings import ProbeSettings, probe_reads
+from .score import ScoreWeights
 from .settings import SettingsError, check_fields, check_value, from_mapping
 
 SAMPLERS = ("tpe", "random", "nsga2", "brute_force")
@@ -86,34 +87,6 @@ class SpaceError(ValueError):
 
 # ------------------------------------------------------------------------------------------------------
 # Settings sections of the file that are not probe/confirm settings
-
-
-@dataclass(frozen=True)
-class ScoreWeights:
-    """Weights of the probe scores in the scalar score (see the module docstring)."""
-
-    similarity: float = field(default=1.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of −ln(1 − similarity)"})
-    step_loss_ratio: float = field(default=4.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of ln(step_loss_ratio)"})
-    activation_growth: float = field(default=0.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of (B − 1)·|growth|"})
-    grad_ratio: float = field(default=0.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of |ln(grad_ratio)|"})
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if not any(dataclasses.astuple(self)):
-            raise SettingsError("", "at least one weight must be > 0")
-
-    def score(self, probe: Mapping[str, float], *, blocks: int) -> float:
-        """The module docstring's score of probe scores ``probe`` (``activation_growth``, ``similarity``,
-        ``grad_ratio``, ``step_loss_ratio`` as the probes report them) on ``blocks`` block outputs; lower is
-        better. Ratios are floored at 1e-12 before the logarithm."""
-        growth, similarity = float(probe["activation_growth"]), float(probe["similarity"])
-        ratio, step = float(probe["grad_ratio"]), float(probe["step_loss_ratio"])
-        return (
-            -self.similarity * math.log1p(-min(similarity, SIMILARITY_CAP))
-            + self.step_loss_ratio * math.log(max(step, RATIO_FLOOR))
-            + self.activation_growth * max(blocks - 1, 1) * abs(growth)
-            + self.grad_ratio * abs(math.log(max(ratio, RATIO_FLOOR)))
-        )
 
 
 @dataclass(frozen=True)

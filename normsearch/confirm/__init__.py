@@ -20,9 +20,11 @@ import optuna
 from rich.console import Console
 
 from ..data import load_data
+from ..records import probe_rows
 from ..train import Plan
 from .calibration import calibrate, describe
 from .display import TrainingDisplay
+from .results import row_records
 from .schedule import run_rungs
 from .select import Candidate, all_candidates, select_candidates
 from .settings import ConfirmSettings
@@ -44,12 +46,10 @@ def confirm_study(
     :class:`~normsearch.space.SearchSpace`) only names the study in the progress output. Raises
     :class:`~normsearch.data.DatasetUnavailable` when the dataset is missing.
     """
-    from ..leaderboard import build_rows  # here: the leaderboard reads this package's records
-
     data = load_data(settings.dataset, resolution=settings.resolution, data_dir=settings.data_dir,
                      download=settings.download)  # a missing dataset stops here, before any output
     console = console or Console(stderr=True)
-    rows = build_rows(study)
+    rows = [row.as_dict() for row in probe_rows(study)]
     candidates = all_candidates(rows) if exhaustive else select_candidates(rows, settings)
     queue = UnitQueue(study, settings)
     plan = Plan.of(settings, len(data.train), None)
@@ -66,8 +66,7 @@ def confirm_study(
         run_rungs(candidates, schedule, queue, started=display.started, finished=display.finished,
                   rung_started=display.rung_started)
     confirmation = load_confirmation(study)
-    rows = build_rows(study, confirmation=confirmation)
-    calibration = calibrate(rows, {row["trial"]: row["confirm"] for row in rows if "confirm" in row})
+    calibration = calibrate(rows, row_records(confirmation.records, rows))
     if calibration["budget"] is not None:
         console.print(describe(calibration), highlight=False, soft_wrap=True)
     console.print(cost_line(training_cost(confirmation, len(all_candidates(rows)))), highlight=False)

@@ -125,9 +125,22 @@ def legacy_record(old: Mapping[str, Any], trial: int) -> dict[str, Any]:
     }
 
 
+def row_records(records: Mapping[int, Mapping[str, Any]], rows: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
+    """Trial number of each scored row (``trial``, ``config``, ``state`` not FAIL) → its candidate record: the
+    record of its config (trained under whichever trial), else the record of its trial number."""
+    by_config = {record["config"]: record for record in records.values()}
+    out = {}
+    for row in rows:
+        record = (by_config.get(row["config"]) or records.get(row["trial"])) if row["state"] != "FAIL" else None
+        if record is not None:
+            out[row["trial"]] = record
+    return out
+
+
 def ranking_key(record: Mapping[str, Any]) -> tuple[int, float]:
     """Higher is better: (budget, ranking accuracy). The winner is the record with the largest key."""
     return record["budget"], ranking_accuracy(record)
 
 
-__all__ = ["DIVERGED_ACCURACY", "arm_at", "arm_summary", "best_arm", "candidate_records", "legacy_record", "ranking_accuracy", "ranking_key"]
+__all__ = ["DIVERGED_ACCURACY", "arm_at", "arm_summary", "best_arm", "candidate_records", "legacy_record", "ranking_accuracy", "ranking_key",
+           "row_records"]
