@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 PARTITIONS = ("none", "batch", "layer", "instance", "group", "position", "batch_group")
@@ -30,6 +30,56 @@ LAYOUTS = ("channels", "tokens")
 transformers produce them (C last). A tokens input is computed as its channels-first view (N, C, *L), so every
 partition keeps its meaning with the token axes as *S: ``position`` is the transformer LayerNorm/RMSNorm
 over C of each token, ``batch`` BatchNorm over (N, *L), ``group`` per sample over (C/G, *L)."""
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What one option may take (the ``allowed`` metadata of each :class:`NormConfig` field): one of
+    ``choices``, or a value of ``kind`` (bool, int or float; True is not an int) with ``low`` < value
+    (``low_closed``: ≤) and value < ``high`` (``high_closed``: ≤), a bound None being no bound. ``null``: what
+    None stands for where a space file may give it (None: it may not). Both :class:`NormConfig` and the space
+    files' option checks (:mod:`normsearch.space.checks`) use these, so each rule is written once."""
+
+    choices: tuple[str, ...] = ()
+    kind: type | None = None
+    low: float | None = None
+    high: float | None = None
+    low_closed: bool = False
+    high_closed: bool = False
+    null: str | None = None
+
+    def problem(self, value: Any, *, none_ok: bool) -> str | None:
+        """None if ``value`` is allowed (None only with ``none_ok``), else what is allowed, as text."""
+        if value is None:
+            return None if none_ok else self.text()
+        if self.choices:
+            ok = isinstance(value, str) and value in self.choices
+        elif self.kind is bool:
+            ok = isinstance(value, bool)
+        else:
+            number = int if self.kind is int else int | float
+            ok = isinstance(value, number) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (self.low is None or (self.low <= value if self.low_closed else self.low < value))
+            ok = ok and (self.high is None or (value <= self.high if self.high_closed else value < self.high))
+        return None if ok else self.text()
+
+    def text(self) -> str:
+        """``one of a, b`` / ``true or false`` / ``a positive integer`` / ``a number in (0, 1]``, with ``or null
+        (what it stands for)``."""
+        if self.choices:
+            text = f"one of {', '.join(self.choices)}"
+        elif self.kind is bool:
+            text = "true or false"
+        elif self.kind is int:
+            text = "a positive integer" if (self.low, self.low_closed, self.high) == (1, True, None) else "an integer"
+        else:
+            text = (f"a number in {'[' if self.low_closed else '('}{self.low:g}, {self.high:g}"
+                    f"{']' if self.high_closed else ')'}")
+        return text + (f" or null ({self.null})" if self.null else "")
+
+
+def _option(default: Any, allowed: Allowed) -> Any:
+    return field(default=default, metadata={"allowed": allowed})
 
 
 @dataclass(frozen=True)
@@ -62,35 +112,24 @@ class NormConfig:
     Fields left ``None`` (running, momentum) resolve to their partition's default.
     """
 
-    partition: str = "batch"
-    groups: int | None = None
-    group_size: int | None = None
-    center: bool = True
-    scale: str = "std"
-    eps: float = 1e-5
-    running: bool | None = None
-    momentum: float | None = None
-    affine: str = "full"
-    act: str = "none"
-    weight: str = "none"
-    layout: str = "channels"
+    partition: str = _option("batch", Allowed(choices=PARTITIONS))
+    groups: int | None = _option(None, Allowed(kind=int, low=1, low_closed=True))
+    group_size: int | None = _option(None, Allowed(kind=int, low=1, low_closed=True))
+    center: bool = _option(True, Allowed(kind=bool))
+    scale: str = _option("std", Allowed(choices=SCALES))
+    eps: float = _option(1e-5, Allowed(kind=float, low=0.0, high=1.0))
+    running: bool | None = _option(None, Allowed(kind=bool, null="the partition's default"))
+    momentum: float | None = _option(None, Allowed(kind=float, low=0.0, high=1.0, high_closed=True, null="the default"))
+    affine: str = _option("full", Allowed(choices=AFFINES))
+    act: str = _option("none", Allowed(choices=ACTS))
+    weight: str = _option("none", Allowed(choices=WEIGHTS))
+    layout: str = _option("channels", Allowed(choices=LAYOUTS))
 
     def __post_init__(self) -> None:
-        _check_choice("partition", self.partition, PARTITIONS)
-        _check_choice("scale", self.scale, SCALES)
-        _check_choice("affine", self.affine, AFFINES)
-        _check_choice("act", self.act, ACTS)
-        _check_choice("weight", self.weight, WEIGHTS)
-        _check_choice("layout", self.layout, LAYOUTS)
-        for name in ("center",):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"option '{name}' must be true or false, got {getattr(self, name)!r}")
-        if (
-            isinstance(self.eps, bool)
-            or not isinstance(self.eps, int | float)
-            or not (0 < self.eps < 1 and math.isfinite(self.eps))
-        ):
-            raise ValueError(f"option 'eps' must be a number in (0, 1), got {self.eps!r}")
+        for f in fields(self):  # each option on its own (None: not given, where the default is None)
+            allowed = f.metadata["allowed"].problem(getattr(self, f.name), none_ok=f.default is None)
+            if allowed is not None:
+                raise ValueError(f"option '{f.name}' must be {allowed}, got {getattr(self, f.name)!r}")
         object.__setattr__(self, "eps", float(self.eps))
         self._check_groups()
         self._resolve_running()
@@ -112,10 +151,6 @@ class NormConfig:
             raise ValueError("act=evo_b0 takes the max with the partition's scale: it needs scale=std or rms")
 
     def _check_groups(self) -> None:
-        for name in ("groups", "group_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"option '{name}' must be a positive integer, got {value!r}")
         if self.partition in GROUPED_PARTITIONS:
             if (self.groups is None) == (self.group_size is None):
                 raise ValueError(f"partition={self.partition} needs exactly one of 'groups' or 'group_size'")
@@ -128,8 +163,6 @@ class NormConfig:
     def _resolve_running(self) -> None:
         batchy = self.partition in BATCH_PARTITIONS
         running = batchy if self.running is None else self.running
-        if not isinstance(running, bool):
-            raise ValueError(f"option 'running' must be true or false, got {self.running!r}")
         if running and not batchy:
             raise ValueError(
                 f"option 'running' applies only to partition in {list(BATCH_PARTITIONS)}, "
@@ -142,8 +175,6 @@ class NormConfig:
             raise ValueError(
                 "option 'momentum' needs running=true (a batch partition with running estimates)"
             )
-        elif isinstance(momentum, bool) or not isinstance(momentum, int | float) or not 0 < momentum <= 1:
-            raise ValueError(f"option 'momentum' must be a number in (0, 1], got {momentum!r}")
         object.__setattr__(self, "running", running)
         object.__setattr__(self, "momentum", None if momentum is None else float(momentum))
 
@@ -232,16 +263,13 @@ def _group_kwargs(cfg: NormConfig) -> dict[str, int | None]:
     return {"groups": cfg.groups, "group_size": cfg.group_size}
 
 
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"option '{name}' must be one of {', '.join(allowed)}; got {value!r}")
-
-
 OPTION_NAMES = tuple(f.name for f in fields(NormConfig))
+ALLOWED: dict[str, Allowed] = {f.name: f.metadata["allowed"] for f in fields(NormConfig)}
+"""Option name → what it may take (:class:`Allowed`)."""
 _DEFAULTS = {f.name: f.default for f in fields(NormConfig)}
-_INT_OPTIONS = ("groups", "group_size")
-_FLOAT_OPTIONS = ("eps", "momentum")
-_BOOL_OPTIONS = ("center", "running")
+_INT_OPTIONS = tuple(name for name, allowed in ALLOWED.items() if allowed.kind is int)
+_FLOAT_OPTIONS = tuple(name for name, allowed in ALLOWED.items() if allowed.kind is float)
+_BOOL_OPTIONS = tuple(name for name, allowed in ALLOWED.items() if allowed.kind is bool)
 
 
 def _format(value: Any) -> str:

@@ -1,0 +1,198 @@
+"""Loading a space file: the YAML (safe, no repeated keys, bounded nesting), its sections, every problem
+found (:class:`~normsearch.space.problems.SpaceError`), and the spaces shipped with the package."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..confirm.settings import ConfirmSettings
+from ..probes.settings import ProbeSettings
+from ..score import ScoreWeights
+from ..settings import SettingsError, check_value, from_mapping
+from .entries import parse_space_section
+from .fit import check_fits
+from .model import SearchSpace
+from .problems import Problems, SpaceError, kind
+from .sections import SearchSettings, matched_probe
+
+MAX_NESTING = 32
+"""Deepest nesting of YAML mappings and lists a space file may have (a space file needs 5)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):  # PyYAML's signature
+        seen = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain value (a name or a number), not a list or mapping",
+                    key_node.start_mark
+                )
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(  # YAML 1.2 floats: PyYAML reads 1e-5 (no dot) as a string
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+SECTIONS = ("description", "space", "probe", "objective", "search", "confirm")
+
+
+def _check_nesting(text: str, label: str) -> None:
+    """Refuse YAML nested deeper than :data:`MAX_NESTING`, before the (recursive) loader sees it.
+
+    Reads PyYAML's event stream, which is not recursive, so a deep file costs no stack."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                mark = event.start_mark
+                where = f"{label}: line {mark.line + 1}, column {mark.column + 1}"
+                raise SpaceError([f"{where}: nested more than {MAX_NESTING} levels deep (a space file needs 5)"])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _settings(cls: type, data: Any, prefix: str, problems: Problems, defaults: Mapping[str, Any] | None = None) -> Any:
+    """A settings section with every bad key reported (not just the first); ``defaults`` (valid values)
+    under the keys it does not give; the class defaults if it has problems."""
+    if data is not None and not isinstance(data, Mapping):
+        problems.add(prefix, f"must be a mapping of settings, got {kind(data)}")
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    good: dict[str, Any] = {}
+    for key, value in (data or {}).items():
+        path = f"{prefix}.{key}"
+        if key not in fields:
+            problems.add(path, f"unknown setting; allowed: {', '.join(fields)}")
+            continue
+        try:
+            check_value(cls, fields[key], value, path)
+            good[key] = value
+        except SettingsError as err:
+            problems.add(err.path, err.message)
+    try:
+        return from_mapping(cls, {**(defaults or {}), **good}, prefix)
+    except SettingsError as err:  # a check across fields
+        problems.add(err.path, err.message)
+        return cls()
+
+
+def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
+    """Validate YAML source ``text`` (errors prefixed by ``label``) into a :class:`SearchSpace`.
+
+    Raises :class:`SpaceError` listing every problem found.
+    """
+    problems = Problems(label)
+    try:
+        _check_nesting(text, label)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpaceError([f"{label}: {where}invalid YAML: {problem}"]) from None
+    if not isinstance(data, Mapping):
+        raise SpaceError([f"{label}: must be a mapping with a 'space' section, got {kind(data)}"])
+    for key in data:
+        if key not in SECTIONS:
+            problems.add(str(key), f"unknown section; allowed: {', '.join(SECTIONS)}")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        problems.add("description", f"must be a string, got {description!r}")
+        description = ""
+    params = parse_space_section(data.get("space"), problems)
+    confirm = _settings(ConfirmSettings, data.get("confirm"), "confirm", problems)
+    probe = _settings(ProbeSettings, data.get("probe"), "probe", problems, defaults=matched_probe(confirm))
+    search = _settings(SearchSettings, data.get("search"), "search", problems)
+    objective = data.get("objective")
+    weights = ScoreWeights()
+    if objective is not None and not (isinstance(objective, Mapping) and set(objective) <= {"weights"}):
+        problems.add("objective", "must be a mapping with one key, weights: {similarity, step_loss_ratio, "
+                     "activation_growth, grad_ratio}")
+    elif objective is not None:
+        weights = _settings(ScoreWeights, objective.get("weights"), "objective.weights", problems)
+    given = frozenset(data["probe"]) if isinstance(data.get("probe"), Mapping) else frozenset()
+    space = SearchSpace(name, path, text, params, probe, confirm, search, weights, description.strip(), given)
+    if not problems.items:
+        check_fits(space, problems, "probe" if given & {"model", "depth", "width", "skipinit"} else "confirm")
+    if search.sampler == "brute_force" and not space.is_finite():
+        ranges = ", ".join(p.path for p in params if p.values() is None)
+        problems.add("search.sampler", f"brute_force needs a finite space; continuous: {ranges}")
+    if not problems.items and space.is_finite():
+        points, valid = space.size()
+        if valid == 0:
+            problems.add("space", f"none of its {points} points is a valid config (e.g. "
+                         f"{_first_error(space)}): check the conditions")
+    if problems.items:
+        raise SpaceError(problems.items)
+    return space
+
+
+def _first_error(space: SearchSpace) -> str:
+    for _, options in space.grid():
+        try:
+            space.config(options)
+        except ValueError as err:
+            return str(err)
+    return ""
+
+
+def shipped_spaces() -> dict[str, Any]:
+    """Name → resource of each space shipped inside the package (``normsearch/spaces/*.yaml``)."""
+    folder = resources.files("normsearch") / "spaces"
+    return {p.name.removesuffix(".yaml"): p for p in sorted(folder.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".yaml")}
+
+
+def resolve(path_or_name: str | Path) -> tuple[str, str, str]:
+    """(label, path, YAML text) of a space file, or of the shipped space of that bare name.
+
+    A bare name (no directory part) that is not an existing file resolves to the shipped space
+    ``name`` or ``name.yaml``. Raises SpaceError if neither exists.
+    """
+    given = str(path_or_name)
+    path = Path(given)
+    if path.is_file():
+        try:
+            return given, str(path), path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise SpaceError([f"{given}: cannot read: {err}"]) from None
+    shipped = shipped_spaces()
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if path.parent == Path(".") and stem in shipped:
+        return f"{stem}.yaml", f"shipped:{stem}", shipped[stem].read_text(encoding="utf-8")
+    hint = f"; shipped spaces: {', '.join(shipped)}" if path.parent == Path(".") else ""
+    raise SpaceError([f"{given}: no such space file{hint}"])
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def load_space(path_or_name: str | Path) -> SearchSpace:
+    """Load and validate a space file (or shipped space name). Raises :class:`SpaceError`."""
+    label, path, text = resolve(path_or_name)
+    stem = Path(label).name.removesuffix(".yaml").removesuffix(".yml")
+    name = stem if _NAME.fullmatch(stem) else "study"
+    return parse_space(text, label, name, path)
+
+
+__all__ = ["MAX_NESTING", "SECTIONS", "load_space", "parse_space", "resolve", "shipped_spaces"]
