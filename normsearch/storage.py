@@ -31,6 +31,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -39,6 +40,7 @@ from optuna.storages.journal import JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from .journal import SafeJournalFileBackend
+from .records import TrialRecord, check_schema, write
 
 JOURNAL = "journal.log"
 POINTER = "storage.txt"
@@ -353,7 +355,8 @@ def open_study(name: str | None, runs_dir: str | Path = "runs", storage: str | N
     """Load an existing study (never creating a file, a database or tables).
 
     ``name`` None: the only study in ``storage`` if given, else the most recently modified one under
-    ``runs_dir``. Raises ValueError (:class:`StorageError` for the storage itself) naming the known studies.
+    ``runs_dir``. Raises ValueError (:class:`StorageError` for the storage itself) naming the known studies,
+    :class:`~normsearch.records.IncompatibleStudy` for records of a schema this normsearch does not read.
     """
     if name is None and storage is not None:
         names = stored_study_names(storage)
@@ -371,9 +374,11 @@ def open_study(name: str | None, runs_dir: str | Path = "runs", storage: str | N
         known = ", ".join(n for n, _ in study_names(runs_dir)) or "none"
         raise ValueError(f"no study {name!r} under {runs_dir}/ (studies there: {known})")
     try:
-        return optuna.load_study(study_name=name, storage=location.open(create=False))
+        study = optuna.load_study(study_name=name, storage=location.open(create=False))
     except KeyError:
         raise ValueError(f"storage {masked(location.storage)} holds no study {name!r}") from None
+    check_schema(study)
+    return study
 
 
 def _pid_alive(pid: int) -> bool:
@@ -390,7 +395,7 @@ def is_stale(trial: FrozenTrial, host: str | None = None) -> bool:
     """Whether a RUNNING trial was left by a process that no longer runs on this host."""
     if trial.state != TrialState.RUNNING:
         return False
-    worker = trial.user_attrs.get("worker")
+    worker = TrialRecord.of(trial).worker
     if not isinstance(worker, str) or ":" not in worker:  # popped, and not (yet) started by a normsearch worker
         started = trial.datetime_start or datetime.now()
         return (datetime.now() - started).total_seconds() > UNOWNED_GRACE_S
@@ -407,9 +412,8 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not is_stale(trial):
             continue
-        reason = f"interrupted: process {trial.user_attrs.get('worker', '?')} stopped while running it"
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        reason = f"interrupted: process {TrialRecord.of(trial).worker or '?'} stopped while running it"
+        write(partial(storage.set_trial_user_attr, trial._trial_id), fail_reason=reason, interrupted=True)
         if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
             failed.append(trial.number)
     return failed
