@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from normsearch.cli import app
 from normsearch.leaderboard import build_rows, document, pareto_mask, sort_rows
 from normsearch.probes import SCORES
+from normsearch.records import ROW_KEYS, IncompatibleStudy, TrialRecord, check_schema, schema_version, write
 from normsearch.search import DIRECTIONS, OBJECTIVES_VERSION, objective_values
 from normsearch.space import ScoreWeights
 
@@ -146,3 +147,37 @@ def test_leaderboard_and_runs_commands(tmp_path: Path, monkeypatch: pytest.Monke
     assert entry["trials"]["complete"] == 6
     empty = runner.invoke(app, ["leaderboard", "--runs-dir", "elsewhere"])
     assert empty.exit_code == 2 and "no studies under elsewhere/" in empty.stderr
+
+
+def test_rows_keep_their_key_order_and_a_study_without_a_schema_version_reads_as_version_1(tmp_path: Path) -> None:
+    """The ``--json`` rows as before the typed records: ROW_KEYS first, objectives only on scored rows, the
+    stds last; a study written before the schema version was stored (``_make_study`` stores none) reads."""
+    study = _make_study(tmp_path / "runs")
+    assert "schema_version" not in study.user_attrs and schema_version(study) == 1
+    check_schema(study)  # today's layout: readable
+    rows = {row["state"]: row for row in build_rows(study, include_failed=True)}
+    tail = ["baseline_name", "unstable", "reason", "samples", "seconds", "params"]
+    assert list(rows["COMPLETE"]) == [*ROW_KEYS, "objectives", *tail, *(f"{name}_std" for name in SCORES)]
+    assert list(rows["FAIL"]) == [*ROW_KEYS, *tail]
+    assert list(ROW_KEYS) == ["rank", "trial", "config", "baseline", "pareto", "state", *SCORES, "score", "rejected"]
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None])
+def test_a_study_of_an_unknown_schema_is_refused_in_one_line(tmp_path: Path, version) -> None:
+    study = _make_study(tmp_path / "runs")
+    study.set_user_attr("schema_version", version)
+    with pytest.raises(IncompatibleStudy, match=rf"study 'hand' holds records of schema version {version!r} "):
+        check_schema(study)
+    result = runner.invoke(app, ["leaderboard", "hand", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "reads versions 1 to 1" in result.stderr
+
+
+def test_trial_records_refuse_undeclared_keys() -> None:
+    stored: dict = {}
+    write(stored.__setitem__, config="bn", rejected=None)
+    assert stored == {"config": "bn", "rejected": None}
+    with pytest.raises(TypeError, match="not a trial record field: confg"):
+        write(stored.__setitem__, confg="bn")
+    assert stored == {"config": "bn", "rejected": None}  # nothing written
+    assert TrialRecord(**stored) == TrialRecord(config="bn")

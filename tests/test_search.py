@@ -17,10 +17,12 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from normsearch import __version__
 from normsearch.cli import app
 from normsearch.confirm import load_confirmation
 from normsearch.norm import parse_spec
 from normsearch.probes import ProbeRunner
+from normsearch.records import SCHEMA_VERSION, TRIAL_FIELDS, ProbeRecord, TrialRecord
 from normsearch.search import (
     BASELINES,
     METRIC_NAMES,
@@ -384,6 +386,39 @@ def test_a_study_scored_with_older_objectives_is_refused_and_left_unchanged(tmp_
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and " ".join(lines[0].split()).startswith(expected), result.stderr
     assert journal.read_bytes() == before and sorted(p.name for p in journal.parent.iterdir()) == ["journal.log"]
+
+
+def test_trials_and_study_are_stored_as_the_typed_records(tiny_study: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tiny_study)
+    study = _study("tiny")
+    assert study.user_attrs["schema_version"] == SCHEMA_VERSION
+    for trial in study.get_trials():
+        assert set(trial.user_attrs) <= TRIAL_FIELDS  # no key that the record does not declare
+        record = TrialRecord.of(trial)
+        assert record.probe_record().attr() == trial.user_attrs["probe"]  # every stored probe key typed, none lost
+        assert ProbeRecord.read(record.probe).scores() == dict(zip(OBJECTIVES, trial.values, strict=True)) | {
+            k: trial.user_attrs["probe"][k] for k in ("activation_growth", "grad_ratio")}
+        assert record.config == trial.user_attrs["config"] and record.worker == trial.user_attrs["worker"]
+
+
+def test_a_study_of_an_unknown_record_schema_is_refused_and_left_unchanged(tmp_path: Path, monkeypatch) -> None:
+    """A study written by a newer normsearch: one error line and exit 2 on resume and on every read, nothing
+    written."""
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    _run("--space", "tiny.yaml", "--n-trials", "2", "--study", "new")
+    _study("new").set_user_attr("schema_version", SCHEMA_VERSION + 1)
+    journal = tmp_path / "runs" / "new" / "journal.log"
+    before = journal.read_bytes()
+    expected = (f"error: study 'new' holds records of schema version {SCHEMA_VERSION + 1} (written by normsearch "
+                f"{__version__}); this normsearch reads versions 1 to {SCHEMA_VERSION}")
+    for command in (["run", "--no-confirm", "--space", "tiny.yaml", "--study", "new", "--n-trials", "4"],
+                    ["leaderboard", "new"], ["confirm", "new"], ["report", "new", "-o", "page"], ["export", "new"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and " ".join(lines[0].split()).startswith(expected), (command, result.stderr)
+    assert journal.read_bytes() == before and not Path("page").exists()
 
 
 def test_run_says_when_the_probes_do_not_see_the_trained_network(tmp_path: Path, monkeypatch) -> None:

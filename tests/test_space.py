@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from normsearch.cli import app
 from normsearch.confirm.settings import ConfirmSettings
-from normsearch.norm import parse_spec
+from normsearch.norm import NormConfig, parse_spec
 from normsearch.space import ScoreWeights, SpaceError, load_space, parse_space, shipped_spaces
+from normsearch.space.checks import OPTION_CHECKS, RANGE_KINDS
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +110,34 @@ def test_broken_file_names_file_key_path_and_what_is_allowed(case: str) -> None:
     text, expected = BROKEN[case]
     problems = _problems(text)
     assert any(p.startswith(expected) for p in problems), problems
+
+
+PROBE_VALUES = (True, False, 0, 1, 2, -1, 0.0, 0.5, 1.0, 1.5, 1e-5, math.nan, math.inf, "x", "batch", "std", "full",
+                "tlu", "scaled_ws", "tokens", "group", "none")
+
+
+@pytest.mark.parametrize("option", list(NormConfig.__dataclass_fields__))
+def test_a_space_option_takes_exactly_what_normconfig_takes_with_the_same_words(option: str) -> None:
+    """The space's option checks and NormConfig's own validation are one rule (the field's metadata): a value
+    NormConfig refuses as that option (``option '<name>' must be ...``) is refused in a space file with the
+    same allowed values, and a value it accepts is accepted."""
+    for value in PROBE_VALUES:
+        try:
+            NormConfig(**{option: value})
+            refused = None
+        except ValueError as err:
+            text = str(err)
+            refused = text.split(" must be ", 1)[1].rsplit(", got ", 1)[0] if text.startswith(f"option '{option}' must be ") else None
+        assert OPTION_CHECKS[option](value) == refused, (option, value)
+        problems = [] if refused is None else _problems(f"space:\n  {option}: {{choices: [{value!r}]}}\n".replace("'", ""))
+        assert refused is None or problems[0].startswith(f"bad.yaml: space.{option}.choices[0]: must be {refused}, got ")
+
+
+def test_the_range_options_are_normconfigs_numeric_ones() -> None:
+    assert RANGE_KINDS == {"groups": "int", "group_size": "int", "eps": "float", "momentum": "float"}
+    assert _problems("space:\n  eps: {low: 0.0, high: 0.5}\n") == ["bad.yaml: space.eps.low: must be a number in (0, 1), got 0.0"]
+    assert _problems("space:\n  partition: batch\n  momentum: {low: 0.5, high: 1.5}\n") == [
+        "bad.yaml: space.momentum.high: must be a number in (0, 1] or null (the default), got 1.5"]
 
 
 def test_every_problem_is_reported_not_just_the_first() -> None:
