@@ -266,7 +266,7 @@ def complete_row(trial: FrozenTrial, samples: Sequence[FrozenTrial], weights: Sc
     record = TrialRecord.of(trial)
     probe = record.probe or {}
     unstable = bool(probe.get("unstable", False))
-    baseline = next((TrialRecord.of(t).baseline_name for t in samples if TrialRecord.of(t).baseline), None)
+    baseline = next((r.baseline_name for r in map(TrialRecord.of, samples) if r.baseline), None)
     return Row(
         trial=trial.number, config=record.config or "", baseline=baseline is not None,
         state="UNSTABLE" if unstable else "COMPLETE", scores={name: probe.get(name) for name in SCORE_NAMES},
