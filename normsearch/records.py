@@ -140,10 +140,6 @@ class ProbeRecord:
         """The mapping stored as the ``probe`` attr."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def scores(self) -> dict[str, float]:
-        """{score name: value} of the four probe scores."""
-        return {name: getattr(self, name) for name in SCORE_NAMES}
-
 
 SCORE_NAMES = ("activation_growth", "similarity", "grad_ratio", "step_loss_ratio")
 """The probe scores of a :class:`ProbeRecord`, in the probes' order (:data:`normsearch.probes.SCORES`)."""
@@ -184,10 +180,6 @@ class TrialRecord:
         """The record of a trial (keys it does not know left out)."""
         attrs = trial.user_attrs
         return cls(**{f.name: attrs[f.name] for f in fields(cls) if f.name in attrs})
-
-    def probe_record(self) -> ProbeRecord | None:
-        """The typed ``probe`` attr, or None when the trial was not scored."""
-        return None if self.probe is None else ProbeRecord.read(self.probe)
 
 
 TRIAL_FIELDS = frozenset(f.name for f in fields(TrialRecord))
