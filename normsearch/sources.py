@@ -220,6 +220,11 @@ def register_model(builder: Callable[..., nn.Module]) -> str:
     return name
 
 
+def in_process_only(name: str) -> bool:
+    """Whether ``name`` is a ``python:`` :func:`register_model` builder: other processes cannot build it."""
+    return name in _REGISTERED
+
+
 @functools.cache
 def resolve_model(name: str) -> ModelSource | None:
     """The source of a model name (``None`` for the built-in ``resnet`` / ``cnn``); ``ValueError`` with one
@@ -287,6 +292,7 @@ __all__ = [
     "ModelSource",
     "RepeatChannels",
     "check_model_name",
+    "in_process_only",
     "register_model",
     "reparametrize_convs",
     "resolve_model",
