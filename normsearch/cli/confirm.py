@@ -32,6 +32,7 @@ from ..leaderboard import build_rows, winner
 from ..pipeline import Interrupted, Reporter, search_and_confirm
 from ..search import IncompatibleStudy, check_comparable
 from ..settings import SettingsError, from_mapping
+from ..sources import network_label
 from ..space import SearchSpace, SpaceError, load_space
 from ..storage import StorageError, check_name, locate, open_study
 from ..train import resolve_device
@@ -217,8 +218,9 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
                "calibration": calibration, "winner": best, "training_cost": cost}
         typer.echo(json.dumps(doc, indent=2))
         return
-    title = (f"confirmation of {study.study_name}: {settings.dataset}, {settings.model}-{settings.depth}×"
-             f"{settings.width}, up to {settings.epochs} epochs, batch {settings.batch_size}")
+    title = (f"confirmation of {study.study_name}: {settings.dataset}, "
+             f"{network_label(settings.model, settings.depth, settings.width)}, up to {settings.epochs} epochs, "
+             f"batch {settings.batch_size}")
     emit(results_table(title, trained))
     if calibration["budget"] is not None:
         emit(calibration_table(calibration))

@@ -29,6 +29,7 @@ from ..norm import parse_spec
 from ..pipeline import Interrupted, Reporter, WorkersFailed, search_and_confirm, with_overrides
 from ..search import BASELINES, IncompatibleStudy, Prepared, budget_used, check_comparable
 from ..settings import SettingsError
+from ..sources import network_label
 from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
 from ..storage import (
     HEARTBEAT_S,
@@ -137,7 +138,7 @@ def space_show(path: SpaceFile, json_output: SpaceJson = False) -> None:
                    f"{_size_text(space)}", title_justify="left", box=box.SQUARE, padding=(0, 1), show_edge=True))
     probe, search, weights = space.probe, space.search, space.weights
     lines = [
-        (f"probe: {probe.model}-{probe.depth} width {probe.width}{' skipinit' if probe.skipinit else ''}, "
+        (f"probe: {network_label(probe.model, probe.depth, probe.width)}{' skipinit' if probe.skipinit else ''}, "
          f"batch {probe.batch_size} {probe.data} {probe.resolution}px, {probe.seeds} seed(s) from {probe.seed}"),
         f"search: {search.sampler}, {search.n_trials} trials, seed {search.seed}"
         + (f", timeout {search.timeout:g}s" if search.timeout else ""),
