@@ -10,7 +10,8 @@
 ``data`` a dataset name (:mod:`normsearch.data`) or a pair of torch datasets (train, val). Both replace the
 space's ``probe:`` and ``confirm:`` choices; with ``data`` the probes run at the data's own resolution.
 In-memory callables and datasets exist in this process only: the study records their names, so a later
-``normsearch`` command can show and export its results but not probe or train them again.
+``normsearch`` command can show and export its results but not probe or train them again, and ``workers`` > 1
+refuses them (:func:`check_workers`); a function defined in an importable module is shared by its name.
 
 :func:`search_and_confirm` is the one sequence prepare → probe (here or in worker processes) → confirm, for
 :func:`run` and the ``normsearch run`` / ``normsearch calibrate`` commands alike; they differ in what they
