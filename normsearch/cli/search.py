@@ -34,6 +34,7 @@ from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
 from ..storage import (
     HEARTBEAT_S,
     StorageError,
+    StudyLocation,
     check_name,
     locate,
     masked,
@@ -199,7 +200,7 @@ def _note(text: str) -> None:
 class _Terminal(Reporter):
     """The pipeline's progress on stderr: notes on the study, a progress bar over the budget, the counts."""
 
-    def __init__(self, space: SearchSpace, location: Any) -> None:
+    def __init__(self, space: SearchSpace, location: StudyLocation) -> None:
         self.space, self.location = space, location
 
     def prepared(self, prepared: Prepared) -> None:
