@@ -302,6 +302,11 @@ def register_data(train: object, val: object) -> str:
     return name
 
 
+def in_process_only(name: str) -> bool:
+    """Whether ``name`` is a :func:`register_data` dataset: other processes (search workers) cannot load it."""
+    return name in _REGISTERED
+
+
 def _user_loader(name: str) -> Callable[[int | None], Loaded] | None:
     """The loader of an ``imagefolder:``, user-function or registered dataset (None for the named ones)."""
     if name in LOADERS:

@@ -10,16 +10,22 @@
 ``data`` a dataset name (:mod:`normsearch.data`) or a pair of torch datasets (train, val). Both replace the
 space's ``probe:`` and ``confirm:`` choices; with ``data`` the probes run at the data's own resolution.
 In-memory callables and datasets exist in this process only: the study records their names, so a later
-``normsearch`` command can show and export its results but not probe or train them again.
+``normsearch`` command can show and export its results but not probe or train them again, and ``workers`` > 1
+refuses them (:func:`check_workers`); a function defined in an importable module is shared by its name.
 
-``normsearch run`` is this pipeline (:func:`run`) with progress bars, worker processes and Ctrl-C handling on top; both
-apply command-line style overrides through :func:`with_overrides`.
+:func:`search_and_confirm` is the one sequence prepare → probe (here or in worker processes) → confirm, for
+:func:`run` and the ``normsearch run`` / ``normsearch calibrate`` commands alike; they differ in what they
+hand it: a :class:`Reporter` for progress (the CLI's draws bars and notes), whether Ctrl-C stops gracefully,
+and overrides applied through :func:`with_overrides`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,15 +34,18 @@ import optuna
 from rich.console import Console
 from torch import nn
 
-from .data import load_data, register_data
+from .confirm import confirm_study
+from .data import DatasetUnavailable, load_data, register_data
+from .data import in_process_only as data_in_process_only
 from .export import Provenance, export_source
 from .leaderboard import build_rows, sort_rows
 from .norm import NormConfig, parse_spec
-from .search import StopRequest, WorkerTask, optimize, prepare
-from .settings import from_mapping
+from .search import Prepared, StopRequest, WorkerTask, budget_used, optimize, prepare, run_workers
+from .settings import SettingsError, from_mapping
+from .sources import in_process_only as model_in_process_only
 from .sources import register_model
 from .space import SearchSpace, load_space
-from .storage import check_name, locate, open_study
+from .storage import StudyLocation, check_name, locate, open_study
 
 
 def with_overrides(
@@ -119,6 +128,157 @@ class Study:
         return source
 
 
+class Reporter:
+    """What :func:`search_and_confirm` reports as it goes. Every hook does nothing here; ``normsearch run`` and
+    ``normsearch calibrate`` render them on the terminal (subclasses in :mod:`normsearch.cli`)."""
+
+    def prepared(self, prepared: Prepared) -> None:
+        """The study is created or resumed (stale trials failed, baselines enqueued); no trial has run yet."""
+
+    @contextlib.contextmanager
+    def searching(self, study: optuna.Study, budget: int, remaining: int) -> Iterator[Callable[[], None]]:
+        """Around the search stage (``remaining`` of ``budget`` trials left); yields the function called after
+        each trial of this process and while worker processes run."""
+        yield lambda: None
+
+    def searched(self, study: optuna.Study, seconds: float) -> None:
+        """The search stage ended without a stop request: the budget is used, the timeout passed, or the
+        sampler ran out of configs (``seconds``: its wall time)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C (or SIGTERM) stopped ``stage`` (``"search"`` or ``"confirm"``) of :func:`search_and_confirm`;
+    everything finished before is stored in ``study`` and the same call resumes it."""
+
+    def __init__(self, stage: str, study: optuna.Study) -> None:
+        super().__init__(f"{stage} interrupted")
+        self.stage, self.study = stage, study
+
+
+class WorkersFailed(RuntimeError):
+    """Search worker processes exited with these ``codes`` (one per worker); 2 means the worker printed one
+    ``error:`` line saying why (:func:`~normsearch.search.run_workers`)."""
+
+    def __init__(self, codes: list[int]) -> None:
+        super().__init__("; ".join(f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c != 0))
+        self.codes = codes
+
+    @property
+    def explained(self) -> bool:
+        """Whether every failed worker said why (exit code 2) and none crashed."""
+        return all(c in (0, 2) for c in self.codes)
+
+
+def check_workers(space: SearchSpace, workers: int) -> None:
+    """``ValueError`` when ``workers`` > 1 would need a model or dataset that exists in this process only
+    (:func:`~normsearch.sources.register_model`, :func:`~normsearch.data.register_data`): worker processes
+    are started fresh (``spawn``) and cannot see it. The message names the fix."""
+    if workers <= 1:
+        return
+    if model_in_process_only(space.probe.model):
+        raise ValueError(
+            f"workers={workers}: model {space.probe.model!r} exists in this process only and the workers are new "
+            "processes; define the function in an importable module (it is then named module:FUNC and "
+            "shared) or give it as 'FILE.py:FUNC', or use workers=1"
+        )
+    if data_in_process_only(space.probe.data):
+        raise ValueError(
+            f"workers={workers}: data {space.probe.data!r} (in-memory datasets) exists in this process only and "
+            "the workers are new processes; give it as 'FILE.py:FUNC' returning (train, val), or use workers=1"
+        )
+
+
+def _check_confirm_data(space: SearchSpace) -> None:
+    """Load the confirmation data up front (cached for the confirm stage): a missing dataset is an input
+    error before any trial runs, not after them. ``SettingsError`` at ``confirm.dataset`` saying why."""
+    confirm = space.confirm
+    try:
+        load_data(confirm.dataset, resolution=confirm.resolution, data_dir=confirm.data_dir, download=confirm.download)
+    except DatasetUnavailable as err:
+        raise SettingsError("confirm.dataset", str(err)) from None
+
+
+def _search(
+    space: SearchSpace, location: StudyLocation, study: optuna.Study, *, workers: int, exhaustive: bool,
+    interruptible: bool, reporter: Reporter,
+) -> None:
+    """Run what is left of the budget here (``workers`` = 1) or in ``workers`` spawned processes, together
+    with any other processes on the study. Raises :class:`Interrupted` or :class:`WorkersFailed`."""
+    budget = space.search.n_trials
+    remaining = budget - budget_used(study)
+    timeout = None if exhaustive else space.search.timeout
+    task = WorkerTask(space, location, budget, timeout, space.search.seed)
+    stop = StopRequest()
+    previous = signal.signal(signal.SIGINT, stop) if interruptible else None
+    codes: list[int] = []
+    start = time.perf_counter()
+    try:
+        with reporter.searching(study, budget, remaining) as update:
+            if workers == 1:
+                optimize(task, stop, on_trial=lambda *_: update())
+            elif remaining > 0:
+                codes = run_workers([task] * min(workers, remaining), stop, poll=update)
+            update()
+    except KeyboardInterrupt:
+        raise Interrupted("search", study) from None
+    finally:
+        if interruptible:
+            signal.signal(signal.SIGINT, previous)
+    if stop.requested:
+        raise Interrupted("search", study)
+    if any(codes):
+        raise WorkersFailed(codes)
+    reporter.searched(study, time.perf_counter() - start)
+
+
+def search_and_confirm(
+    space: SearchSpace,
+    location: StudyLocation,
+    *,
+    workers: int = 1,
+    confirm: bool = True,
+    exhaustive: bool = False,
+    interruptible: bool = False,
+    reporter: Reporter | None = None,
+    console: Console | None = None,
+) -> optuna.Study:
+    """The pipeline on a validated ``space`` and study ``location``; returns the Optuna study.
+
+    1. check the input: the confirmation data loads (``confirm``), workers can build the model
+       (:func:`check_workers`);
+    2. create or resume the study (:func:`~normsearch.search.prepare`);
+    3. probe candidates until the space's budget is used, counting other processes' trials
+       (:func:`~normsearch.search.optimize` here, or ``workers`` spawned processes:
+       :func:`~normsearch.search.run_workers`);
+    4. unless ``confirm`` is false, train the selected candidates (:func:`~normsearch.confirm.confirm_study`
+       with ``space.confirm``, progress on ``console``, default none).
+
+    ``exhaustive``: every candidate is probed (no timeout) and trained at the final budget at every learning
+    rate (``normsearch calibrate``). ``interruptible``: the first SIGINT during the search stops it after the
+    running trials, the second interrupts them (call from the main thread). Progress goes to ``reporter``.
+    Raises :class:`~normsearch.settings.SettingsError` (bad ``confirm.dataset``), ``ValueError``
+    (:func:`check_workers`), :class:`~normsearch.search.IncompatibleStudy`,
+    :class:`~normsearch.storage.StorageError`, :class:`Interrupted` (nothing runs after it) and
+    :class:`WorkersFailed`.
+    """
+    reporter = reporter or Reporter()
+    check_workers(space, workers)
+    if confirm:
+        _check_confirm_data(space)
+    prepared = prepare(space, location)
+    reporter.prepared(prepared)
+    study = prepared.study
+    _search(space, location, study, workers=workers, exhaustive=exhaustive, interruptible=interruptible,
+            reporter=reporter)
+    if confirm:
+        try:
+            confirm_study(study, space.confirm, space=space, console=console or Console(quiet=True),
+                          exhaustive=exhaustive)
+        except KeyboardInterrupt:
+            raise Interrupted("confirm", study) from None
+    return study
+
+
 def run(
     space: str | Path | SearchSpace = "groups",
     *,
@@ -130,22 +290,27 @@ def run(
     n_trials: int | None = None,
     timeout: float | None = None,
     seed: int | None = None,
+    workers: int = 1,
     confirm: bool | Mapping[str, Any] = True,
     console: Console | None = None,
 ) -> Study:
     """Search ``space`` (a shipped name, a YAML path or a :class:`SearchSpace`) and return the :class:`Study`
     (named after ``normsearch run``; ``normsearch.search`` is the Optuna search module).
 
-    Probes every drawn candidate on ``model`` with ``data`` (see the module docstring), then, unless
-    ``confirm`` is false, trains the selected candidates (``confirm`` may be a mapping of ``confirm:``
-    settings to change, e.g. ``{"epochs": 1, "top_k": 2}``). The study is ``study`` (default: the space's
-    name) in ``storage`` (an Optuna URL or journal path; default ``runs_dir/NAME/journal.log``); calling
-    again resumes it. Progress goes to ``console`` (default: none). Raises
-    :class:`~normsearch.space.SpaceError`, :class:`~normsearch.settings.SettingsError` or ``ValueError``
-    for bad input, :class:`~normsearch.search.IncompatibleStudy` for a study probed with other settings.
+    Probes every drawn candidate on ``model`` with ``data`` (see the module docstring), in this process or in
+    ``workers`` processes, then, unless ``confirm`` is false, trains the selected candidates (``confirm`` may
+    be a mapping of ``confirm:`` settings to change, e.g. ``{"epochs": 1, "top_k": 2}``). The study is
+    ``study`` (default: the space's name) in ``storage`` (an Optuna URL or journal path; default
+    ``runs_dir/NAME/journal.log``); calling again resumes it. Progress goes to ``console`` (default: none).
+    Raises :class:`~normsearch.space.SpaceError`, :class:`~normsearch.settings.SettingsError` or
+    ``ValueError`` for bad input (before anything is written; ``workers`` > 1 with an in-memory model or
+    data: :func:`check_workers`), :class:`~normsearch.search.IncompatibleStudy` for a study probed with other
+    settings, :class:`Interrupted` (a ``KeyboardInterrupt``) on Ctrl-C; :func:`search_and_confirm` does the work.
     """
     if not isinstance(space, SearchSpace):
         space = load_space(str(space))
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
     model_name = register_model(model) if callable(model) else model
     data_name = register_data(*data) if isinstance(data, tuple) else data
     space = with_overrides(
@@ -153,15 +318,16 @@ def run(
         confirm=confirm if isinstance(confirm, Mapping) else None,
     )  # fmt: skip
     location = locate(check_name(study or space.name), runs_dir, storage)
-    prepared = prepare(space, location)
-    budget = space.search.n_trials
-    task = WorkerTask(space, location, budget, space.search.timeout, space.search.seed)
-    optimize(task, StopRequest())
-    if confirm is not False:
-        from .confirm import confirm_study
-
-        confirm_study(prepared.study, space.confirm, space=space, console=console or Console(quiet=True))
-    return Study(prepared.study)
+    return Study(search_and_confirm(space, location, workers=workers, confirm=confirm is not False, console=console))
 
 
-__all__ = ["Study", "run", "with_overrides"]
+__all__ = [
+    "Interrupted",
+    "Reporter",
+    "Study",
+    "WorkersFailed",
+    "check_workers",
+    "run",
+    "search_and_confirm",
+    "with_overrides",
+]

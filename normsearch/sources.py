@@ -220,6 +220,19 @@ def register_model(builder: Callable[..., nn.Module]) -> str:
     return name
 
 
+def network_label(model: str, depth: int, width: int | None = None) -> str:
+    """How output names a network: the paper's networks with their shape (``resnet-14``; with ``width``:
+    ``resnet-14 width 32``), any other by its model name alone (``depth`` and ``width`` do not shape it)."""
+    if model not in BUILTIN:
+        return model
+    return f"{model}-{depth}" + ("" if width is None else f" width {width}")
+
+
+def in_process_only(name: str) -> bool:
+    """Whether ``name`` is a ``python:`` :func:`register_model` builder: other processes cannot build it."""
+    return name in _REGISTERED
+
+
 @functools.cache
 def resolve_model(name: str) -> ModelSource | None:
     """The source of a model name (``None`` for the built-in ``resnet`` / ``cnn``); ``ValueError`` with one
@@ -287,6 +300,8 @@ __all__ = [
     "ModelSource",
     "RepeatChannels",
     "check_model_name",
+    "in_process_only",
+    "network_label",
     "register_model",
     "reparametrize_convs",
     "resolve_model",

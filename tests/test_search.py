@@ -482,3 +482,43 @@ def test_unstable_candidate_completes_as_infeasible_and_ranks_last(tmp_path: Pat
     rows = json.loads(runner.invoke(app, ["leaderboard", "u", "--json"]).stdout)["rows"]
     assert [(row["config"], row["state"], row["pareto"]) for row in rows] == [
         ("bn", "COMPLETE", True), ("in", "UNSTABLE", False)]
+
+
+NET = (
+    "from torch import nn\n\n\ndef net(norm_layer, num_classes):\n"
+    "    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), norm_layer(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),\n"
+    "                         nn.Flatten(), nn.Linear(8, num_classes))\n"
+)
+
+
+def test_foreign_networks_are_named_without_the_papers_depth_and_width(tmp_path: Path, monkeypatch) -> None:
+    """Depth and width shape only the paper's networks: titles name any other network by its model name."""
+    monkeypatch.chdir(tmp_path)
+    Path("nets.py").write_text(NET)
+    Path("f.yaml").write_text(
+        "space:\n  partition: {choices: [batch, layer]}\n"
+        "probe: {batch_size: 16, seeds: 1}\nsearch: {n_trials: 2, sampler: brute_force, baselines: false}\n"
+        "confirm: {model: nets.py:net, top_k: 2, explore: 0, steps: 2, batch_size: 16, lr_factors: [1]}\n"
+    )
+    Path("tiny.yaml").write_text(TINY)
+    show = runner.invoke(app, ["space", "show", "f.yaml"])
+    assert show.exit_code == 0 and "probe: nets.py:net, batch 16 digits" in show.stdout, show.stdout
+    assert "probe: resnet-8 width 32, batch 16" in runner.invoke(app, ["space", "show", "tiny.yaml"]).stdout
+    result = runner.invoke(app, ["run", "--space", "f.yaml"])
+    assert result.exit_code == 0, result.stderr
+    assert "confirm f: 2 candidate(s) on digits (nets.py:net, lr " in result.stderr
+    table = runner.invoke(app, ["confirm", "f"])  # everything is stored: the table of the same runs
+    assert table.exit_code == 0 and "confirmation of f: digits, nets.py:net, up to 3 epochs" in table.stdout
+    assert "nets.py:net-" not in result.stderr + table.stdout + show.stdout
+
+
+@pytest.mark.parametrize("command", [["run", "--space", "tiny.yaml"], ["calibrate", "--space", "tiny.yaml"]])
+def test_missing_confirmation_data_stops_run_and_calibrate_before_anything_is_written(
+    tmp_path: Path, monkeypatch, command: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY + "confirm: {dataset: mnist, data_dir: nodata}\n")
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "dataset 'mnist'" in result.stderr and "the offline choice is dataset 'digits'" in result.stderr
+    assert not Path("runs").exists()

@@ -8,12 +8,13 @@ and ``--json`` go to stdout, training progress to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import multiprocessing
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
 import optuna
@@ -28,16 +29,10 @@ from ..confirm.calibration import QUANTITIES, calibrate
 from ..confirm.settings import ConfirmSettings
 from ..data import DatasetUnavailable
 from ..leaderboard import build_rows, winner
-from ..search import (
-    IncompatibleStudy,
-    StopRequest,
-    WorkerTask,
-    budget_used,
-    check_comparable,
-    optimize,
-    prepare,
-)
+from ..pipeline import Interrupted, Reporter, search_and_confirm
+from ..search import IncompatibleStudy, check_comparable
 from ..settings import SettingsError, from_mapping
+from ..sources import network_label
 from ..space import SearchSpace, SpaceError, load_space
 from ..storage import StorageError, check_name, locate, open_study
 from ..train import resolve_device
@@ -223,8 +218,9 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
                "calibration": calibration, "winner": best, "training_cost": cost}
         typer.echo(json.dumps(doc, indent=2))
         return
-    title = (f"confirmation of {study.study_name}: {settings.dataset}, {settings.model}-{settings.depth}×"
-             f"{settings.width}, up to {settings.epochs} epochs, batch {settings.batch_size}")
+    title = (f"confirmation of {study.study_name}: {settings.dataset}, "
+             f"{network_label(settings.model, settings.depth, settings.width)}, up to {settings.epochs} epochs, "
+             f"batch {settings.batch_size}")
     emit(results_table(title, trained))
     if calibration["budget"] is not None:
         emit(calibration_table(calibration))
@@ -264,6 +260,19 @@ def confirm_command(
     _print(study, settings, json_output)
 
 
+class _Calibration(Reporter):
+    """``normsearch calibrate``'s progress: one line before probing (the training prints its own)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @contextlib.contextmanager
+    def searching(self, study: optuna.Study, budget: int, remaining: int) -> Iterator[Callable[[], None]]:
+        if remaining > 0:
+            stderr.print(f"calibrate {self.name}: probing {remaining} candidates", highlight=False)
+        yield lambda: None
+
+
 @app.command("calibrate", epilog="Example: `normsearch calibrate --space classic --epochs 3`")
 def calibrate_command(
     space_path: Annotated[str, typer.Option("--space", metavar="FILE", help="Space file or shipped name.")] = "classic",
@@ -299,17 +308,14 @@ def calibrate_command(
     except SettingsError as err:
         fail(f"probe.{err.path}: {err.message} (from the confirm flags)")
     try:
-        prepared = prepare(space, location)
+        study = search_and_confirm(space, location, exhaustive=True, reporter=_Calibration(space.name),
+                                   console=stderr)
+    except SettingsError as err:  # the confirmation data is missing
+        fail(err.message)
     except (IncompatibleStudy, StorageError) as err:
         fail(str(err))
-    study = prepared.study
-    remaining = space.search.n_trials - budget_used(study)
-    if remaining > 0:
-        stderr.print(f"calibrate {space.name}: probing {remaining} candidates", highlight=False)
-        try:
-            optimize(WorkerTask(space, location, space.search.n_trials, None, space.search.seed), StopRequest())
-        except KeyboardInterrupt:
-            stderr.print("interrupted: the probes so far are stored; run again to go on", highlight=False)
-            raise typer.Exit(INTERRUPTED) from None
-    _confirm(study, settings, space, exhaustive=True)
+    except Interrupted as err:
+        what = "probes" if err.stage == "search" else "runs finished"
+        stderr.print(f"interrupted: the {what} so far are stored; run again to go on", highlight=False)
+        raise typer.Exit(INTERRUPTED) from None
     _print(study, settings, json_output)

@@ -17,6 +17,7 @@ from ..data import DatasetUnavailable
 from ..norm import as_config
 from ..probes import ProbeResult, ProbeRunner, ProbeSettings
 from ..settings import SettingsError
+from ..sources import network_label
 from .app import app, emit, fail, output_width, setting_option, stderr, stdout
 from .tables import Column, fit_table, number
 
@@ -50,7 +51,7 @@ def results_table(results: list[ProbeResult], settings: ProbeSettings, *, width:
     """Mean per score, then (as width allows) its per-depth sparkline and ± std over seeds; status; the
     spec last, wrapped, never cut. Unstable results' reasons go under the table (:func:`reasons`)."""
     title = (
-        f"init-time probes: {settings.model}-{settings.depth} width {settings.width}"
+        f"init-time probes: {network_label(settings.model, settings.depth, settings.width)}"
         f"{' skipinit' if settings.skipinit else ''}, batch {settings.batch_size} {settings.data}"
         f" {settings.resolution}px, {settings.seeds} seed(s) from {settings.seed}"
         f", one SGD step at lr {settings.lr:g}"
@@ -109,7 +110,7 @@ def draw_curves(results: list[ProbeResult], settings: ProbeSettings, path: Path)
     """The per-depth curves of ``results`` (one line per spec) saved to ``path``."""
     from ..report.figures import Series, probe_curves  # matplotlib loads only with --plot
 
-    title = f"init-time probes: {settings.model}-{settings.depth} width {settings.width}, {settings.seeds} seed(s)"
+    title = f"init-time probes: {network_label(settings.model, settings.depth, settings.width)}, {settings.seeds} seed(s)"
     figure = probe_curves([Series(r.spec, r.curves) for r in results], title)
     try:
         figure.savefig(path, dpi=110)

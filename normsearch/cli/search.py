@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import signal
 import time
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import optuna
@@ -25,23 +26,15 @@ from ..leaderboard import (
     trial_counts,
 )
 from ..norm import parse_spec
-from ..pipeline import with_overrides
-from ..search import (
-    BASELINES,
-    IncompatibleStudy,
-    StopRequest,
-    WorkerTask,
-    budget_used,
-    check_comparable,
-    optimize,
-    prepare,
-    run_workers,
-)
+from ..pipeline import Interrupted, Reporter, WorkersFailed, search_and_confirm, with_overrides
+from ..search import BASELINES, IncompatibleStudy, Prepared, budget_used, check_comparable
 from ..settings import SettingsError
+from ..sources import network_label
 from ..space import SearchSpace, SpaceError, load_space, shipped_spaces
 from ..storage import (
     HEARTBEAT_S,
     StorageError,
+    StudyLocation,
     check_name,
     locate,
     masked,
@@ -146,7 +139,7 @@ def space_show(path: SpaceFile, json_output: SpaceJson = False) -> None:
                    f"{_size_text(space)}", title_justify="left", box=box.SQUARE, padding=(0, 1), show_edge=True))
     probe, search, weights = space.probe, space.search, space.weights
     lines = [
-        (f"probe: {probe.model}-{probe.depth} width {probe.width}{' skipinit' if probe.skipinit else ''}, "
+        (f"probe: {network_label(probe.model, probe.depth, probe.width)}{' skipinit' if probe.skipinit else ''}, "
          f"batch {probe.batch_size} {probe.data} {probe.resolution}px, {probe.seeds} seed(s) from {probe.seed}"),
         f"search: {search.sampler}, {search.n_trials} trials, seed {search.seed}"
         + (f", timeout {search.timeout:g}s" if search.timeout else ""),
@@ -204,32 +197,30 @@ def _note(text: str) -> None:
     stderr.print(text, highlight=False, soft_wrap=True)
 
 
-def _run_trials(space: SearchSpace, location: Any, study: optuna.Study, workers: int, timeout: float | None,
-                seed: int) -> tuple[bool, list[int]]:
-    """Run what is left of the budget (with any other processes on the study); returns (stopped on request,
-    worker exit codes)."""
-    budget = space.search.n_trials
-    remaining = budget - budget_used(study)
-    task = WorkerTask(space, location, budget, timeout, seed)
-    stop = StopRequest()
-    previous = signal.signal(signal.SIGINT, stop)
-    codes: list[int] = []
-    with _progress() as progress:
-        task_id = progress.add_task(study.study_name, total=budget, completed=budget - remaining, best=_best(study))
+class _Terminal(Reporter):
+    """The pipeline's progress on stderr: notes on the study, a progress bar over the budget, the counts."""
 
-        def update(*_: Any) -> None:
-            progress.update(task_id, completed=min(budget_used(study, include_running=False), budget),
-                            best=_best(study))
+    def __init__(self, space: SearchSpace, location: StudyLocation) -> None:
+        self.space, self.location = space, location
 
-        try:
-            if workers == 1:
-                optimize(task, stop, on_trial=update)
-            elif remaining > 0:
-                codes = run_workers([task] * min(workers, remaining), stop, poll=update)
-            update()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    return stop.requested, codes
+    def prepared(self, prepared: Prepared) -> None:
+        _report_preparation(prepared, self.space)
+
+    @contextlib.contextmanager
+    def searching(self, study: optuna.Study, budget: int, remaining: int) -> Iterator[Callable[[], None]]:
+        with _progress() as progress:
+            task_id = progress.add_task(study.study_name, total=budget, completed=budget - remaining,
+                                        best=_best(study))
+
+            def update() -> None:
+                progress.update(task_id, completed=min(budget_used(study, include_running=False), budget),
+                                best=_best(study))
+
+            yield update
+
+    def searched(self, study: optuna.Study, seconds: float) -> None:
+        _note(f"{study.study_name}: {_counts_text(study)} in {seconds:.1f}s → {self.location.directory}/")
+        _note_shortfall(study, self.space, seconds)
 
 
 @app.command("run", epilog="Example: `normsearch run --space groups` (again: resumes)")
@@ -280,41 +271,26 @@ def run(
         location = locate(check_name(name), runs_dir, storage, heartbeat)
     except ValueError as err:
         fail(f"--study: {err}")
-    if not no_confirm:
-        _check_confirm_data(space)
     try:
-        prepared = prepare(space, location)
+        study = search_and_confirm(space, location, workers=workers, confirm=not no_confirm, interruptible=True,
+                                   reporter=_Terminal(space, location), console=stderr)
+    except SettingsError as err:  # the confirmation data is missing
+        fail(f"{space.path}: {err}")
     except (IncompatibleStudy, StorageError) as err:
         fail(str(err))
-    study = prepared.study
-    _report_preparation(prepared, space)
-    start = time.perf_counter()
-    try:
-        stopped, codes = _run_trials(space, location, study, workers, space.search.timeout, space.search.seed)
-    except KeyboardInterrupt:
-        stopped, codes = True, []
-    if stopped:
-        done = budget_used(study, include_running=False)
-        _note(f"interrupted after {done}/{space.search.n_trials} trials; the study is saved: run the same "
-              "command again to resume")
-        raise typer.Exit(INTERRUPTED)
-    if codes and all(c in (0, 2) for c in codes) and 2 in codes:  # each failed worker said why in one line
-        raise typer.Exit(2)
-    crashed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c != 0]
-    if crashed:
-        fail("; ".join(crashed), code=1)
-    elapsed = time.perf_counter() - start
-    _note(f"{study.study_name}: {_counts_text(study)} in {elapsed:.1f}s → {location.directory}/")
-    _note_shortfall(study, space, elapsed)
-    if not no_confirm:
-        from ..confirm import confirm_study
-
-        try:
-            confirm_study(study, space.confirm, space=space, console=stderr)
-        except KeyboardInterrupt:
-            _note(f"confirmation interrupted; what was trained is stored: `normsearch confirm {study.study_name}` "
-                  "or the same run command goes on from there")
-            raise typer.Exit(INTERRUPTED) from None
+    except WorkersFailed as err:
+        if err.explained:  # each failed worker said why in one line
+            raise typer.Exit(2) from None
+        fail(str(err), code=1)
+    except Interrupted as err:
+        if err.stage == "search":
+            done = budget_used(err.study, include_running=False)
+            _note(f"interrupted after {done}/{space.search.n_trials} trials; the study is saved: run the same "
+                  "command again to resume")
+        else:
+            _note(f"confirmation interrupted; what was trained is stored: `normsearch confirm "
+                  f"{err.study.study_name}` or the same run command goes on from there")
+        raise typer.Exit(INTERRUPTED) from None
     rows = build_rows(study)
     if json_output:
         typer.echo(json.dumps(document(study, rows, top=top), indent=2))
@@ -340,19 +316,7 @@ def _note_shortfall(study: optuna.Study, space: SearchSpace, elapsed: float) -> 
     _note(f"budget not used up: {done}/{budget} trials ({why}); the same command goes on")
 
 
-def _check_confirm_data(space: SearchSpace) -> None:
-    """Load the confirmation data up front (cached for the confirm stage): a missing dataset is an input
-    error before any trial runs, not after them."""
-    from ..data import DatasetUnavailable, load_data
-
-    confirm = space.confirm
-    try:
-        load_data(confirm.dataset, resolution=confirm.resolution, data_dir=confirm.data_dir, download=confirm.download)
-    except DatasetUnavailable as err:
-        fail(f"{space.path}: confirm.dataset: {err}")
-
-
-def _report_preparation(prepared: Any, space: SearchSpace) -> None:
+def _report_preparation(prepared: Prepared, space: SearchSpace) -> None:
     study = prepared.study
     if not prepared.created:
         _note(f"resuming study {study.study_name}: {budget_used(study)}/{space.search.n_trials} trials done")

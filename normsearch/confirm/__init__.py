@@ -21,6 +21,7 @@ from rich.console import Console
 
 from ..data import load_data
 from ..records import probe_rows
+from ..sources import network_label
 from ..train import Plan
 from .calibration import calibrate, describe
 from .display import TrainingDisplay
@@ -59,8 +60,8 @@ def confirm_study(
     save_current(study, settings, queue.training, plan.total * plan.batch_size)
     name = getattr(space, "name", None) or study.study_name
     schedule = dataclasses.replace(settings, min_epochs=settings.epochs) if exhaustive else settings
-    console.print(f"confirm {name}: {len(candidates)} candidate(s) on {settings.dataset} ({settings.model}-"
-                  f"{settings.depth}, lr {', '.join(f'{lr:g}' for lr in settings.learning_rates())}, "
+    console.print(f"confirm {name}: {len(candidates)} candidate(s) on {settings.dataset} ("
+                  f"{network_label(settings.model, settings.depth)}, lr {', '.join(f'{lr:g}' for lr in settings.learning_rates())}, "
                   f"{settings.seeds} seed(s){', every config' if exhaustive else ''})", highlight=False, soft_wrap=True)
     with TrainingDisplay(console) as display:
         run_rungs(candidates, schedule, queue, started=display.started, finished=display.finished,
