@@ -19,19 +19,20 @@ from typer.testing import CliRunner
 
 from normsearch.cli import app
 from normsearch.export import Provenance, check_class_name, default_class_name, export_source
+from normsearch.export.core import CORE_NAMES
 from normsearch.leaderboard import build_rows
 from normsearch.norm import PRESETS, NormConfig, as_config, build_conv, build_norm, parse_spec
-from normsearch.norm import layer as kernels
+from normsearch.norm.layer import kernel_of
 from normsearch.space import load_space
 from normsearch.storage import open_study
 
 ATOL = RTOL = 1e-5
 FUSED_CALLS = {
-    kernels._batch_norm_kernel: "F.batch_norm(",
-    kernels._group_norm_kernel: "F.group_norm(",
-    kernels._position_layer_norm_kernel: "F.layer_norm(",
-    kernels._position_rms_norm_kernel: "F.rms_norm(",
-    kernels._layer_rms_norm_kernel: "F.rms_norm(",
+    "batch_norm": "F.batch_norm(",
+    "group_norm": "F.group_norm(",
+    "position_layer_norm": "F.layer_norm(",
+    "position_rms_norm": "F.rms_norm(",
+    "layer_rms_norm": "F.rms_norm(",
 }
 EVIL_STUDY = 'x"""\nimport os\nos.system("touch PWNED")\n"""\u2028 \\ \'\'\' end"'
 
@@ -196,7 +197,7 @@ def test_fused_configs_call_the_same_torch_kernel_and_generic_ones_none():
         code = ast.unparse(layer)
         forward = next(f for f in layer.body if getattr(f, "name", "") == "forward")
         body = ast.unparse(forward)
-        kernel = kernels.select_kernel(cfg)
+        kernel = kernel_of(cfg)
         if kernel in FUSED_CALLS:
             assert FUSED_CALLS[kernel] in body and "var_mean" not in body, cfg.spec()
         else:
@@ -261,7 +262,8 @@ def test_default_class_names():
         ("class", "keyword"),
         ("nn", "taken by the exported module"),
         ("ScaledStdConv2d", "taken by the exported module"),
-        ("_moments", "taken by the exported module"),
+        ("folded_norm", "taken by the exported module"),
+        ("Folded", "taken by the exported module"),
     ],
 )
 def test_bad_class_names_are_refused(name, reason):
@@ -288,8 +290,12 @@ def test_provenance_cannot_break_out_of_the_docstring(tmp_path, monkeypatch):
     source = export_source("frn", provenance=provenance)
     module = ast.parse(source)
     kinds = [type(node).__name__ for node in module.body]
-    assert kinds[:3] == ["Expr", "Import", "ImportFrom"] and kinds[-1] == "ClassDef"
-    assert set(kinds[3:-1]) == {"FunctionDef"}  # the helpers, and nothing else at module level
+    assert kinds[0] == "Expr" and kinds[-1] == "ClassDef"
+    # After the docstring: imports, then the copied core definitions and the class, nothing else.
+    imports = [n for n in module.body[1:] if isinstance(n, (ast.Import, ast.ImportFrom))]
+    definitions = module.body[1 + len(imports) :]
+    assert all(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for n in definitions)
+    assert {n.name for n in definitions[:-1]} <= CORE_NAMES and definitions[-1].name == "FRN"
     namespace = load(source, "evil")
     assert not (tmp_path / "PWNED").exists()
     doc = namespace["FRN"].__doc__

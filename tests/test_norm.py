@@ -58,7 +58,7 @@ def _compare_train_eval(ours, ref, shape, device, steps=3):
 
 
 def _force_generic(module):
-    module._kernel = layer_module._generic_kernel
+    module.kernel = layer_module.generic_kernel_of(module.config)
     return module
 
 
@@ -92,12 +92,12 @@ def test_matches_torch_twin(spec, generic, device):
 
 def test_fused_kernels_are_dispatched():
     """Configs with a torch twin must not take the (slower) generic path."""
-    assert build_norm("bn", 8)._kernel is layer_module._batch_norm_kernel
+    assert build_norm("bn", 8).kernel == "batch_norm"
     for spec in ("ln", "in", "gn:groups=4"):
-        assert build_norm(spec, 8)._kernel is layer_module._group_norm_kernel, spec
-    assert build_norm("rms", 8)._kernel is layer_module._layer_rms_norm_kernel
-    assert build_norm("pn", 8)._kernel is layer_module._position_layer_norm_kernel
-    assert build_norm("frn", 8)._kernel is layer_module._generic_kernel
+        assert build_norm(spec, 8).kernel == "group_norm", spec
+    assert build_norm("rms", 8).kernel == "layer_rms_norm"
+    assert build_norm("pn", 8).kernel == "position_layer_norm"
+    assert build_norm("frn", 8).kernel == "folded"
 
 
 class _ChannelsLast(nn.Module):

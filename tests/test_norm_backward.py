@@ -1,4 +1,4 @@
-"""Hand-derived backwards of the generic path (``_Folded``, ``_EvoB0``) against finite differences
+"""Hand-derived backwards of the functional core (``Folded``, ``EvoB0``) against finite differences
 (``torch.autograd.gradcheck``, float64, small inputs): every partition with per-(sample, channel) statistics ×
 centering × scale × affine × act, batch statistics and running estimates."""
 
@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from normsearch.norm import NormConfig
-from normsearch.norm import layer as layer_module
+from normsearch.norm import functional
+from normsearch.norm.config import BATCH_PARTITIONS
+from normsearch.norm.layer import generic_kernel_of
 
 C = 4
 SHAPE = (3, C, 2, 3)
@@ -35,7 +37,7 @@ def _folded_configs() -> list[NormConfig]:
             )
         except ValueError:
             continue
-        if layer_module._foldable(cfg) or cfg.act == "evo_b0":
+        if generic_kernel_of(cfg) in ("folded", "evo_b0"):
             configs.append(cfg)
     return configs
 
@@ -62,11 +64,12 @@ def _folded(cfg: NormConfig, running: tuple[torch.Tensor, torch.Tensor] | None):
     """The config's Function as a function of (x, γ, β, τ, v)."""
     groups = cfg.num_groups(C)
     stats = running if running is not None else (None, None)
+    options = groups, cfg.partition in BATCH_PARTITIONS, cfg.center, cfg.scale
 
     def fn(x, weight, bias, tau, v):
         if cfg.act == "evo_b0":
-            return layer_module._EvoB0.apply(x, weight, bias, v, *stats, cfg, groups)[0]
-        return layer_module._Folded.apply(x, weight, bias, tau, v, *stats, cfg, groups)[0]
+            return functional.EvoB0.apply(x, weight, bias, v, *stats, *options, cfg.eps)[0]
+        return functional.Folded.apply(x, weight, bias, tau, v, *stats, *options, cfg.act, cfg.eps)[0]
 
     return fn
 
@@ -88,7 +91,7 @@ def test_folded_backward_matches_finite_differences(cfg):
     gen = torch.Generator().manual_seed(zlib.crc32(cfg.spec().encode()))
     inputs = _inputs(cfg, gen)
     assert torch.autograd.gradcheck(_folded(cfg, None), tuple(inputs.values()), atol=1e-6, rtol=1e-5)
-    if cfg.partition in layer_module.BATCH_PARTITIONS:  # eval mode: running estimates are constants
+    if cfg.partition in BATCH_PARTITIONS:  # eval mode: running estimates are constants
         groups = cfg.num_groups(C)
         running = (
             torch.randn(groups, dtype=torch.float64, generator=gen),
