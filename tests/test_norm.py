@@ -413,3 +413,14 @@ def test_random_configs_match_the_literal_formula():
             m, lambda t, m=m: _literal_reference(m, t), x, gen,
             atol=1e-4, grad_atol=2e-4, grad_rtol=1e-3, msg=cfg.spec(),
         )
+
+
+def test_compiled_core_matches_eager():
+    """``compile=True`` runs the functional core through ``torch.compile``: outputs, input and parameter
+    gradients and running estimates within float rounding of eager, the exact reference (one config:
+    compiling costs seconds on CPU; the export's option is tested in tests/test_export.py)."""
+    eager, compiled = build_norm("bgn:groups=4", 16), build_norm("bgn:groups=4", 16, compile=True)
+    assert compiled.kernel in layer_module.CORE_FUNCTIONS and not eager.compile
+    _randomize_affine(eager, compiled, torch.Generator().manual_seed(5))
+    _compare_train_eval(compiled, eager, (4, 16, 5, 5), "cpu", steps=2)
+    assert compiled.num_batches_tracked.item() == eager.num_batches_tracked.item() == 2

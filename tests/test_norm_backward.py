@@ -10,8 +10,7 @@ import zlib
 import pytest
 import torch
 
-from normsearch.norm import NormConfig
-from normsearch.norm import functional
+from normsearch.norm import NormConfig, functional, primitives, primitives_aten
 from normsearch.norm.config import BATCH_PARTITIONS
 from normsearch.norm.layer import generic_kernel_of
 
@@ -108,3 +107,34 @@ def test_double_backward_is_refused_not_wrong(act):
     (grad_x,) = torch.autograd.grad(y.square().sum(), inputs["x"], create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         grad_x.sum().backward()
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 4, 5), (3, 8, 7), (3, 8)])
+def test_public_primitives_match_the_fused_ones(shape):
+    """The exported files' primitives (public torch APIs) and the library's (torch's internal fused
+    kernels) give the same values on the torch installed: the layer and its export run the same core."""
+    gen = torch.Generator().manual_seed(len(shape))
+    x = torch.randn(shape, generator=gen) * 2 + 0.5
+    t, g, u = (torch.randn(shape, generator=gen) for _ in range(3))
+    s = torch.sigmoid(u)
+    for groups in (1, 2, 8):
+        public = primitives.group_moments(x, groups, 1e-5)
+        fused = primitives_aten.group_moments(x, groups, 1e-5)
+        assert public[0].shape == public[1].shape == (shape[0], groups) and public[2].shape == x.shape
+        torch.testing.assert_close(public[0], fused[0])
+        torch.testing.assert_close(public[1], fused[1], atol=1e-5, rtol=1e-5)
+    for public, fused in zip(primitives.row_sums(t, x), primitives_aten.row_sums(t, x), strict=True):
+        torch.testing.assert_close(public, fused, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        primitives.relu_grad(g, u, out=u.clone()), primitives_aten.relu_grad(g, u, out=u.clone()), rtol=0, atol=0
+    )
+    expected = torch.where(u > 0, g, 0.0)
+    into_g, into_u = g.clone(), u.clone()  # in place into either input
+    assert primitives.relu_grad(into_g, u, out=into_g) is into_g
+    assert primitives.relu_grad(g, into_u, out=into_u) is into_u
+    torch.testing.assert_close(into_g, expected, rtol=0, atol=0)
+    torch.testing.assert_close(into_u, expected, rtol=0, atol=0)
+    torch.testing.assert_close(
+        primitives.sigmoid_grad_(g.clone(), s), primitives_aten.sigmoid_grad_(g.clone(), s), rtol=0, atol=0
+    )
+    torch.testing.assert_close(primitives.sigmoid_grad_(g.clone(), s), g * s * (1 - s))

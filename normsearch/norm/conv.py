@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import NormConfig
@@ -26,10 +27,15 @@ CONV_EPS = 1e-5
 
 class _ReparametrizedConv2d(nn.Conv2d):
     """Conv2d whose forward uses ``effective_weight()`` instead of ``weight``: takes nn.Conv2d's
-    arguments, plus ``eps``; ``gain`` (C_out, 1, 1, 1) is a per-filter gain, init 1."""
+    arguments (zero padding only), plus ``eps``; ``gain`` (C_out, 1, 1, 1) is a per-filter
+    gain, init 1."""
 
     def __init__(self, *args: Any, eps: float = CONV_EPS, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.padding_mode != "zeros":
+            raise ValueError(
+                f"padding_mode={self.padding_mode!r}: only 'zeros' is supported"
+            )
         self.eps = eps
         self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
 
@@ -37,7 +43,10 @@ class _ReparametrizedConv2d(nn.Conv2d):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        weight = self.effective_weight()
+        return F.conv2d(
+            x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 class WeightNormConv2d(_ReparametrizedConv2d):

@@ -257,7 +257,10 @@ def stepwise_norm(
     num = xg - mean if center else xg
     if act == "evo_b0":
         vx = per_channel(v.float(), xf) * xf
-        inst_var = as_map(group_moments(xf, xf.shape[1], eps)[1], xf)  # as evo_b0_norm
+        xi, inst_dims = grouped_view(xf, "instance", xf.shape[1])
+        inst_var = Moments.apply(xi, inst_dims)[1].view(
+            *xf.shape[:2], *([1] * (xf.dim() - 2))
+        )
         den = maximum(
             den.expand_as(xg).reshape(xf.shape), vx + torch.sqrt(inst_var + eps)
         )
