@@ -32,19 +32,6 @@ from torch.autograd.function import once_differentiable
 
 from .primitives_aten import group_moments, relu_grad, row_sums, sigmoid_grad_
 
-FUSED_KERNELS = (
-    "identity",
-    "batch_norm",
-    "group_norm",
-    "position_layer_norm",
-    "position_rms_norm",
-    "layer_rms_norm",
-    "last_dim_layer_norm",
-    "last_dim_rms_norm",
-)
-"""Kernels that are one torch call (``identity``: no statistics, :func:`recover` only)."""
-GENERIC_KERNELS = ("folded", "evo_b0", "stepwise")
-"""Kernels of this module: :func:`folded_norm`, :func:`evo_b0_norm`, :func:`stepwise_norm`."""
 LAST_DIM_KERNELS = ("last_dim_layer_norm", "last_dim_rms_norm")
 """Kernels that take a layout ``tokens`` input (N, *L, C) as it is; the others channels first."""
 
@@ -66,7 +53,9 @@ def select_kernel(
     *, partition: str, center: bool, scale: str, act: str, affine: str, layout: str
 ) -> str:
     """The fastest exact kernel for a config (values of :class:`~normsearch.norm.NormConfig`):
-    one of :data:`FUSED_KERNELS` where a torch layer computes it, else :func:`generic_kernel`."""
+    a fused one where a torch layer computes it (``identity``: no statistics, :func:`recover`
+    only; ``batch_norm``, ``group_norm``, ``layer_rms_norm``, ``position_layer_norm``,
+    ``position_rms_norm``, and :data:`LAST_DIM_KERNELS`), else :func:`generic_kernel`."""
     plain = act == "none"
     std = plain and center and scale == "std"
     rms = plain and not center and scale == "rms" and affine != "full"

@@ -110,6 +110,7 @@ class UnifiedNorm(nn.Module):
             self.running_mean = self.running_var = self.num_batches_tracked = None
         self.kernel = kernel_of(config)
         self.compile = compile
+        self._wiring: tuple[str, list[str], dict[str, Any]] | None = None
         self._channel_dim = -1 if config.layout == "tokens" else 1
 
     def forward(self, x: Tensor) -> Tensor:
@@ -138,19 +139,21 @@ class UnifiedNorm(nn.Module):
         return getattr(self, f"_{self.kernel}")(x)
 
     def _core(self, x: Tensor) -> Tensor:
-        function = CORE_FUNCTIONS[self.kernel]
-        if self.compile:
-            function = _compiled(function)
-        tensors = {name: getattr(self, name) for name in TENSOR_ARGUMENTS if getattr(self, name) is not None}
-        tensors = {name: t for name, t in tensors.items() if name in _KEYWORDS[self.kernel]}
+        if self._wiring is None or self._wiring[0] != self.kernel:  # the kernel may be set after __init__
+            names = [
+                n for n in TENSOR_ARGUMENTS if n in _KEYWORDS[self.kernel] and getattr(self, n) is not None
+            ]
+            self._wiring = (self.kernel, names, literal_options(self.config, self.kernel))
+        kernel, names, options = self._wiring
+        function = _compiled(CORE_FUNCTIONS[kernel]) if self.compile else CORE_FUNCTIONS[kernel]
         return function(
             x,
-            **tensors,
+            **{name: getattr(self, name) for name in names},
             training=self.training,
             momentum=self.config.momentum,
             groups=self.groups,
             eps=self.config.eps,
-            **literal_options(self.config, self.kernel),
+            **options,
         )
 
     # Fused kernels: configs that equal a torch layer.
