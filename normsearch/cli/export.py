@@ -90,6 +90,7 @@ def export_command(
         bool,
         typer.Option(
             "--compile",
+            metavar="",
             help="Make the class's compile argument default to true: layers that run on normsearch's "
             "functional core run it through torch.compile (eager, the default, is the exact reference).",
         ),
