@@ -179,6 +179,9 @@ def test_conv_wrapper_matches_build_conv(scheme):
     ref = build_conv(cfg, 4, 6, 3)
     assert_same_layer(ours, ref, (2, 4, 5, 5), seed=4, label=scheme)
     assert {"weight", "bias", "gain"} == set(ours.state_dict())
+    assert namespace["CONV_EPS"] == cfg.eps  # the config's eps is the class's default
+    with pytest.raises(ValueError, match="padding_mode='reflect': only 'zeros'"):
+        namespace[conv_class](4, 6, 3, padding=1, padding_mode="reflect")  # its forward is F.conv2d
 
 
 def test_compile_option_matches_eager():
