@@ -4,8 +4,8 @@
   ``nn.GroupNorm``, ``nn.LayerNorm``/``nn.RMSNorm`` over channels-last…). Target ≤ 1.10: the exported code
   calls the same fused kernel, so the ratio is 1 up to noise.
 - Generic configs (no twin): the exported class against ``build_norm`` (normsearch's own layer), for
-  information: both fold normalization and affine into x · a + b on moments from torch's group-norm
-  kernel, but the export differentiates through plain autograd where the layer's backward is hand-written.
+  information: both run the same functional core, the export with its public-API primitives where the
+  layer uses torch's internal fused kernels (``normsearch/norm/primitives_aten.py``).
 
 Each ratio is the median over repeats of (export time / reference time) measured back to back, so
 machine noise hits both sides alike; the ms columns are medians.

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import optuna
@@ -19,19 +21,22 @@ from typer.testing import CliRunner
 
 from normsearch.cli import app
 from normsearch.export import Provenance, check_class_name, default_class_name, export_source
+from normsearch.export.core import CORE_NAMES
 from normsearch.leaderboard import build_rows
-from normsearch.norm import PRESETS, NormConfig, as_config, build_conv, build_norm, parse_spec
-from normsearch.norm import layer as kernels
+from normsearch.norm import PRESETS, NormConfig, as_config, build_conv, build_norm, parse_spec, primitives
+from normsearch.norm import conv as norm_conv
+from normsearch.norm import functional as norm_functional
+from normsearch.norm.layer import CORE_FUNCTIONS, kernel_of
 from normsearch.space import load_space
 from normsearch.storage import open_study
 
 ATOL = RTOL = 1e-5
 FUSED_CALLS = {
-    kernels._batch_norm_kernel: "F.batch_norm(",
-    kernels._group_norm_kernel: "F.group_norm(",
-    kernels._position_layer_norm_kernel: "F.layer_norm(",
-    kernels._position_rms_norm_kernel: "F.rms_norm(",
-    kernels._layer_rms_norm_kernel: "F.rms_norm(",
+    "batch_norm": "F.batch_norm(",
+    "group_norm": "F.group_norm(",
+    "position_layer_norm": "F.layer_norm(",
+    "position_rms_norm": "F.rms_norm(",
+    "layer_rms_norm": "F.rms_norm(",
 }
 EVIL_STUDY = 'x"""\nimport os\nos.system("touch PWNED")\n"""\u2028 \\ \'\'\' end"'
 
@@ -174,6 +179,22 @@ def test_conv_wrapper_matches_build_conv(scheme):
     ref = build_conv(cfg, 4, 6, 3)
     assert_same_layer(ours, ref, (2, 4, 5, 5), seed=4, label=scheme)
     assert {"weight", "bias", "gain"} == set(ours.state_dict())
+    assert namespace["CONV_EPS"] == cfg.eps  # the config's eps is the class's default
+    with pytest.raises(ValueError, match="padding_mode='reflect': only 'zeros'"):
+        namespace[conv_class](4, 6, 3, padding=1, padding_mode="reflect")  # its forward is F.conv2d
+
+
+def test_compile_option_matches_eager():
+    """The exported class's ``compile=True`` (default set by ``normsearch export --compile``) runs the
+    copied core through ``torch.compile`` and still matches ``build_norm`` (one config: compiling costs
+    seconds on CPU)."""
+    result = runner.invoke(app, ["export", "--spec", "evonorm_b0", "--compile"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == export_source("evonorm_b0", compile=True) != export_source("evonorm_b0")
+    assert "compile: bool = True" in result.stdout
+    layer = load(result.stdout, "compiled")["EvoNormB0"](16)
+    assert_same_layer(layer, build_norm("evonorm_b0", 16), (4, 16, 3, 3), seed=6, label="compiled")
+    assert "compile" not in export_source("gn:groups=8")  # fused kernels: one torch call, nothing to compile
 
 
 def test_weightless_configs_emit_no_conv():
@@ -196,7 +217,7 @@ def test_fused_configs_call_the_same_torch_kernel_and_generic_ones_none():
         code = ast.unparse(layer)
         forward = next(f for f in layer.body if getattr(f, "name", "") == "forward")
         body = ast.unparse(forward)
-        kernel = kernels.select_kernel(cfg)
+        kernel = kernel_of(cfg)
         if kernel in FUSED_CALLS:
             assert FUSED_CALLS[kernel] in body and "var_mean" not in body, cfg.spec()
         else:
@@ -261,7 +282,8 @@ def test_default_class_names():
         ("class", "keyword"),
         ("nn", "taken by the exported module"),
         ("ScaledStdConv2d", "taken by the exported module"),
-        ("_moments", "taken by the exported module"),
+        ("folded_norm", "taken by the exported module"),
+        ("Folded", "taken by the exported module"),
     ],
 )
 def test_bad_class_names_are_refused(name, reason):
@@ -288,8 +310,12 @@ def test_provenance_cannot_break_out_of_the_docstring(tmp_path, monkeypatch):
     source = export_source("frn", provenance=provenance)
     module = ast.parse(source)
     kinds = [type(node).__name__ for node in module.body]
-    assert kinds[:3] == ["Expr", "Import", "ImportFrom"] and kinds[-1] == "ClassDef"
-    assert set(kinds[3:-1]) == {"FunctionDef"}  # the helpers, and nothing else at module level
+    assert kinds[0] == "Expr" and kinds[-1] == "ClassDef"
+    # After the docstring: imports, then the copied core definitions and the class, nothing else.
+    imports = [n for n in module.body[1:] if isinstance(n, (ast.Import, ast.ImportFrom))]
+    definitions = module.body[1 + len(imports) :]
+    assert all(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for n in definitions)
+    assert {n.name for n in definitions[:-1]} <= CORE_NAMES and definitions[-1].name == "FRN"
     namespace = load(source, "evil")
     assert not (tmp_path / "PWNED").exists()
     doc = namespace["FRN"].__doc__
@@ -487,3 +513,66 @@ def test_exported_layer_trains_in_a_torchvision_resnet(tmp_path, spec):
     ours.eval(), ref.eval()
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(ours(x), ref(x), atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One source: the exported file runs normsearch's own functional core, through public torch APIs only
+
+EXPORTED_PRIVATE = ("self._norm", "self._forward_channels_first")
+"""The only underscored attributes an exported file may touch: its own."""
+
+
+def _all_configs() -> list[NormConfig]:
+    configs = [parse_spec(name) for name in PRESETS] + space_configs(300, seed=0)
+    return configs + [parse_spec(name).replace(layout="tokens") for name in PRESETS]
+
+
+def test_exports_use_only_public_torch_apis():
+    """No ``torch.ops`` (internal aten kernels), ``torch._*`` or underscored attribute (dunders aside) of torch's
+    classes: torch may change those without notice. Every preset (both layouts) and 300 space configs."""
+    for cfg in _all_configs():
+        source = export_source(cfg, class_name="L")
+        assert "torch.ops" not in source and "torch._" not in source, cfg.spec()
+        private = {
+            ast.unparse(node)
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.endswith("__")
+        }
+        assert private <= set(EXPORTED_PRIVATE), (cfg.spec(), private)
+
+
+def test_exported_core_is_the_library_source():
+    """Every definition the file holds besides the layer class is ``inspect.getsource`` of normsearch's own
+    (the primitives in their public-API version), and the layer class calls the core function its config
+    dispatches to in ``UnifiedNorm``."""
+    library = {
+        **{name: getattr(norm_functional, name) for name in vars(norm_functional)},
+        **{name: getattr(norm_conv, name) for name in vars(norm_conv)},
+        **{name: getattr(primitives, name) for name in primitives.__all__},
+    }
+    seen: set[str] = set()
+    for cfg in _all_configs():
+        source = export_source(cfg, class_name="L")
+        definitions = [
+            node
+            for node in ast.parse(source).body
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name != "L"
+        ]
+        for node in definitions:
+            assert textwrap.dedent(inspect.getsource(library[node.name])) in source, (cfg.spec(), node.name)
+        kernel = kernel_of(cfg)
+        if kernel in CORE_FUNCTIONS:
+            name = CORE_FUNCTIONS[kernel].__name__
+            assert f"self._norm = torch.compile({name}) if compile else {name}" in source, cfg.spec()
+        seen |= {node.name for node in definitions}
+    assert {"folded_norm", "evo_b0_norm", "stepwise_norm", "Folded", "EvoB0", "Moments"} <= seen
+    assert {"WeightNormConv2d", "ScaledStdConv2d", "group_moments", "row_sums"} <= seen
+
+
+def test_position_evonorm_b0_takes_the_layers_maximum():
+    """The drift issue 13 found: the exported position EvoNorm-B0 used ``torch.maximum`` (gradient split
+    at ties) where the layer used its relu-based max; both now run the core's ``maximum``."""
+    cfg = parse_spec("evonorm_b0:partition=position,running=false")
+    source = export_source(cfg, class_name="L")
+    assert "torch.maximum(" not in source and inspect.getsource(norm_functional.maximum) in source
+    assert_same_layer(exported_layer(cfg, 8), build_norm(cfg, 8), (3, 8, 4, 4), seed=9, label=cfg.spec())

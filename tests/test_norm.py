@@ -58,7 +58,7 @@ def _compare_train_eval(ours, ref, shape, device, steps=3):
 
 
 def _force_generic(module):
-    module._kernel = layer_module._generic_kernel
+    module.kernel = layer_module.generic_kernel_of(module.config)
     return module
 
 
@@ -92,12 +92,12 @@ def test_matches_torch_twin(spec, generic, device):
 
 def test_fused_kernels_are_dispatched():
     """Configs with a torch twin must not take the (slower) generic path."""
-    assert build_norm("bn", 8)._kernel is layer_module._batch_norm_kernel
+    assert build_norm("bn", 8).kernel == "batch_norm"
     for spec in ("ln", "in", "gn:groups=4"):
-        assert build_norm(spec, 8)._kernel is layer_module._group_norm_kernel, spec
-    assert build_norm("rms", 8)._kernel is layer_module._layer_rms_norm_kernel
-    assert build_norm("pn", 8)._kernel is layer_module._position_layer_norm_kernel
-    assert build_norm("frn", 8)._kernel is layer_module._generic_kernel
+        assert build_norm(spec, 8).kernel == "group_norm", spec
+    assert build_norm("rms", 8).kernel == "layer_rms_norm"
+    assert build_norm("pn", 8).kernel == "position_layer_norm"
+    assert build_norm("frn", 8).kernel == "folded"
 
 
 class _ChannelsLast(nn.Module):
@@ -413,3 +413,14 @@ def test_random_configs_match_the_literal_formula():
             m, lambda t, m=m: _literal_reference(m, t), x, gen,
             atol=1e-4, grad_atol=2e-4, grad_rtol=1e-3, msg=cfg.spec(),
         )
+
+
+def test_compiled_core_matches_eager():
+    """``compile=True`` runs the functional core through ``torch.compile``: outputs, input and parameter
+    gradients and running estimates within float rounding of eager, the exact reference (one config:
+    compiling costs seconds on CPU; the export's option is tested in tests/test_export.py)."""
+    eager, compiled = build_norm("bgn:groups=4", 16), build_norm("bgn:groups=4", 16, compile=True)
+    assert compiled.kernel in layer_module.CORE_FUNCTIONS and not eager.compile
+    _randomize_affine(eager, compiled, torch.Generator().manual_seed(5))
+    _compare_train_eval(compiled, eager, (4, 16, 5, 5), "cpu", steps=2)
+    assert compiled.num_batches_tracked.item() == eager.num_batches_tracked.item() == 2

@@ -1,4 +1,4 @@
-"""Hand-derived backwards of the generic path (``_Folded``, ``_EvoB0``) against finite differences
+"""Hand-derived backwards of the functional core (``Folded``, ``EvoB0``) against finite differences
 (``torch.autograd.gradcheck``, float64, small inputs): every partition with per-(sample, channel) statistics ×
 centering × scale × affine × act, batch statistics and running estimates."""
 
@@ -10,8 +10,9 @@ import zlib
 import pytest
 import torch
 
-from normsearch.norm import NormConfig
-from normsearch.norm import layer as layer_module
+from normsearch.norm import NormConfig, functional, primitives, primitives_aten
+from normsearch.norm.config import BATCH_PARTITIONS
+from normsearch.norm.layer import generic_kernel_of
 
 C = 4
 SHAPE = (3, C, 2, 3)
@@ -35,7 +36,7 @@ def _folded_configs() -> list[NormConfig]:
             )
         except ValueError:
             continue
-        if layer_module._foldable(cfg) or cfg.act == "evo_b0":
+        if generic_kernel_of(cfg) in ("folded", "evo_b0"):
             configs.append(cfg)
     return configs
 
@@ -62,11 +63,12 @@ def _folded(cfg: NormConfig, running: tuple[torch.Tensor, torch.Tensor] | None):
     """The config's Function as a function of (x, γ, β, τ, v)."""
     groups = cfg.num_groups(C)
     stats = running if running is not None else (None, None)
+    options = groups, cfg.partition in BATCH_PARTITIONS, cfg.center, cfg.scale
 
     def fn(x, weight, bias, tau, v):
         if cfg.act == "evo_b0":
-            return layer_module._EvoB0.apply(x, weight, bias, v, *stats, cfg, groups)[0]
-        return layer_module._Folded.apply(x, weight, bias, tau, v, *stats, cfg, groups)[0]
+            return functional.EvoB0.apply(x, weight, bias, v, *stats, *options, cfg.eps)[0]
+        return functional.Folded.apply(x, weight, bias, tau, v, *stats, *options, cfg.act, cfg.eps)[0]
 
     return fn
 
@@ -88,7 +90,7 @@ def test_folded_backward_matches_finite_differences(cfg):
     gen = torch.Generator().manual_seed(zlib.crc32(cfg.spec().encode()))
     inputs = _inputs(cfg, gen)
     assert torch.autograd.gradcheck(_folded(cfg, None), tuple(inputs.values()), atol=1e-6, rtol=1e-5)
-    if cfg.partition in layer_module.BATCH_PARTITIONS:  # eval mode: running estimates are constants
+    if cfg.partition in BATCH_PARTITIONS:  # eval mode: running estimates are constants
         groups = cfg.num_groups(C)
         running = (
             torch.randn(groups, dtype=torch.float64, generator=gen),
@@ -105,3 +107,34 @@ def test_double_backward_is_refused_not_wrong(act):
     (grad_x,) = torch.autograd.grad(y.square().sum(), inputs["x"], create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         grad_x.sum().backward()
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 4, 5), (3, 8, 7), (3, 8)])
+def test_public_primitives_match_the_fused_ones(shape):
+    """The exported files' primitives (public torch APIs) and the library's (torch's internal fused
+    kernels) give the same values on the torch installed: the layer and its export run the same core."""
+    gen = torch.Generator().manual_seed(len(shape))
+    x = torch.randn(shape, generator=gen) * 2 + 0.5
+    t, g, u = (torch.randn(shape, generator=gen) for _ in range(3))
+    s = torch.sigmoid(u)
+    for groups in (1, 2, 8):
+        public = primitives.group_moments(x, groups, 1e-5)
+        fused = primitives_aten.group_moments(x, groups, 1e-5)
+        assert public[0].shape == public[1].shape == (shape[0], groups) and public[2].shape == x.shape
+        torch.testing.assert_close(public[0], fused[0])
+        torch.testing.assert_close(public[1], fused[1], atol=1e-5, rtol=1e-5)
+    for public, fused in zip(primitives.row_sums(t, x), primitives_aten.row_sums(t, x), strict=True):
+        torch.testing.assert_close(public, fused, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        primitives.relu_grad(g, u, out=u.clone()), primitives_aten.relu_grad(g, u, out=u.clone()), rtol=0, atol=0
+    )
+    expected = torch.where(u > 0, g, 0.0)
+    into_g, into_u = g.clone(), u.clone()  # in place into either input
+    assert primitives.relu_grad(into_g, u, out=into_g) is into_g
+    assert primitives.relu_grad(g, into_u, out=into_u) is into_u
+    torch.testing.assert_close(into_g, expected, rtol=0, atol=0)
+    torch.testing.assert_close(into_u, expected, rtol=0, atol=0)
+    torch.testing.assert_close(
+        primitives.sigmoid_grad_(g.clone(), s), primitives_aten.sigmoid_grad_(g.clone(), s), rtol=0, atol=0
+    )
+    torch.testing.assert_close(primitives.sigmoid_grad_(g.clone(), s), g * s * (1 - s))

@@ -86,6 +86,15 @@ def export_command(
             help="Name of the exported class (default: from the config, e.g. GroupNorm8).",
         ),
     ] = None,
+    compile_: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            metavar="",
+            help="Make the class's compile argument default to true: layers that run on normsearch's "
+            "functional core run it through torch.compile (eager, the default, is the exact reference).",
+        ),
+    ] = False,
     runs_dir: Annotated[
         Path, typer.Option("--runs-dir", metavar="DIR", help="Folder of the studies' journal files.")
     ] = Path("runs"),
@@ -113,7 +122,7 @@ def export_command(
         cfg, provenance = _from_study(study, rank, trial, runs_dir, storage)
     name = default_class_name(cfg) if class_name is None else class_name
     try:
-        source = export_source(cfg, class_name=name, provenance=provenance)
+        source = export_source(cfg, class_name=name, provenance=provenance, compile=compile_)
     except ValueError as err:
         fail(str(err))
     if output is None:

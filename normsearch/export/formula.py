@@ -40,7 +40,7 @@ def _group_text(cfg: NormConfig) -> str:
 
 
 def formula(cfg: NormConfig) -> str:
-    """``y = …`` for this config, in the notation of :mod:`normsearch.norm.layer`."""
+    """``y = …`` for this config, in the notation of :mod:`normsearch.norm.functional`."""
     if cfg.normalizes_activations:
         num = "(x - μ)" if cfg.center else "x"
         den = {"std": "sqrt(σ² + eps)", "rms": "sqrt(E[x²] + eps)", "none": None}[cfg.scale]

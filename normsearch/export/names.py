@@ -7,7 +7,7 @@ import keyword
 from dataclasses import fields
 
 from ..norm import PRESETS, NormConfig, as_config
-from .forward import FOLDED_HELPERS
+from .core import CORE_NAMES
 
 PRESET_CLASS_NAMES: dict[str, str] = {
     "bn": "BatchNorm",
@@ -37,11 +37,8 @@ RESERVED_NAMES = frozenset(
         "nn",
         "Tensor",
         "Any",
-        "RELU_GAIN",
-        "WeightNormConv2d",
-        "ScaledStdConv2d",
-        "_per_channel",
-        *FOLDED_HELPERS,
+        "once_differentiable",
+        *CORE_NAMES,
     }
 )
 """Module-level names an exported file may define or import: a class must not shadow them."""

@@ -1,6 +1,7 @@
-"""Assemble the exported file: module docstring, imports, helper, the layer class and the conv wrapper.
+"""Assemble the exported file: module docstring, imports, the functional core's definitions the layer
+calls (copied from normsearch, :mod:`normsearch.export.core`), the layer class and the conv wrapper.
 
-The file needs only torch; identifiers in it are fixed by the templates or checked
+The file needs only torch, through its public APIs; identifiers in it are fixed by the templates or checked
 (:func:`~normsearch.export.names.check_class_name`), values are ``repr`` literals of the validated config,
 and free text (provenance) passes through :func:`~normsearch.export.provenance.docstring_text`.
 """
@@ -15,17 +16,10 @@ from ..norm import PRESETS, NormConfig, Spec, as_config
 from ..norm.config import GROUPED_PARTITIONS
 from ..norm.layer import DYT_ALPHA
 from .codefmt import bracketed, docstring, indent
-from .conv import CONV_CLASS_NAMES, conv_lines
+from .conv import CONV_CLASS_NAMES, conv_blocks
+from .core import core_source
 from .formula import describe
-from .forward import (
-    BODY,
-    FOLDED_HELPERS,
-    PER_CHANNEL,
-    TOKENS_FORWARD,
-    UPDATE_RUNNING_STATS,
-    Forward,
-    forward_body,
-)
+from .forward import BODY, TOKENS_FORWARD, Forward, forward_body
 from .names import check_class_name, default_class_name, matching_preset
 from .provenance import Provenance, docstring_text
 
@@ -34,6 +28,7 @@ _IMPORTS = {
     "Any": "from typing import Any",
     "torch": "import torch",
     "F": "import torch.nn.functional as F",
+    "once_differentiable": "from torch.autograd.function import once_differentiable",
 }
 _FROM_TORCH = ("Tensor", "nn")
 
@@ -64,6 +59,8 @@ def _imports(code: str) -> list[str]:
     from_torch = [name for name in _FROM_TORCH if name in used]
     if from_torch:
         third.append(f"from torch import {', '.join(from_torch)}")
+    if "once_differentiable" in used:
+        third.append(_IMPORTS["once_differentiable"])
     return stdlib + ([""] if stdlib and third else []) + third
 
 
@@ -75,10 +72,10 @@ def _group_check(name: str) -> list[str]:
     )
 
 
-def _init(cfg: NormConfig) -> list[str]:
+def _init(cfg: NormConfig, forward: Forward, compile_default: bool) -> list[str]:
     """``__init__``: hyperparameters as arguments with the config's values as defaults, ``device`` and
-    ``dtype`` keywords (as torch's layers and timm take them), then parameters and buffers under
-    ``UnifiedNorm``'s names."""
+    ``dtype`` keywords (as torch's layers and timm take them), ``compile`` where the forward calls the
+    functional core, then parameters and buffers under ``UnifiedNorm``'s names."""
     params = ["self", "num_channels: int"]
     check: list[str] = []
     body = ["self.num_channels = num_channels"]
@@ -97,6 +94,10 @@ def _init(cfg: NormConfig) -> list[str]:
         params.append(f"momentum: float = {cfg.momentum!r}")
         body.append("self.momentum = momentum")
     params += ["*", "device: torch.device | str | None = None", "dtype: torch.dtype | None = None"]
+    if forward.core:
+        params.append(f"compile: bool = {compile_default!r}")
+        (function,) = forward.calls
+        body.append(f"self._norm = torch.compile({function.__name__}) if compile else {function.__name__}")
     tensors = []
     if cfg.affine != "none":
         tensors.append("self.weight = nn.Parameter(torch.ones(num_channels, **dd))")
@@ -142,52 +143,64 @@ def _class_docstring(cfg: NormConfig, forward: Forward, provenance: Provenance |
     return docstring(paragraphs, 1)
 
 
-def _class(cfg: NormConfig, name: str, provenance: Provenance | None) -> list[str]:
-    forward = forward_body(cfg)
+def _class(
+    cfg: NormConfig, name: str, forward: Forward, provenance: Provenance | None, compile_default: bool
+) -> list[str]:
     lines = [f"class {name}(nn.Module):", *_class_docstring(cfg, forward, provenance), ""]
-    lines += _init(cfg) + [""]
+    lines += _init(cfg, forward, compile_default) + [""]
     if cfg.layout == "tokens" and not forward.last_dim:
         lines += indent(TOKENS_FORWARD, 1) + [""]
         lines += indent(["def _forward_channels_first(self, x: Tensor) -> Tensor:"], 1) + forward.lines + [""]
     else:
         lines += indent(["def forward(self, x: Tensor) -> Tensor:"], 1) + forward.lines + [""]
-    if forward.updates_running:
-        lines += indent(UPDATE_RUNNING_STATS, 1) + [""]
     return lines + _extra_repr(cfg)
 
 
-def _module_docstring(cfg: NormConfig, name: str) -> list[str]:
+def _module_docstring(cfg: NormConfig, name: str, copied: bool) -> list[str]:
     summary = f"{name}: a normalization layer exported by normsearch {docstring_text(__version__)}."
     usage = [
         "Needs only PyTorch. Use it wherever a model takes a norm layer, for example",
         f"``torchvision.models.resnet18(norm_layer={name})``.",
     ]
     paragraphs = [[summary], usage]
+    if copied:
+        paragraphs.append(
+            [
+                "The functions below the imports are normsearch's functional core",
+                "(``normsearch.norm.functional`` and ``normsearch.norm.primitives``), copied as they",
+                "are: normsearch's own layer runs the same code. Public torch APIs only.",
+            ]
+        )
     if cfg.weight != "none":
         conv = CONV_CLASS_NAMES[cfg.weight]
         paragraphs.append([f"Weight scheme: build the convs that precede the norm as ``{conv}``."])
     return docstring(paragraphs, 0)
 
 
-def export_source(spec: Spec, *, class_name: str | None = None, provenance: Provenance | None = None) -> str:
+def export_source(
+    spec: Spec,
+    *,
+    class_name: str | None = None,
+    provenance: Provenance | None = None,
+    compile: bool = False,
+) -> str:
     """Python source of a standalone module with ``spec``'s layer as an ``nn.Module`` subclass.
 
     ``class_name`` defaults to :func:`default_class_name`; a given one must be an ASCII identifier that is
     not a keyword nor a name the module defines (``ValueError`` otherwise, as for an invalid spec).
     The class takes ``num_channels`` (and groups / eps / momentum where they apply), holds the same
-    parameters and buffers as ``build_norm(spec, num_channels)`` and computes the same outputs.
+    parameters and buffers as ``build_norm(spec, num_channels)`` and computes the same outputs. Where it
+    runs on the functional core it also takes ``compile`` (default ``compile``): run the core through
+    ``torch.compile``.
     """
     cfg = as_config(spec)
     name = default_class_name(cfg) if class_name is None else check_class_name(class_name)
-    blocks = [_class(cfg, name, provenance)]
-    if cfg.weight != "none":
-        blocks.append(conv_lines(cfg))
-    code = "\n".join("\n\n\n".join("\n".join(block) for block in blocks).splitlines())
-    helpers = [("_per_channel", PER_CHANNEL), *FOLDED_HELPERS.items()]
-    used = [lines for name, lines in helpers if f"{name}(" in code]
-    blocks[:0] = used
-    body = "\n\n\n".join("\n".join(block) for block in blocks)
+    forward = forward_body(cfg)
+    blocks = ["\n".join(_class(cfg, name, forward, provenance, compile))]
+    blocks[:0] = core_source(forward.calls)
+    blocks += conv_blocks(cfg)
+    body = "\n\n\n".join(blocks)
     if name in _global_references(body):
         raise ValueError(f"class name {name!r} is a global name the exported module's code uses; choose another")
-    header = _module_docstring(cfg, name) + [""] + _imports(body)
+    header = _module_docstring(cfg, name, bool(forward.calls)) + [""] + _imports(body)
     return "\n".join(header) + "\n\n\n" + body + "\n"

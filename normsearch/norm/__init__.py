@@ -23,13 +23,15 @@ def build_norm(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    compile: bool = False,
 ) -> UnifiedNorm:
     """The normalization layer for ``spec`` (``"gn:groups=8"``, an options dict or a :class:`NormConfig`).
 
     Input and output are (N, num_channels, *spatial) (layout ``tokens``: (N, *tokens, num_channels)).
+    ``compile=True`` runs its functional core through ``torch.compile`` (eager is the exact reference).
     Raises ``ValueError`` for an invalid spec or channel count.
     """
-    return UnifiedNorm(as_config(spec), num_channels, device=device, dtype=dtype)
+    return UnifiedNorm(as_config(spec), num_channels, device=device, dtype=dtype, compile=compile)
 
 
 __all__ = [

@@ -11,21 +11,31 @@ shape (C_out, C_in/groups, kh, kw), g a per-filter gain initialised to 1, fan_in
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import NormConfig
 
 RELU_GAIN = math.sqrt(2 * math.pi / (math.pi - 1))
 """√(2π/(π−1)): the NF-ResNet gain for ReLU, also the scale of the paper's WN activation."""
+CONV_EPS = 1e-5
+"""The convs' default eps (``build_conv`` passes the config's; an exported file sets its config's)."""
 
 
 class _ReparametrizedConv2d(nn.Conv2d):
-    """Conv2d whose forward uses ``effective_weight()`` instead of ``weight``."""
+    """Conv2d whose forward uses ``effective_weight()`` instead of ``weight``: takes nn.Conv2d's
+    arguments (zero padding only), plus ``eps``; ``gain`` (C_out, 1, 1, 1) is a per-filter
+    gain, init 1."""
 
-    def __init__(self, *args, eps: float = 1e-5, **kwargs) -> None:
+    def __init__(self, *args: Any, eps: float = CONV_EPS, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.padding_mode != "zeros":
+            raise ValueError(
+                f"padding_mode={self.padding_mode!r}: only 'zeros' is supported"
+            )
         self.eps = eps
         self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
 
@@ -33,7 +43,10 @@ class _ReparametrizedConv2d(nn.Conv2d):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        weight = self.effective_weight()
+        return F.conv2d(
+            x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 class WeightNormConv2d(_ReparametrizedConv2d):
@@ -49,7 +62,9 @@ class ScaledStdConv2d(_ReparametrizedConv2d):
 
     def effective_weight(self) -> Tensor:
         fan_in = self.weight[0].numel()
-        std, mean = torch.std_mean(self.weight, dim=(1, 2, 3), correction=0, keepdim=True)
+        std, mean = torch.std_mean(
+            self.weight, dim=(1, 2, 3), correction=0, keepdim=True
+        )
         scale = RELU_GAIN / math.sqrt(fan_in)
         return scale * self.gain * (self.weight - mean) / (std + self.eps)
 
@@ -94,4 +109,4 @@ def build_conv(
     return conv
 
 
-__all__ = ["RELU_GAIN", "ScaledStdConv2d", "WeightNormConv2d", "build_conv"]
+__all__ = ["CONV_EPS", "RELU_GAIN", "ScaledStdConv2d", "WeightNormConv2d", "build_conv"]
