@@ -143,6 +143,13 @@ def timm_table(bench: Bench, c: int, compiled: bool) -> None:
 
 
 def main() -> None:
+    args = arguments()
+    with tempfile.TemporaryDirectory(prefix="norm_speed_inductor_", ignore_cleanup_errors=True) as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # a first compile: no kernels from earlier runs
+        run(args)
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=4, default=[32, 64, 32, 32], metavar=("N", "C", "H", "W"))
     parser.add_argument("--repeats", type=int, default=11)
@@ -153,8 +160,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
     parser.add_argument("--channels-last", action="store_true", help="channels_last input and layers")
-    args = parser.parse_args()
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="norm_speed_inductor_")
+    return parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     bench = Bench(args)

@@ -10,9 +10,10 @@ Target (issue 5): unified / native ≥ 0.9.
 
 ``--mode compile`` instead trains each of ``--specs`` eagerly and with ``compile: true`` (``torch.compile``
 of the network, :func:`normsearch.train.compiled`), from the same weights, and times every training step
-(the progress callback). Steady-state images/s is the batch over the median step time, steps 3 onward;
-the compile cost is the first step's time minus a steady step, measured twice: on an empty inductor
-cache (a first run) and again for a second run of the same network (dynamo compiles afresh per run, the
+(the progress callback), eager and compiled runs interleaved over ``--repeats`` rounds. Steady-state
+images/s is the batch over the median step time from step 3, of the best round; the compile cost is the
+first step's time minus a steady step: on an empty inductor cache (the first compiled run) and, as the
+median of the later rounds, for another run of the same network (dynamo compiles afresh per run, the
 kernels come from inductor's cache: what later units of a confirmation pay). Break-even: compile cost /
 (eager step − compiled step), in steps and in epochs of the dataset; compile pays back for a run of E
 epochs when E ≥ that. Usage:
@@ -26,6 +27,7 @@ import argparse
 import copy
 import dataclasses
 import itertools
+import math
 import os
 import statistics
 import tempfile
@@ -113,13 +115,15 @@ def compile_comparison(args: argparse.Namespace, settings: ConfirmSettings, data
         model = build_model(args.model, spec, depth=args.depth, width=args.width,
                             num_classes=data.num_classes, in_channels=data.in_channels)
         step_times(copy.deepcopy(model), data, settings)  # warm-up
-        eager = [statistics.median(step_times(copy.deepcopy(model), data, settings)[2:])
-                 for _ in range(args.repeats)]
-        first = step_times(copy.deepcopy(model), data, compiled_settings)
-        again = step_times(copy.deepcopy(model), data, compiled_settings)
-        fast = statistics.median(first[2:] + again[2:])
-        slow = min(eager)  # on a shared machine load only slows a step down
-        compile_s, again_s = first[0] - fast, again[0] - fast
+        eager_runs, compiled_runs = [], []
+        for _ in range(args.repeats):  # interleaved, so load hits both alike
+            eager_runs.append(step_times(copy.deepcopy(model), data, settings))
+            compiled_runs.append(step_times(copy.deepcopy(model), data, compiled_settings))
+        # the best run's median step: on a shared machine load only ever slows a run down
+        slow = min(statistics.median(run[2:]) for run in eager_runs)
+        fast = min(statistics.median(run[2:]) for run in compiled_runs)
+        compile_s = compiled_runs[0][0] - fast
+        again_s = statistics.median(run[0] for run in compiled_runs[1:]) - fast if args.repeats > 1 else math.nan
         gain = slow - fast
         steps = compile_s / gain if gain > 0 else float("inf")
         even = f"{steps:.0f} steps = {steps / per_epoch:.1f} ep" if gain > 0 else "never (not faster)"
@@ -127,10 +131,17 @@ def compile_comparison(args: argparse.Namespace, settings: ConfirmSettings, data
               f"{compile_s:>10.1f} {again_s:>8.1f} {even:>22}")
         if gain > 0:
             print(f"{'':<12} a run of E epochs pays back its compile when E ≥ {steps / per_epoch:.1f} (first "
-                  f"compile) / {again_s / gain / per_epoch:.1f} (kernels cached)")
+                  f"compile) / {again_s / gain / per_epoch:.1f} (kernels cached; nan: --repeats 1)")
 
 
 def main() -> None:
+    args = arguments()
+    with tempfile.TemporaryDirectory(prefix="train_throughput_inductor_", ignore_cleanup_errors=True) as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # a first compile: no kernels from earlier runs
+        run(args)
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", default="native", choices=("native", "compile"))
     parser.add_argument("--specs", nargs="+", default=["evonorm_s0", "gn"], metavar="SPEC",
@@ -147,8 +158,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last layout (CUDA)")
-    args = parser.parse_args()
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="train_throughput_inductor_")
+    return parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> None:
     settings = ConfirmSettings(dataset=args.dataset, resolution=args.resolution, model=args.model,
                                depth=args.depth, width=args.width, batch_size=args.batch_size, steps=args.steps,
                                device=args.device, threads=args.threads or None, amp=args.amp,
