@@ -28,7 +28,7 @@
 A batch size other than ``settings.batch_size`` (the small-batch retrain) scales the learning rate
 linearly: lr · batch / settings.batch_size.
 
-Throughput is training images per second of training-step time (evaluation excluded).
+Throughput is training images per second of training-step time (evaluation excluded; compiling included).
 """
 
 from __future__ import annotations
