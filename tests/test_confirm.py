@@ -30,9 +30,10 @@ from normsearch.confirm.results import DIVERGED_ACCURACY, candidate_records
 from normsearch.confirm.schedule import promote, run_rungs
 from normsearch.confirm.select import Candidate
 from normsearch.confirm.settings import rung_epochs
-from normsearch.confirm.units import UnitQueue, companion
+from normsearch.confirm.units import UnitQueue, companion, training_digest, training_settings
 from normsearch.data import load_data
 from normsearch.leaderboard import build_rows, winner
+from normsearch.settings import SettingsError
 from normsearch.storage import open_study
 from normsearch.train import collapse_threshold, train
 
@@ -403,6 +404,28 @@ def test_confirm_command_bad_input(runs: Path, tmp_path: Path, args: list[str], 
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error:") and message in result.stderr
     assert open_study("tiny", runs).user_attrs == before  # existing results intact
     assert companion(open_study("tiny", runs), create=False) is None  # nothing queued
+
+
+def test_compile_is_checked_and_leaves_the_unit_key_alone():
+    """compile changes how a unit runs, not its numbers (beyond float rounding): compiled and eager runs
+    are the same units, and adding the setting kept every stored digest."""
+    with pytest.raises(SettingsError, match="compile: must be true or false, got 'yes'"):
+        ConfirmSettings(compile="yes")
+    assert training_digest(ConfirmSettings(compile=True)) == training_digest(ConfirmSettings())
+    assert "compile" not in training_settings(ConfirmSettings(compile=True))
+    assert training_digest(ConfirmSettings(amp=True)) != training_digest(ConfirmSettings())
+
+
+def test_a_bad_compile_setting_is_one_error_line(tmp_path: Path):
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("lr_factors: [1]}", "lr_factors: [1], compile: maybe}"))
+    result = runner.invoke(app, ["calibrate", "--space", str(tmp_path / "tiny.yaml"), "--runs-dir",
+                                 str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error:")
+    assert "confirm.compile: must be true or false, got 'maybe'" in result.stderr
+    assert not (tmp_path / "runs").exists()
+    for command in ("confirm", "calibrate"):
+        assert "--compile" in runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from torch import nn
 
 from normsearch.confirm.settings import ConfirmSettings
 from normsearch.data import load_data
+from normsearch.models import build_model
 from normsearch.train import TrainProgress, augmentation, fit, flip_batch, lr_factor, train
 
 FAST = {"depth": 8, "width": 8, "epochs": 2, "batch_size": 64, "device": "cpu"}
@@ -116,3 +117,26 @@ def test_threads_apply_during_the_run_only():
     settings = ConfirmSettings(dataset="synthetic", resolution=8, steps=2, threads=2, **FAST)
     train("bn", settings, seed=0, progress=lambda event: seen.append(torch.get_num_threads()))
     assert seen == [2, 2] and torch.get_num_threads() == before == 1  # the fixture's count is back
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager():
+    """compile: true trains through torch.compile (dynamo captures the network) to the eager run's losses,
+    accuracies, weights and running statistics, up to float rounding; the generic path with running
+    statistics (evonorm_b0) is the case that exercises the layer's autograd Functions and buffer updates."""
+    data = load_data("digits")
+    runs = {}
+    for compile_ in (False, True):
+        settings = ConfirmSettings(dataset="digits", model="cnn", steps=12, compile=compile_, **{**FAST, "depth": 3})
+        torch.manual_seed(0)
+        model = build_model("cnn", "evonorm_b0", depth=3, width=8, num_classes=10, in_channels=1)
+        torch._dynamo.utils.counters.clear()
+        runs[compile_] = (fit(model, data, settings, seed=0), model.state_dict())
+        captured = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        assert captured >= 1 if compile_ else captured == 0
+    (eager, eager_state), (fast, fast_state) = runs[False], runs[True]
+    assert fast.steps == eager.steps == 12 and not fast.diverged
+    assert fast.train_loss == pytest.approx(eager.train_loss, rel=1e-5)
+    assert fast.val_accuracy == pytest.approx(eager.val_accuracy, abs=2 / 359)  # at most 2 images flip
+    for name, tensor in eager_state.items():
+        torch.testing.assert_close(fast_state[name], tensor, rtol=1e-4, atol=1e-5, msg=name)

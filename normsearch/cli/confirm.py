@@ -78,6 +78,7 @@ Seed = Annotated[int | None, _flag("seed")]
 Device = Annotated[str | None, _flag("device")]
 Threads = Annotated[int | None, _flag("threads", min=1)]
 Amp = Annotated[bool | None, _flag("amp", "--amp/--no-amp")]
+Compile = Annotated[bool | None, _flag("compile", "--compile/--no-compile")]
 SmallBatch = Annotated[int | None, _flag("small_batch")]
 RunsDir = Annotated[str, typer.Option("--runs-dir", metavar="DIR", help="Where studies live.")]
 Storage = Annotated[
@@ -239,7 +240,7 @@ def confirm_command(
     width: Width = None, augment: Augment = None, epochs: Epochs = None, steps: Steps = None,
     batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None,
     seeds: Seeds = None, seed: Seed = None, device: Device = None, threads: Threads = None, amp: Amp = None,
-    small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", storage: Storage = None,
+    compile: Compile = None, small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", storage: Storage = None,
     workers: Workers = 1, json_output: JsonOutput = False,
 ) -> None:
     """Train a study's candidates rung by rung (top-k by score, Pareto-front explorers, baselines, random
@@ -283,8 +284,9 @@ def calibrate_command(
     depth: Depth = None, width: Width = None, augment: Augment = None, epochs: Epochs = None,
     steps: Steps = None, batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None,
     lr_factors: LrFactors = None, schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None,
-    device: Device = None, threads: Threads = None, amp: Amp = None, small_batch: SmallBatch = None,
-    runs_dir: RunsDir = "runs", storage: Storage = None, json_output: JsonOutput = False,
+    device: Device = None, threads: Threads = None, amp: Amp = None, compile: Compile = None,
+    small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", storage: Storage = None,
+    json_output: JsonOutput = False,
 ) -> None:
     """Probe and train every candidate of a space (all presets of classic.yaml) for the final budget at every
     learning rate, then print both side by side with the rank correlation of each probe score against

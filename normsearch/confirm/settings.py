@@ -77,6 +77,11 @@ class ConfirmSettings:
     )
     amp: bool = field(default=False, metadata={"help": "bf16 autocast on CUDA"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format on CUDA"})
+    compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the network for the training steps (evaluation stays eager); costs "
+                          "seconds of compiling per run, so it pays only on long runs"},
+    )
     small_batch: int | None = field(default=None, metadata={"min": 1, "help": "retrain at this batch size"})
 
     def __post_init__(self) -> None:

@@ -46,7 +46,7 @@ SUFFIX = COMPANION_SUFFIX
 PER_UNIT = ("epochs", "min_epochs", "lr", "lr_factors", "seed")
 """ConfirmSettings fields that a unit fixes itself (its rung's epochs, its learning rate and seed)."""
 NOT_TRAINING = ("top_k", "explore", "eta", "baselines", "random", "seeds", "data_dir", "download", "device",
-                "threads", "channels_last", "small_batch", *PER_UNIT)
+                "threads", "channels_last", "compile", "small_batch", *PER_UNIT)
 """ConfirmSettings fields that choose candidates, rungs, seeds or hardware, not how a unit is trained."""
 POLL_S = 1.0
 
