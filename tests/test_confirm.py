@@ -30,7 +30,7 @@ from normsearch.confirm.results import DIVERGED_ACCURACY, candidate_records
 from normsearch.confirm.schedule import promote, run_rungs
 from normsearch.confirm.select import Candidate
 from normsearch.confirm.settings import rung_epochs
-from normsearch.confirm.units import UnitQueue, companion
+from normsearch.confirm.units import Unit, UnitQueue, companion
 from normsearch.data import load_data
 from normsearch.leaderboard import build_rows, winner
 from normsearch.storage import open_study
@@ -353,6 +353,40 @@ def test_workers_share_the_runs_and_train_each_once(runs: Path):
     assert json.loads(result.stdout)["winner"]["budget"] == 3
 
 
+
+@pytest.mark.slow
+def test_a_unit_queued_twice_is_trained_once_and_the_extra_copy_closed(runs: Path):
+    """Two processes that find a unit missing at once both queue it: it trains once, and the extra WAITING copy
+    is recorded PRUNED with ``surplus`` (not left waiting in the companion study)."""
+    study = open_study("tiny", runs)
+    queue = UnitQueue(study, ConfirmSettings(**TRAIN))
+    unit = Unit(0, "bn", 1, 0.1, 0)
+    for _ in range(2):  # as two racing processes do
+        queue.study.enqueue_trial({}, user_attrs=queue._attrs(unit), skip_if_exists=False)
+    done = queue.complete([unit])
+    trials = companion(study).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert trials[1].user_attrs["surplus"] is True and "run" not in trials[1].user_attrs
+    assert done[unit.key(queue.training)].number == trials[0].number
+    assert queue.complete([unit])[unit.key(queue.training)].number == 0  # reused, nothing queued
+    assert len(companion(study).get_trials()) == 2
+
+
+@pytest.mark.slow
+def test_devices_run_one_worker_per_device_and_each_unit_records_its_device(runs: Path):
+    """``--devices cpu,cpu``: two workers (this process and a spawned one), each training on its device; every
+    unit once, each recording the device it trained on."""
+    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--devices", "cpu,cpu", "--seeds", "4",
+                                 "--batch-size", "16", "--json"])
+    assert result.exit_code == 0, result.stderr
+    complete = _units(open_study("tiny", runs))
+    keys = [t.user_attrs["key"] for t in complete]
+    assert len(keys) == len(set(keys)) == 4 * 4  # top 1 + 3 baselines, 4 seeds each
+    assert {t.user_attrs["run"]["device"] for t in complete} == {"cpu"}
+    workers = {t.user_attrs["worker"] for t in complete}
+    assert len(workers) == 2 and f":{os.getpid()}" in " ".join(workers)  # this process and its spawned worker
+
+
 # ---------------------------------------------------------------------------------------------------------
 # commands
 
@@ -393,6 +427,10 @@ def test_confirm_command_json_and_leaderboard(runs: Path):
         (["--lr-factors", "1,-2"], "--lr-factors[1]: must be >= 0.0"),
         (["--min-epochs", "5"], "--min-epochs: must be <= epochs (1), got 5"),
         (["--eta", "1"], "--eta: must be >= 2"),
+        (["--devices", "cuda:99"], "--devices: cuda:99: not on this machine, which has "),
+        (["--devices", "cpu,garbage"], "--devices: 'garbage' is not a training device; allowed: cpu, cuda, cuda:N"),
+        (["--devices", "cpu,cpu", "--workers", "3"], "--workers 3 and --devices cpu,cpu (2 devices) disagree"),
+        (["--devices", "cpu", "--device", "cpu"], "--device and --devices: give one"),
     ],
 )
 def test_confirm_command_bad_input(runs: Path, tmp_path: Path, args: list[str], message: str):
