@@ -387,6 +387,25 @@ def test_devices_run_one_worker_per_device_and_each_unit_records_its_device(runs
     assert len(workers) == 2 and f":{os.getpid()}" in " ".join(workers)  # this process and its spawned worker
 
 
+
+@pytest.mark.slow
+def test_a_full_disk_under_confirm_workers_is_one_line_per_process(tmp_path: Path):
+    """The disk fills before ``confirm --workers 2`` writes: this process and its spawned worker each stop with
+    one ``error:`` line (the worker's line names it), exit 2, no traceback. tests/test_robustness.py's tmpfs (root)."""
+    from tests.test_robustness import TINY as SEARCHED
+    from tests.test_robustness import _fill, cli_process, search_tiny, tmpfs
+
+    (tmp_path / "tiny.yaml").write_text(SEARCHED)
+    with tmpfs(tmp_path / "fs", "20m") as fs:
+        assert search_tiny(fs, "8", cwd=tmp_path).returncode == 0
+        _fill(fs, fs / "tiny" / "journal.log", slack=50)
+        full = cli_process("confirm", "tiny", "--runs-dir", str(fs), "--workers", "2", cwd=tmp_path)
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert 1 <= len(errors) <= 2 and all("No space left on device" in line for line in errors), errors
+    assert all(line.startswith("error: worker ") for line in errors[1:])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # commands
 

@@ -13,6 +13,7 @@ import io
 import json
 import multiprocessing
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from ..confirm import all_candidates, confirm_study, cost_line, load_confirmatio
 from ..confirm.calibration import QUANTITIES, calibrate
 from ..confirm.settings import ConfirmSettings
 from ..data import DatasetUnavailable
+from ..failures import describe_failure
 from ..leaderboard import build_rows, winner
 from ..search import (
     IncompatibleStudy,
@@ -40,7 +42,7 @@ from ..search import (
 )
 from ..settings import SettingsError, from_mapping
 from ..space import SearchSpace, SpaceError, load_space
-from ..storage import HEARTBEAT_S, StorageError, check_name, locate, open_study
+from ..storage import HEARTBEAT_S, StorageError, check_name, locate, open_study, worker_id
 from ..train import resolve_device
 from .app import app, emit, fail, open_study_or_fail, setting_option, stderr, stdout
 from .tables import winner_line
@@ -180,7 +182,8 @@ def on_device(settings: ConfirmSettings, name: str | None) -> ConfirmSettings:
 def _worker(name: str, runs_dir: str, storage: str | None, heartbeat: int, settings: ConfirmSettings,
             exhaustive: bool, device: str | None) -> None:
     """A spawned ``--workers`` process: the same confirmation, quietly, on ``device``; the units it claims are
-    its share."""
+    its share. An expected failure (a full disk, a storage error) is one line naming the worker, and exit 2:
+    its unit is queued again by the others."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -188,6 +191,12 @@ def _worker(name: str, runs_dir: str, storage: str | None, heartbeat: int, setti
                       console=Console(file=io.StringIO()), exhaustive=exhaustive)
     except DatasetUnavailable:  # the parent reports it
         return
+    except Exception as err:
+        message = describe_failure(err)
+        if message is None:
+            raise
+        print(f"error: worker {worker_id()}{f' on {device}' if device else ''}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _start_workers(devices: Sequence[str | None], *args: Any) -> list[Any]:
