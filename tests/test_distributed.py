@@ -478,7 +478,8 @@ def test_a_confirmation_worker_that_stops_mid_run_is_taken_over(tmp_path: Path, 
     unit once it is 2 × heartbeat silent and trains Optuna's retry of it. Journal (one machine): SIGKILL, the
     pid is gone: the survivor fails the unit at once and queues it again. Either way every unit is trained to
     completion exactly once, the stopped one by the survivor, nothing is left queued or running, and the
-    leaderboard has every candidate."""
+    leaderboard has every candidate. The hung PostgreSQL worker is then woken up (SIGCONT): it finds its unit
+    failed, records nothing more for it, and finishes with the others' results."""
     from normsearch.confirm.units import companion
 
     url = request.getfixturevalue("pg_url") if kind == "postgresql" else str(tmp_path / "j.log")
@@ -510,6 +511,10 @@ def test_a_confirmation_worker_that_stops_mid_run_is_taken_over(tmp_path: Path, 
             stopped.wait()  # reaped: a zombie's pid is still alive
         _, err = survivor.communicate(timeout=300)
         assert survivor.returncode == 0, err
+        if kind == "postgresql":  # the hung machine wakes up: it finds its unit failed, leaves it, and ends
+            stopped.send_signal(signal.SIGCONT)
+            _, err = stopped.communicate(timeout=300)
+            assert stopped.returncode == 0, err
     finally:
         stopped.kill()
         stopped.wait()
