@@ -16,12 +16,17 @@ Stale trials: a trial records the process that runs it (user attr ``worker`` = `
 trial whose process is gone (same host, pid not alive) was left by a killed run; :func:`fail_stale_trials`
 marks it FAIL with ``fail_reason`` and ``interrupted`` = true, so resuming never waits on it and the trial
 budget does not count it. RDB storages also get Optuna's heartbeat, which covers other hosts: a RUNNING trial
-whose process stopped beating for 2 × ``heartbeat`` seconds is failed by the next worker that starts a trial,
-and a copy with the same parameters is enqueued (Optuna's ``RetryHeartbeatStaleTrialCallback``), so it is retried.
+whose process stopped beating for 2 × ``heartbeat`` seconds is failed by the next worker that starts a trial
+(:func:`fail_silent_trials`), with ``fail_reason`` "interrupted: worker host:pid stopped sending heartbeats"
+and ``interrupted`` = true (:class:`HeartbeatStorage`), and a copy with the same parameters and user attrs is
+enqueued (Optuna's ``RetryHeartbeatStaleTrialCallback``, less the failed run's own attrs: :class:`RetryStale`),
+so it is retried. Work that runs outside ``Study.optimize`` beats with :func:`heartbeat_thread`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import difflib
 import os
 import random
@@ -35,7 +40,9 @@ from functools import partial
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeatThread, get_heartbeat_thread
 from optuna.storages.journal import JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
@@ -171,6 +178,56 @@ def _connect_fix(reason: str) -> str:
     return "is the server running, and are the host and port in the URL right?"
 
 
+RUN_ATTRS = ("fail_reason", "interrupted", "worker")
+"""User attrs of one run of a trial (who ran it, why it stopped), not carried over to its retry."""
+
+
+class HeartbeatStorage(RDBStorage):
+    """Optuna's RDB storage, whose heartbeat-stale trials get a reason before Optuna fails them.
+
+    Optuna's ``fail_stale_trials`` asks :meth:`_get_stale_trial_ids` which RUNNING trials have been silent
+    for longer than the grace period (2 × ``heartbeat_interval``), then fails them; a finished trial's attrs
+    can no longer be set, so they are set here: ``fail_reason`` = "interrupted: worker host:pid stopped sending
+    heartbeats (silent over G s)" and ``interrupted`` = true.
+    """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        for trial_id in stale:
+            worker = self.get_trial(trial_id).user_attrs.get("worker", "?")
+            with contextlib.suppress(UpdateFinishedTrialError):  # failed by another process meanwhile
+                self.set_trial_user_attr(trial_id, "fail_reason", f"interrupted: worker {worker} stopped sending "
+                                         f"heartbeats (silent over {grace} s)")
+                self.set_trial_user_attr(trial_id, "interrupted", True)
+        return stale
+
+
+class RetryStale(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a heartbeat-stale trial (a WAITING copy with its parameters, user and system attrs,
+    ``failed_trial`` = its number), without the failed run's :data:`RUN_ATTRS`."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trial = copy.copy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in RUN_ATTRS}
+        super().__call__(study, trial)
+
+
+def fail_silent_trials(study: optuna.Study) -> None:
+    """Optuna's heartbeat check on ``study``: RUNNING trials silent for longer than the grace period are failed
+    (with their reason: :class:`HeartbeatStorage`) and retried (:class:`RetryStale`). A no-op on storages
+    without heartbeat (the journal)."""
+    with warnings.catch_warnings():  # marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def heartbeat_thread(study: optuna.Study, trial_id: int) -> BaseHeartbeatThread:
+    """Optuna's heartbeat thread for a trial run outside ``Study.optimize`` (a context manager: it records a
+    beat at once, then every ``heartbeat_interval`` seconds until the block ends); a no-op without heartbeat."""
+    return get_heartbeat_thread(trial_id, study._storage)
+
+
 def _open_rdb(url: str, where: str, create: bool, heartbeat: int) -> RDBStorage:
     """An RDB storage with heartbeat; retries while another process creates the schema of a fresh database."""
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
@@ -186,10 +243,10 @@ def _open_rdb(url: str, where: str, create: bool, heartbeat: int) -> RDBStorage:
         try:
             with warnings.catch_warnings():  # heartbeat_interval is marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(
+                return HeartbeatStorage(
                     url,
                     heartbeat_interval=heartbeat,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    heartbeat_stale_trial_callback=RetryStale(max_retry=3),
                     skip_table_creation=not create,
                 )
         except (
@@ -351,15 +408,18 @@ def stored_study_names(storage: str, heartbeat: int = HEARTBEAT_S) -> list[str]:
     return [s.study_name for s in summaries if not s.study_name.endswith(COMPANION_SUFFIX)]
 
 
-def open_study(name: str | None, runs_dir: str | Path = "runs", storage: str | None = None) -> optuna.Study:
+def open_study(
+    name: str | None, runs_dir: str | Path = "runs", storage: str | None = None, heartbeat: int = HEARTBEAT_S
+) -> optuna.Study:
     """Load an existing study (never creating a file, a database or tables).
 
     ``name`` None: the only study in ``storage`` if given, else the most recently modified one under
-    ``runs_dir``. Raises ValueError (:class:`StorageError` for the storage itself) naming the known studies,
+    ``runs_dir``. ``heartbeat``: seconds between heartbeats on RDB storages. Raises ValueError
+    (:class:`StorageError` for the storage itself) naming the known studies,
     :class:`~normsearch.records.IncompatibleStudy` for records of a schema this normsearch does not read.
     """
     if name is None and storage is not None:
-        names = stored_study_names(storage)
+        names = stored_study_names(storage, heartbeat)
         if len(names) != 1:
             listed = ", ".join(names) if names else "none"
             raise ValueError(f"--storage {masked(storage)} holds {len(names)} studies ({listed}): name one")
@@ -369,7 +429,7 @@ def open_study(name: str | None, runs_dir: str | Path = "runs", storage: str | N
         if not names:
             raise ValueError(f"no studies under {runs_dir}/: run `normsearch run --space FILE` first")
         name = names[0]
-    location = locate(name, runs_dir, storage)
+    location = locate(name, runs_dir, storage, heartbeat)
     if storage is None and location.pointer is None and not Path(location.storage).is_file():
         known = ", ".join(n for n, _ in study_names(runs_dir)) or "none"
         raise ValueError(f"no study {name!r} under {runs_dir}/ (studies there: {known})")
@@ -423,13 +483,17 @@ __all__ = [
     "COMPANION_SUFFIX",
     "HEARTBEAT_S",
     "JOURNAL",
+    "HeartbeatStorage",
+    "RetryStale",
     "StaleLock",
     "StorageError",
     "StudyLocation",
     "check_name",
     "create_or_load",
     "database_url",
+    "fail_silent_trials",
     "fail_stale_trials",
+    "heartbeat_thread",
     "is_stale",
     "locate",
     "make_storage",

@@ -30,7 +30,7 @@ from normsearch.confirm.results import DIVERGED_ACCURACY, candidate_records
 from normsearch.confirm.schedule import promote, run_rungs
 from normsearch.confirm.select import Candidate
 from normsearch.confirm.settings import rung_epochs
-from normsearch.confirm.units import UnitQueue, companion, training_digest, training_settings
+from normsearch.confirm.units import Unit, UnitQueue, companion, training_digest, training_settings
 from normsearch.data import load_data
 from normsearch.leaderboard import build_rows, winner
 from normsearch.settings import SettingsError
@@ -354,6 +354,59 @@ def test_workers_share_the_runs_and_train_each_once(runs: Path):
     assert json.loads(result.stdout)["winner"]["budget"] == 3
 
 
+
+@pytest.mark.slow
+def test_a_unit_queued_twice_is_trained_once_and_the_extra_copy_closed(runs: Path):
+    """Two processes that find a unit missing at once both queue it: it trains once, and the extra WAITING copy
+    is recorded PRUNED with ``surplus`` (not left waiting in the companion study)."""
+    study = open_study("tiny", runs)
+    queue = UnitQueue(study, ConfirmSettings(**TRAIN))
+    unit = Unit(0, "bn", 1, 0.1, 0)
+    for _ in range(2):  # as two racing processes do
+        queue.study.enqueue_trial({}, user_attrs=queue._attrs(unit), skip_if_exists=False)
+    done = queue.complete([unit])
+    trials = companion(study).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert trials[1].user_attrs["surplus"] is True and "run" not in trials[1].user_attrs
+    assert done[unit.key(queue.training)].number == trials[0].number
+    assert queue.complete([unit])[unit.key(queue.training)].number == 0  # reused, nothing queued
+    assert len(companion(study).get_trials()) == 2
+
+
+@pytest.mark.slow
+def test_devices_run_one_worker_per_device_and_each_unit_records_its_device(runs: Path):
+    """``--devices cpu,cpu``: two workers (this process and a spawned one), each training on its device; every
+    unit once, each recording the device it trained on."""
+    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--devices", "cpu,cpu", "--seeds", "4",
+                                 "--batch-size", "16", "--json"])
+    assert result.exit_code == 0, result.stderr
+    complete = _units(open_study("tiny", runs))
+    keys = [t.user_attrs["key"] for t in complete]
+    assert len(keys) == len(set(keys)) == 4 * 4  # top 1 + 3 baselines, 4 seeds each
+    assert {t.user_attrs["run"]["device"] for t in complete} == {"cpu"}
+    workers = {t.user_attrs["worker"] for t in complete}
+    assert len(workers) == 2 and f":{os.getpid()}" in " ".join(workers)  # this process and its spawned worker
+
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_confirm_workers_is_one_line_per_process(tmp_path: Path):
+    """The disk fills before ``confirm --workers 2`` writes: this process and its spawned worker each stop with
+    one ``error:`` line (the worker's line names it), exit 2, no traceback. tests/test_robustness.py's tmpfs (root)."""
+    from tests.test_robustness import TINY as SEARCHED
+    from tests.test_robustness import _fill, cli_process, search_tiny, tmpfs
+
+    (tmp_path / "tiny.yaml").write_text(SEARCHED)
+    with tmpfs(tmp_path / "fs", "20m") as fs:
+        assert search_tiny(fs, "8", cwd=tmp_path).returncode == 0
+        _fill(fs, fs / "tiny" / "journal.log", slack=50)
+        full = cli_process("confirm", "tiny", "--runs-dir", str(fs), "--workers", "2", cwd=tmp_path)
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert 1 <= len(errors) <= 2 and all("No space left on device" in line for line in errors), errors
+    assert all(line.startswith("error: worker ") for line in errors[1:])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # commands
 
@@ -394,6 +447,10 @@ def test_confirm_command_json_and_leaderboard(runs: Path):
         (["--lr-factors", "1,-2"], "--lr-factors[1]: must be >= 0.0"),
         (["--min-epochs", "5"], "--min-epochs: must be <= epochs (1), got 5"),
         (["--eta", "1"], "--eta: must be >= 2"),
+        (["--devices", "cuda:99"], "--devices: cuda:99: not on this machine, which has "),
+        (["--devices", "cpu,garbage"], "--devices: 'garbage' is not a training device; allowed: cpu, cuda, cuda:N"),
+        (["--devices", "cpu,cpu", "--workers", "3"], "--workers 3 and --devices cpu,cpu (2 devices) disagree"),
+        (["--devices", "cpu", "--device", "cpu"], "--device and --devices: give one"),
     ],
 )
 def test_confirm_command_bad_input(runs: Path, tmp_path: Path, args: list[str], message: str):

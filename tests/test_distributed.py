@@ -192,8 +192,15 @@ def test_a_frozen_workers_trial_is_failed_by_the_heartbeat_and_retried_by_anothe
     trials = _load(pg_url, "hb").get_trials()
     failed = trials[victim.number]
     assert failed.state == TrialState.FAIL and not counts_toward_budget(failed)
+    assert failed.user_attrs["fail_reason"] == (
+        f"interrupted: worker {victim.user_attrs['worker']} stopped sending heartbeats (silent over 2 s)"
+    )
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert "fail_reason" not in retries[0].user_attrs and "interrupted" not in retries[0].user_attrs
+    shown = runner.invoke(app, ["leaderboard", "hb", "--storage", pg_url, "--all", "--top", "100", "--json"])
+    reasons = [row.get("reason") for row in json.loads(shown.stdout)["rows"] if row.get("trial") == victim.number]
+    assert reasons == [failed.user_attrs["fail_reason"]], reasons
     assert (
         retries[0].user_attrs["config"] == victim.user_attrs["config"]  # a baseline's params may not be drawn yet
         and retries[0].user_attrs["worker"] != victim.user_attrs["worker"]
@@ -450,3 +457,91 @@ def test_two_machines_split_one_confirmation_on_postgresql(tmp_path: Path, pg_ur
     assert done and len(keys) == len(set(keys))
     assert len({t.user_attrs["worker"] for t in done}) == 2  # both trained a share
     assert runner.invoke(app, ["export", "--storage", pg_url]).exit_code == 0
+
+
+def _running_unit(study: optuna.Study, pid: int) -> optuna.trial.FrozenTrial | None:
+    """A unit of the companion study that process ``pid`` is training now, if any."""
+    from normsearch.confirm.units import companion
+
+    queue = companion(study, create=False)
+    if queue is None:
+        return None
+    return next((t for t in queue.get_trials(states=(TrialState.RUNNING,))
+                 if t.user_attrs.get("worker", "").endswith(f":{pid}")), None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["postgresql", "journal"])
+def test_a_confirmation_worker_that_stops_mid_run_is_taken_over(tmp_path: Path, kind: str, request) -> None:
+    """Two ``confirm`` processes on one study; one is stopped while it trains a unit. PostgreSQL: SIGSTOP, as a
+    machine that hangs or drops off the network (its pid lives on, its heartbeat stops): the survivor fails the
+    unit once it is 2 × heartbeat silent and trains Optuna's retry of it. Journal (one machine): SIGKILL, the
+    pid is gone: the survivor fails the unit at once and queues it again. Either way every unit is trained to
+    completion exactly once, the stopped one by the survivor, nothing is left queued or running, and the
+    leaderboard has every candidate. The hung PostgreSQL worker is then woken up (SIGCONT): it finds its unit
+    failed, records nothing more for it, and finishes with the others' results."""
+    from normsearch.confirm.units import companion
+
+    url = request.getfixturevalue("pg_url") if kind == "postgresql" else str(tmp_path / "j.log")
+    (tmp_path / "s.yaml").write_text(
+        SPACE + "confirm: {top_k: 2, depth: 8, width: 8, epochs: 1, batch_size: 16, lr_factors: [1], seeds: 2}\n"
+    )
+    searched = runner.invoke(app, ["run", "--no-confirm", "--space", str(tmp_path / "s.yaml"), "--n-trials", "6",
+                                   "--storage", url, "--runs-dir", str(tmp_path / "runs")])
+    assert searched.exit_code == 0, searched.stderr
+    study = _load(url, "s") if kind == "postgresql" else _journal(url, "s")
+    command = [*CLI, "confirm", "s", "--storage", url, "--heartbeat", "1"]
+    started = time.monotonic()
+    stopped, survivor = (
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    )
+    try:
+        victim, deadline = None, time.monotonic() + 180
+        while victim is None and time.monotonic() < deadline and stopped.poll() is None:
+            if _running_unit(study, stopped.pid) is not None:
+                stopped.send_signal(signal.SIGSTOP)
+                victim = _running_unit(study, stopped.pid)  # still training it, now frozen
+                if victim is None:
+                    stopped.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+        assert victim is not None, "never caught the worker mid-run"
+        if kind == "journal":
+            stopped.kill()
+            stopped.wait()  # reaped: a zombie's pid is still alive
+        _, err = survivor.communicate(timeout=300)
+        assert survivor.returncode == 0, err
+        if kind == "postgresql":  # the hung machine wakes up: it finds its unit failed, leaves it, and ends
+            stopped.send_signal(signal.SIGCONT)
+            _, err = stopped.communicate(timeout=300)
+            assert stopped.returncode == 0, err
+    finally:
+        stopped.kill()
+        stopped.wait()
+        survivor.kill()
+        survivor.wait()
+    seconds = time.monotonic() - started
+    units = companion(study, create=False).get_trials()
+    failed = units[victim.number]
+    worker = victim.user_attrs["worker"]
+    reason = "stopped sending heartbeats (silent over 2 s)" if kind == "postgresql" else "stopped while running it"
+    assert failed.state == TrialState.FAIL and failed.user_attrs["interrupted"] is True
+    assert failed.user_attrs["fail_reason"] == f"interrupted: {'worker' if kind == 'postgresql' else 'process'} " \
+        f"{worker} {reason}", failed.user_attrs
+    done = [t for t in units if t.state == TrialState.COMPLETE]
+    keys = [t.user_attrs["key"] for t in done]
+    assert len(keys) == len(set(keys)) == len({t.user_attrs["key"] for t in units})  # every unit, once each
+    assert not [t.number for t in units if t.state in (TrialState.WAITING, TrialState.RUNNING)]
+    retrained = next(t for t in done if t.user_attrs["key"] == victim.user_attrs["key"])
+    assert retrained.user_attrs["worker"].endswith(f":{survivor.pid}")
+    if kind == "postgresql":  # Optuna's retry of the failed trial, without the failed run's own attrs
+        assert retrained.system_attrs["failed_trial"] == victim.number
+    board = json.loads(runner.invoke(app, ["leaderboard", "s", "--storage", url, "--json"]).stdout)
+    trained = {row["config"] for row in board["rows"] if "accuracy" in row}
+    assert trained == {t.user_attrs["config"] for t in done} and len(trained) >= 3
+    print(f"{kind}: {len(done)} units, taken over unit {victim.number}, {seconds:.1f} s")
+
+
+def _journal(path: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(path)))

@@ -130,16 +130,18 @@ def emit(renderable: Any) -> None:
     out.print(renderable)
 
 
-def open_study_or_fail(name: str | None, runs_dir: str, storage: str | None) -> optuna.Study:
+def open_study_or_fail(name: str | None, runs_dir: str, storage: str | None, heartbeat: int | None = None
+                       ) -> optuna.Study:
     """The existing study a command reads (:func:`normsearch.storage.open_study`: ``name`` None is the only
-    study in ``storage``, else the latest under ``runs_dir``), or one ``error:`` line and exit 2."""
+    study in ``storage``, else the latest under ``runs_dir``; ``heartbeat``: seconds between heartbeats on RDB
+    storages, None: the default), or one ``error:`` line and exit 2."""
     import optuna
 
-    from ..storage import open_study
+    from ..storage import HEARTBEAT_S, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return open_study(name, runs_dir, storage)
+        return open_study(name, runs_dir, storage, heartbeat or HEARTBEAT_S)
     except ValueError as err:
         fail(str(err))
 

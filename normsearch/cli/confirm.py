@@ -14,10 +14,12 @@ import io
 import json
 import multiprocessing
 import signal
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
 import optuna
+import torch
 import typer
 from rich import box
 from rich.console import Console
@@ -28,13 +30,14 @@ from ..confirm import all_candidates, confirm_study, cost_line, load_confirmatio
 from ..confirm.calibration import QUANTITIES, calibrate
 from ..confirm.settings import ConfirmSettings
 from ..data import DatasetUnavailable
+from ..failures import describe_failure
 from ..leaderboard import build_rows, winner
 from ..pipeline import Interrupted, Reporter, search_and_confirm
 from ..search import IncompatibleStudy, check_comparable
 from ..settings import SettingsError, from_mapping
 from ..sources import network_label
 from ..space import SearchSpace, SpaceError, load_space
-from ..storage import StorageError, check_name, locate, open_study
+from ..storage import HEARTBEAT_S, StorageError, check_name, locate, open_study, worker_id
 from ..train import resolve_device
 from .app import app, emit, fail, open_study_or_fail, setting_option, stderr, stdout
 from .tables import winner_line
@@ -87,8 +90,13 @@ Storage = Annotated[
 JsonOutput = Annotated[
     bool, typer.Option("--json", metavar="", help="Print one JSON document {study, settings, rows, ...}.")
 ]
-Workers = Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Local processes sharing the runs "
-                                      "(through the storage: each claims waiting runs).")]
+Workers = Annotated[int | None, typer.Option("--workers", min=1, metavar="N", help="Local processes sharing the "
+                                             "runs (through the storage: each claims waiting runs); default 1.")]
+Devices = Annotated[str | None, typer.Option("--devices", metavar="D,D,...", help="One worker per device, each "
+                                             "training on its own: e.g. cuda:0,cuda:1 (cpu,cpu: two on the CPU).")]
+Heartbeat = Annotated[int, typer.Option("--heartbeat", min=1, metavar="S", help="RDB storages: a run silent for "
+                                        "2×S seconds (its machine died or hangs) is failed and trained again.")]
+DEVICES = "cpu, cuda, cuda:N"
 
 
 def _factors(text: str) -> list[Any]:
@@ -138,23 +146,76 @@ def _confirm(study: optuna.Study, settings: ConfirmSettings, space: SearchSpace 
         process.join()
 
 
-def _worker(name: str, runs_dir: str, storage: str | None, settings: ConfirmSettings, exhaustive: bool) -> None:
-    """A spawned ``--workers`` process: the same confirmation, quietly; the units it claims are its share."""
+def device_list(text: str) -> list[str]:
+    """``--devices cuda:0,cuda:1`` → its devices, each one this machine has (cpu, cuda = the current CUDA
+    device, cuda:N); one ``error:`` line naming the first bad one otherwise."""
+    devices = [part.strip() for part in text.split(",")]
+    for name in devices:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            device = None
+        if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index is not None):
+            fail(f"--devices: {name!r} is not a training device; allowed: {DEVICES}")
+        count = torch.cuda.device_count() if device.type == "cuda" else 1
+        if (device.index or 0) >= count:
+            have = f"cuda:0 to cuda:{count - 1}" if count else "no CUDA device"
+            fail(f"--devices: {name}: not on this machine, which has {have}; allowed: {DEVICES}")
+    return devices
+
+
+def on_device(settings: ConfirmSettings, name: str | None) -> ConfirmSettings:
+    """The settings of a worker training on device ``name`` (from :func:`device_list`; None: ``settings.device``):
+    ``cuda:N`` becomes this process's current CUDA device, which device ``cuda`` then means."""
+    if name is None:
+        return settings
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return dataclasses.replace(settings, device=device.type)
+
+
+def _worker(name: str, runs_dir: str, storage: str | None, heartbeat: int, settings: ConfirmSettings,
+            exhaustive: bool, device: str | None) -> None:
+    """A spawned ``--workers`` process: the same confirmation, quietly, on ``device``; the units it claims are
+    its share. An expected failure (a full disk, a storage error) is one line naming the worker, and exit 2:
+    its unit is queued again by the others."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        confirm_study(open_study(name, runs_dir, storage), settings, console=Console(file=io.StringIO()),
-                      exhaustive=exhaustive)
+        confirm_study(open_study(name, runs_dir, storage, heartbeat), on_device(settings, device),
+                      console=Console(file=io.StringIO()), exhaustive=exhaustive)
     except DatasetUnavailable:  # the parent reports it
         return
+    except Exception as err:
+        message = describe_failure(err)
+        if message is None:
+            raise
+        print(f"error: worker {worker_id()}{f' on {device}' if device else ''}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
-def _start_workers(count: int, *args: Any) -> list[Any]:
+def _start_workers(devices: Sequence[str | None], *args: Any) -> list[Any]:
+    """One spawned :func:`_worker` per entry of ``devices`` (None: the settings' device)."""
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=args) for _ in range(count)]
+    processes = [context.Process(target=_worker, args=(*args, device)) for device in devices]
     for process in processes:
         process.start()
     return processes
+
+
+def _worker_devices(workers: int | None, devices: str | None, device: str | None) -> list[str | None]:
+    """The device of each worker of ``--workers`` / ``--devices`` (the first: this process); exit 2 when they
+    disagree."""
+    if devices is None:
+        return [None] * (workers or 1)
+    if device is not None:
+        fail("--device and --devices: give one (--devices runs one worker per device)")
+    names = device_list(devices)
+    if workers is not None and workers != len(names):
+        fail(f"--workers {workers} and --devices {devices} ({len(names)} devices) disagree: --devices runs one "
+             "worker per device; leave --workers out")
+    return list(names)
 
 
 def _pct(value: float | None) -> str:
@@ -241,23 +302,26 @@ def confirm_command(
     batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None,
     seeds: Seeds = None, seed: Seed = None, device: Device = None, threads: Threads = None, amp: Amp = None,
     compile: Compile = None, small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", storage: Storage = None,
-    workers: Workers = 1, json_output: JsonOutput = False,
+    workers: Workers = None, devices: Devices = None, heartbeat: Heartbeat = HEARTBEAT_S,
+    json_output: JsonOutput = False,
 ) -> None:
     """Train a study's candidates rung by rung (top-k by score, Pareto-front explorers, baselines, random
     extras; the best 1/eta advance to the next budget), name the winner and calibrate the probes.
 
     Settings: the study's `confirm:` section, overridden by the flags. Runs already stored for the same
-    training settings are reused, so running it again only adds what is missing (e.g. more seeds).
+    training settings are reused, so running it again only adds what is missing (e.g. more seeds). Any number
+    of such processes, here or on other machines, share the runs through the storage (docs/distributed.md).
     """
     overrides = {k: v for k, v in locals().items() if k in _FIELDS}
-    study = open_study_or_fail(study_name, runs_dir, storage)
+    first, *others = _worker_devices(workers, devices, device)
+    study = open_study_or_fail(study_name, runs_dir, storage, heartbeat)
     try:
         check_comparable(study)
     except IncompatibleStudy as err:
         fail(str(err))
     settings = confirm_settings(study.user_attrs.get("confirm"), overrides)
-    helpers = _start_workers(workers - 1, study.study_name, runs_dir, storage, settings, every) if workers > 1 else []
-    _confirm(study, settings, exhaustive=every, helpers=helpers)
+    helpers = _start_workers(others, study.study_name, runs_dir, storage, heartbeat, settings, every)
+    _confirm(study, on_device(settings, first), exhaustive=every, helpers=helpers)
     _print(study, settings, json_output)
 
 

@@ -10,21 +10,29 @@ maximised) holds one trial per unit:
 - **claimed**: a process takes a WAITING trial by setting it RUNNING with the storage call that
   ``Study.ask()`` uses to pop a waiting trial (atomic in journal and RDB storages: one process wins, the
   others move on), and records ``worker`` = ``host:pid``. It claims only units it asked for (``ask()``
-  would pop any waiting trial, or create a new one when none is left);
+  would pop any waiting trial, or create a new one when none is left). A unit queued twice (two processes
+  that found it missing at once) is trained once: the extra WAITING trial is claimed and recorded PRUNED
+  with ``surplus`` = true;
 - **run**: each epoch's validation accuracy is reported as an intermediate value (``trial.report``: the
   training curve); the trial then completes with value = best validation accuracy and user attr ``run``
   (the :class:`~normsearch.train.TrainResult` record: ``train_loss``, ``val_accuracy``, ``diverged``,
-  ``collapsed``, ``steps``, ``batch_size``, ``seconds``, ``images_per_s``), or fails with ``fail_reason``:
-  a config that does not fit the network is not retried; a run stopped by Ctrl-C or a kill (``interrupted``)
-  is queued again on the next call.
+  ``collapsed``, ``steps``, ``batch_size``, ``device`` (``cuda:N`` with its index), ``seconds``,
+  ``images_per_s``), or fails with ``fail_reason``: a config that does not fit the network is not retried; a
+  run stopped by Ctrl-C or a kill (``interrupted``) is queued again on the next call.
 
-A completed unit is never retrained: every later call, in any process, reuses it by its key. A RUNNING
-unit of a dead local process is failed as interrupted (:func:`normsearch.storage.fail_stale_trials`) and
-queued again; units running in live processes are waited for, so several processes can share one rung.
+A completed unit is never retrained: every later call, in any process, reuses it by its key. Units whose
+worker is gone are taken over: a RUNNING unit of a dead process on this host is failed as interrupted
+(:func:`normsearch.storage.fail_stale_trials`); on RDB storages a unit beats while it trains (Optuna's
+heartbeat thread, every ``--heartbeat`` S seconds), and one silent for 2 × S (a machine that died or hangs) is
+failed with ``fail_reason`` "interrupted: worker host:pid stopped sending heartbeats …" and retried
+(:func:`normsearch.storage.fail_silent_trials`). Either way it is queued again and claimed by a live process;
+a suspended worker that wakes up finds its unit failed and leaves it. Units running in live processes are
+waited for, so several processes can share one rung.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,10 +42,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from ..storage import COMPANION_SUFFIX, fail_stale_trials, worker_id
+from ..storage import COMPANION_SUFFIX, fail_silent_trials, fail_stale_trials, heartbeat_thread, worker_id
 from ..train import Progress, train
 from .settings import ConfirmSettings
 
@@ -127,8 +136,10 @@ class UnitQueue:
         """
         wanted = {unit.key(self.training): unit for unit in units}
         while True:
-            fail_stale_trials(self.study)
-            by_state = self._by_state(wanted)
+            fail_stale_trials(self.study)  # units of dead processes on this host
+            fail_silent_trials(self.study)  # units of workers that stopped beating, on any host (RDB storages)
+            by_state, surplus = self._by_state(wanted)
+            self._close(surplus)
             done = by_state[TrialState.COMPLETE] | by_state[TrialState.FAIL]
             running = by_state[TrialState.RUNNING]
             waiting = [t for key, t in by_state[TrialState.WAITING].items() if key not in done and key not in running]
@@ -145,32 +156,61 @@ class UnitQueue:
                 return done
             time.sleep(POLL_S)  # units another live process is training
 
-    def _by_state(self, wanted: dict[str, Unit]) -> dict[TrialState, dict[str, FrozenTrial]]:
-        """For each state, key → first trial of the wanted keys (FAIL: only failures that are not retried)."""
+    def _by_state(self, wanted: dict[str, Unit]) -> tuple[dict[TrialState, dict[str, FrozenTrial]], list[FrozenTrial]]:
+        """For each state, key → first trial of the wanted keys (FAIL: only failures that are not retried); and
+        the surplus WAITING trials: those of a key that another trial holds (done, running, or waiting first)."""
         out: dict[TrialState, dict[str, FrozenTrial]] = {s: {} for s in TrialState}
+        waiting: list[FrozenTrial] = []
         for trial in self.study.get_trials(deepcopy=False):
             key = trial.user_attrs.get("key")
             if key not in wanted or (trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted", True)):
                 continue
+            if trial.state == TrialState.WAITING:
+                waiting.append(trial)
             out[trial.state].setdefault(key, trial)
-        return out
+        held = out[TrialState.COMPLETE] | out[TrialState.FAIL] | out[TrialState.RUNNING]
+        surplus = [t for t in waiting if t.user_attrs["key"] in held
+                   or out[TrialState.WAITING][t.user_attrs["key"]] is not t]
+        return out, surplus
+
+    def _claim(self, trial: FrozenTrial) -> bool:
+        """Take a WAITING trial for this process: False when another process took it first."""
+        try:
+            return self.study._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING)
+        except UpdateFinishedTrialError:
+            return False
+
+    def _close(self, surplus: Iterable[FrozenTrial]) -> None:
+        """Claim each surplus waiting unit (two processes that queued one unit at once, or a retry of a unit that
+        was queued again meanwhile) and record it PRUNED with ``surplus`` = true: it never trains."""
+        for trial in surplus:
+            if self._claim(trial):
+                self.study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
+                self.study._storage.set_trial_state_values(trial._trial_id, TrialState.PRUNED)
 
     def _claim_and_run(self, waiting: Iterable[FrozenTrial], wanted: dict[str, Unit], started: Started,
                        finished: Finished) -> None:
         for trial in waiting:
-            try:
-                if not self.study._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-                    continue
-            except UpdateFinishedTrialError:
-                continue
-            self._run(optuna.Trial(self.study, trial._trial_id), wanted[trial.user_attrs["key"]], started, finished)
-            return
+            if self._claim(trial):
+                self._run(trial._trial_id, wanted[trial.user_attrs["key"]], started, finished)
+                return
 
-    def _run(self, trial: optuna.Trial, unit: Unit, started: Started, finished: Finished) -> None:
-        try:
-            trial.set_user_attr("worker", worker_id())
-        except UpdateFinishedTrialError:  # failed as stale by another process in the instant after the claim
-            return
+    def _run(self, trial_id: int, unit: Unit, started: Started, finished: Finished) -> None:
+        """Train a claimed unit while beating (:func:`~normsearch.storage.heartbeat_thread`). A unit that another
+        process failed meanwhile (this one stopped beating, e.g. suspended) is left to the retry."""
+        trial = optuna.Trial(self.study, trial_id)
+        with heartbeat_thread(self.study, trial_id):
+            try:
+                trial.set_user_attr("worker", worker_id())
+            except UpdateFinishedTrialError:  # failed as stale by another process in the instant after the claim
+                return
+            try:
+                frozen = self._train(trial, unit, started)
+            except UpdateFinishedTrialError:
+                frozen = self.study._storage.get_trial(trial_id)
+        finished(unit, frozen)
+
+    def _train(self, trial: optuna.Trial, unit: Unit, started: Started) -> FrozenTrial:
         settings = dataclasses.replace(self.settings, epochs=unit.epochs, min_epochs=min(self.settings.min_epochs,
                                        unit.epochs), lr=unit.lr)
         try:
@@ -179,17 +219,27 @@ class UnitQueue:
         except ValueError as err:
             trial.set_user_attr("fail_reason", f"does not fit the network: {err}")
             trial.set_user_attr("interrupted", False)
-            finished(unit, self.study.tell(trial, state=TrialState.FAIL))
-            return
+            return self._tell(trial, state=TrialState.FAIL)
         except BaseException:
-            trial.set_user_attr("fail_reason", "interrupted")
-            trial.set_user_attr("interrupted", True)
-            self.study.tell(trial, state=TrialState.FAIL)
+            with contextlib.suppress(UpdateFinishedTrialError):
+                trial.set_user_attr("fail_reason", "interrupted")
+                trial.set_user_attr("interrupted", True)
+                self._tell(trial, state=TrialState.FAIL)
             raise
         record = result.to_dict()
         record.pop("spec")
+        if record["device"] == "cuda":  # the current device (a --devices worker sets it)
+            record["device"] = f"cuda:{torch.cuda.current_device()}"
         trial.set_user_attr("run", record)
-        finished(unit, self.study.tell(trial, result.accuracy))
+        return self._tell(trial, result.accuracy)
+
+    def _tell(self, trial: optuna.Trial, value: float | None = None, state: TrialState = TrialState.COMPLETE
+              ) -> FrozenTrial:
+        """Finish ``trial``; UpdateFinishedTrialError when another process failed it first."""
+        frozen = self.study.tell(trial, value, state=state, skip_if_finished=True)
+        if frozen.state != state:
+            raise UpdateFinishedTrialError(f"unit trial {trial.number} was failed by another process")
+        return frozen
 
 
 __all__ = ["SUFFIX", "Unit", "UnitQueue", "companion", "companion_name", "training_digest", "training_settings",
