@@ -436,7 +436,7 @@ def _umask() -> int:
         ("evonorm_b0", "max", "would shadow the Python builtin 'max'"),
         ("bn", "len", "would shadow the Python builtin 'len'"),
         ("gn", "torch", "is taken by the exported module"),
-        ("evonorm_b0", "_moments", "is taken by the exported module"),
+        ("evonorm_b0", "group_moments", "is taken by the exported module"),
     ],
 )
 def test_6_class_names_that_shadow_builtins_or_module_names_are_refused(
@@ -444,6 +444,27 @@ def test_6_class_names_that_shadow_builtins_or_module_names_are_refused(
 ) -> None:
     line = one_error_line(cli("export", "--spec", spec, "--class-name", name, "-o", "out.py", cwd=tmp_path))
     assert message in line and not (tmp_path / "out.py").exists()
+
+
+@pytest.mark.parametrize("spec", ["gn", "evonorm_b0", "evonorm_s0", "frn", "pn:act=tlu", "dyt"])
+def test_6_every_module_level_name_of_an_export_is_reserved(spec: str) -> None:
+    """The refusal list covers what an exported file really binds, so no class name can shadow it."""
+    import ast
+
+    from normsearch.export import export_source
+    from normsearch.export.names import RESERVED_NAMES
+
+    tree = ast.parse(export_source(spec))
+    bound = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Assign):
+            bound.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    exported_class = tree.body[-1].name if isinstance(tree.body[-1], ast.ClassDef) else None
+    assert bound - {exported_class, "annotations"} <= RESERVED_NAMES, bound - RESERVED_NAMES
 
 
 def test_6_a_class_named_like_a_local_variable_still_works(tmp_path: Path) -> None:
