@@ -20,7 +20,9 @@ whose process stopped beating for 2 × ``heartbeat`` seconds is failed by the ne
 (:func:`fail_silent_trials`), with ``fail_reason`` "interrupted: worker host:pid stopped sending heartbeats"
 and ``interrupted`` = true (:class:`HeartbeatStorage`), and a copy with the same parameters and user attrs is
 enqueued (Optuna's ``RetryHeartbeatStaleTrialCallback``, less the failed run's own attrs: :class:`RetryStale`),
-so it is retried. Work that runs outside ``Study.optimize`` beats with :func:`heartbeat_thread`.
+so it is retried. Work that runs outside ``Study.optimize`` beats with :func:`heartbeat_thread`. On PostgreSQL
+a worker frozen inside a transaction loses its session after the grace period, so its row locks never block
+the others (:func:`_engine_kwargs`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ LOCK_SUFFIX = ".lock"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 HEARTBEAT_S = 60
 """Heartbeat of RDB storages: a RUNNING trial silent for 2 × this is failed by Optuna and retried."""
+IDLE_IN_TRANSACTION_S = 10
+"""PostgreSQL ends a session idle inside a transaction for 2 × heartbeat, and never sooner than this."""
 LOCK_GRACE_S = 30
 """A journal lock left by a killed process is broken after it has been held this long (Optuna's default)."""
 UNOWNED_GRACE_S = 60
@@ -191,6 +195,12 @@ class HeartbeatStorage(RDBStorage):
     heartbeats (silent over G s)" and ``interrupted`` = true.
     """
 
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Optuna's beat, skipped when the database fails it (the server ended this thread's session, a network
+        hiccup): the next beat takes a new connection, where an exception would end the heartbeat thread."""
+        with contextlib.suppress(optuna.exceptions.StorageInternalError):
+            super().record_heartbeat(trial_id)
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
@@ -228,6 +238,20 @@ def heartbeat_thread(study: optuna.Study, trial_id: int) -> BaseHeartbeatThread:
     return get_heartbeat_thread(trial_id, study._storage)
 
 
+def _engine_kwargs(url: str, heartbeat: int) -> dict:
+    """SQLAlchemy engine options. PostgreSQL: the server ends a session that idles inside a transaction for
+    longer than the heartbeat grace period, 2 × ``heartbeat`` s (at least :data:`IDLE_IN_TRANSACTION_S`). A worker
+    suspended between two statements of a transaction (a stopped process, a hung machine) would otherwise keep its
+    row locks, e.g. the trial row that its heartbeat insert's foreign key locks, and every worker that tries to
+    fail its silent trial would wait on it forever. Optuna's transactions last milliseconds."""
+    from sqlalchemy.engine import make_url
+
+    if make_url(url).get_backend_name() != "postgresql":
+        return {}
+    idle_ms = 1000 * max(2 * heartbeat, IDLE_IN_TRANSACTION_S)
+    return {"connect_args": {"options": f"-c idle_in_transaction_session_timeout={idle_ms}"}}
+
+
 def _open_rdb(url: str, where: str, create: bool, heartbeat: int) -> RDBStorage:
     """An RDB storage with heartbeat; retries while another process creates the schema of a fresh database."""
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
@@ -245,6 +269,7 @@ def _open_rdb(url: str, where: str, create: bool, heartbeat: int) -> RDBStorage:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return HeartbeatStorage(
                     url,
+                    engine_kwargs=_engine_kwargs(url, heartbeat),
                     heartbeat_interval=heartbeat,
                     heartbeat_stale_trial_callback=RetryStale(max_retry=3),
                     skip_table_creation=not create,

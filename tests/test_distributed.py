@@ -208,6 +208,51 @@ def test_a_frozen_workers_trial_is_failed_by_the_heartbeat_and_retried_by_anothe
     assert _counted(_load(pg_url, "hb")) == 6
 
 
+FROZEN_IN_A_TRANSACTION = """
+import sys, time
+import sqlalchemy
+from normsearch.storage import make_storage
+storage = make_storage(sys.argv[1], heartbeat=1)
+session = storage.scoped_session()
+session.execute(sqlalchemy.text("SELECT * FROM trials WHERE trial_id = :id FOR UPDATE"), {"id": int(sys.argv[2])})
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_worker_frozen_inside_a_transaction_does_not_block_the_others(pg_url: str) -> None:
+    """A worker suspended between two statements of one transaction (e.g. its heartbeat thread's row insert, whose
+    foreign key locks the trial's row) holds its row locks for as long as it is frozen. The server ends such a
+    session once it idles in its transaction for the grace period (2 × heartbeat, at least
+    :data:`~normsearch.storage.IDLE_IN_TRANSACTION_S`), so the other workers can fail the silent trial instead of
+    waiting forever. (The frozen worker is stood in for by a process that takes the lock and sleeps: the server
+    sees the same idle transaction.)"""
+    import threading
+
+    from normsearch.storage import IDLE_IN_TRANSACTION_S, fail_silent_trials, make_storage
+
+    study = optuna.create_study(study_name="locked", storage=make_storage(pg_url, heartbeat=1))
+    trial = study.ask()
+    study._storage.record_heartbeat(trial._trial_id)
+    holder = subprocess.Popen([sys.executable, "-c", FROZEN_IN_A_TRANSACTION, pg_url, str(trial._trial_id)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        time.sleep(2.5)  # the trial is now silent for longer than 2 × heartbeat
+        started = time.monotonic()
+        checker = threading.Thread(target=fail_silent_trials, args=(study,), daemon=True)
+        checker.start()
+        checker.join(timeout=IDLE_IN_TRANSACTION_S + 30)
+        waited = time.monotonic() - started
+        assert not checker.is_alive(), f"still blocked on the frozen worker's lock after {waited:.0f} s"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert study._storage.get_trial(trial._trial_id).state == TrialState.FAIL
+    print(f"waited {waited:.1f} s for the server to end the frozen session")
+
+
 def test_urls_as_users_type_them_and_the_reading_commands_take_storage(
     tmp_path: Path, monkeypatch, postgres, pg_url: str
 ) -> None:
