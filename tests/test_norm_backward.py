@@ -4,6 +4,7 @@ centering × scale × affine × act, batch statistics and running estimates."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import zlib
 
@@ -97,6 +98,38 @@ def test_folded_backward_matches_finite_differences(cfg):
             torch.rand(groups, dtype=torch.float64, generator=gen) + 0.5,
         )
         assert torch.autograd.gradcheck(_folded(cfg, running), tuple(inputs.values()), atol=1e-6, rtol=1e-5)
+
+
+def _position_configs() -> list[NormConfig]:
+    configs = []
+    for center, scale, affine, act in itertools.product(
+        (True, False), ("std", "rms", "none"), ("full", "gain", "none"), ("none", "tlu")
+    ):
+        with contextlib.suppress(ValueError):  # no statistics at all: not a position config
+            configs.append(NormConfig(partition="position", center=center, scale=scale, affine=affine, act=act))
+    return configs
+
+
+POSITION_CONFIGS = _position_configs()
+
+
+def test_the_position_configs_run_on_the_positional_kernel():
+    assert len(POSITION_CONFIGS) >= 30
+    assert {generic_kernel_of(cfg) for cfg in POSITION_CONFIGS} == {"position"}
+
+
+@pytest.mark.parametrize("cfg", POSITION_CONFIGS, ids=lambda c: c.spec())
+def test_positional_backward_matches_finite_differences(cfg):
+    """``Positional``'s hand-written backward (statistics over C at each position) against finite differences."""
+    center, scale = cfg.center, cfg.scale
+    gen = torch.Generator().manual_seed(zlib.crc32(cfg.spec().encode()))
+    inputs = _inputs(cfg, gen)
+    inputs.pop("v")
+
+    def fn(x, weight, bias, tau):
+        return functional.Positional.apply(x, weight, bias, tau, center, scale, cfg.eps)
+
+    assert torch.autograd.gradcheck(fn, tuple(inputs.values()), atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("act", ["tlu", "evo_b0"])

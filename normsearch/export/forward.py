@@ -138,6 +138,10 @@ _NOTES = {
         "Runs on normsearch's ``evo_b0_norm`` (copied below), with a hand-written backward pass: "
         "max(d, v · x + σᵢ) = d + relu(v · x + σᵢ − d)."
     ),
+    "position": (
+        "Runs on normsearch's ``position_norm`` (copied below): statistics over C at each position, "
+        "with a hand-written backward pass."
+    ),
     "stepwise": "Runs on normsearch's ``stepwise_norm`` (copied below), step by step in plain autograd.",
 }
 
@@ -165,7 +169,8 @@ def _core_call(cfg: NormConfig, kernel: str) -> Forward:
     items = ["x", *_tensors(cfg, tuple(inspect.signature(function).parameters))]
     if cfg.running:
         items += ["training=self.training", "momentum=self.momentum"]
-    items.append(f"groups={_groups(cfg)}")
+    if "groups" in inspect.signature(function).parameters:
+        items.append(f"groups={_groups(cfg)}")
     items += [f"{name}={_literal(value)}" for name, value in literal_options(cfg, kernel).items()]
     items.append("eps=self.eps")
     lines = indent(_count_batches(cfg), BODY) + bracketed("return self._norm(", items, ")", BODY)

@@ -19,8 +19,9 @@ training, and update them when training (σ² unbiased, as torch's batch norm). 
 computed in float32 whatever the input dtype; the output has the input's dtype.
 
 :func:`select_kernel` is the one dispatch rule: a fused torch kernel for configs that equal a
-torch layer, else :func:`folded_norm`, :func:`evo_b0_norm` or :func:`stepwise_norm` (all three
-compute the formula above; the first two with hand-written backward passes). The exporter
+torch layer, else :func:`folded_norm`, :func:`evo_b0_norm`, :func:`position_norm` or
+:func:`stepwise_norm` (all four compute the formula above; the first three with hand-written
+backward passes). The exporter
 copies the functions a config needs into the exported file, so both run this code.
 """
 
@@ -39,12 +40,13 @@ LAST_DIM_KERNELS = ("last_dim_layer_norm", "last_dim_rms_norm")
 def generic_kernel(*, partition: str, center: bool, act: str) -> str:
     """The kernel of this module that computes a config: ``folded`` (statistics constant per
     (sample, channel), act none, tlu or uncentered evo_s0), ``evo_b0`` (such statistics, act
-    evo_b0), else ``stepwise``."""
-    if partition != "position" and (
-        act in ("none", "tlu") or (act == "evo_s0" and not center)
-    ):
+    evo_b0), ``position`` (statistics per (sample, position), act none or tlu), else
+    ``stepwise``."""
+    if partition == "position":
+        return "position" if act in ("none", "tlu") else "stepwise"
+    if act in ("none", "tlu") or (act == "evo_s0" and not center):
         return "folded"
-    if partition != "position" and act == "evo_b0":
+    if act == "evo_b0":
         return "evo_b0"
     return "stepwise"
 
@@ -259,6 +261,125 @@ def stepwise_norm(
     if act == "evo_s0":
         y = y * torch.sigmoid(per_channel(v.float(), xf) * xf)
     return recover(y, weight=weight, bias=bias, tau=tau, alpha=alpha).to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Position: statistics per (sample, position) over C, hand-written backward pass.
+class Positional(torch.autograd.Function):
+    """The formula of the module docstring for the ``position`` partition (μ, σ² over C at each
+    (sample, position), shape (N, 1, *S)) and act none or tlu, with an analytic backward.
+
+    Forward: h = x̃ · r with r = 1 / d (r = 1 for scale none), z = γ · h + β, then max(z, τ).
+
+    Backward, with g the gradient reaching z (zero where TLU took τ; τ gets the rest) and
+    gₕ = γ · g, per (sample, position) over C:
+
+        ∂L/∂x = r · (gₕ − [center] · mean(gₕ) − w · mean(gₕ · h))
+
+    with w = (x − μ) · r for scale std, w = x · r for rms (the derivative of r through σ² or
+    through m₂), and no w term for scale none. Written with a few full-size passes instead of
+    autograd's generic division, broadcasting and variance backward.
+
+    Inputs: x (N, C, *S) float32; γ, β, τ of shape C or None; center, scale, eps. Output
+    z (N, C, *S). Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, tau, center, scale, eps):
+        # Two fresh full-size tensors (h, saved, and z); on CPU each fresh one costs about as
+        # much as several passes, so squares go through z's memory and the rest is in place.
+        mean = x.mean(1, keepdim=True)
+        z = torch.empty_like(x)
+        h = torch.sub(x, mean) if center or scale == "std" else None
+        r = None
+        if scale != "none":
+            torch.mul(x, x, out=z) if scale == "rms" else torch.mul(h, h, out=z)
+            r = z.mean(1, keepdim=True).add_(eps).rsqrt_()
+            if center:
+                h.mul_(r)
+            else:
+                h = torch.mul(x, r, out=h) if h is not None else torch.mul(x, r)
+        elif h is None:
+            h = x
+        if weight is not None and bias is not None:
+            torch.addcmul(per_channel(bias, x), h, per_channel(weight, x), out=z)
+        elif weight is not None:
+            torch.mul(h, per_channel(weight, x), out=z)
+        elif bias is not None:
+            torch.add(h, per_channel(bias, x), out=z)
+        else:
+            z.copy_(h)
+        if tau is not None:
+            z.clamp_(min=per_channel(tau, x))
+        ctx.save_for_backward(x, mean, r, h, weight, bias, tau)
+        ctx.center, ctx.scale = center, scale
+        return z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        # Two fresh full-size tensors: g (the gradient through TLU, then of x) and gh.
+        x, mean, r, h, weight, bias, tau = ctx.saved_tensors
+        dims = (0, *range(2, x.dim()))
+        grad_weight = grad_bias = grad_tau = None
+        if tau is not None:
+            # z took γ · h + β where that exceeds τ (ties: the gradient goes to τ)
+            shift = per_channel(-tau if bias is None else bias - tau, x)
+            if weight is None:
+                g = h + shift
+            else:
+                g = torch.addcmul(shift, h, per_channel(weight, x))
+            relu_grad(grad, g, out=g)
+        else:
+            g = grad.clone(memory_format=torch.contiguous_format)
+        if bias is not None or tau is not None:
+            g_sum = g.sum(dims)
+            grad_bias = g_sum if bias is not None else None
+            grad_tau = grad.sum(dims) - g_sum if tau is not None else None
+        gh = torch.mul(g, h)
+        if weight is not None:
+            grad_weight = gh.sum(dims)
+            gamma = per_channel(weight, x)
+            gh.mul_(gamma)
+            g.mul_(gamma)
+        if ctx.center:
+            g.sub_(g.mean(1, keepdim=True))
+        if r is not None:
+            gh_mean = gh.mean(1, keepdim=True)
+            std = ctx.scale == "std"
+            if ctx.center == std:  # h is w: (x − μ) · r with std, x · r uncentered rms
+                w = h
+            elif std:
+                w = torch.sub(x, mean, out=gh).mul_(r)
+            else:
+                w = torch.mul(x, r, out=gh)
+            g.addcmul_(w, gh_mean, value=-1.0).mul_(r)
+        return g, grad_weight, grad_bias, grad_tau, None, None, None
+
+
+def position_norm(
+    x: Tensor,
+    *,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    tau: Tensor | None = None,
+    center: bool,
+    scale: str,
+    act: str,
+    eps: float,
+) -> Tensor:
+    """:class:`Positional` on x (N, C, *S) in float32, parameters cast to float32: the
+    ``position`` partition with act none or tlu (τ given for tlu)."""
+    if act not in ("none", "tlu"):
+        raise ValueError(f"position_norm computes act none or tlu, got {act!r}")
+    y = Positional.apply(
+        x.float(),
+        *(None if p is None else p.float() for p in (weight, bias, tau)),
+        center,
+        scale,
+        eps,
+    )
+    return y.to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------

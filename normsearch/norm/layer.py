@@ -5,8 +5,9 @@ Layout ``tokens``: an input (N, *L, C) is computed as its channels-first view (N
 the per-token LayerNorm/RMSNorm configs (``position``) call ``F.layer_norm`` / ``F.rms_norm`` on the last
 dim. :func:`~normsearch.norm.functional.select_kernel` decides: configs that equal a torch layer run on its
 fused kernel (``F.batch_norm``, ``F.group_norm``, ``F.layer_norm``, ``F.rms_norm``), the rest on
-:func:`~normsearch.norm.functional.folded_norm`, :func:`~normsearch.norm.functional.evo_b0_norm` or
-:func:`~normsearch.norm.functional.stepwise_norm`. ``compile=True`` runs those three through
+:func:`~normsearch.norm.functional.folded_norm`, :func:`~normsearch.norm.functional.evo_b0_norm`,
+:func:`~normsearch.norm.functional.position_norm` or :func:`~normsearch.norm.functional.stepwise_norm`.
+``compile=True`` runs those four through
 ``torch.compile``; eager is the exact reference.
 """
 
@@ -29,6 +30,7 @@ DYT_ALPHA = 0.5
 CORE_FUNCTIONS: dict[str, Callable[..., Tensor]] = {
     "folded": core.folded_norm,
     "evo_b0": core.evo_b0_norm,
+    "position": core.position_norm,
     "stepwise": core.stepwise_norm,
 }
 """The functional core's function for each generic kernel of :func:`~normsearch.norm.functional.select_kernel`."""
@@ -51,7 +53,7 @@ def kernel_of(config: NormConfig) -> str:
 
 def generic_kernel_of(config: NormConfig) -> str:
     """The core function that computes ``config`` off the fused kernels (``folded``, ``evo_b0``,
-    ``stepwise``): what :func:`kernel_of` falls back to."""
+    ``position``, ``stepwise``): what :func:`kernel_of` falls back to."""
     return core.generic_kernel(partition=config.partition, center=config.center, act=config.act)
 
 
@@ -62,7 +64,7 @@ def literal_options(config: NormConfig, kernel: str) -> dict[str, Any]:
     options: dict[str, Any] = {"center": config.center, "scale": config.scale}
     if kernel == "stepwise":
         options = {"partition": config.partition, **options}
-    else:
+    elif kernel != "position":
         options = {"batch": config.partition in BATCH_PARTITIONS, **options}
     if kernel != "evo_b0":
         options["act"] = config.act
@@ -146,12 +148,11 @@ class UnifiedNorm(nn.Module):
             self._wiring = (self.kernel, names, literal_options(self.config, self.kernel))
         kernel, names, options = self._wiring
         function = _compiled(CORE_FUNCTIONS[kernel]) if self.compile else CORE_FUNCTIONS[kernel]
+        layer = {"training": self.training, "momentum": self.config.momentum, "groups": self.groups}
         return function(
             x,
             **{name: getattr(self, name) for name in names},
-            training=self.training,
-            momentum=self.config.momentum,
-            groups=self.groups,
+            **{name: value for name, value in layer.items() if name in _KEYWORDS[kernel]},
             eps=self.config.eps,
             **options,
         )
