@@ -81,7 +81,7 @@ from .records import (
 )
 from .score import MAX_STEP_LOSS_RATIO, OBJECTIVES, OBJECTIVES_VERSION, objective_values, rejection
 from .space import SearchSettings, SearchSpace, format_options
-from .storage import StudyLocation, create_or_load, fail_stale_trials, is_url, worker_id
+from .storage import StudyLocation, create_or_load, fail_silent_trials, fail_stale_trials, is_url, worker_id
 
 CLAIM_POLL_S = 0.2
 """How often a trial waiting for another process's probe of the same config looks again."""
@@ -322,9 +322,7 @@ class Objective:
                 continue
             time.sleep(CLAIM_POLL_S)
             fail_stale_trials(trial.study)  # a claimant killed on this host
-            with warnings.catch_warnings():  # one that stopped beating elsewhere (RDB storages)
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(trial.study)
+            fail_silent_trials(trial.study)  # one that stopped beating elsewhere (RDB storages)
 
     @staticmethod
     def _others(trial: Trial, spec: str, trials: list[FrozenTrial]) -> tuple[FrozenTrial | None, bool]:

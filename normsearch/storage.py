@@ -384,12 +384,16 @@ def _remember(location: StudyLocation) -> None:
     location.directory.mkdir(parents=True, exist_ok=True)
     if Path(location.storage) == location.directory / JOURNAL:
         return
+    target = str(Path(location.storage).resolve())
     if is_url(location.storage):
         from sqlalchemy.engine import make_url
 
-        if make_url(location.storage).password:
+        url = make_url(location.storage)
+        if url.password:
             return
-    target = location.storage if is_url(location.storage) else str(Path(location.storage).resolve())
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            url = url.set(database=str(Path(url.database).resolve()))  # a later command may run elsewhere
+        target = url.render_as_string(hide_password=False)
     (location.directory / POINTER).write_text(target + "\n", encoding="utf-8")
 
 

@@ -34,8 +34,6 @@ ATOL = RTOL = 1e-5
 FUSED_CALLS = {
     "batch_norm": "F.batch_norm(",
     "group_norm": "F.group_norm(",
-    "position_layer_norm": "F.layer_norm(",
-    "position_rms_norm": "F.rms_norm(",
     "layer_rms_norm": "F.rms_norm(",
 }
 EVIL_STUDY = 'x"""\nimport os\nos.system("touch PWNED")\n"""\u2028 \\ \'\'\' end"'

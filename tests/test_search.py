@@ -446,6 +446,12 @@ def test_any_optuna_url_or_journal_path_as_storage(tmp_path: Path, monkeypatch) 
         assert board.exit_code == 0 and len(json.loads(board.stdout)["rows"]) == 2
     missing = runner.invoke(app, ["leaderboard", "nope"])
     assert missing.exit_code == 2 and "no study 'nope' under runs/ (studies there: " in missing.stderr
+    _run("--space", "tiny.yaml", "--n-trials", "2", "--study", "rel", "--storage", "sqlite:///rel.db")
+    assert Path("runs/rel/storage.txt").read_text().strip() == f"sqlite:///{tmp_path / 'rel.db'}"
+    monkeypatch.chdir(Path("runs"))  # elsewhere: the pointer still names the same database
+    board = runner.invoke(app, ["leaderboard", "rel", "--runs-dir", ".", "--json"])
+    assert board.exit_code == 0 and len(json.loads(board.stdout)["rows"]) == 2, board.stderr
+    assert not Path("rel.db").exists()
 
 
 def test_run_confirms_candidates_and_the_leaderboard_shows_them(tmp_path: Path, monkeypatch) -> None:

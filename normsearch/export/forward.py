@@ -66,21 +66,6 @@ def _group_norm(cfg: NormConfig) -> Forward:
     return Forward(lines, "Runs on torch's fused kernel ``F.group_norm`` (as ``nn.GroupNorm``).")
 
 
-def _position_layer_norm(cfg: NormConfig) -> Forward:
-    items = ["x.movedim(1, -1)", "(self.num_channels,)", *_weight_bias(cfg), "eps=self.eps"]
-    lines = bracketed("y = F.layer_norm(", items, ")", BODY) + indent(["return y.movedim(-1, 1)"], BODY)
-    note = "Runs on torch's fused kernel ``F.layer_norm`` over channels-last (as ``nn.LayerNorm(C)``)."
-    return Forward(lines, note)
-
-
-def _position_rms_norm(cfg: NormConfig) -> Forward:
-    items = ["x.movedim(1, -1)", "(self.num_channels,)", *_weight_bias(cfg), "eps=self.eps"]
-    lines = bracketed("y = F.rms_norm(", items, ")", BODY) + indent(["return y.movedim(-1, 1)"], BODY)
-    return Forward(
-        lines, "Runs on torch's fused kernel ``F.rms_norm`` over channels-last (as ``nn.RMSNorm(C)``)."
-    )
-
-
 def _layer_rms_norm(cfg: NormConfig) -> Forward:
     lines = ["y = F.rms_norm(x, x.shape[1:], eps=self.eps)"]
     calls: tuple[Callable, ...] = ()
@@ -181,8 +166,6 @@ _TEMPLATES: dict[str, Callable[[NormConfig], Forward]] = {
     "identity": _identity,
     "batch_norm": _batch_norm,
     "group_norm": _group_norm,
-    "position_layer_norm": _position_layer_norm,
-    "position_rms_norm": _position_rms_norm,
     "layer_rms_norm": _layer_rms_norm,
     "last_dim_layer_norm": _last_dim_layer_norm,
     "last_dim_rms_norm": _last_dim_rms_norm,

@@ -4,10 +4,10 @@ core :mod:`normsearch.norm.functional`, whose docstring states the formula.
 Layout ``tokens``: an input (N, *L, C) is computed as its channels-first view (N, C, *L) and moved back;
 the per-token LayerNorm/RMSNorm configs (``position``) call ``F.layer_norm`` / ``F.rms_norm`` on the last
 dim. :func:`~normsearch.norm.functional.select_kernel` decides: configs that equal a torch layer run on its
-fused kernel (``F.batch_norm``, ``F.group_norm``, ``F.layer_norm``, ``F.rms_norm``), the rest on
-:func:`~normsearch.norm.functional.folded_norm`, :func:`~normsearch.norm.functional.evo_b0_norm`,
-:func:`~normsearch.norm.functional.position_norm` or :func:`~normsearch.norm.functional.stepwise_norm`.
-``compile=True`` runs those four through
+fused kernel (``F.batch_norm``, ``F.group_norm``, ``F.rms_norm``; ``F.layer_norm`` for tokens), the rest
+on :func:`~normsearch.norm.functional.folded_norm`, :func:`~normsearch.norm.functional.evo_b0_norm`,
+:func:`~normsearch.norm.functional.position_norm` (every channels-first ``position`` config with act none or
+tlu) or :func:`~normsearch.norm.functional.stepwise_norm`. ``compile=True`` runs those four through
 ``torch.compile``; eager is the exact reference.
 """
 
@@ -188,14 +188,6 @@ class UnifiedNorm(nn.Module):
     def _last_dim_rms_norm(self, t: Tensor) -> Tensor:
         """``nn.RMSNorm(C)`` of t (..., C)."""
         return F.rms_norm(t, (self.num_channels,), self.weight, self.config.eps)
-
-    def _position_layer_norm(self, x: Tensor) -> Tensor:
-        """LayerNorm over C at each position (``F.layer_norm`` on channels-last)."""
-        return self._last_dim_layer_norm(x.movedim(1, -1)).movedim(-1, 1)
-
-    def _position_rms_norm(self, x: Tensor) -> Tensor:
-        """RMSNorm over C at each position (``F.rms_norm`` on channels-last)."""
-        return self._last_dim_rms_norm(x.movedim(1, -1)).movedim(-1, 1)
 
     def _layer_rms_norm(self, x: Tensor) -> Tensor:
         """RMSNorm over (C, *S) with per-channel gain: ``F.rms_norm`` then γ."""
