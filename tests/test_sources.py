@@ -132,6 +132,14 @@ def test_unusable_model_names_say_why(name: str, message: str) -> None:
         ProbeSettings(model=name)
 
 
+def test_the_1x1_resolution_warning_is_for_the_paper_networks_only() -> None:
+    """The paper's networks' map sizes are known before they are built (resnet ends on 1×1 maps below 8 px);
+    another network's are not, so no warning is guessed for it."""
+    assert "resnet-20 ends on 1×1 maps" in ProbeSettings(model="resnet", resolution=4).resolution_note()
+    assert ProbeSettings(model="resnet", resolution=8).resolution_note() is None
+    assert ProbeSettings(model="torchvision:resnet18", resolution=4).resolution_note() is None
+
+
 def test_broken_user_files_say_why(tmp_path: Path) -> None:
     broken = tmp_path / "broken.py"
     broken.write_text("def build(norm_layer, num_classes):\n    return nn.Sequential(\n")

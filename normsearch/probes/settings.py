@@ -10,7 +10,7 @@ from ..settings import SettingsError, check_fields
 MAX_BATCH = 4096
 MAX_SEEDS = 100
 from ..data import check_data_name
-from ..sources import FORMS, check_model_name
+from ..sources import BUILTIN, FORMS, check_model_name
 
 
 def probe_reads(name: str) -> bool:
@@ -84,7 +84,10 @@ class ProbeSettings:
             raise SettingsError(*problem)
 
     def resolution_note(self) -> str | None:
-        """A warning when the last maps are 1×1 (instance-style layers collapse there), else None."""
+        """A warning when a paper network's last maps are 1×1 (instance-style layers collapse there), else None
+        (other networks' map sizes are not known before they are built)."""
+        if self.model not in BUILTIN:
+            return None
         least = min_resolution(self.model, self.depth)
         if self.resolution >= least:
             return None

@@ -4,6 +4,7 @@ channel count of the network's normalization slots."""
 from __future__ import annotations
 
 from ..probes.settings import ProbeSettings
+from ..sources import network_label
 from .model import SearchSpace
 from .problems import Problems
 
@@ -42,8 +43,8 @@ def check_fits(space: SearchSpace, problems: Problems, network_from: str) -> Non
             if not fits(value, channels):
                 where = f"{param.path}.choices[{i}]" if param.kind == "categorical" else param.path
                 problems.add(where, f"{value} does not fit the probe network's channel counts "
-                             f"{', '.join(map(str, channels))} ({space.probe.model}-{space.probe.depth} width "
-                             f"{space.probe.width}); fitting values here: {', '.join(map(str, allowed)) or 'none'}")
+                             f"{', '.join(map(str, channels))} "
+                             f"({network_label(space.probe.model, space.probe.depth, space.probe.width)}); fitting values here: {', '.join(map(str, allowed)) or 'none'}")
 
 
 __all__ = ["check_fits", "fits", "probe_channels"]
