@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from .data import FLIP_SYMMETRIC, ImageData, load_data
 from .models import build_model
 from .norm import Spec, as_config
+from .norm.functional import compile_core
 
 if TYPE_CHECKING:  # the confirm package imports this module
     from .confirm.settings import ConfirmSettings
@@ -217,10 +218,12 @@ def cpu_threads(count: int | None) -> Iterator[None]:
 
 
 def compiled(model: nn.Module) -> nn.Module:
-    """``torch.compile(model)``, after ``torch.compiler.reset()``: dynamo keeps a few compiled variants per
-    code object (``recompile_limit``, 8) and would run later networks of a confirmation eagerly."""
+    """:func:`~normsearch.norm.functional.compile_core` of ``model`` (``torch.compile`` with the options the
+    norm layers' core is compiled with), after ``torch.compiler.reset()``: dynamo keeps a few compiled
+    variants per code object (``recompile_limit``, 8) and would run later networks of a confirmation
+    eagerly."""
     torch.compiler.reset()
-    return torch.compile(model)
+    return compile_core(model)
 
 
 def fit(

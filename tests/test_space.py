@@ -82,8 +82,10 @@ BROKEN = {
     ),
     "group size that does not fit a torchvision network": (
         "space:\n  partition: group\n  group_size: {choices: [2, 3]}\nprobe: {model: 'torchvision:resnet18'}\n",
-        "bad.yaml: space.group_size.choices[1]: 3 does not fit the probe network's channel counts 64, 128, 256, 512 "
-        "(torchvision:resnet18); fitting values here: 2",
+        (
+            "bad.yaml: space.group_size.choices[1]: 3 does not fit the probe network's channel counts 64, 128, 256, "
+            "512 (torchvision:resnet18); fitting values here: 2"
+        ),
     ),
     "unknown section": (
         "space:\n  partition: {choices: [batch, layer]}\nprobes: {depth: 8}\n",

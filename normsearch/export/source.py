@@ -26,6 +26,7 @@ from .provenance import Provenance, docstring_text
 _IMPORTS = {
     "math": "import math",
     "Any": "from typing import Any",
+    "Callable": "from collections.abc import Callable",
     "torch": "import torch",
     "F": "import torch.nn.functional as F",
     "once_differentiable": "from torch.autograd.function import once_differentiable",
@@ -54,7 +55,7 @@ def _global_references(code: str) -> set[str]:
 def _imports(code: str) -> list[str]:
     """Import lines for the module-level names ``code`` uses (stdlib block, blank line, torch block)."""
     used = _names(code)
-    stdlib = [_IMPORTS[name] for name in ("math", "Any") if name in used]
+    stdlib = [_IMPORTS[name] for name in ("math", "Callable", "Any") if name in used]
     third = [_IMPORTS[name] for name in ("torch", "F") if name in used]
     from_torch = [name for name in _FROM_TORCH if name in used]
     if from_torch:
@@ -97,7 +98,7 @@ def _init(cfg: NormConfig, forward: Forward, compile_default: bool) -> list[str]
     if forward.core:
         params.append(f"compile: bool = {compile_default!r}")
         (function,) = forward.calls
-        body.append(f"self._norm = torch.compile({function.__name__}) if compile else {function.__name__}")
+        body.append(f"self._norm = compile_core({function.__name__}) if compile else {function.__name__}")
     tensors = []
     if cfg.affine != "none":
         tensors.append("self.weight = nn.Parameter(torch.ones(num_channels, **dd))")
@@ -197,7 +198,7 @@ def export_source(
     name = default_class_name(cfg) if class_name is None else check_class_name(class_name)
     forward = forward_body(cfg)
     blocks = ["\n".join(_class(cfg, name, forward, provenance, compile))]
-    blocks[:0] = core_source(forward.calls)
+    blocks[:0] = core_source([*forward.calls, *(["compile_core"] if forward.core else [])])
     blocks += conv_blocks(cfg)
     body = "\n\n\n".join(blocks)
     if name in _global_references(body):

@@ -27,6 +27,8 @@ copies the functions a config needs into the exported file, so both run this cod
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -35,6 +37,18 @@ from .primitives_aten import group_moments, relu_grad, row_sums, sigmoid_grad_
 
 LAST_DIM_KERNELS = ("last_dim_layer_norm", "last_dim_rms_norm")
 """Kernels that take a layout ``tokens`` input (N, *L, C) as it is; the others channels first."""
+
+
+def compile_core(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``torch.compile(function)`` as the core is compiled: inductor options that keep a pointwise result
+    read by several reductions and the output as an expression recomputed inside each loop instead of a
+    full-size buffer written out (its defaults, 4 reads / 5 users, write it). The core's backward passes
+    read such results several times: EvoNorm-B0's compiled backward writes 5 full-size tensors with the
+    defaults, 2 with these (see benchmarks/norm_speed.py, column "defaults ×")."""
+    return torch.compile(
+        function,
+        options={"realize_reads_threshold": 100, "realize_opusers_threshold": 100},
+    )
 
 
 def generic_kernel(*, partition: str, center: bool, act: str) -> str:

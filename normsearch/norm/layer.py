@@ -8,7 +8,7 @@ fused kernel (``F.batch_norm``, ``F.group_norm``, ``F.rms_norm``; ``F.layer_norm
 on :func:`~normsearch.norm.functional.folded_norm`, :func:`~normsearch.norm.functional.evo_b0_norm`,
 :func:`~normsearch.norm.functional.position_norm` (every channels-first ``position`` config with act none or
 tlu) or :func:`~normsearch.norm.functional.stepwise_norm`. ``compile=True`` runs those four through
-``torch.compile``; eager is the exact reference.
+:func:`~normsearch.norm.functional.compile_core`; eager is the exact reference.
 """
 
 from __future__ import annotations
@@ -202,9 +202,10 @@ _COMPILED: dict[Callable, Callable] = {}
 
 
 def _compiled(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """``torch.compile(function)``, made once per function (its compiled graphs are cached by torch)."""
+    """:func:`~normsearch.norm.functional.compile_core` of ``function``, made once per function (its
+    compiled graphs are cached by torch)."""
     if function not in _COMPILED:
-        _COMPILED[function] = torch.compile(function)
+        _COMPILED[function] = core.compile_core(function)
     return _COMPILED[function]
 
 
