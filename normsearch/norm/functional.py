@@ -709,6 +709,35 @@ class EvoB0(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, grad_v, *(None,) * 7
 
 
+def with_statistics(
+    function: type[torch.autograd.Function],
+    x: Tensor,
+    params: tuple[Tensor | None, ...],
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float,
+    *options,
+) -> Tensor:
+    """``function`` (:class:`Folded` or :class:`EvoB0`) on x in float32 with ``params`` cast to float32:
+    the running estimates are handed to it when given and not training, and updated in place from the
+    batch (μ, σ²) it returns when training. The output has x's dtype."""
+    fixed = running_mean is not None and not training
+    xf = x.float()
+    y, mean, var = function.apply(
+        xf.contiguous(),
+        *(None if p is None else p.float() for p in params),
+        running_mean if fixed else None,
+        running_var if fixed else None,
+        *options,
+    )
+    if running_mean is not None and training:
+        update_running(
+            running_mean, running_var, mean, var, xf.numel() // mean.numel(), momentum
+        )
+    return y.to(x.dtype)
+
+
 def folded_norm(
     x: Tensor,
     *,
@@ -731,25 +760,11 @@ def folded_norm(
     parameters cast to float32. ``groups``: G sets per sample (C for batch and instance,
     1 for layer), pooled over N if ``batch``. Running estimates (G,) if given: used when not
     training, updated in place when training."""
-    fixed = running_mean is not None and not training
-    xf = x.float()
-    y, mean, var = Folded.apply(
-        xf.contiguous(),
-        *(None if p is None else p.float() for p in (weight, bias, tau, v)),
-        running_mean if fixed else None,
-        running_var if fixed else None,
-        groups,
-        batch,
-        center,
-        scale,
-        act,
-        eps,
+    params = (weight, bias, tau, v)
+    options = (groups, batch, center, scale, act, eps)
+    return with_statistics(
+        Folded, x, params, running_mean, running_var, training, momentum, *options
     )
-    if running_mean is not None and training:
-        update_running(
-            running_mean, running_var, mean, var, xf.numel() // mean.numel(), momentum
-        )
-    return y.to(x.dtype)
 
 
 def evo_b0_norm(
@@ -769,21 +784,8 @@ def evo_b0_norm(
     eps: float,
 ) -> Tensor:
     """:class:`EvoB0` on x (N, C, *S) in float32; arguments as :func:`folded_norm`."""
-    fixed = running_mean is not None and not training
-    xf = x.float()
-    y, mean, var = EvoB0.apply(
-        xf.contiguous(),
-        *(None if p is None else p.float() for p in (weight, bias, v)),
-        running_mean if fixed else None,
-        running_var if fixed else None,
-        groups,
-        batch,
-        center,
-        scale,
-        eps,
+    params = (weight, bias, v)
+    options = (groups, batch, center, scale, eps)
+    return with_statistics(
+        EvoB0, x, params, running_mean, running_var, training, momentum, *options
     )
-    if running_mean is not None and training:
-        update_running(
-            running_mean, running_var, mean, var, xf.numel() // mean.numel(), momentum
-        )
-    return y.to(x.dtype)
