@@ -63,6 +63,33 @@ CORE_NAMES = frozenset(DEFINITIONS)
 """Names the copied code may define at module level."""
 
 
+IMPORTS = {
+    "math": "import math",
+    "Callable": "from collections.abc import Callable",
+    "Any": "from typing import Any",
+    "torch": "import torch",
+    "F": "import torch.nn.functional as F",
+    "once_differentiable": "from torch.autograd.function import once_differentiable",
+}
+"""Module-level name → the import line that binds it in an exported file (stdlib names first)."""
+FROM_TORCH = ("Tensor", "nn")
+"""Names imported in one ``from torch import …`` line."""
+IMPORTED_NAMES = frozenset({*IMPORTS, *FROM_TORCH})
+
+
+def import_lines(code: str) -> list[str]:
+    """Import lines for the module-level names ``code`` uses (stdlib block, blank line, torch block)."""
+    used = _names(code)
+    stdlib = [IMPORTS[name] for name in ("math", "Callable", "Any") if name in used]
+    third = [IMPORTS[name] for name in ("torch", "F") if name in used]
+    from_torch = [name for name in FROM_TORCH if name in used]
+    if from_torch:
+        third.append(f"from torch import {', '.join(from_torch)}")
+    if "once_differentiable" in used:
+        third.append(IMPORTS["once_differentiable"])
+    return stdlib + ([""] if stdlib and third else []) + third
+
+
 def core_source(roots: Iterable[Callable | str]) -> list[str]:
     """Definitions (each a source string) of ``roots`` and all they reach, in definition order."""
     todo = [root if isinstance(root, str) else root.__name__ for root in roots]

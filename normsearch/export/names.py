@@ -7,7 +7,7 @@ import keyword
 from dataclasses import fields
 
 from ..norm import PRESETS, NormConfig, as_config
-from .core import CORE_NAMES
+from .core import CORE_NAMES, IMPORTED_NAMES
 
 PRESET_CLASS_NAMES: dict[str, str] = {
     "bn": "BatchNorm",
@@ -29,18 +29,7 @@ PRESET_CLASS_NAMES: dict[str, str] = {
 
 FALLBACK_CLASS_NAME = "NormLayer"
 
-RESERVED_NAMES = frozenset(
-    {
-        "math",
-        "torch",
-        "F",
-        "nn",
-        "Tensor",
-        "Any",
-        "once_differentiable",
-        *CORE_NAMES,
-    }
-)
+RESERVED_NAMES = IMPORTED_NAMES | CORE_NAMES
 """Module-level names an exported file may define or import: a class must not shadow them."""
 
 _TUNABLE = ("eps", "momentum", "groups", "group_size", "weight", "layout")

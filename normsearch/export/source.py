@@ -8,7 +8,6 @@ and free text (provenance) passes through :func:`~normsearch.export.provenance.d
 
 from __future__ import annotations
 
-import ast
 import symtable
 
 from .. import __version__
@@ -17,26 +16,11 @@ from ..norm.config import GROUPED_PARTITIONS
 from ..norm.layer import DYT_ALPHA
 from .codefmt import bracketed, docstring, indent
 from .conv import CONV_CLASS_NAMES, conv_blocks
-from .core import core_source
+from .core import core_source, import_lines
 from .formula import describe
 from .forward import BODY, TOKENS_FORWARD, Forward, forward_body
 from .names import check_class_name, default_class_name, matching_preset
 from .provenance import Provenance, docstring_text
-
-_IMPORTS = {
-    "math": "import math",
-    "Any": "from typing import Any",
-    "Callable": "from collections.abc import Callable",
-    "torch": "import torch",
-    "F": "import torch.nn.functional as F",
-    "once_differentiable": "from torch.autograd.function import once_differentiable",
-}
-_FROM_TORCH = ("Tensor", "nn")
-
-
-def _names(code: str) -> set[str]:
-    """Every name ``code`` reads or binds as a plain identifier."""
-    return {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
 
 
 def _global_references(code: str) -> set[str]:
@@ -50,19 +34,6 @@ def _global_references(code: str) -> set[str]:
         module = table.get_type() == "module"  # a str before Python 3.13, a str-valued enum since
         found |= {s.get_name() for s in table.get_symbols() if s.is_referenced() and (module or s.is_global())}
     return found
-
-
-def _imports(code: str) -> list[str]:
-    """Import lines for the module-level names ``code`` uses (stdlib block, blank line, torch block)."""
-    used = _names(code)
-    stdlib = [_IMPORTS[name] for name in ("math", "Callable", "Any") if name in used]
-    third = [_IMPORTS[name] for name in ("torch", "F") if name in used]
-    from_torch = [name for name in _FROM_TORCH if name in used]
-    if from_torch:
-        third.append(f"from torch import {', '.join(from_torch)}")
-    if "once_differentiable" in used:
-        third.append(_IMPORTS["once_differentiable"])
-    return stdlib + ([""] if stdlib and third else []) + third
 
 
 def _group_check(name: str) -> list[str]:
@@ -203,5 +174,5 @@ def export_source(
     body = "\n\n\n".join(blocks)
     if name in _global_references(body):
         raise ValueError(f"class name {name!r} is a global name the exported module's code uses; choose another")
-    header = _module_docstring(cfg, name, bool(forward.calls)) + [""] + _imports(body)
+    header = _module_docstring(cfg, name, bool(forward.calls)) + [""] + import_lines(body)
     return "\n".join(header) + "\n\n\n" + body + "\n"
