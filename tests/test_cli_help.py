@@ -17,8 +17,6 @@ from normsearch.confirm.settings import AUGMENTS
 from normsearch.space import load_space
 
 runner = CliRunner()
-TYPER_OWN = ("--help", "--install-completion", "--show-completion")
-"""Typer's own options: their `<bool>` type column is typer's to draw."""
 
 
 def _commands() -> list[list[str]]:
@@ -52,8 +50,8 @@ def test_help_is_clean_with_an_example_and_metavars(path: list[str], width: int)
     out = result.stdout
     assert "``" not in out and "…" not in out and "[[" not in out
     assert "Example:" in out
-    for line in out.splitlines():  # option rows (typer draws an argument's type itself)
-        if re.match(r"\s*│\s*(\*\s*)?-", line) and not any(own in line for own in TYPER_OWN):
+    for line in out.splitlines():  # option rows, --help included (typer draws an argument's type itself)
+        if re.match(r"\s*│\s*(\*\s*)?-", line):
             assert not re.search(r"<(bool|str|int|float|path)>", line), line
 
 
@@ -73,6 +71,7 @@ def test_choices_are_listed_in_full_at_80_columns() -> None:
 def test_shell_completion_is_offered() -> None:
     out = runner.invoke(app, ["--help"], env={"COLUMNS": "100"}).stdout
     assert "--install-completion" in out and "--show-completion" in out
+    assert "<bool>" not in out  # typer's own flags get no type column either
 
 
 def test_space_commands_json() -> None:

@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.segment import Segment
 from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..failures import describe_failure
@@ -38,7 +39,33 @@ RESUME = "completed work is stored: run the same command again to go on"
 if TYPE_CHECKING:
     import optuna
 
+class _PlainFlags:
+    """On/off flags get no type column in the help: typer draws ``<bool>`` there for a flag without a
+    metavar, its own ``--help`` and completion options included."""
+
+    def get_params(self, ctx: Any) -> list:
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class PlainFlagsCommand(_PlainFlags, TyperCommand):
+    """A command whose flags have no type column (:class:`_PlainFlags`)."""
+
+
+class PlainFlagsGroup(_PlainFlags, TyperGroup):
+    """A group whose flags have no type column (:class:`_PlainFlags`)."""
+
+
+def command(*args: Any, on: typer.Typer | None = None, **kwargs: Any) -> Any:
+    """``app.command(...)`` (or ``on.command``) with :class:`PlainFlagsCommand`: how every command registers."""
+    return (on or app).command(*args, cls=PlainFlagsCommand, **kwargs)
+
+
 app = typer.Typer(
+    cls=PlainFlagsGroup,
     name="normsearch",
     no_args_is_help=True,
     add_completion=True,
@@ -158,9 +185,9 @@ _DEBUG = {"on": bool(os.environ.get("NORMSEARCH_DEBUG"))}
 @app.callback()
 def main_options(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, metavar="", help="Show the version."
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
     ),
-    debug: bool = typer.Option(False, "--debug", metavar="", help="Show the traceback of an unexpected error."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error."),
 ) -> None:
     """Search the design space of normalization layers with init-time probes (Beyond BatchNorm).
 

@@ -39,7 +39,7 @@ from ..sources import network_label
 from ..space import SearchSpace, SpaceError, load_space
 from ..storage import HEARTBEAT_S, StorageError, check_name, locate, open_study, worker_id
 from ..train import resolve_device
-from .app import app, emit, fail, open_study_or_fail, setting_option, stderr, stdout
+from .app import command, emit, fail, open_study_or_fail, setting_option, stderr, stdout
 from .tables import winner_line
 
 INTERRUPTED = 130
@@ -88,7 +88,7 @@ Storage = Annotated[
     str | None, typer.Option("--storage", metavar="URL|PATH", help="Optuna storage URL or journal file path.")
 ]
 JsonOutput = Annotated[
-    bool, typer.Option("--json", metavar="", help="Print one JSON document {study, settings, rows, ...}.")
+    bool, typer.Option("--json", help="Print one JSON document {study, settings, rows, ...}.")
 ]
 Workers = Annotated[int | None, typer.Option("--workers", min=1, metavar="N", help="Local processes sharing the "
                                              "runs (through the storage: each claims waiting runs); default 1.")]
@@ -290,10 +290,10 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
         stdout.print(line, highlight=False, soft_wrap=True)
 
 
-@app.command("confirm", epilog="Example: `normsearch confirm groups --top-k 5 --seeds 3`")
+@command("confirm", epilog="Example: `normsearch confirm groups --top-k 5 --seeds 3`")
 def confirm_command(
     study_name: Annotated[str | None, typer.Argument(metavar="STUDY", help="Study (default: the latest).")] = None,
-    every: Annotated[bool, typer.Option("--all", metavar="", help="Train every config at every lr for the final budget "
+    every: Annotated[bool, typer.Option("--all", help="Train every config at every lr for the final budget "
                                         "(what exhaustive search costs); gives the exact calibration.")] = False,
     top_k: TopK = None, explore: Explore = None, min_epochs: MinEpochs = None, eta: Eta = None,
     lr_factors: LrFactors = None, random: Random = None, baselines: Baselines = None, dataset: Dataset = None,
@@ -338,7 +338,7 @@ class _Calibration(Reporter):
         yield lambda: None
 
 
-@app.command("calibrate", epilog="Example: `normsearch calibrate --space classic --epochs 3`")
+@command("calibrate", epilog="Example: `normsearch calibrate --space classic --epochs 3`")
 def calibrate_command(
     space_path: Annotated[str, typer.Option("--space", metavar="FILE", help="Space file or shipped name.")] = "classic",
     study_name: Annotated[

@@ -9,7 +9,7 @@ import typer
 
 from ..export import Provenance, default_class_name, export_source
 from ..norm import NormConfig, as_config
-from .app import app, fail, stderr
+from .app import command, fail, stderr
 from .output import REPLACED, STREAMED, write_output
 
 
@@ -50,7 +50,7 @@ def _from_study(
     return cfg, Provenance.from_row(study.study_name, row)
 
 
-@app.command("export", epilog="Example: `normsearch export groups --rank 1 -o my_norm.py`")
+@command("export", epilog="Example: `normsearch export groups --rank 1 -o my_norm.py`")
 def export_command(
     study: Annotated[
         str | None,
@@ -90,7 +90,6 @@ def export_command(
         bool,
         typer.Option(
             "--compile",
-            metavar="",
             help="Make the class's compile argument default to true: layers that run on normsearch's "
             "functional core run it through torch.compile (eager, the default, is the exact reference).",
         ),

@@ -9,7 +9,7 @@ from rich import box
 
 from ..norm import PRESETS, parse_spec
 from ..norm.config import config_dict
-from .app import app, emit, output_width
+from .app import command, emit, output_width
 from .tables import Column, fit_table
 
 
@@ -34,9 +34,9 @@ def _psi(cfg) -> str:
     return ", ".join(parts) or "-"
 
 
-@app.command(epilog="Example: `normsearch presets --json`")
+@command(epilog="Example: `normsearch presets --json`")
 def presets(
-    json_output: bool = typer.Option(False, "--json", metavar="", help="Print one JSON document."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """List the named layers with their Π (partition), Φ (statistics), Ψ (recovery) and weight scheme."""
     configs = {name: parse_spec(name) for name in PRESETS}

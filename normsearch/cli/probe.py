@@ -18,7 +18,7 @@ from ..norm import as_config
 from ..probes import ProbeResult, ProbeRunner, ProbeSettings
 from ..settings import SettingsError
 from ..sources import network_label
-from .app import app, emit, fail, output_width, setting_option, stderr, stdout
+from .app import command, emit, fail, output_width, setting_option, stderr, stdout
 from .tables import Column, fit_table, number
 
 _DEFAULTS = ProbeSettings()
@@ -119,7 +119,7 @@ def draw_curves(results: list[ProbeResult], settings: ProbeSettings, path: Path)
     stderr.print(f"wrote {path}", highlight=False, markup=False)
 
 
-@app.command("probe", epilog="Example: `normsearch probe bn ln gn:group_size=4 --seeds 3 --plot curves.png`")
+@command("probe", epilog="Example: `normsearch probe bn ln gn:group_size=4 --seeds 3 --plot curves.png`")
 def probe_command(
     specs: Annotated[list[str], typer.Argument(metavar="SPEC...", help="Norm specs, e.g. bn 'gn:groups=8'.")],
     model: str = setting_option(ProbeSettings, "model", default=_DEFAULTS.model),
@@ -133,7 +133,7 @@ def probe_command(
     seed: int = setting_option(ProbeSettings, "seed", default=_DEFAULTS.seed),
     lr: float = setting_option(ProbeSettings, "lr", default=_DEFAULTS.lr),
     json_output: bool = typer.Option(
-        False, "--json", metavar="", help="Print one JSON document {settings, results}."
+        False, "--json", help="Print one JSON document {settings, results}."
     ),
     plot: Annotated[
         Path | None,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import app, fail, open_study_or_fail, stderr
+from .app import command, fail, open_study_or_fail, stderr
 
 
 def output_folder(path: Path, option: str = "-o") -> Path:
@@ -27,7 +27,7 @@ def output_folder(path: Path, option: str = "-o") -> Path:
     return path
 
 
-@app.command("report", epilog="Example: `normsearch report groups -o report/` (then open report/index.html)")
+@command("report", epilog="Example: `normsearch report groups -o report/` (then open report/index.html)")
 def report_command(
     study_name: Annotated[
         str | None, typer.Argument(metavar="STUDY", help="Study (default: the latest).")

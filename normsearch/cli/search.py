@@ -42,7 +42,19 @@ from ..storage import (
     stored_study_names,
     study_names,
 )
-from .app import app, choices_text, emit, fail, open_study_or_fail, output_width, print_error, stderr, stdout
+from .app import (
+    PlainFlagsGroup,
+    app,
+    choices_text,
+    command,
+    emit,
+    fail,
+    open_study_or_fail,
+    output_width,
+    print_error,
+    stderr,
+    stdout,
+)
 from .tables import (
     Column,
     calibration_line,
@@ -53,7 +65,7 @@ from .tables import (
     winner_line,
 )
 
-space_app = typer.Typer(help="Check, show and list search-space files.", no_args_is_help=True)
+space_app = typer.Typer(cls=PlainFlagsGroup, help="Check, show and list search-space files.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
 
 INTERRUPTED = 130
@@ -103,10 +115,10 @@ def _params(space: SearchSpace) -> list[dict[str, Any]]:
 
 
 SpaceFile = Annotated[str, typer.Argument(metavar="FILE", help="Space file or shipped name.")]
-SpaceJson = Annotated[bool, typer.Option("--json", metavar="", help="Print one JSON document.")]
+SpaceJson = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
-@space_app.command("validate", epilog="Example: `normsearch space validate my_space.yaml`")
+@command("validate", on=space_app, epilog="Example: `normsearch space validate my_space.yaml`")
 def space_validate(path: SpaceFile, json_output: SpaceJson = False) -> None:
     """Check a space file without running anything (exit 2 with one line per problem on stderr)."""
     space = _load(path)
@@ -118,7 +130,7 @@ def space_validate(path: SpaceFile, json_output: SpaceJson = False) -> None:
     stdout.print(f"{path}: valid ({entries} entries, {_size_text(space)})", highlight=False)
 
 
-@space_app.command("show", epilog="Example: `normsearch space show groups`")
+@command("show", on=space_app, epilog="Example: `normsearch space show groups`")
 def space_show(path: SpaceFile, json_output: SpaceJson = False) -> None:
     """Print the space as a table (option, Optuna parameter, values, condition) with its size."""
     space = _load(path)
@@ -153,7 +165,7 @@ def space_show(path: SpaceFile, json_output: SpaceJson = False) -> None:
         stdout.print(line, highlight=False)
 
 
-@space_app.command("list", epilog="Example: `normsearch space list --json`")
+@command("list", on=space_app, epilog="Example: `normsearch space list --json`")
 def space_list(json_output: SpaceJson = False) -> None:
     """The spaces shipped with normsearch (usable by name: `--space groups`)."""
     if json_output:
@@ -223,7 +235,7 @@ class _Terminal(Reporter):
         _note_shortfall(study, self.space, seconds)
 
 
-@app.command("run", epilog="Example: `normsearch run --space groups` (again: resumes)")
+@command("run", epilog="Example: `normsearch run --space groups` (again: resumes)")
 def run(
     space_path: str = typer.Option(..., "--space", metavar="FILE", help="Space file, or a shipped space name."),
     study_name: str | None = typer.Option(
@@ -244,7 +256,7 @@ def run(
     heartbeat: int = typer.Option(HEARTBEAT_S, "--heartbeat", min=1, metavar="S",
                                   help="RDB storages: a trial silent for 2×S seconds is failed and retried."),
     top: int = typer.Option(10, "--top", min=1, metavar="N", help="Rows of the final leaderboard."),
-    no_confirm: bool = typer.Option(False, "--no-confirm", metavar="", help="Skip the confirmation training."),
+    no_confirm: bool = typer.Option(False, "--no-confirm", help="Skip the confirmation training."),
     model: str | None = typer.Option(
         None, "--model", metavar="NAME", help="Probe and confirmation network (default: the space's)."
     ),
@@ -252,7 +264,7 @@ def run(
         None, "--data", metavar="NAME", help="Probe and confirmation data (default: the space's)."
     ),
     json_output: bool = typer.Option(
-        False, "--json", metavar="", help="Print the final leaderboard as one JSON document (progress: stderr)."
+        False, "--json", help="Print the final leaderboard as one JSON document (progress: stderr)."
     ),
 ) -> None:
     """Search a space: probe each candidate, rank them, confirm the best, print the leaderboard.
@@ -368,7 +380,7 @@ def _open(name: str | None, runs_dir: str, storage: str | None) -> optuna.Study:
     return study
 
 
-@app.command("leaderboard", epilog="Example: `normsearch leaderboard groups --top 20 --sort accuracy`")
+@command("leaderboard", epilog="Example: `normsearch leaderboard groups --top 20 --sort accuracy`")
 def leaderboard(
     study_name: str | None = typer.Argument(None, metavar="STUDY", help="Study (default: the latest)."),
     runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where studies live."),
@@ -384,10 +396,10 @@ def leaderboard(
         "highest first).",
     ),
     include_failed: bool = typer.Option(
-        False, "--all", metavar="", help="Also list failed trials with their reason."
+        False, "--all", help="Also list failed trials with their reason."
     ),
     json_output: bool = typer.Option(
-        False, "--json", metavar="", help="Print one JSON document {study, rows, ...}."
+        False, "--json", help="Print one JSON document {study, rows, ...}."
     ),
 ) -> None:
     """The ranked candidates of a study: Pareto front ★, probe scores, score, confirmation, baselines."""
@@ -404,10 +416,10 @@ def leaderboard(
         emit(Text(line))
 
 
-@app.command("runs", epilog="Example: `normsearch runs --runs-dir runs`")
+@command("runs", epilog="Example: `normsearch runs --runs-dir runs`")
 def runs(
     runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where studies live."),
-    json_output: bool = typer.Option(False, "--json", metavar="", help="Print one JSON document {runs: [...]}."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON document {runs: [...]}."),
     storage: str | None = typer.Option(
         None, "--storage", metavar="URL|PATH", help="List the studies of this storage (URL or journal)."
     ),
