@@ -132,6 +132,27 @@ def test_positional_backward_matches_finite_differences(cfg):
     assert torch.autograd.gradcheck(fn, tuple(inputs.values()), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("affine", ["full", "gain", "none"])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 2), (3, 4, 6), (3, 4), "tokens"])
+def test_dynamic_tanh_backward_matches_finite_differences_and_the_formula(affine, shape):
+    """DyT's hand-written backward (``DynamicTanh``) against finite differences, and its output against the
+    formula γ · tanh(α · y) + β, channels first and on a tokens layout's channels-first view (strided)."""
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{affine}{shape}".encode()))
+    if shape == "tokens":
+        y = torch.randn(3, 5, 4, generator=gen, dtype=torch.float64).movedim(-1, 1)  # (N, L, C) seen as (N, C, L)
+    else:
+        y = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    c = y.shape[1]
+    alpha = torch.tensor(0.7, dtype=torch.float64)
+    weight = torch.randn(c, generator=gen, dtype=torch.float64) if affine != "none" else None
+    bias = torch.randn(c, generator=gen, dtype=torch.float64) if affine == "full" else None
+    inputs = [t.requires_grad_() if t is not None else None for t in (y, alpha, weight, bias)]
+    assert torch.autograd.gradcheck(functional.DynamicTanh.apply, tuple(inputs), atol=1e-6, rtol=1e-5)
+    expected = torch.tanh(alpha * y) * (1 if weight is None else functional.per_channel(weight, y))
+    expected = expected + (0 if bias is None else functional.per_channel(bias, y))
+    torch.testing.assert_close(functional.DynamicTanh.apply(*inputs), expected, rtol=0, atol=1e-15)
+
+
 @pytest.mark.parametrize("act", ["tlu", "evo_b0"])
 def test_double_backward_is_refused_not_wrong(act):
     cfg = NormConfig(partition="instance", center=False, scale="rms", act=act)
