@@ -25,13 +25,11 @@ Usage: ``python benchmarks/norm_speed.py [--shape 32 64 32 32] [--repeats 11] [-
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from contextlib import nullcontext
 
 import torch
-from timing import ChannelsLast, fwd_bwd_seconds, reference_name, timed_pair
+from timing import ChannelsLast, empty_inductor_cache, fwd_bwd_seconds, reference_name, timed_pair
 from torch import nn
 
 from normsearch import PRESETS, build_norm
@@ -153,8 +151,7 @@ def timm_table(bench: Bench, c: int, compiled: bool) -> None:
 
 def main() -> None:
     args = arguments()
-    with tempfile.TemporaryDirectory(prefix="norm_speed_inductor_", ignore_cleanup_errors=True) as cache:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # a first compile: no kernels from earlier runs
+    with empty_inductor_cache("norm_speed"):
         run(args)
 
 

@@ -3,8 +3,12 @@ channels-last wrapper that gives nn.LayerNorm / nn.RMSNorm over C at every posit
 
 from __future__ import annotations
 
+import os
 import statistics
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -56,3 +60,12 @@ def timed_pair(a: nn.Module, b: nn.Module, x: torch.Tensor, grad: torch.Tensor, 
             times_b.append(fwd_bwd_seconds(b, x, grad, sync=sync))
     ratio = statistics.median(ta / tb for ta, tb in zip(times_a, times_b, strict=True))
     return 1e3 * statistics.median(times_a), 1e3 * statistics.median(times_b), ratio
+
+
+@contextmanager
+def empty_inductor_cache(name: str) -> Iterator[None]:
+    """Inductor's kernel cache in a fresh temporary directory for the block: its compiles are first compiles,
+    with no kernels from earlier runs (``TORCHINDUCTOR_CACHE_DIR``; the directory is removed after)."""
+    with tempfile.TemporaryDirectory(prefix=f"{name}_inductor_", ignore_cleanup_errors=True) as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        yield

@@ -28,12 +28,11 @@ import copy
 import dataclasses
 import itertools
 import math
-import os
 import statistics
-import tempfile
 import time
 
 import torch
+from timing import empty_inductor_cache
 from torch import nn
 
 from normsearch.confirm.settings import ConfirmSettings
@@ -136,8 +135,7 @@ def compile_comparison(args: argparse.Namespace, settings: ConfirmSettings, data
 
 def main() -> None:
     args = arguments()
-    with tempfile.TemporaryDirectory(prefix="train_throughput_inductor_", ignore_cleanup_errors=True) as cache:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # a first compile: no kernels from earlier runs
+    with empty_inductor_cache("train_throughput"):
         run(args)
 
 
