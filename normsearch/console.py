@@ -8,6 +8,8 @@ import signal
 import sys
 from typing import NoReturn
 
+from .allocator import keep_freed_memory
+
 
 class _Terminated(KeyboardInterrupt):
     pass
@@ -18,7 +20,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def run() -> NoReturn:
-    """Entry point of the ``normsearch`` command."""
+    """Entry point of the ``normsearch`` command (its allocator keeps freed memory: :mod:`normsearch.allocator`)."""
+    keep_freed_memory()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         from .cli.app import main

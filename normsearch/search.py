@@ -65,6 +65,7 @@ from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .failures import describe_failure
 from .norm import parse_spec
 from .probes import ProbeResult, ProbeRunner
@@ -588,7 +589,8 @@ def _stop_when_parent_dies() -> None:
 
 def _worker_main(task: WorkerTask) -> None:
     """Entry point of a spawned worker: graceful stop on SIGTERM (also sent when the parent dies); SIGINT is the
-    parent's to forward."""
+    parent's to forward. The allocator keeps freed memory (:mod:`normsearch.allocator`)."""
+    keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = StopRequest()
     stop.install(signal.SIGTERM)

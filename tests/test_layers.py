@@ -12,7 +12,7 @@ import normsearch
 
 ROOT = Path(normsearch.__file__).parent
 LAYERS = (
-    ("settings", "journal", "failures", "userfunc"),
+    ("settings", "journal", "failures", "userfunc", "allocator"),
     ("norm",),
     ("sources", "data", "models"),
     ("probes",),

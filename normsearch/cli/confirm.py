@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..allocator import keep_freed_memory
 from ..confirm import all_candidates, confirm_study, cost_line, load_confirmation, training_cost
 from ..confirm.calibration import QUANTITIES, calibrate
 from ..confirm.settings import ConfirmSettings
@@ -179,7 +180,8 @@ def _worker(name: str, runs_dir: str, storage: str | None, heartbeat: int, setti
             exhaustive: bool, device: str | None) -> None:
     """A spawned ``--workers`` process: the same confirmation, quietly, on ``device``; the units it claims are
     its share. An expected failure (a full disk, a storage error) is one line naming the worker, and exit 2:
-    its unit is queued again by the others."""
+    its unit is queued again by the others. The allocator keeps freed memory (:mod:`normsearch.allocator`)."""
+    keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
