@@ -33,7 +33,8 @@ print(json.dumps({"tuned": tuned, "mapped": [mapped_bytes(n) for n in (2 << 20, 
 
 
 def _mapped(mode: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-c", PROBE, mode]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
