@@ -39,12 +39,13 @@ def check_fits(space: SearchSpace, problems: Problems, network_from: str) -> Non
         if param.option not in ("groups", "group_size") or param.kind not in ("fixed", "categorical"):
             continue
         allowed = [v for v in param.choices if fits(v, channels)]
+        network = network_label(space.probe.model, space.probe.depth, space.probe.width)
         for i, value in enumerate(param.choices):
             if not fits(value, channels):
                 where = f"{param.path}.choices[{i}]" if param.kind == "categorical" else param.path
                 problems.add(where, f"{value} does not fit the probe network's channel counts "
-                             f"{', '.join(map(str, channels))} "
-                             f"({network_label(space.probe.model, space.probe.depth, space.probe.width)}); fitting values here: {', '.join(map(str, allowed)) or 'none'}")
+                             f"{', '.join(map(str, channels))} ({network}); fitting values here: "
+                             f"{', '.join(map(str, allowed)) or 'none'}")
 
 
 __all__ = ["check_fits", "fits", "probe_channels"]
