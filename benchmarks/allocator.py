@@ -37,8 +37,18 @@ def measure(shape: list[int], presets: list[str], repeats: int) -> dict[str, flo
 
 
 def child(args: argparse.Namespace, tuned: bool) -> dict[str, float]:
-    command = [sys.executable, __file__, "--child", "tuned" if tuned else "plain", "--shape", *map(str, args.shape),
-               "--repeats", str(args.repeats), "--presets", *args.presets]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "tuned" if tuned else "plain",
+        "--shape",
+        *map(str, args.shape),
+        "--repeats",
+        str(args.repeats),
+        "--presets",
+        *args.presets,
+    ]
     return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
 
 
@@ -55,17 +65,23 @@ def main() -> None:
             raise SystemExit("this C library has no mallopt: nothing to compare")
         print(json.dumps(measure(args.shape, args.presets, args.repeats)))
         return
-    print(f"torch {torch.__version__}, input {tuple(args.shape)}, one thread, {args.rounds} rounds × "
-          f"{args.repeats} repeats; plain ms / tuned ms per round, then the median ratio")
+    print(
+        f"torch {torch.__version__}, input {tuple(args.shape)}, one thread, {args.rounds} rounds × "
+        f"{args.repeats} repeats; plain ms / tuned ms per round, then the median ratio"
+    )
     ratios: dict[str, list[float]] = {name: [] for name in args.presets}
     for round_ in range(args.rounds):
         order = (False, True) if round_ % 2 == 0 else (True, False)
         results = {tuned: child(args, tuned) for tuned in order}
         for name in args.presets:
             ratios[name].append(results[False][name] / results[True][name])
-        print("  ".join(f"{n} {results[False][n]:.2f}/{results[True][n]:.2f}" for n in args.presets), flush=True)
-    print("plain / tuned: " + "  ".join(f"{n} {statistics.median(r):.2f} ({min(r):.2f}–{max(r):.2f})"
-                                         for n, r in ratios.items()))
+        print(
+            "  ".join(f"{n} {results[False][n]:.2f}/{results[True][n]:.2f}" for n in args.presets), flush=True
+        )
+    print(
+        "plain / tuned: "
+        + "  ".join(f"{n} {statistics.median(r):.2f} ({min(r):.2f}–{max(r):.2f})" for n, r in ratios.items())
+    )
 
 
 if __name__ == "__main__":

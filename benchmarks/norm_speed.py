@@ -99,19 +99,25 @@ def eager_table(bench: Bench, names: list[str], c: int, spatial: tuple[int, ...]
         ours_ms, ref_ms, ratio = bench.pair(bench.place(build_norm(name, c)), bench.place(ref))
         ok = "ok" if ratio <= target else "MISS"
         misses += [name] if ratio > target else []
-        print(f"{name:<12} {reference_name(ref):<22} {ours_ms:9.2f} {ref_ms:9.2f} {ratio:7.2f}  ≤{target:.2f} {ok}")
+        print(
+            f"{name:<12} {reference_name(ref):<22} {ours_ms:9.2f} {ref_ms:9.2f} {ratio:7.2f}  ≤{target:.2f} {ok}"
+        )
     return misses
 
 
 def compiled_table(bench: Bench, names: list[str], c: int) -> list[str]:
     gn_eager = bench.place(nn.GroupNorm(32, c))
     gn_seconds = bench.compiled(bench.place(nn.GroupNorm(32, c)))[1]
-    print(f"\ncompiled: torch.compile(ours) / torch.compile(nn.GroupNorm(32, C)) (\"/ compiled GN\") and / eager "
-          f"nn.GroupNorm(32, C) (\"/ eager GN\"); GroupNorm compiled in {gn_seconds:.1f} s (with inductor's "
-          "start-up)")
+    print(
+        f'\ncompiled: torch.compile(ours) / torch.compile(nn.GroupNorm(32, C)) ("/ compiled GN") and / eager '
+        f'nn.GroupNorm(32, C) ("/ eager GN"); GroupNorm compiled in {gn_seconds:.1f} s (with inductor\'s '
+        "start-up)"
+    )
     print(f"target for generic presets: ≤ {COMPILED_TARGET} against the faster GroupNorm (the larger ratio)")
-    print(f"{'preset':<12} {'ours ms':>9} {'cGN ms':>8} {'/ compiled GN':>14} {'eGN ms':>8} {'/ eager GN':>11} "
-          f"{'compile s':>10} {'defaults ×':>11}  target")
+    print(
+        f"{'preset':<12} {'ours ms':>9} {'cGN ms':>8} {'/ compiled GN':>14} {'eGN ms':>8} {'/ eager GN':>11} "
+        f"{'compile s':>10} {'defaults ×':>11}  target"
+    )
     misses = []
     for name in names:
         # dynamo's cache entries for UnifiedNorm.forward would carry over between presets (after wn's empty
@@ -127,8 +133,10 @@ def compiled_table(bench: Bench, names: list[str], c: int) -> list[str]:
             worst = max(vs_compiled, vs_eager)
             verdict = f"≤{COMPILED_TARGET:.1f} {'ok' if worst <= COMPILED_TARGET else 'MISS'}"
             misses += [name] if worst > COMPILED_TARGET else []
-        print(f"{name:<12} {ours_ms:9.2f} {cgn_ms:8.2f} {vs_compiled:14.2f} {egn_ms:8.2f} {vs_eager:11.2f} "
-              f"{seconds:10.1f} {defaults:11.2f}  {verdict}")
+        print(
+            f"{name:<12} {ours_ms:9.2f} {cgn_ms:8.2f} {vs_compiled:14.2f} {egn_ms:8.2f} {vs_eager:11.2f} "
+            f"{seconds:10.1f} {defaults:11.2f}  {verdict}"
+        )
     return misses
 
 
@@ -174,16 +182,21 @@ def run(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     bench = Bench(args)
     _, c, *spatial = args.shape
-    print(f"torch {torch.__version__}, device {bench.device}, threads {torch.get_num_threads()}, input "
-          f"{tuple(bench.x.shape)}, bf16 autocast {args.amp}, channels_last {args.channels_last}, "
-          f"{args.repeats} repeats, forward+backward")
+    print(
+        f"torch {torch.__version__}, device {bench.device}, threads {torch.get_num_threads()}, input "
+        f"{tuple(bench.x.shape)}, bf16 autocast {args.amp}, channels_last {args.channels_last}, "
+        f"{args.repeats} repeats, forward+backward"
+    )
     misses = eager_table(bench, args.presets, c, tuple(spatial))
     print("eager targets met" if not misses else f"eager targets missed: {', '.join(misses)}")
     if args.compile:
         misses = compiled_table(bench, args.presets, c)
         generic = [name for name in args.presets if is_generic(name)]
-        print(f"compiled target ≤ {COMPILED_TARGET} met by every generic preset ({', '.join(generic)})" if not misses
-              else f"compiled target ≤ {COMPILED_TARGET} missed by: {', '.join(misses)}")
+        print(
+            f"compiled target ≤ {COMPILED_TARGET} met by every generic preset ({', '.join(generic)})"
+            if not misses
+            else f"compiled target ≤ {COMPILED_TARGET} missed by: {', '.join(misses)}"
+        )
     if args.timm:
         timm_table(bench, c, args.compile)
 

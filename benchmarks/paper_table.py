@@ -114,8 +114,13 @@ def main() -> None:
     parser.add_argument("--plot", metavar="FILE.png")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     args = parser.parse_args()
-    common = {"batch_size": args.batch_size, "seeds": args.seeds, "resolution": args.resolution,
-              "data": args.data, "seed": args.seed}
+    common = {
+        "batch_size": args.batch_size,
+        "seeds": args.seeds,
+        "resolution": args.resolution,
+        "data": args.data,
+        "seed": args.seed,
+    }
     try:
         resnet = ProbeSettings(model="resnet", depth=args.depth, width=args.width, **common)
         skip = ProbeSettings(model="resnet", depth=args.depth, width=args.width, skipinit=True, **common)
@@ -133,30 +138,40 @@ def main() -> None:
     if args.plot:
         plot(args.plot, results, presets, sweep)
     if args.json:
-        doc = {name: {spec: o.to_dict() if isinstance(o, ProbeResult) else {"error": o} for spec, o in r.items()}
-               for name, r in results.items()}
+        doc = {
+            name: {spec: o.to_dict() if isinstance(o, ProbeResult) else {"error": o} for spec, o in r.items()}
+            for name, r in results.items()
+        }
         settings = {"resnet": dataclasses.asdict(resnet), "cnn": dataclasses.asdict(cnn)}
         print(json.dumps({"settings": settings, "results": doc}))
         return
     r, s, c = f"ResNet-{args.depth}", f"ResNet-{args.depth}+SkipInit", f"CNN-{args.cnn_depth}"
-    stdout.print(table(
-        f"Every preset: {args.data} {args.resolution}px, batch {args.batch_size}, {args.seeds} seeds (lower is better)",
-        presets,
-        [(f"growth {r}", results["resnet"], "activation_growth"),
-         (f"growth {s}", results["resnet_skipinit"], "activation_growth"),
-         (f"similarity {r}", results["resnet"], "similarity"),
-         (f"grad ratio {r}", results["resnet"], "grad_ratio"),
-         (f"similarity {c}", results["cnn"], "similarity"),
-         (f"grad ratio {c}", results["cnn"], "grad_ratio")],
-    ))
-    stdout.print(table(
-        "Group size, instance → layer: similarity rises, gradient ratio falls",
-        sweep,
-        [(f"similarity {r}", results["resnet"], "similarity"),
-         (f"grad ratio {r}", results["resnet"], "grad_ratio"),
-         (f"similarity {c}", results["cnn"], "similarity"),
-         (f"grad ratio {c}", results["cnn"], "grad_ratio")],
-    ))
+    stdout.print(
+        table(
+            f"Every preset: {args.data} {args.resolution}px, batch {args.batch_size}, {args.seeds} seeds (lower is better)",
+            presets,
+            [
+                (f"growth {r}", results["resnet"], "activation_growth"),
+                (f"growth {s}", results["resnet_skipinit"], "activation_growth"),
+                (f"similarity {r}", results["resnet"], "similarity"),
+                (f"grad ratio {r}", results["resnet"], "grad_ratio"),
+                (f"similarity {c}", results["cnn"], "similarity"),
+                (f"grad ratio {c}", results["cnn"], "grad_ratio"),
+            ],
+        )
+    )
+    stdout.print(
+        table(
+            "Group size, instance → layer: similarity rises, gradient ratio falls",
+            sweep,
+            [
+                (f"similarity {r}", results["resnet"], "similarity"),
+                (f"grad ratio {r}", results["resnet"], "grad_ratio"),
+                (f"similarity {c}", results["cnn"], "similarity"),
+                (f"grad ratio {c}", results["cnn"], "grad_ratio"),
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

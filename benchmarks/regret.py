@@ -64,8 +64,9 @@ def _space(name: str, root: Path, trials: int | None, depth: int | None):
         Path(path).write_text(STEEP)
     space = load_space(path)
     if trials is not None:
-        space = dataclasses.replace(space, search=dataclasses.replace(space.search,
-                                                                      n_trials=min(trials, space.search.n_trials)))
+        space = dataclasses.replace(
+            space, search=dataclasses.replace(space.search, n_trials=min(trials, space.search.n_trials))
+        )
     if depth is not None:  # the matched probe follows the trained network
         space = space.with_confirm(dataclasses.replace(space.confirm, depth=depth))
     return space
@@ -74,8 +75,10 @@ def _space(name: str, root: Path, trials: int | None, depth: int | None):
 def _accuracies(study) -> tuple[dict[str, float], dict[str, float]]:
     """Config → accuracy at the final budget as ranked (diverged: -1), and as measured; after ``--all``."""
     records = load_confirmation(study).records.values()
-    return ({r["config"]: -1.0 if r["diverged"] else r["accuracy"] for r in records},
-            {r["config"]: r["accuracy"] for r in records})
+    return (
+        {r["config"]: -1.0 if r["diverged"] else r["accuracy"] for r in records},
+        {r["config"]: r["accuracy"] for r in records},
+    )
 
 
 def main() -> None:
@@ -93,12 +96,17 @@ def main() -> None:
             started = time.perf_counter()
             location = locate(space.name, root / "runs")
             prepare(space, location)
-            optimize(WorkerTask(space, location, space.search.n_trials, None, space.search.seed), StopRequest())
+            optimize(
+                WorkerTask(space, location, space.search.n_trials, None, space.search.seed), StopRequest()
+            )
             searched = time.perf_counter() - started
             c = space.confirm
-            print(f"\n{name}: {space.search.n_trials} trials probed in {searched:.0f} s; confirm {c.model}-{c.depth}, "
-                  f"lr {c.lr:g} × {list(c.lr_factors)}, rungs up to {c.epochs} epochs, eta {c.eta}, top_k {c.top_k}, "
-                  f"explore {c.explore}", flush=True)
+            print(
+                f"\n{name}: {space.search.n_trials} trials probed in {searched:.0f} s; confirm {c.model}-{c.depth}, "
+                f"lr {c.lr:g} × {list(c.lr_factors)}, rungs up to {c.epochs} epochs, eta {c.eta}, top_k {c.top_k}, "
+                f"explore {c.explore}",
+                flush=True,
+            )
             full: dict[int, dict[str, float]] = {}
             raw: dict[int, dict[str, float]] = {}
             for seed in args.seeds:
@@ -117,19 +125,25 @@ def main() -> None:
                 top = max(full[seed], key=full[seed].get)
                 regret = 100 * (full[seed][top] - full[seed][best["config"]])
                 fraction = cost["spent_images"] / cost["exhaustive_images"]
-                print(f"  seed {seed}: winner {best['config']} {100 * best['accuracy']:.1f}% after {best['budget']} "
-                      f"ep (lr {best['lr']:g}); best of --all {top} {100 * full[seed][top]:.1f}%; regret "
-                      f"{regret:.1f} points; cost {cost['spent_images']}/{cost['exhaustive_images']} images = "
-                      f"{fraction:.2f} ({'≤' if fraction <= TARGET_FRACTION else '>'} {TARGET_FRACTION}); "
-                      f"{multi:.0f} s multi-fidelity, {time.perf_counter() - tick - multi:.0f} s --all", flush=True)
+                print(
+                    f"  seed {seed}: winner {best['config']} {100 * best['accuracy']:.1f}% after {best['budget']} "
+                    f"ep (lr {best['lr']:g}); best of --all {top} {100 * full[seed][top]:.1f}%; regret "
+                    f"{regret:.1f} points; cost {cost['spent_images']}/{cost['exhaustive_images']} images = "
+                    f"{fraction:.2f} ({'≤' if fraction <= TARGET_FRACTION else '>'} {TARGET_FRACTION}); "
+                    f"{multi:.0f} s multi-fidelity, {time.perf_counter() - tick - multi:.0f} s --all",
+                    flush=True,
+                )
             if len(full) >= 2:
                 a, b = (raw[s] for s in args.seeds[:2])
                 shared = sorted(set(a) & set(b))
                 noise = statistics.fmean(abs(a[k] - b[k]) for k in shared) * 100
                 rho = rank_correlation([-a[k] for k in shared], [b[k] for k in shared])["spearman"]
                 spearman = "n/a" if rho is None else f"{rho:+.2f}"
-                print(f"  seed noise over {len(shared)} configs (--all): mean |Δ accuracy| {noise:.1f} points, "
-                      f"seed-to-seed Spearman {spearman}", flush=True)
+                print(
+                    f"  seed noise over {len(shared)} configs (--all): mean |Δ accuracy| {noise:.1f} points, "
+                    f"seed-to-seed Spearman {spearman}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every measurement")
     args = parser.parse_args()
     space = load_space(args.space)
-    search = space.search if args.n_trials is None else dataclasses.replace(space.search, n_trials=args.n_trials)
+    search = (
+        space.search if args.n_trials is None else dataclasses.replace(space.search, n_trials=args.n_trials)
+    )
     space = dataclasses.replace(space, search=search)
     torch.set_num_threads(args.threads)
     ProbeRunner(space.probe).run("bn")  # warm-up: torch's one-time costs
@@ -49,8 +51,7 @@ def main() -> None:
         location = locate("bench", runs)
         start = time.perf_counter()
         study = prepare(space, location).study
-        optimize(WorkerTask(space, location, search.n_trials, None, search.seed, args.threads),
-                 StopRequest())
+        optimize(WorkerTask(space, location, search.n_trials, None, search.seed, args.threads), StopRequest())
         search_wall = time.perf_counter() - start
         trials = study.get_trials(deepcopy=False)
     probe_seconds = [t.user_attrs["seconds"] for t in trials if t.user_attrs.get("seconds")]
@@ -65,14 +66,20 @@ def main() -> None:
     overhead = (search_wall - sum(probe_seconds)) / len(trials)
     median_probe = statistics.median(probe_seconds)
     p = space.probe
-    print(f"space {space.name}: {len(trials)} trials, {len(configs)} distinct configs; probe {p.model}-{p.depth} "
-          f"width {p.width} batch {p.batch_size} {p.resolution}px {p.seeds} seeds; {args.threads} thread(s)")
+    print(
+        f"space {space.name}: {len(trials)} trials, {len(configs)} distinct configs; probe {p.model}-{p.depth} "
+        f"width {p.width} batch {p.batch_size} {p.resolution}px {p.seeds} seeds; {args.threads} thread(s)"
+    )
     print(f"search wall {search_wall:6.2f} s   direct probing of the same configs {direct:6.2f} s")
     ratio = overhead / median_probe
-    print(f"loop overhead per trial {overhead * 1e3:6.1f} ms = {ratio:.1%} of the median probe "
-          f"({median_probe * 1e3:.0f} ms; target <= {OVERHEAD_TARGET:.0%}) {'OK' if ratio <= OVERHEAD_TARGET else 'OVER'}")
+    print(
+        f"loop overhead per trial {overhead * 1e3:6.1f} ms = {ratio:.1%} of the median probe "
+        f"({median_probe * 1e3:.0f} ms; target <= {OVERHEAD_TARGET:.0%}) {'OK' if ratio <= OVERHEAD_TARGET else 'OVER'}"
+    )
     whole = search_wall / direct
-    print(f"ratio search / direct: {whole:.2f} (target <= {SEARCH_TARGET}) {'OK' if whole <= SEARCH_TARGET else 'OVER'}")
+    print(
+        f"ratio search / direct: {whole:.2f} (target <= {SEARCH_TARGET}) {'OK' if whole <= SEARCH_TARGET else 'OVER'}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def fwd_bwd_seconds(module: nn.Module, x: torch.Tensor, grad: torch.Tensor, *, s
     return time.perf_counter() - start
 
 
-def timed_pair(a: nn.Module, b: nn.Module, x: torch.Tensor, grad: torch.Tensor, repeats: int, *,
-               sync: bool = False) -> tuple:
+def timed_pair(
+    a: nn.Module, b: nn.Module, x: torch.Tensor, grad: torch.Tensor, repeats: int, *, sync: bool = False
+) -> tuple:
     """(median ms of a, median ms of b, median of the per-repeat ratios a/b).
 
     Each repeat times a and b back to back (alternating which goes first), so a burst of load from other

@@ -68,12 +68,20 @@ def native_twin(model: nn.Module) -> nn.Module:
 
 
 def native_comparison(args: argparse.Namespace, settings: ConfirmSettings, data) -> None:
-    print(f"{'preset':<8} {'native':<14} {'unified img/s':>14} {'native img/s':>13} {'ratio':>7}  target ≥ {TARGET}")
+    print(
+        f"{'preset':<8} {'native':<14} {'unified img/s':>14} {'native img/s':>13} {'ratio':>7}  target ≥ {TARGET}"
+    )
     worst = float("inf")
     for spec, native_name in (("bn", "BatchNorm2d"), ("gn", "GroupNorm")):
         torch.manual_seed(0)
-        model = build_model(args.model, spec, depth=args.depth, width=args.width,
-                            num_classes=data.num_classes, in_channels=data.in_channels)
+        model = build_model(
+            args.model,
+            spec,
+            depth=args.depth,
+            width=args.width,
+            num_classes=data.num_classes,
+            in_channels=data.in_channels,
+        )
         twin = native_twin(model)
         speeds: dict[str, list[float]] = {"unified": [], "native": []}
         fit(copy.deepcopy(model), data, settings, seed=0)  # warm-up (allocator, kernels)
@@ -83,8 +91,10 @@ def native_comparison(args: argparse.Namespace, settings: ConfirmSettings, data)
         unified, native = max(speeds["unified"]), max(speeds["native"])
         ratio = unified / native
         worst = min(worst, ratio)
-        print(f"{spec:<8} {native_name:<14} {unified:>14.0f} {native:>13.0f} {ratio:>7.3f}  "
-              f"{'ok' if ratio >= TARGET else 'BELOW'}")
+        print(
+            f"{spec:<8} {native_name:<14} {unified:>14.0f} {native:>13.0f} {ratio:>7.3f}  "
+            f"{'ok' if ratio >= TARGET else 'BELOW'}"
+        )
     print(f"worst ratio {worst:.3f} (target ≥ {TARGET})")
 
 
@@ -104,15 +114,25 @@ def compile_comparison(args: argparse.Namespace, settings: ConfirmSettings, data
     start = time.perf_counter()
     torch.compile(lambda t: t.sin() * 2)(torch.ones(4, requires_grad=True)).sum().backward()
     print(f"inductor start-up (once per process, not counted below): {time.perf_counter() - start:.1f} s")
-    print(f"eager vs compile: true; steady = median step from step 3; compile = first step − steady step; "
-          f"{per_epoch} steps per epoch")
-    print(f"{'spec':<12} {'eager img/s':>12} {'compiled img/s':>15} {'ratio':>6} {'compile s':>10} "
-          f"{'again s':>8} {'break-even':>22}")
+    print(
+        f"eager vs compile: true; steady = median step from step 3; compile = first step − steady step; "
+        f"{per_epoch} steps per epoch"
+    )
+    print(
+        f"{'spec':<12} {'eager img/s':>12} {'compiled img/s':>15} {'ratio':>6} {'compile s':>10} "
+        f"{'again s':>8} {'break-even':>22}"
+    )
     compiled_settings = dataclasses.replace(settings, compile=True)
     for spec in args.specs:
         torch.manual_seed(0)
-        model = build_model(args.model, spec, depth=args.depth, width=args.width,
-                            num_classes=data.num_classes, in_channels=data.in_channels)
+        model = build_model(
+            args.model,
+            spec,
+            depth=args.depth,
+            width=args.width,
+            num_classes=data.num_classes,
+            in_channels=data.in_channels,
+        )
         step_times(copy.deepcopy(model), data, settings)  # warm-up
         eager_runs, compiled_runs = [], []
         for _ in range(args.repeats):  # interleaved, so load hits both alike
@@ -122,15 +142,21 @@ def compile_comparison(args: argparse.Namespace, settings: ConfirmSettings, data
         slow = min(statistics.median(run[2:]) for run in eager_runs)
         fast = min(statistics.median(run[2:]) for run in compiled_runs)
         compile_s = compiled_runs[0][0] - fast
-        again_s = statistics.median(run[0] for run in compiled_runs[1:]) - fast if args.repeats > 1 else math.nan
+        again_s = (
+            statistics.median(run[0] for run in compiled_runs[1:]) - fast if args.repeats > 1 else math.nan
+        )
         gain = slow - fast
         steps = compile_s / gain if gain > 0 else float("inf")
         even = f"{steps:.0f} steps = {steps / per_epoch:.1f} ep" if gain > 0 else "never (not faster)"
-        print(f"{spec:<12} {args.batch_size / slow:>12.0f} {args.batch_size / fast:>15.0f} {slow / fast:>6.2f} "
-              f"{compile_s:>10.1f} {again_s:>8.1f} {even:>22}")
+        print(
+            f"{spec:<12} {args.batch_size / slow:>12.0f} {args.batch_size / fast:>15.0f} {slow / fast:>6.2f} "
+            f"{compile_s:>10.1f} {again_s:>8.1f} {even:>22}"
+        )
         if gain > 0:
-            print(f"{'':<12} a run of E epochs pays back its compile when E ≥ {steps / per_epoch:.1f} (first "
-                  f"compile) / {again_s / gain / per_epoch:.1f} (kernels cached; nan: --repeats 1)")
+            print(
+                f"{'':<12} a run of E epochs pays back its compile when E ≥ {steps / per_epoch:.1f} (first "
+                f"compile) / {again_s / gain / per_epoch:.1f} (kernels cached; nan: --repeats 1)"
+            )
 
 
 def main() -> None:
@@ -142,8 +168,13 @@ def main() -> None:
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", default="native", choices=("native", "compile"))
-    parser.add_argument("--specs", nargs="+", default=["evonorm_s0", "gn"], metavar="SPEC",
-                        help="--mode compile: the normalizers trained")
+    parser.add_argument(
+        "--specs",
+        nargs="+",
+        default=["evonorm_s0", "gn"],
+        metavar="SPEC",
+        help="--mode compile: the normalizers trained",
+    )
     parser.add_argument("--model", default="resnet", choices=("resnet", "cnn"))
     parser.add_argument("--depth", type=int, default=14)
     parser.add_argument("--width", type=int, default=32)
@@ -160,17 +191,28 @@ def arguments() -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    settings = ConfirmSettings(dataset=args.dataset, resolution=args.resolution, model=args.model,
-                               depth=args.depth, width=args.width, batch_size=args.batch_size, steps=args.steps,
-                               device=args.device, threads=args.threads or None, amp=args.amp,
-                               channels_last=args.channels_last)
+    settings = ConfirmSettings(
+        dataset=args.dataset,
+        resolution=args.resolution,
+        model=args.model,
+        depth=args.depth,
+        width=args.width,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        device=args.device,
+        threads=args.threads or None,
+        amp=args.amp,
+        channels_last=args.channels_last,
+    )
     data = load_data(settings.dataset, resolution=settings.resolution)
     device = resolve_device(settings.device)
     threads = args.threads or torch.get_num_threads()
-    print(f"torch {torch.__version__}, device {device}, threads {threads}, "
-          f"{args.model}-{args.depth} width {args.width}, {args.dataset} {data.resolution}×{data.resolution}, "
-          f"batch {args.batch_size}, {args.steps} steps × {args.repeats} repeats, amp {args.amp}, "
-          f"channels_last {args.channels_last} (both apply on CUDA only)")
+    print(
+        f"torch {torch.__version__}, device {device}, threads {threads}, "
+        f"{args.model}-{args.depth} width {args.width}, {args.dataset} {data.resolution}×{data.resolution}, "
+        f"batch {args.batch_size}, {args.steps} steps × {args.repeats} repeats, amp {args.amp}, "
+        f"channels_last {args.channels_last} (both apply on CUDA only)"
+    )
     if args.mode == "native":
         native_comparison(args, settings, data)
     else:

@@ -16,7 +16,15 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0+unknown"
 
-_FROM_NORM = ("PRESETS", "NormConfig", "build_conv", "build_norm", "build_norm_act", "norm_layer", "parse_spec")
+_FROM_NORM = (
+    "PRESETS",
+    "NormConfig",
+    "build_conv",
+    "build_norm",
+    "build_norm_act",
+    "norm_layer",
+    "parse_spec",
+)
 _FROM_PIPELINE = ("run", "Study")
 
 

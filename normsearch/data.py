@@ -46,7 +46,14 @@ SYNTHETIC_SEED = 0
 SYNTHETIC_SIZES = {"train": 1024, "val": 256}
 SYNTHETIC_NOISE = 1.0
 OFFLINE_DATASET = "digits"
-NATIVE_RESOLUTION = {"digits": 8, "synthetic": 16, "cifar10": 32, "cifar100": 32, "mnist": 28, "fashionmnist": 28}
+NATIVE_RESOLUTION = {
+    "digits": 8,
+    "synthetic": 16,
+    "cifar10": 32,
+    "cifar100": 32,
+    "mnist": 28,
+    "fashionmnist": 28,
+}
 """Each dataset's own image height = width (what ``resolution=None`` gives), known without loading it."""
 FLIP_SYMMETRIC = ("cifar10", "cifar100")
 """Datasets whose classes survive a left-right mirror (the paper trains CIFAR with random flips); digits
@@ -144,7 +151,9 @@ def _torchvision(cls_name: str, num_classes: int) -> Callable[[int | None, str, 
         for train in (True, False):
             dataset = cls(root=data_dir, train=train, download=download)
             images = torch.as_tensor(np.asarray(dataset.data))
-            images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # → (n, C, H, W)
+            images = (
+                images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+            )  # → (n, C, H, W)
             labels = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
             splits.append(TensorDataset(images.contiguous(), labels))
         return splits[0], splits[1], num_classes, splits[0].tensors[0].shape[-1]
@@ -205,7 +214,9 @@ def _load_image_folder(label: str, path: str, resolution: int | None) -> Loaded:
     val_dir = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
     if (root / "train").is_dir() and val_dir is not None:
         (train_paths, train_labels, classes), (val_paths, val_labels, val_classes) = (
-            _image_folder(label, root / "train"), _image_folder(label, val_dir))
+            _image_folder(label, root / "train"),
+            _image_folder(label, val_dir),
+        )
         if val_classes != classes:
             raise DatasetUnavailable(f"{label}: {val_dir} has classes {val_classes}, train has {classes}")
     else:
@@ -252,7 +263,9 @@ def _load_user_data(label: str, where: str, function: str) -> Loaded:
     try:
         train, val = fn()
     except Exception as err:  # noqa: BLE001
-        raise DatasetUnavailable(f"{label}: {function}() did not return (train, val): {one_line(err)}") from None
+        raise DatasetUnavailable(
+            f"{label}: {function}() did not return (train, val): {one_line(err)}"
+        ) from None
     return _materialized(label, train, val)
 
 
@@ -323,7 +336,9 @@ def _user_loader(name: str) -> Callable[[int | None], Loaded] | None:
 
 
 @cache
-def load_data(name: str, *, resolution: int | None = None, data_dir: str = "data", download: bool = False) -> ImageData:
+def load_data(
+    name: str, *, resolution: int | None = None, data_dir: str = "data", download: bool = False
+) -> ImageData:
     """The dataset ``name`` (one of :data:`LOADERS`) at ``resolution`` (None: its native size).
 
     Raises :class:`DatasetUnavailable` when a torchvision dataset is not in ``data_dir`` and cannot be

@@ -31,8 +31,16 @@ from .confirm.results import ranking_key, row_records
 from .records import ROW_KEYS, pareto_mask, probe_rows
 from .score import OBJECTIVES
 
-SORT_FIELDS = {"trained": 0, "score": 1, "activation_growth": 1, "similarity": 1, "grad_ratio": 1,
-               "step_loss_ratio": 1, "accuracy": -1, "trial": 1}
+SORT_FIELDS = {
+    "trained": 0,
+    "score": 1,
+    "activation_growth": 1,
+    "similarity": 1,
+    "grad_ratio": 1,
+    "step_loss_ratio": 1,
+    "accuracy": -1,
+    "trial": 1,
+}
 """Sortable fields and their direction (1: ascending is better, -1: descending; ``trained``: see the module
 docstring)."""
 CONFIRMED_KEYS = ("accuracy", "accuracy_std", "budget", "lr", "diverged", "collapsed")
@@ -61,8 +69,14 @@ def _sort_key(field: str):
     def key(row: dict[str, Any]) -> tuple:
         value = lower_is_better(row, field)
         missing = value is None or (isinstance(value, float) and math.isnan(value))
-        return (STATE_ORDER[row["state"]], row["rejected"] is not None, missing, 0 if missing else direction * value,
-                row["score"] or 0, row["trial"])
+        return (
+            STATE_ORDER[row["state"]],
+            row["rejected"] is not None,
+            missing,
+            0 if missing else direction * value,
+            row["score"] or 0,
+            row["trial"],
+        )
 
     return key
 
@@ -77,8 +91,9 @@ def sort_rows(rows: list[dict[str, Any]], field: str = "trained") -> list[dict[s
     return ordered
 
 
-def build_rows(study: optuna.Study, *, include_failed: bool = False,
-               confirmation: Confirmation | None = None) -> list[dict[str, Any]]:
+def build_rows(
+    study: optuna.Study, *, include_failed: bool = False, confirmation: Confirmation | None = None
+) -> list[dict[str, Any]]:
     """The leaderboard rows of a study, sorted by rank (``trained``); see the module docstring.
 
     ``confirmation``: the study's, when the caller has read it already (default: read here)."""
@@ -94,9 +109,15 @@ def winner(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     if not trained:
         return None
     best = max(trained, key=lambda r: (*ranking_key(r), -r["trial"]))
-    return {"trial": best["trial"], "config": best["config"], "accuracy": best["accuracy"],
-            "accuracy_std": best["accuracy_std"], "budget": best["budget"], "lr": best["lr"],
-            "seeds": len(best["confirm"]["seeds"])}
+    return {
+        "trial": best["trial"],
+        "config": best["config"],
+        "accuracy": best["accuracy"],
+        "accuracy_std": best["accuracy_std"],
+        "budget": best["budget"],
+        "lr": best["lr"],
+        "seeds": len(best["confirm"]["seeds"]),
+    }
 
 
 def outcome(study: optuna.Study, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -108,9 +129,16 @@ def outcome(study: optuna.Study, rows: list[dict[str, Any]] | None = None) -> di
     rows = rows if rows is not None else build_rows(study, confirmation=confirmation)
     complete = [row for row in rows if row["state"] != "FAIL"]
     cal = calibrate(complete, {row["trial"]: row["confirm"] for row in complete if "confirm" in row})
-    score = {**cal["score"], "budget": cal["budget"], "seeds": cal["seeds"]} if cal["budget"] is not None else None
-    return {"winner": winner(rows), "calibration": score,
-            "training_cost": training_cost(confirmation, len(complete))}
+    score = (
+        {**cal["score"], "budget": cal["budget"], "seeds": cal["seeds"]}
+        if cal["budget"] is not None
+        else None
+    )
+    return {
+        "winner": winner(rows),
+        "calibration": score,
+        "training_cost": training_cost(confirmation, len(complete)),
+    }
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:

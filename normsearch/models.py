@@ -75,14 +75,18 @@ class Projection(nn.Module):
 class BasicBlock(nn.Module):
     """Post-activation block: act2(s · norm2(conv2 act1(norm1(conv1 x))) + shortcut(x))."""
 
-    def __init__(self, cfg: NormConfig, in_channels: int, out_channels: int, stride: int, skipinit: bool) -> None:
+    def __init__(
+        self, cfg: NormConfig, in_channels: int, out_channels: int, stride: int, skipinit: bool
+    ) -> None:
         super().__init__()
         self.conv1 = build_conv(cfg, in_channels, out_channels, 3, stride)
         self.norm1, self.act1 = build_norm_act(cfg, out_channels)
         self.conv2 = build_conv(cfg, out_channels, out_channels, 3, 1)
         self.norm2, self.act2 = build_norm_act(cfg, out_channels)
         needs_projection = stride != 1 or in_channels != out_channels
-        self.shortcut = Projection(cfg, in_channels, out_channels, stride) if needs_projection else nn.Identity()
+        self.shortcut = (
+            Projection(cfg, in_channels, out_channels, stride) if needs_projection else nn.Identity()
+        )
         self.skip_gain = nn.Parameter(torch.zeros(())) if skipinit else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -227,19 +231,24 @@ def activation_bytes(kind: str, *, depth: int, width: int, resolution: int, batc
     return sum(layers) * batch_size * _TENSORS_PER_CONV * 4
 
 
-def network_problem(kind: str, *, depth: int, width: int, resolution: int | None, batch_size: int
-                    ) -> tuple[str, str] | None:
+def network_problem(
+    kind: str, *, depth: int, width: int, resolution: int | None, batch_size: int
+) -> tuple[str, str] | None:
     """(field, what is allowed) for settings no network of ``kind`` can run, or None: a resnet depth that is
     not 6n + 2, or an estimated memory above :data:`ACTIVATION_LIMIT_GIB` (when ``resolution`` is known)."""
     if kind == "resnet" and (depth < 8 or (depth - 2) % 6):
         return "depth", f"must be 6n+2 for resnet (8, 14, 20, 56, 110, ...), got {depth}"
     if resolution is None:
         return None
-    gib = activation_bytes(kind, depth=depth, width=width, resolution=resolution, batch_size=batch_size) / 2**30
+    gib = (
+        activation_bytes(kind, depth=depth, width=width, resolution=resolution, batch_size=batch_size) / 2**30
+    )
     if gib > ACTIVATION_LIMIT_GIB:
-        return "resolution", (f"{kind}-{depth} width {width} at {resolution}px, batch {batch_size} needs about "
-                              f"{gib:.0f} GiB of activations; the limit is {ACTIVATION_LIMIT_GIB} GiB: lower "
-                              "resolution, batch_size, width or depth")
+        return "resolution", (
+            f"{kind}-{depth} width {width} at {resolution}px, batch {batch_size} needs about "
+            f"{gib:.0f} GiB of activations; the limit is {ACTIVATION_LIMIT_GIB} GiB: lower "
+            "resolution, batch_size, width or depth"
+        )
     return None
 
 

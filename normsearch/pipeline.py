@@ -193,14 +193,25 @@ def _check_confirm_data(space: SearchSpace) -> None:
     error before any trial runs, not after them. ``SettingsError`` at ``confirm.dataset`` saying why."""
     confirm = space.confirm
     try:
-        load_data(confirm.dataset, resolution=confirm.resolution, data_dir=confirm.data_dir, download=confirm.download)
+        load_data(
+            confirm.dataset,
+            resolution=confirm.resolution,
+            data_dir=confirm.data_dir,
+            download=confirm.download,
+        )
     except DatasetUnavailable as err:
         raise SettingsError("confirm.dataset", str(err)) from None
 
 
 def _search(
-    space: SearchSpace, location: StudyLocation, study: optuna.Study, *, workers: int, exhaustive: bool,
-    interruptible: bool, reporter: Reporter,
+    space: SearchSpace,
+    location: StudyLocation,
+    study: optuna.Study,
+    *,
+    workers: int,
+    exhaustive: bool,
+    interruptible: bool,
+    reporter: Reporter,
 ) -> None:
     """Run what is left of the budget here (``workers`` = 1) or in ``workers`` spawned processes, together
     with any other processes on the study. Raises :class:`Interrupted` or :class:`WorkersFailed`."""
@@ -268,12 +279,24 @@ def search_and_confirm(
     prepared = prepare(space, location)
     reporter.prepared(prepared)
     study = prepared.study
-    _search(space, location, study, workers=workers, exhaustive=exhaustive, interruptible=interruptible,
-            reporter=reporter)
+    _search(
+        space,
+        location,
+        study,
+        workers=workers,
+        exhaustive=exhaustive,
+        interruptible=interruptible,
+        reporter=reporter,
+    )
     if confirm:
         try:
-            confirm_study(study, space.confirm, space=space, console=console or Console(quiet=True),
-                          exhaustive=exhaustive)
+            confirm_study(
+                study,
+                space.confirm,
+                space=space,
+                console=console or Console(quiet=True),
+                exhaustive=exhaustive,
+            )
         except KeyboardInterrupt:
             raise Interrupted("confirm", study) from None
     return study
@@ -318,7 +341,9 @@ def run(
         confirm=confirm if isinstance(confirm, Mapping) else None,
     )  # fmt: skip
     location = locate(check_name(study or space.name), runs_dir, storage)
-    return Study(search_and_confirm(space, location, workers=workers, confirm=confirm is not False, console=console))
+    return Study(
+        search_and_confirm(space, location, workers=workers, confirm=confirm is not False, console=console)
+    )
 
 
 __all__ = [

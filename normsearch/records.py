@@ -237,13 +237,27 @@ class Row:
     rank: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"rank": self.rank, "trial": self.trial, "config": self.config,
-                               "baseline": self.baseline, "pareto": self.pareto, "state": self.state,
-                               **self.scores, "score": self.score, "rejected": self.rejected}
+        row: dict[str, Any] = {
+            "rank": self.rank,
+            "trial": self.trial,
+            "config": self.config,
+            "baseline": self.baseline,
+            "pareto": self.pareto,
+            "state": self.state,
+            **self.scores,
+            "score": self.score,
+            "rejected": self.rejected,
+        }
         if self.objectives is not None:
             row["objectives"] = self.objectives
-        row.update(baseline_name=self.baseline_name, unstable=self.unstable, reason=self.reason,
-                   samples=self.samples, seconds=self.seconds, params=self.params)
+        row.update(
+            baseline_name=self.baseline_name,
+            unstable=self.unstable,
+            reason=self.reason,
+            samples=self.samples,
+            seconds=self.seconds,
+            params=self.params,
+        )
         if self.stds is not None:
             row.update({f"{name}_std": value for name, value in self.stds.items()})
         return row
@@ -260,11 +274,20 @@ def complete_row(trial: FrozenTrial, samples: Sequence[FrozenTrial], weights: Sc
     unstable = bool(probe.get("unstable", False))
     baseline = next((r.baseline_name for r in map(TrialRecord.of, samples) if r.baseline), None)
     return Row(
-        trial=trial.number, config=record.config or "", baseline=baseline is not None,
-        state="UNSTABLE" if unstable else "COMPLETE", scores={name: probe.get(name) for name in SCORE_NAMES},
-        score=trial_score(trial, weights), rejected=record.rejected,
-        objectives=dict(zip(OBJECTIVES, trial.values, strict=True)), baseline_name=baseline, unstable=unstable,
-        reason=probe.get("reason"), samples=len(samples), seconds=record.seconds, params=trial.params,
+        trial=trial.number,
+        config=record.config or "",
+        baseline=baseline is not None,
+        state="UNSTABLE" if unstable else "COMPLETE",
+        scores={name: probe.get(name) for name in SCORE_NAMES},
+        score=trial_score(trial, weights),
+        rejected=record.rejected,
+        objectives=dict(zip(OBJECTIVES, trial.values, strict=True)),
+        baseline_name=baseline,
+        unstable=unstable,
+        reason=probe.get("reason"),
+        samples=len(samples),
+        seconds=record.seconds,
+        params=trial.params,
         stds={name: probe.get(f"{name}_std") for name in SCORE_NAMES},
     )
 
@@ -273,10 +296,19 @@ def failed_row(trial: FrozenTrial) -> Row:
     """The row of a FAIL trial: no scores, its ``fail_reason`` as the reason."""
     record = TrialRecord.of(trial)
     return Row(
-        trial=trial.number, config=record.config or "", baseline=record.baseline, state="FAIL",
-        scores=dict.fromkeys(SCORE_NAMES), score=None, rejected=None, baseline_name=record.baseline_name,
-        unstable=False, reason=record.fail_reason or "failed (no reason recorded)", samples=1,
-        seconds=record.seconds, params=trial.params,
+        trial=trial.number,
+        config=record.config or "",
+        baseline=record.baseline,
+        state="FAIL",
+        scores=dict.fromkeys(SCORE_NAMES),
+        score=None,
+        rejected=None,
+        baseline_name=record.baseline_name,
+        unstable=False,
+        reason=record.fail_reason or "failed (no reason recorded)",
+        samples=1,
+        seconds=record.seconds,
+        params=trial.params,
     )
 
 
@@ -284,7 +316,9 @@ def pareto_mask(points: Sequence[Sequence[float]]) -> list[bool]:
     """For points to minimise, whether each is non-dominated (no other ≤ on all and < on one)."""
 
     def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-        return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+        return all(x <= y for x, y in zip(a, b, strict=True)) and any(
+            x < y for x, y in zip(a, b, strict=True)
+        )
 
     return [not any(dominates(q, p) for q in points if q is not p) for p in points]
 

@@ -50,10 +50,18 @@ MAX_WEIGHT = 1e6
 class ScoreWeights:
     """Weights of the probe scores in the scalar score (the module docstring's w_s, w_r, w_a, w_g)."""
 
-    similarity: float = field(default=1.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of −ln(1 − similarity)"})
-    step_loss_ratio: float = field(default=4.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of ln(step_loss_ratio)"})
-    activation_growth: float = field(default=0.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of (B − 1)·|growth|"})
-    grad_ratio: float = field(default=0.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of |ln(grad_ratio)|"})
+    similarity: float = field(
+        default=1.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of −ln(1 − similarity)"}
+    )
+    step_loss_ratio: float = field(
+        default=4.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of ln(step_loss_ratio)"}
+    )
+    activation_growth: float = field(
+        default=0.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of (B − 1)·|growth|"}
+    )
+    grad_ratio: float = field(
+        default=0.0, metadata={"min": 0.0, "max": MAX_WEIGHT, "help": "weight of |ln(grad_ratio)|"}
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -91,16 +99,22 @@ def rejection(record: Mapping[str, Any], *, lr: float) -> str | None:
     total = (blocks - 1) * record["activation_growth"]
     if abs(total) > math.log(blocks):
         change = "explode" if total > 0 else "collapse"
-        return (f"activations {change}: variance ×{math.exp(total):.3g} over {blocks} block outputs "
-                f"(limit ×{blocks} either way: linear growth)")
+        return (
+            f"activations {change}: variance ×{math.exp(total):.3g} over {blocks} block outputs "
+            f"(limit ×{blocks} either way: linear growth)"
+        )
     step = record["step_loss_ratio"]
     if step > MAX_STEP_LOSS_RATIO:
-        return (f"one SGD step at lr {lr:g} multiplies the loss by {step:.3g} (limit {MAX_STEP_LOSS_RATIO:g}): "
-                "does not train at this learning rate")
+        return (
+            f"one SGD step at lr {lr:g} multiplies the loss by {step:.3g} (limit {MAX_STEP_LOSS_RATIO:g}): "
+            "does not train at this learning rate"
+        )
     ratio = record["grad_ratio"]
     if abs(math.log(max(ratio, 1e-300))) > (blocks - 1) * math.log(2):
-        return (f"early-layer gradient ×{ratio:.3g} of the last conv's (limit 2^{blocks - 1} either way: "
-                "doubling per block)")
+        return (
+            f"early-layer gradient ×{ratio:.3g} of the last conv's (limit 2^{blocks - 1} either way: "
+            "doubling per block)"
+        )
     return None
 
 

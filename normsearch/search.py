@@ -113,7 +113,6 @@ class CandidateFailed(Exception):
     """A candidate that cannot be scored; its trial is recorded FAIL with this reason and the run goes on."""
 
 
-
 # ------------------------------------------------------------------------------------------------------
 # Samplers
 
@@ -122,7 +121,11 @@ def _tpe(settings: SearchSettings, seed: int) -> BaseSampler:
     with warnings.catch_warnings():  # `group` is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return TPESampler(
-            seed=seed, n_startup_trials=settings.startup_trials, multivariate=True, group=True, constant_liar=True
+            seed=seed,
+            n_startup_trials=settings.startup_trials,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
         )
 
 
@@ -164,10 +167,14 @@ class TrialSeeded(BaseSampler):
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         return self._sampler.infer_relative_search_space(study, trial)
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
         return self._sampler.sample_relative(study, trial, search_space)
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any) -> Any:
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
+    ) -> Any:
         return self._sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
@@ -222,7 +229,9 @@ def set_constraints(trial: Trial, **values: float) -> None:
 
 def named_constraints(trial: FrozenTrial) -> dict[str, float]:
     """A trial's constraints by name (:data:`CONSTRAINTS`), read back from Optuna's positional keys."""
-    return {name: trial.constraints[str(i)] for i, name in enumerate(CONSTRAINTS) if str(i) in trial.constraints}
+    return {
+        name: trial.constraints[str(i)] for i, name in enumerate(CONSTRAINTS) if str(i) in trial.constraints
+    }
 
 
 class Objective:
@@ -231,7 +240,9 @@ class Objective:
     ``budget``: the study's trial budget; a trial beyond it is pruned as ``surplus`` (None: no limit).
     """
 
-    def __init__(self, space: SearchSpace, runner: ProbeRunner | None = None, budget: int | None = None) -> None:
+    def __init__(
+        self, space: SearchSpace, runner: ProbeRunner | None = None, budget: int | None = None
+    ) -> None:
         self.space = space
         self.runner = runner or ProbeRunner(space.probe)
         self.budget = budget
@@ -240,7 +251,9 @@ class Objective:
 
     def __call__(self, trial: Trial) -> list[float]:
         write(trial.set_user_attr, worker=worker_id())
-        self._seen = trial.study.get_trials(deepcopy=False)  # one read for the budget and the claim's first look
+        self._seen = trial.study.get_trials(
+            deepcopy=False
+        )  # one read for the budget and the claim's first look
         if self.budget is not None and self._ahead(trial, self._seen) >= self.budget:
             write(trial.set_user_attr, surplus=True)
             trial.study.stop()
@@ -281,9 +294,16 @@ class Objective:
 
     def _record(self, trial: Trial, record: dict[str, Any], seconds: float) -> list[float]:
         rejected = rejection(record, lr=self.space.probe.lr)
-        write(trial.set_user_attr, probe=record, seconds=round(seconds, 4),
-              score=self.space.weights.score(record, blocks=record["blocks"]), rejected=rejected)
-        set_constraints(trial, unstable=1.0 if record["unstable"] else 0.0, rejected=0.0 if rejected is None else 1.0)
+        write(
+            trial.set_user_attr,
+            probe=record,
+            seconds=round(seconds, 4),
+            score=self.space.weights.score(record, blocks=record["blocks"]),
+            rejected=rejected,
+        )
+        set_constraints(
+            trial, unstable=1.0 if record["unstable"] else 0.0, rejected=0.0 if rejected is None else 1.0
+        )
         return objective_values(record)
 
     @staticmethod
@@ -334,9 +354,14 @@ class Objective:
             record = TrialRecord.of(other)
             if other.number == trial.number or record.config != spec:
                 continue
-            if earlier is None and (other.state == TrialState.COMPLETE or (
-                other.state == TrialState.FAIL and record.fail_reason is not None and not record.interrupted
-            )):
+            if earlier is None and (
+                other.state == TrialState.COMPLETE
+                or (
+                    other.state == TrialState.FAIL
+                    and record.fail_reason is not None
+                    and not record.interrupted
+                )
+            ):
                 earlier = other
             claimed = claimed or (other.state == TrialState.RUNNING and record.probing is True)
         return earlier, claimed
@@ -409,7 +434,9 @@ def space_text(study: optuna.Study) -> str | None:
 def _check_compatible(study: optuna.Study, space: SearchSpace) -> None:
     stored = study.user_attrs.get("probe")
     if stored is None:
-        raise IncompatibleStudy(f"study {study.study_name!r} was not made by normsearch run (no probe settings)")
+        raise IncompatibleStudy(
+            f"study {study.study_name!r} was not made by normsearch run (no probe settings)"
+        )
     check_comparable(study)
     current = dataclasses.asdict(space.probe)
     changed = [f"probe.{k}: {stored.get(k)!r} → {v!r}" for k, v in current.items() if stored.get(k) != v]
@@ -461,7 +488,9 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, lost_only: bool =
         if not params or cfg.spec() in have or (lost_only and cfg.spec() not in tried):
             continue
         have.add(cfg.spec())
-        study.enqueue_trial(params, user_attrs=trial_attrs(baseline=True, baseline_name=name, config=cfg.spec()))
+        study.enqueue_trial(
+            params, user_attrs=trial_attrs(baseline=True, baseline_name=name, config=cfg.spec())
+        )
         enqueued.append(name)
     return enqueued
 
@@ -480,7 +509,9 @@ def prepare(space: SearchSpace, location: StudyLocation) -> Prepared:
         _check_compatible(study, space)
         changed = study.user_attrs.get("space", {}).get("sha256") != space.sha256
     stale = fail_stale_trials(study)
-    enqueued = enqueue_baselines(study, space, lost_only=not (fresh or changed)) if space.search.baselines else []
+    enqueued = (
+        enqueue_baselines(study, space, lost_only=not (fresh or changed)) if space.search.baselines else []
+    )
     store_space_text(study, space)
     with warnings.catch_warnings():  # metric names are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -32,7 +32,11 @@ class SettingsError(ValueError):
 
 def _allowed_types(cls: type, field: dataclasses.Field) -> tuple[tuple[type, ...], bool]:
     hint = typing.get_type_hints(cls)[field.name]
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    args = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    )
     optional = type(None) in args
     return tuple(a for a in args if a is not type(None)), optional
 
@@ -45,7 +49,9 @@ def _describe(kinds: tuple[type, ...]) -> str:
 def _check_list(field: dataclasses.Field, value: Any, path: str) -> tuple[float, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, list | tuple) or not value:
         raise SettingsError(path, f"must be a non-empty list of numbers, got {value!r}")
-    return tuple(_check_scalar((float,), False, field.metadata, item, f"{path}[{i}]") for i, item in enumerate(value))
+    return tuple(
+        _check_scalar((float,), False, field.metadata, item, f"{path}[{i}]") for i, item in enumerate(value)
+    )
 
 
 def check_value(cls: type, field: dataclasses.Field, value: Any, path: str) -> Any:
@@ -56,7 +62,9 @@ def check_value(cls: type, field: dataclasses.Field, value: Any, path: str) -> A
     return _check_scalar(kinds, optional, field.metadata, value, path)
 
 
-def _check_scalar(kinds: tuple[type, ...], optional: bool, meta: Mapping[str, Any], value: Any, path: str) -> Any:
+def _check_scalar(
+    kinds: tuple[type, ...], optional: bool, meta: Mapping[str, Any], value: Any, path: str
+) -> Any:
     if value is None:
         if optional:
             return None
@@ -114,6 +122,15 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     out = []
     for field in dataclasses.fields(cls):
         kinds, optional = _allowed_types(cls, field)
-        kind = "|".join(map(str, field.metadata["choices"])) if "choices" in field.metadata else _describe(kinds)
-        out.append((field.name, kind + (" or null" if optional else ""), field.default, field.metadata.get("help", "")))
+        kind = (
+            "|".join(map(str, field.metadata["choices"])) if "choices" in field.metadata else _describe(kinds)
+        )
+        out.append(
+            (
+                field.name,
+                kind + (" or null" if optional else ""),
+                field.default,
+                field.metadata.get("help", ""),
+            )
+        )
     return out

@@ -100,8 +100,10 @@ def worker_id() -> str:
 def check_name(name: str) -> str:
     """A study name must be a safe directory name; raises ValueError otherwise."""
     if not NAME.fullmatch(name):
-        raise ValueError(f"study name {name[:60]!r}{'...' if len(name) > 60 else ''}: use 1 to 100 letters, digits, "
-                         "'.', '_' or '-' (not starting with . _ -)")
+        raise ValueError(
+            f"study name {name[:60]!r}{'...' if len(name) > 60 else ''}: use 1 to 100 letters, digits, "
+            "'.', '_' or '-' (not starting with . _ -)"
+        )
     return name
 
 
@@ -207,8 +209,11 @@ class HeartbeatStorage(RDBStorage):
         for trial_id in stale:
             worker = self.get_trial(trial_id).user_attrs.get("worker", "?")
             with contextlib.suppress(UpdateFinishedTrialError):  # failed by another process meanwhile
-                self.set_trial_user_attr(trial_id, "fail_reason", f"interrupted: worker {worker} stopped sending "
-                                         f"heartbeats (silent over {grace} s)")
+                self.set_trial_user_attr(
+                    trial_id,
+                    "fail_reason",
+                    f"interrupted: worker {worker} stopped sending heartbeats (silent over {grace} s)",
+                )
                 self.set_trial_user_attr(trial_id, "interrupted", True)
         return stale
 
@@ -485,7 +490,9 @@ def is_stale(trial: FrozenTrial, host: str | None = None) -> bool:
     if trial.state != TrialState.RUNNING:
         return False
     worker = TrialRecord.of(trial).worker
-    if not isinstance(worker, str) or ":" not in worker:  # popped, and not (yet) started by a normsearch worker
+    if (
+        not isinstance(worker, str) or ":" not in worker
+    ):  # popped, and not (yet) started by a normsearch worker
         started = trial.datetime_start or datetime.now()
         return (datetime.now() - started).total_seconds() > UNOWNED_GRACE_S
     worker_host, _, pid = worker.rpartition(":")

@@ -114,7 +114,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 OPTIMIZERS: dict[str, Callable[[Any, ConfirmSettings, float], torch.optim.Optimizer]] = {
-    "sgd": lambda params, s, lr: torch.optim.SGD(params, lr=lr, momentum=s.momentum, weight_decay=s.weight_decay),
+    "sgd": lambda params, s, lr: torch.optim.SGD(
+        params, lr=lr, momentum=s.momentum, weight_decay=s.weight_decay
+    ),
     "adam": lambda params, s, lr: torch.optim.Adam(params, lr=lr, weight_decay=s.weight_decay),
     "adamw": lambda params, s, lr: torch.optim.AdamW(params, lr=lr, weight_decay=s.weight_decay),
 }
@@ -169,8 +171,9 @@ def collapse_threshold(labels: Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageData, device: torch.device, *, amp: bool = False,
-             channels_last: bool = False) -> float:
+def evaluate(
+    model: nn.Module, data: ImageData, device: torch.device, *, amp: bool = False, channels_last: bool = False
+) -> float:
     """Validation accuracy (0–1) in eval mode."""
     model.eval()
     images, labels = data.val.tensors
@@ -202,7 +205,14 @@ class Plan:
         total = settings.epochs * per_epoch
         total = min(settings.steps, total) if settings.steps else total
         lr = settings.lr * batch / settings.batch_size
-        return cls(batch, per_epoch, total, math.ceil(total / per_epoch), lr, round(settings.warmup_epochs * per_epoch))
+        return cls(
+            batch,
+            per_epoch,
+            total,
+            math.ceil(total / per_epoch),
+            lr,
+            round(settings.warmup_epochs * per_epoch),
+        )
 
 
 @contextmanager
@@ -240,18 +250,43 @@ def fit(
     """Train ``model`` (input (B, data.in_channels, R, R), output (B, data.num_classes) logits) on ``data``."""
     device = resolve_device(settings.device)
     with cpu_threads(settings.threads if device.type == "cpu" else None):
-        return _Run(model, data, settings, device, Plan.of(settings, len(data.train), batch_size), seed, spec,
-                    progress, on_epoch).fit()
+        return _Run(
+            model,
+            data,
+            settings,
+            device,
+            Plan.of(settings, len(data.train), batch_size),
+            seed,
+            spec,
+            progress,
+            on_epoch,
+        ).fit()
 
 
 class _Run:
     """The state of one :func:`fit` call: model, optimizer, schedule, records."""
 
-    def __init__(self, model: nn.Module, data: ImageData, settings: ConfirmSettings, device: torch.device,
-                 plan: Plan, seed: int, spec: str, progress: Progress | None, on_epoch: EpochEnd | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: ImageData,
+        settings: ConfirmSettings,
+        device: torch.device,
+        plan: Plan,
+        seed: int,
+        spec: str,
+        progress: Progress | None,
+        on_epoch: EpochEnd | None,
+    ) -> None:
         on_cuda = device.type == "cuda"
         self.amp, self.channels_last = settings.amp and on_cuda, settings.channels_last and on_cuda
-        self.data, self.device, self.plan, self.progress, self.on_epoch = data, device, plan, progress, on_epoch
+        self.data, self.device, self.plan, self.progress, self.on_epoch = (
+            data,
+            device,
+            plan,
+            progress,
+            on_epoch,
+        )
         layout = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(device, memory_format=layout)
         self.step_model = compiled(self.model) if settings.compile else self.model
@@ -275,13 +310,18 @@ class _Run:
             if result.diverged:
                 break
             result.train_loss.append(sum(losses) / len(losses))
-            result.val_accuracy.append(evaluate(self.model, self.data, self.device, amp=self.amp,
-                                                channels_last=self.channels_last))
+            result.val_accuracy.append(
+                evaluate(self.model, self.data, self.device, amp=self.amp, channels_last=self.channels_last)
+            )
             if self.on_epoch:
                 self.on_epoch(epoch, result.val_accuracy[-1])
-        result.collapsed = not result.diverged and result.final_accuracy <= collapse_threshold(self.data.val.tensors[1])
+        result.collapsed = not result.diverged and result.final_accuracy <= collapse_threshold(
+            self.data.val.tensors[1]
+        )
         result.seconds = time.perf_counter() - started
-        result.images_per_s = result.steps * self.plan.batch_size / train_seconds if train_seconds > 0 else 0.0
+        result.images_per_s = (
+            result.steps * self.plan.batch_size / train_seconds if train_seconds > 0 else 0.0
+        )
         return result
 
     def _epoch(self, epoch: int) -> list[float]:
@@ -307,7 +347,9 @@ class _Run:
             result.steps += 1
             if self.progress:
                 last = result.val_accuracy[-1] if result.val_accuracy else None
-                self.progress(TrainProgress(result.steps, self.plan.total, epoch, self.plan.epochs, value, last))
+                self.progress(
+                    TrainProgress(result.steps, self.plan.total, epoch, self.plan.epochs, value, last)
+                )
             if result.steps == self.plan.total:
                 break
         return losses
@@ -327,11 +369,30 @@ def train(
     Raises ``ValueError`` for an invalid spec, :class:`normsearch.data.DatasetUnavailable` for missing data.
     """
     config = as_config(spec)
-    data = load_data(settings.dataset, resolution=settings.resolution, data_dir=settings.data_dir,
-                     download=settings.download)
+    data = load_data(
+        settings.dataset,
+        resolution=settings.resolution,
+        data_dir=settings.data_dir,
+        download=settings.download,
+    )
     torch.manual_seed(seed)
-    model = build_model(settings.model, config, depth=settings.depth, width=settings.width,
-                        num_classes=data.num_classes, in_channels=data.in_channels, skipinit=settings.skipinit,
-                        resolution=data.resolution)
-    return fit(model, data, settings, seed=seed, batch_size=batch_size, spec=config.spec(), progress=progress,
-               on_epoch=on_epoch)
+    model = build_model(
+        settings.model,
+        config,
+        depth=settings.depth,
+        width=settings.width,
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+        skipinit=settings.skipinit,
+        resolution=data.resolution,
+    )
+    return fit(
+        model,
+        data,
+        settings,
+        seed=seed,
+        batch_size=batch_size,
+        spec=config.spec(),
+        progress=progress,
+        on_epoch=on_epoch,
+    )

@@ -67,8 +67,14 @@ def test_search_refuses_bad_input_before_running(tmp_path: Path) -> None:
 
 def tiny_net(norm_layer, num_classes: int) -> torch.nn.Module:
     """A module-level builder: importable as ``tests.test_api:tiny_net``, so worker processes can build it."""
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), norm_layer(8), torch.nn.ReLU(),
-                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, num_classes))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        norm_layer(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, num_classes),
+    )
 
 
 TINY = """
@@ -85,12 +91,21 @@ def _tiny_space(tmp_path: Path) -> normsearch.space.SearchSpace:
     return pipeline.with_overrides(space, model=normsearch.sources.register_model(tiny_net))
 
 
-def test_in_memory_models_and_data_with_workers_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+def test_in_memory_models_and_data_with_workers_are_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
     """Workers are spawned processes: a model or dataset registered in this one does not exist there."""
     train, val = (TensorDataset(*digits_tensors(split)) for split in ("train", "val"))
-    with pytest.raises(ValueError, match=r"^workers=2: model 'python:.*' exists in this process only.*importable"):
-        normsearch.run("groups", model=lambda norm_layer, num_classes: tiny_net(norm_layer, num_classes),
-                       workers=2, runs_dir=tmp_path, confirm=False)
+    with pytest.raises(
+        ValueError, match=r"^workers=2: model 'python:.*' exists in this process only.*importable"
+    ):
+        normsearch.run(
+            "groups",
+            model=lambda norm_layer, num_classes: tiny_net(norm_layer, num_classes),
+            workers=2,
+            runs_dir=tmp_path,
+            confirm=False,
+        )
     with pytest.raises(ValueError, match=r"^workers=2: data 'python:data-[0-9a-f]+' .*'FILE.py:FUNC'"):
         normsearch.run("groups", data=(train, val), workers=2, runs_dir=tmp_path, confirm=False)
     with pytest.raises(ValueError, match="workers must be a whole number >= 1, got 0"):
@@ -101,7 +116,9 @@ def test_in_memory_models_and_data_with_workers_are_refused_before_anything_is_w
 @pytest.mark.slow
 def test_an_importable_model_is_probed_by_worker_processes(tmp_path: Path) -> None:
     (tmp_path / "tiny.yaml").write_text(TINY)
-    study = normsearch.run(tmp_path / "tiny.yaml", model=tiny_net, workers=2, runs_dir=tmp_path, confirm=False)
+    study = normsearch.run(
+        tmp_path / "tiny.yaml", model=tiny_net, workers=2, runs_dir=tmp_path, confirm=False
+    )
     trials = study.optuna.get_trials()
     assert study.optuna.user_attrs["probe"]["model"] == "tests.test_api:tiny_net"
     assert sorted(t.user_attrs["config"] for t in trials if t.state.name == "COMPLETE") == ["bn", "in", "ln"]
@@ -144,6 +161,11 @@ def test_the_pipeline_reports_each_stage_and_an_interrupted_search_resumes(tmp_p
     assert stopped.events == [("prepared", True), ("searching", 3, 3), ("update", 1), ("update", 2)]
     resumed = Recorder()
     study = pipeline.search_and_confirm(space, location, confirm=False, reporter=resumed)
-    assert resumed.events == [("prepared", False), ("searching", 3, 1), ("update", 3), ("update", 3),
-                              ("searched", 3, True)]
+    assert resumed.events == [
+        ("prepared", False),
+        ("searching", 3, 1),
+        ("update", 3),
+        ("update", 3),
+        ("searched", 3, True),
+    ]
     assert sorted(t.user_attrs["config"] for t in study.get_trials()) == ["bn", "in", "ln"]

@@ -65,7 +65,11 @@ def test_paragraphs_reflow_instead_of_keeping_source_line_breaks() -> None:
 def test_choices_are_listed_in_full_at_80_columns() -> None:
     out = runner.invoke(app, ["confirm", "--help"], env={"COLUMNS": "80"}).stdout
     text = " ".join(out.replace("│", " ").split())  # the help column's wrapped lines joined
-    assert "--augment AUGMENT flip: random horizontal flips; auto: flip for CIFAR, else none; one of: " + ", ".join(AUGMENTS) in text
+    assert (
+        "--augment AUGMENT flip: random horizontal flips; auto: flip for CIFAR, else none; one of: "
+        + ", ".join(AUGMENTS)
+        in text
+    )
 
 
 def test_shell_completion_is_offered() -> None:

@@ -142,6 +142,8 @@ def test_scaled_relu_has_zero_mean_unit_variance_on_gaussians():
     assert abs(y.mean().item()) < 0.01 and abs(y.var().item() - 1) < 0.02
 
 
-@pytest.mark.parametrize("a, b", list(itertools.combinations(["bn", "ln", "in", "gn", "rms", "pn", "frn"], 2)))
+@pytest.mark.parametrize(
+    "a, b", list(itertools.combinations(["bn", "ln", "in", "gn", "rms", "pn", "frn"], 2))
+)
 def test_distinct_presets_have_distinct_configs(a, b):
     assert parse_spec(a) != parse_spec(b)

@@ -47,7 +47,9 @@ TINY = (
     "confirm: {top_k: 1, explore: 0, depth: 8, width: 8, epochs: 1, batch_size: 64, device: cpu, lr_factors: [1]}\n"
 )
 CLI = [sys.executable, "-c", "from normsearch.cli import app; app()"]
-DIGIT_IMAGES = len(load_data("digits").train) // 64 * 64  # images of one epoch at batch 64 (last batch dropped)
+DIGIT_IMAGES = (
+    len(load_data("digits").train) // 64 * 64
+)  # images of one epoch at batch 64 (last batch dropped)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,8 +60,9 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``normsearch run --no-confirm`` of the tiny space: 5 presets probed, bn/ln/in enqueued as baselines."""
     root = tmp_path_factory.mktemp("searched")
     (root / "tiny.yaml").write_text(TINY)
-    result = runner.invoke(app, ["run", "--space", str(root / "tiny.yaml"), "--runs-dir", str(root / "runs"),
-                                 "--no-confirm"])
+    result = runner.invoke(
+        app, ["run", "--space", str(root / "tiny.yaml"), "--runs-dir", str(root / "runs"), "--no-confirm"]
+    )
     assert result.exit_code == 0, result.stderr
     return root / "runs"
 
@@ -80,8 +83,12 @@ def _units(study: optuna.Study, state: TrialState = TrialState.COMPLETE) -> list
 
 def _images(units: list[optuna.trial.FrozenTrial]) -> int:
     """Training images of these units: every epoch of digits at batch 64, or up to the step a run diverged at."""
-    return sum(t.user_attrs["run"]["steps"] * 64 if t.user_attrs["run"]["diverged"]
-               else t.user_attrs["epochs"] * DIGIT_IMAGES for t in units)
+    return sum(
+        t.user_attrs["run"]["steps"] * 64
+        if t.user_attrs["run"]["diverged"]
+        else t.user_attrs["epochs"] * DIGIT_IMAGES
+        for t in units
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -89,15 +96,35 @@ def _images(units: list[optuna.trial.FrozenTrial]) -> int:
 
 
 def _row(trial: int, config: str, score: float, baseline: bool = False, **extra) -> dict:
-    return {"trial": trial, "config": config, "score": score, "baseline": baseline, "state": "COMPLETE", **extra}
+    return {
+        "trial": trial,
+        "config": config,
+        "score": score,
+        "baseline": baseline,
+        "state": "COMPLETE",
+        **extra,
+    }
 
 
 def test_selection_top_k_baselines_random_and_one_trial_per_config():
-    rows = [_row(0, "bn", 5.0, True), _row(1, "ln", 1.0, True), _row(2, "a", 2.0), _row(3, "b", 3.0),
-            _row(4, "a", 1.5), _row(5, "c", 4.0), _row(6, "d", 6.0), _row(7, "e", 7.0), _row(8, "bn", 0.5)]
+    rows = [
+        _row(0, "bn", 5.0, True),
+        _row(1, "ln", 1.0, True),
+        _row(2, "a", 2.0),
+        _row(3, "b", 3.0),
+        _row(4, "a", 1.5),
+        _row(5, "c", 4.0),
+        _row(6, "d", 6.0),
+        _row(7, "e", 7.0),
+        _row(8, "bn", 0.5),
+    ]
     chosen = select_candidates(rows, ConfirmSettings(top_k=2, random=0, explore=0))
     assert [(c.trial, c.config, c.reason) for c in chosen] == [
-        (4, "a", "top"), (3, "b", "top"), (8, "bn", "baseline"), (1, "ln", "baseline")]
+        (4, "a", "top"),
+        (3, "b", "top"),
+        (8, "bn", "baseline"),
+        (1, "ln", "baseline"),
+    ]
     assert chosen[2].baseline and not chosen[0].baseline  # bn stays a baseline though trial 8 was sampled
     assert [c.config for c in select_candidates(rows, ConfirmSettings(top_k=1, baselines=False))] == ["a"]
     picks = [select_candidates(rows, ConfirmSettings(top_k=1, random=2, seed=s)) for s in (0, 0, 1, 2, 3)]
@@ -117,13 +144,23 @@ def test_exploration_admits_the_pareto_front_and_rejected_or_unstable_rows_stay_
         _row(1, "low-similarity", 9.0, pareto=True, **objectives(0.8, 0.1, 0.9)),  # the score ranks it last
         _row(2, "low-ratio", 8.0, pareto=True, **objectives(0.9, 0.9, 0.1)),
         _row(3, "middle", 2.0, **objectives(0.6, 0.6, 0.6)),
-        _row(4, "rejected", 0.5, pareto=True, rejected="one-step loss ratio 3.1 > 1", **objectives(0.1, 0.9, 0.9)),
+        _row(
+            4,
+            "rejected",
+            0.5,
+            pareto=True,
+            rejected="one-step loss ratio 3.1 > 1",
+            **objectives(0.1, 0.9, 0.9),
+        ),
         _row(5, "unstable", 0.1, state="UNSTABLE", **objectives(9, 9, 9)),
     ]
     plain = select_candidates(rows, ConfirmSettings(top_k=2, explore=0))
     assert [c.config for c in plain] == ["best-score", "middle"]  # not rejected, not unstable
     explored = select_candidates(rows, ConfirmSettings(top_k=2, explore=1))
-    assert [(c.config, c.reason) for c in explored][2] == ("low-similarity", "pareto")  # best remaining on growth
+    assert [(c.config, c.reason) for c in explored][2] == (
+        "low-similarity",
+        "pareto",
+    )  # best remaining on growth
     both = select_candidates(rows, ConfirmSettings(top_k=2, explore=5))
     assert {c.config for c in both} == {"best-score", "middle", "low-similarity", "low-ratio"}
 
@@ -131,8 +168,10 @@ def test_exploration_admits_the_pareto_front_and_rejected_or_unstable_rows_stay_
 def test_promotion_keeps_the_best_third_of_the_arms():
     arms = [(Candidate(i, f"c{i}", False, "top"), lr) for i in range(3) for lr in (0.1, 0.025)]
     accuracy = dict(zip(arms, [0.5, 0.9, 0.2, 0.3, 0.95, 0.1], strict=True))
-    runs = {arm: [{"accuracy": a, "final_accuracy": a, "diverged": arm == arms[4], "seed": 0}]
-            for arm, a in accuracy.items()}
+    runs = {
+        arm: [{"accuracy": a, "final_accuracy": a, "diverged": arm == arms[4], "seed": 0}]
+        for arm, a in accuracy.items()
+    }
     assert promote(arms, runs, eta=3) == [arms[1], arms[0]]  # arms[4] is best but diverged: ranked last
     assert promote(arms, runs, eta=2) == [arms[1], arms[0], arms[3]]
     assert promote(arms[:2], runs, eta=3) == [arms[1]]  # at least one advances
@@ -172,7 +211,9 @@ def test_the_learning_rate_set_picks_the_best_lr(runs: Path):
     settings = ConfirmSettings(**{**TRAIN, "lr": 20.0, "lr_factors": [1.0, 0.005]})
     queue = UnitQueue(study, settings)
     candidate = Candidate(0, "bn", True, "baseline")
-    arms = run_rungs([candidate], settings, queue, started=lambda unit: None, finished=lambda unit, trial: None)
+    arms = run_rungs(
+        [candidate], settings, queue, started=lambda unit: None, finished=lambda unit, trial: None
+    )
     assert [lr for _, lr in arms] == [20.0, 0.1]
     record = candidate_records(_units(study))[0]
     assert record["lr"] == 0.1 and not record["diverged"] and record["accuracy"] > 0.5
@@ -210,13 +251,20 @@ def test_rank_correlation_matches_scipy_with_ties_and_is_undefined_when_it_must_
 
 
 def _arm(epochs: int, accuracy: float, diverged: bool = False, per_seed: dict | None = None) -> dict:
-    return {"epochs": epochs, "lr": 0.1, "accuracy": accuracy, "diverged": diverged,
-            "per_seed": per_seed or {"0": accuracy}}
+    return {
+        "epochs": epochs,
+        "lr": 0.1,
+        "accuracy": accuracy,
+        "diverged": diverged,
+        "per_seed": per_seed or {"0": accuracy},
+    }
 
 
 def test_calibration_at_the_most_trained_budget_ranks_diverged_last_with_seed_noise():
-    rows = [{"trial": t, "score": s, "activation_growth": s, "similarity": s, "grad_ratio": float("nan")}
-            for t, s in ((0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0))]
+    rows = [
+        {"trial": t, "score": s, "activation_growth": s, "similarity": s, "grad_ratio": float("nan")}
+        for t, s in ((0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0))
+    ]
     records = {  # budget 1: trials 0, 1, 2 (2 diverged after a good epoch: still last); budget 3: trial 0 only
         0: {"rungs": [_arm(1, 0.9, per_seed={"0": 0.9, "1": 0.8}), _arm(3, 0.99)]},
         1: {"rungs": [_arm(1, 0.8, per_seed={"0": 0.7, "1": 0.85})]},
@@ -227,18 +275,38 @@ def test_calibration_at_the_most_trained_budget_ranks_diverged_last_with_seed_no
     assert got["score"] == {"spearman": pytest.approx(1.0), "kendall": pytest.approx(1.0), "n": 3}
     assert got["grad_ratio"]["n"] == 0 and got["grad_ratio"]["spearman"] is None
     # seed 0 orders them 0 > 1 > 2, seed 1 orders them 1 > 0 > 2: ρ = 1 − 6·2/(3·8) = 0.5
-    assert got["seeds"] == {"spearman": pytest.approx(0.5), "kendall": pytest.approx(1 / 3), "n": 3, "pairs": 1}
+    assert got["seeds"] == {
+        "spearman": pytest.approx(0.5),
+        "kendall": pytest.approx(1 / 3),
+        "n": 3,
+        "pairs": 1,
+    }
     assert seed_noise([_arm(1, 0.5)])["pairs"] == 0 and DIVERGED_ACCURACY < 0
 
 
 def test_the_winner_is_the_best_at_the_highest_budget():
     def row(trial: int, accuracy: float, budget: int, diverged: bool = False) -> dict:
-        return {"trial": trial, "config": f"c{trial}", "accuracy": accuracy, "accuracy_std": 0.01, "budget": budget,
-                "lr": 0.1, "diverged": diverged, "confirm": {"seeds": [{}, {}]}}
+        return {
+            "trial": trial,
+            "config": f"c{trial}",
+            "accuracy": accuracy,
+            "accuracy_std": 0.01,
+            "budget": budget,
+            "lr": 0.1,
+            "diverged": diverged,
+            "confirm": {"seeds": [{}, {}]},
+        }
 
     rows = [row(0, 0.99, 1), row(1, 0.90, 3), row(2, 0.95, 3), row(3, 0.97, 3, diverged=True), {"trial": 4}]
-    assert winner(rows) == {"trial": 2, "config": "c2", "accuracy": 0.95, "accuracy_std": 0.01, "budget": 3,
-                            "lr": 0.1, "seeds": 2}  # 0.99 after 1 epoch does not beat 0.95 after 3
+    assert winner(rows) == {
+        "trial": 2,
+        "config": "c2",
+        "accuracy": 0.95,
+        "accuracy_std": 0.01,
+        "budget": 3,
+        "lr": 0.1,
+        "seeds": 2,
+    }  # 0.99 after 1 epoch does not beat 0.95 after 3
     assert winner([{"trial": 4}]) is None
 
 
@@ -249,8 +317,9 @@ def test_the_winner_is_the_best_at_the_highest_budget():
 @pytest.mark.slow
 def test_multi_fidelity_confirmation_stores_units_and_reuses_them(runs: Path):
     study = open_study("tiny", runs)
-    settings = ConfirmSettings(dataset="digits", top_k=1, explore=0, **{**TRAIN, "epochs": 3, "eta": 2,
-                                                                        "lr_factors": [1.0, 0.25]})
+    settings = ConfirmSettings(
+        dataset="digits", top_k=1, explore=0, **{**TRAIN, "epochs": 3, "eta": 2, "lr_factors": [1.0, 0.25]}
+    )
     confirm_study(study, settings, console=_quiet())
     study = open_study("tiny", runs)  # re-read from the journal
     units = _units(study)
@@ -281,8 +350,22 @@ def test_multi_fidelity_confirmation_stores_units_and_reuses_them(runs: Path):
 
 @pytest.mark.slow
 def test_confirm_all_trains_every_config_and_reports_the_cost(runs: Path):
-    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--epochs", "2", "--min-epochs", "1",
-                                 "--eta", "2", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "confirm",
+            "tiny",
+            "--runs-dir",
+            str(runs),
+            "--epochs",
+            "2",
+            "--min-epochs",
+            "1",
+            "--eta",
+            "2",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     units = _units(open_study("tiny", runs))
@@ -290,14 +373,19 @@ def test_confirm_all_trains_every_config_and_reports_the_cost(runs: Path):
     assert sorted(t.user_attrs["epochs"] for t in units) == [1, 1, 1, 1, 2, 2]
     assert doc["training_cost"] == {"spent_images": _images(units), "exhaustive_images": 5 * 2 * DIGIT_IMAGES}
     assert doc["winner"]["budget"] == 2 and doc["winner"]["trial"] == doc["rows"][0]["trial"]
-    everything = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--epochs", "2", "--all", "--json"])
+    everything = runner.invoke(
+        app, ["confirm", "tiny", "--runs-dir", str(runs), "--epochs", "2", "--all", "--json"]
+    )
     assert everything.exit_code == 0, everything.stderr
     full = json.loads(everything.stdout)
     assert {r["config"] for r in full["rows"] if r["budget"] == 2} == {"bn", "ln", "in", "rms", "none"}
     # the 2 two-epoch runs of the first call are reused: 3 more configs for 2 epochs
     units = _units(open_study("tiny", runs))
     assert sorted(t.user_attrs["epochs"] for t in units) == [1, 1, 1, 1, 2, 2, 2, 2, 2]
-    assert full["training_cost"] == {"spent_images": _images(units), "exhaustive_images": 5 * 2 * DIGIT_IMAGES}
+    assert full["training_cost"] == {
+        "spent_images": _images(units),
+        "exhaustive_images": 5 * 2 * DIGIT_IMAGES,
+    }
     assert full["calibration"]["budget"] == 2 and full["calibration"]["score"]["n"] == 5
     best = max((r for r in full["rows"] if not r["diverged"]), key=lambda r: r["accuracy"])
     assert full["winner"]["config"] == best["config"] and full["winner"]["accuracy"] == best["accuracy"]
@@ -306,13 +394,27 @@ def test_confirm_all_trains_every_config_and_reports_the_cost(runs: Path):
     assert board["rows"][0]["config"] == full["winner"]["config"]
     assert board["calibration"]["spearman"] == full["calibration"]["score"]["spearman"]
     exported = runner.invoke(app, ["export", "tiny", "--runs-dir", str(runs)])
-    assert exported.exit_code == 0 and f"trial {full['winner']['trial']} (leaderboard rank 1)" in exported.stdout
+    assert (
+        exported.exit_code == 0 and f"trial {full['winner']['trial']} (leaderboard rank 1)" in exported.stdout
+    )
 
 
 @pytest.mark.slow
 def test_a_killed_confirmation_resumes_mid_rung_without_retraining(runs: Path):
     """A subprocess is killed (SIGKILL) while a rung is half done; the next call trains only what is missing."""
-    args = [*CLI, "confirm", "tiny", "--runs-dir", str(runs), "--epochs", "3", "--eta", "3", "--lr-factors", "1,0.5"]
+    args = [
+        *CLI,
+        "confirm",
+        "tiny",
+        "--runs-dir",
+        str(runs),
+        "--epochs",
+        "3",
+        "--eta",
+        "3",
+        "--lr-factors",
+        "1,0.5",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     study = open_study("tiny", runs)
@@ -330,13 +432,17 @@ def test_a_killed_confirmation_resumes_mid_rung_without_retraining(runs: Path):
     queue = companion(open_study("tiny", runs))
     finished = {t.user_attrs["key"]: t.number for t in queue.get_trials(states=(TrialState.COMPLETE,))}
     assert 2 <= len(finished) < 8  # rung 1 holds 4 candidates × 2 lrs
-    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--epochs", "3", "--eta", "3",
-                                 "--lr-factors", "1,0.5"])
+    result = runner.invoke(
+        app,
+        ["confirm", "tiny", "--runs-dir", str(runs), "--epochs", "3", "--eta", "3", "--lr-factors", "1,0.5"],
+    )
     assert result.exit_code == 0, result.stderr
     queue = companion(open_study("tiny", runs))
     complete = queue.get_trials(states=(TrialState.COMPLETE,))
     keys = [t.user_attrs["key"] for t in complete]
-    assert len(keys) == len(set(keys)) == 8 + 2  # every unit once: 8 one-epoch runs, the best 8 // 3 for 3 epochs
+    assert (
+        len(keys) == len(set(keys)) == 8 + 2
+    )  # every unit once: 8 one-epoch runs, the best 8 // 3 for 3 epochs
     assert all(finished[t.user_attrs["key"]] == t.number for t in complete if t.user_attrs["key"] in finished)
     killed = [t for t in queue.get_trials(states=(TrialState.FAIL,)) if t.user_attrs.get("interrupted")]
     assert all(t.user_attrs["key"] in keys for t in killed)  # a unit running at the kill was trained again
@@ -344,15 +450,30 @@ def test_a_killed_confirmation_resumes_mid_rung_without_retraining(runs: Path):
 
 @pytest.mark.slow
 def test_workers_share_the_runs_and_train_each_once(runs: Path):
-    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--workers", "2", "--seeds", "2",
-                                 "--lr-factors", "1,0.5", "--epochs", "3", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "confirm",
+            "tiny",
+            "--runs-dir",
+            str(runs),
+            "--workers",
+            "2",
+            "--seeds",
+            "2",
+            "--lr-factors",
+            "1,0.5",
+            "--epochs",
+            "3",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     complete = _units(open_study("tiny", runs))
     keys = [t.user_attrs["key"] for t in complete]
     # rung 1: 4 candidates × 2 lrs × 2 seeds for 1 epoch; rung 2: the best 8 // 3 = 2 arms × 2 seeds for 3 epochs
     assert len(keys) == len(set(keys)) == 16 + 4
     assert json.loads(result.stdout)["winner"]["budget"] == 3
-
 
 
 @pytest.mark.slow
@@ -377,8 +498,22 @@ def test_a_unit_queued_twice_is_trained_once_and_the_extra_copy_closed(runs: Pat
 def test_devices_run_one_worker_per_device_and_each_unit_records_its_device(runs: Path):
     """``--devices cpu,cpu``: two workers (this process and a spawned one), each training on its device; every
     unit once, each recording the device it trained on."""
-    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--devices", "cpu,cpu", "--seeds", "4",
-                                 "--batch-size", "16", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "confirm",
+            "tiny",
+            "--runs-dir",
+            str(runs),
+            "--devices",
+            "cpu,cpu",
+            "--seeds",
+            "4",
+            "--batch-size",
+            "16",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     complete = _units(open_study("tiny", runs))
     keys = [t.user_attrs["key"] for t in complete]
@@ -386,7 +521,6 @@ def test_devices_run_one_worker_per_device_and_each_unit_records_its_device(runs
     assert {t.user_attrs["run"]["device"] for t in complete} == {"cpu"}
     workers = {t.user_attrs["worker"] for t in complete}
     assert len(workers) == 2 and f":{os.getpid()}" in " ".join(workers)  # this process and its spawned worker
-
 
 
 @pytest.mark.slow
@@ -413,8 +547,9 @@ def test_a_full_disk_under_confirm_workers_is_one_line_per_process(tmp_path: Pat
 
 @pytest.mark.slow
 def test_confirm_command_json_and_leaderboard(runs: Path):
-    result = runner.invoke(app, ["confirm", "tiny", "--runs-dir", str(runs), "--top-k", "2", "--seeds", "2",
-                                 "--json"])
+    result = runner.invoke(
+        app, ["confirm", "tiny", "--runs-dir", str(runs), "--top-k", "2", "--seeds", "2", "--json"]
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["settings"]["top_k"] == 2 and doc["settings"]["depth"] == 8  # the space's confirm: section
@@ -429,8 +564,11 @@ def test_confirm_command_json_and_leaderboard(runs: Path):
     board = json.loads(runner.invoke(app, ["leaderboard", "tiny", "--runs-dir", str(runs), "--json"]).stdout)
     assert board["calibration"]["spearman"] == doc["calibration"]["score"]["spearman"]
     assert board["calibration"]["seeds"] == doc["calibration"]["seeds"]
-    assert all(0.0 <= r["accuracy"] <= 1.0 and "diverged" in r and r["budget"] == 1
-               for r in board["rows"] if "accuracy" in r)
+    assert all(
+        0.0 <= r["accuracy"] <= 1.0 and "diverged" in r and r["budget"] == 1
+        for r in board["rows"]
+        if "accuracy" in r
+    )
     shown = runner.invoke(app, ["leaderboard", "tiny", "--runs-dir", str(runs)])
     assert "seed to seed: Spearman" in shown.stdout and "winner: " in shown.stdout
 
@@ -448,8 +586,14 @@ def test_confirm_command_json_and_leaderboard(runs: Path):
         (["--min-epochs", "5"], "--min-epochs: must be <= epochs (1), got 5"),
         (["--eta", "1"], "--eta: must be >= 2"),
         (["--devices", "cuda:99"], "--devices: cuda:99: not on this machine, which has "),
-        (["--devices", "cpu,garbage"], "--devices: 'garbage' is not a training device; allowed: cpu, cuda, cuda:N"),
-        (["--devices", "cpu,cpu", "--workers", "3"], "--workers 3 and --devices cpu,cpu (2 devices) disagree"),
+        (
+            ["--devices", "cpu,garbage"],
+            "--devices: 'garbage' is not a training device; allowed: cpu, cuda, cuda:N",
+        ),
+        (
+            ["--devices", "cpu,cpu", "--workers", "3"],
+            "--workers 3 and --devices cpu,cpu (2 devices) disagree",
+        ),
         (["--devices", "cpu", "--device", "cpu"], "--device and --devices: give one"),
     ],
 )
@@ -475,8 +619,9 @@ def test_compile_is_checked_and_leaves_the_unit_key_alone():
 
 def test_a_bad_compile_setting_is_one_error_line(tmp_path: Path):
     (tmp_path / "tiny.yaml").write_text(TINY.replace("lr_factors: [1]}", "lr_factors: [1], compile: maybe}"))
-    result = runner.invoke(app, ["calibrate", "--space", str(tmp_path / "tiny.yaml"), "--runs-dir",
-                                 str(tmp_path / "runs")])
+    result = runner.invoke(
+        app, ["calibrate", "--space", str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs")]
+    )
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error:")
     assert "confirm.compile: must be true or false, got 'maybe'" in result.stderr
@@ -488,16 +633,39 @@ def test_a_bad_compile_setting_is_one_error_line(tmp_path: Path):
 @pytest.mark.slow
 def test_calibrate_command_probes_and_trains_every_candidate(tmp_path: Path):
     (tmp_path / "tiny.yaml").write_text(TINY)
-    result = runner.invoke(app, ["calibrate", "--space", str(tmp_path / "tiny.yaml"), "--runs-dir",
-                                 str(tmp_path / "runs"), "--dataset", "synthetic", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--space",
+            str(tmp_path / "tiny.yaml"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--dataset",
+            "synthetic",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["study"] == "tiny-calibration"
     assert sorted(r["config"] for r in doc["rows"]) == ["bn", "in", "ln", "none", "rms"]
-    assert all(doc["calibration"][q]["n"] == 5 for q in ("score", "activation_growth", "similarity", "grad_ratio"))
+    assert all(
+        doc["calibration"][q]["n"] == 5 for q in ("score", "activation_growth", "similarity", "grad_ratio")
+    )
     units = len(_units(open_study("tiny-calibration", tmp_path / "runs")))
-    table = runner.invoke(app, ["calibrate", "--space", str(tmp_path / "tiny.yaml"), "--runs-dir",
-                                str(tmp_path / "runs"), "--dataset", "synthetic"])
+    table = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--space",
+            str(tmp_path / "tiny.yaml"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--dataset",
+            "synthetic",
+        ],
+    )
     assert table.exit_code == 0 and "Spearman" in table.stdout
     assert len(_units(open_study("tiny-calibration", tmp_path / "runs"))) == units == 5  # nothing retrained
 

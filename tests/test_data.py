@@ -44,8 +44,12 @@ def test_digits_native_and_upsampled():
 
 def test_synthetic_is_seeded_and_learnable():
     first, second = LOADERS["synthetic"](12, "data", False), LOADERS["synthetic"](12, "data", False)
-    assert all(torch.equal(a, b) for a, b in zip(first[0].tensors + first[1].tensors,
-                                                  second[0].tensors + second[1].tensors, strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            first[0].tensors + first[1].tensors, second[0].tensors + second[1].tensors, strict=True
+        )
+    )
     data = load_data("synthetic", resolution=12)
     (x, y), (vx, vy) = data.train.tensors, data.val.tensors
     assert x.shape == (1024, 1, 12, 12) and vx.shape == (256, 1, 12, 12)
@@ -56,7 +60,9 @@ def test_synthetic_is_seeded_and_learnable():
 
 def test_inputs_converts_uint8_and_resizes():
     images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 4, 4).contiguous()
-    data = ImageData("fake", TensorDataset(images, torch.zeros(2)), TensorDataset(images, torch.zeros(2)), 10, 8)
+    data = ImageData(
+        "fake", TensorDataset(images, torch.zeros(2)), TensorDataset(images, torch.zeros(2)), 10, 8
+    )
     out = data.inputs(images)
     assert out.dtype == torch.float32 and out.shape == (2, 3, 8, 8) and data.in_channels == 3
     assert torch.allclose(out[0], torch.full((3, 8, 8), -1.0)) and torch.allclose(out[1], torch.ones(3, 8, 8))

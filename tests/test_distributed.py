@@ -111,9 +111,7 @@ def test_six_processes_opening_a_fresh_database_at_the_same_instant_all_succeed(
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); make_storage(sys.argv[1])"
     )
     processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, pg_url, str(start)], stderr=subprocess.PIPE, text=True
-        )
+        subprocess.Popen([sys.executable, "-c", code, pg_url, str(start)], stderr=subprocess.PIPE, text=True)
         for _ in range(6)
     ]
     errors = [p.communicate(timeout=120)[1] for p in processes]
@@ -199,10 +197,13 @@ def test_a_frozen_workers_trial_is_failed_by_the_heartbeat_and_retried_by_anothe
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert "fail_reason" not in retries[0].user_attrs and "interrupted" not in retries[0].user_attrs
     shown = runner.invoke(app, ["leaderboard", "hb", "--storage", pg_url, "--all", "--top", "100", "--json"])
-    reasons = [row.get("reason") for row in json.loads(shown.stdout)["rows"] if row.get("trial") == victim.number]
+    reasons = [
+        row.get("reason") for row in json.loads(shown.stdout)["rows"] if row.get("trial") == victim.number
+    ]
     assert reasons == [failed.user_attrs["fail_reason"]], reasons
     assert (
-        retries[0].user_attrs["config"] == victim.user_attrs["config"]  # a baseline's params may not be drawn yet
+        retries[0].user_attrs["config"]
+        == victim.user_attrs["config"]  # a baseline's params may not be drawn yet
         and retries[0].user_attrs["worker"] != victim.user_attrs["worker"]
     )
     assert _counted(_load(pg_url, "hb")) == 6
@@ -235,8 +236,11 @@ def test_a_worker_frozen_inside_a_transaction_does_not_block_the_others(pg_url: 
     study = optuna.create_study(study_name="locked", storage=make_storage(pg_url, heartbeat=1))
     trial = study.ask()
     study._storage.record_heartbeat(trial._trial_id)
-    holder = subprocess.Popen([sys.executable, "-c", FROZEN_IN_A_TRANSACTION, pg_url, str(trial._trial_id)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_IN_A_TRANSACTION, pg_url, str(trial._trial_id)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         time.sleep(2.5)  # the trial is now silent for longer than 2 × heartbeat
@@ -511,8 +515,14 @@ def _running_unit(study: optuna.Study, pid: int) -> optuna.trial.FrozenTrial | N
     queue = companion(study, create=False)
     if queue is None:
         return None
-    return next((t for t in queue.get_trials(states=(TrialState.RUNNING,))
-                 if t.user_attrs.get("worker", "").endswith(f":{pid}")), None)
+    return next(
+        (
+            t
+            for t in queue.get_trials(states=(TrialState.RUNNING,))
+            if t.user_attrs.get("worker", "").endswith(f":{pid}")
+        ),
+        None,
+    )
 
 
 @pytest.mark.slow
@@ -529,10 +539,24 @@ def test_a_confirmation_worker_that_stops_mid_run_is_taken_over(tmp_path: Path, 
 
     url = request.getfixturevalue("pg_url") if kind == "postgresql" else str(tmp_path / "j.log")
     (tmp_path / "s.yaml").write_text(
-        SPACE + "confirm: {top_k: 2, depth: 8, width: 8, epochs: 1, batch_size: 16, lr_factors: [1], seeds: 2}\n"
+        SPACE
+        + "confirm: {top_k: 2, depth: 8, width: 8, epochs: 1, batch_size: 16, lr_factors: [1], seeds: 2}\n"
     )
-    searched = runner.invoke(app, ["run", "--no-confirm", "--space", str(tmp_path / "s.yaml"), "--n-trials", "6",
-                                   "--storage", url, "--runs-dir", str(tmp_path / "runs")])
+    searched = runner.invoke(
+        app,
+        [
+            "run",
+            "--no-confirm",
+            "--space",
+            str(tmp_path / "s.yaml"),
+            "--n-trials",
+            "6",
+            "--storage",
+            url,
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
     assert searched.exit_code == 0, searched.stderr
     study = _load(url, "s") if kind == "postgresql" else _journal(url, "s")
     command = [*CLI, "confirm", "s", "--storage", url, "--heartbeat", "1"]
@@ -569,10 +593,14 @@ def test_a_confirmation_worker_that_stops_mid_run_is_taken_over(tmp_path: Path, 
     units = companion(study, create=False).get_trials()
     failed = units[victim.number]
     worker = victim.user_attrs["worker"]
-    reason = "stopped sending heartbeats (silent over 2 s)" if kind == "postgresql" else "stopped while running it"
+    reason = (
+        "stopped sending heartbeats (silent over 2 s)" if kind == "postgresql" else "stopped while running it"
+    )
     assert failed.state == TrialState.FAIL and failed.user_attrs["interrupted"] is True
-    assert failed.user_attrs["fail_reason"] == f"interrupted: {'worker' if kind == 'postgresql' else 'process'} " \
-        f"{worker} {reason}", failed.user_attrs
+    assert (
+        failed.user_attrs["fail_reason"] == f"interrupted: {'worker' if kind == 'postgresql' else 'process'} "
+        f"{worker} {reason}"
+    ), failed.user_attrs
     done = [t for t in units if t.state == TrialState.COMPLETE]
     keys = [t.user_attrs["key"] for t in done]
     assert len(keys) == len(set(keys)) == len({t.user_attrs["key"] for t in units})  # every unit, once each
@@ -588,5 +616,7 @@ def test_a_confirmation_worker_that_stops_mid_run_is_taken_over(tmp_path: Path, 
 
 
 def _journal(path: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(path)))
+    return optuna.load_study(
+        study_name=name,
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path)),
+    )

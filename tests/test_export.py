@@ -563,7 +563,15 @@ def test_exported_core_is_the_library_source():
             name = CORE_FUNCTIONS[kernel].__name__
             assert f"self._norm = compile_core({name}) if compile else {name}" in source, cfg.spec()
         seen |= {node.name for node in definitions}
-    assert {"folded_norm", "evo_b0_norm", "stepwise_norm", "Folded", "EvoB0", "Moments", "compile_core"} <= seen
+    assert {
+        "folded_norm",
+        "evo_b0_norm",
+        "stepwise_norm",
+        "Folded",
+        "EvoB0",
+        "Moments",
+        "compile_core",
+    } <= seen
     assert {"WeightNormConv2d", "ScaledStdConv2d", "group_moments", "row_sums"} <= seen
 
 

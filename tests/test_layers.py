@@ -45,7 +45,10 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
     """Line numbers of the statements under ``if TYPE_CHECKING:``."""
     lines: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+        if (
+            isinstance(node, ast.If)
+            and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+        ):
             for child in node.body:
                 lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
     return lines
@@ -84,7 +87,9 @@ def unit_graph() -> dict[str, set[str]]:
         if unit is None:
             continue
         found = imports(path.read_text(encoding="utf-8"), _module(path), package=path.name == "__init__.py")
-        graph.setdefault(unit, set()).update(target for target in map(_unit, found) if target not in (None, unit))
+        graph.setdefault(unit, set()).update(
+            target for target in map(_unit, found) if target not in (None, unit)
+        )
     return graph
 
 
@@ -121,12 +126,20 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_reader_sees_function_level_imports_and_skips_type_checking_ones() -> None:
-    source = ("import optuna\nfrom . import select\n\ndef f():\n    from ..leaderboard import build_rows\n"
-              "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..cli import app\n")
+    source = (
+        "import optuna\nfrom . import select\n\ndef f():\n    from ..leaderboard import build_rows\n"
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..cli import app\n"
+    )
     assert imports(source, "normsearch.confirm.x") == {
-        "normsearch.confirm", "normsearch.confirm.select", "normsearch.leaderboard", "normsearch.leaderboard.build_rows"}
+        "normsearch.confirm",
+        "normsearch.confirm.select",
+        "normsearch.leaderboard",
+        "normsearch.leaderboard.build_rows",
+    }
     assert imports("from .results import a\n", "normsearch.confirm", package=True) == {
-        "normsearch.confirm.results", "normsearch.confirm.results.a"}
+        "normsearch.confirm.results",
+        "normsearch.confirm.results.a",
+    }
 
 
 def test_cycles_are_found() -> None:

@@ -28,10 +28,17 @@ WEIGHTS = {"activation_growth": 1.0, "similarity": 2.0, "grad_ratio": 0.5, "step
 def _complete(config: str, scores: list[float], **attrs) -> optuna.trial.FrozenTrial:
     """A finished trial with these probe scores (growth, similarity, grad ratio, step loss ratio), valued as
     the search does."""
-    probe = {"blocks": 4, "unstable": attrs.pop("unstable", False), "reason": None,
-             **dict(zip(SCORES, scores, strict=True))}
-    return create_trial(state=TrialState.COMPLETE, values=objective_values(probe),
-                        user_attrs={"config": config, "baseline": False, "probe": probe, **attrs})
+    probe = {
+        "blocks": 4,
+        "unstable": attrs.pop("unstable", False),
+        "reason": None,
+        **dict(zip(SCORES, scores, strict=True)),
+    }
+    return create_trial(
+        state=TrialState.COMPLETE,
+        values=objective_values(probe),
+        user_attrs={"config": config, "baseline": False, "probe": probe, **attrs},
+    )
 
 
 def _make_study(runs: Path, name: str = "hand") -> optuna.Study:
@@ -46,7 +53,9 @@ def _make_study(runs: Path, name: str = "hand") -> optuna.Study:
         _complete("ln", [0.05, 0.90, 1.2, 0.55], baseline=True, baseline_name="ln"),  # 1
         _complete("bn", [0.10, 0.50, 2.0, 0.6], duplicate_of=0),  # 2: a repeat of trial 0
         _complete("none", [100.0, 1.0, 1e6, 1e6], unstable=True),  # 3
-        create_trial(state=TrialState.FAIL, user_attrs={"config": "gn:group_size=3", "fail_reason": "does not fit"}),
+        create_trial(
+            state=TrialState.FAIL, user_attrs={"config": "gn:group_size=3", "fail_reason": "does not fit"}
+        ),
         _complete("gn:group_size=4", [0.20, 0.95, 8.0, 0.97]),  # 5: worse than ln on every score
         _complete("in", [0.08, 0.30, 30.0, 0.7]),  # 6
         create_trial(state=TrialState.WAITING, user_attrs={"config": "bgn"}),  # 7: not run yet
@@ -90,7 +99,9 @@ def test_columns_keep_the_probe_scores_and_decay_scores_like_growth(tmp_path: Pa
     study = optuna.create_study(study_name="two", storage=storage, directions=DIRECTIONS)
     study.set_user_attr("weights", WEIGHTS)
     study.add_trial(_complete("grows", [0.3, 0.4, 5.0, 0.8]))
-    study.add_trial(_complete("vanishes", [-0.3, 0.4, 0.2, 0.8]))  # variance and early gradients decay instead
+    study.add_trial(
+        _complete("vanishes", [-0.3, 0.4, 0.2, 0.8])
+    )  # variance and early gradients decay instead
     study.add_trial(_complete("level", [0.01, 0.45, 1.1, 0.8]))
     rows = {row["config"]: row for row in build_rows(study)}
     assert rows["vanishes"]["activation_growth"] == -0.3 and rows["vanishes"]["grad_ratio"] == 0.2
@@ -137,7 +148,9 @@ def test_leaderboard_and_runs_commands(tmp_path: Path, monkeypatch: pytest.Monke
     assert "winner: bn (trial 0), 90.0%" in out
     assert "trial 4 (gn:group_size=3): does not fit" in out
     top = runner.invoke(app, ["leaderboard", "--top", "2", "--json"])
-    assert [row["config"] for row in json.loads(top.stdout)["rows"]] == [r["config"] for r in build_rows(study)[:2]]
+    assert [row["config"] for row in json.loads(top.stdout)["rows"]] == [
+        r["config"] for r in build_rows(study)[:2]
+    ]
     bad = runner.invoke(app, ["leaderboard", "hand", "--sort", "speed"])
     assert bad.exit_code == 2
     assert "--sort: 'speed' is not a field; allowed: trained, score, activation_growth" in bad.stderr
@@ -149,7 +162,9 @@ def test_leaderboard_and_runs_commands(tmp_path: Path, monkeypatch: pytest.Monke
     assert empty.exit_code == 2 and "no studies under elsewhere/" in empty.stderr
 
 
-def test_rows_keep_their_key_order_and_a_study_without_a_schema_version_reads_as_version_1(tmp_path: Path) -> None:
+def test_rows_keep_their_key_order_and_a_study_without_a_schema_version_reads_as_version_1(
+    tmp_path: Path,
+) -> None:
     """The ``--json`` rows as before the typed records: ROW_KEYS first, objectives only on scored rows, the
     stds last; a study written before the schema version was stored (``_make_study`` stores none) reads."""
     study = _make_study(tmp_path / "runs")
@@ -159,14 +174,26 @@ def test_rows_keep_their_key_order_and_a_study_without_a_schema_version_reads_as
     tail = ["baseline_name", "unstable", "reason", "samples", "seconds", "params"]
     assert list(rows["COMPLETE"]) == [*ROW_KEYS, "objectives", *tail, *(f"{name}_std" for name in SCORES)]
     assert list(rows["FAIL"]) == [*ROW_KEYS, *tail]
-    assert list(ROW_KEYS) == ["rank", "trial", "config", "baseline", "pareto", "state", *SCORES, "score", "rejected"]
+    assert list(ROW_KEYS) == [
+        "rank",
+        "trial",
+        "config",
+        "baseline",
+        "pareto",
+        "state",
+        *SCORES,
+        "score",
+        "rejected",
+    ]
 
 
 @pytest.mark.parametrize("version", [2, 0, "1", None])
 def test_a_study_of_an_unknown_schema_is_refused_in_one_line(tmp_path: Path, version) -> None:
     study = _make_study(tmp_path / "runs")
     study.set_user_attr("schema_version", version)
-    with pytest.raises(IncompatibleStudy, match=rf"study 'hand' holds records of schema version {version!r} "):
+    with pytest.raises(
+        IncompatibleStudy, match=rf"study 'hand' holds records of schema version {version!r} "
+    ):
         check_schema(study)
     result = runner.invoke(app, ["leaderboard", "hand", "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1

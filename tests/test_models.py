@@ -127,7 +127,9 @@ def test_skipinit_makes_identity_blocks_pass_their_input_through() -> None:
 def test_same_seed_same_network() -> None:
     a, b = _model("resnet", "gn", seed=3), _model("resnet", "gn", seed=3)
     c = _model("resnet", "gn", seed=4)
-    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     assert not torch.equal(a.stem.conv.weight, c.stem.conv.weight)
 
 

@@ -322,7 +322,9 @@ def test_inputs_with_fewer_spatial_dims_equal_the_same_values_as_a_map():
     parameter gradients, running estimates (the (N, C, H, W) path is checked against the formula above)."""
     from tests.test_config import _random_configs
 
-    extra = [parse_spec(s) for s in ("frn", "evonorm_s0:groups=8", "evonorm_b0", "in:act=tlu", "bgn:groups=4")]
+    extra = [
+        parse_spec(s) for s in ("frn", "evonorm_s0:groups=8", "evonorm_b0", "in:act=tlu", "bgn:groups=4")
+    ]
     gen = torch.Generator().manual_seed(13)
     for cfg in _random_configs(150, seed=11) + extra:
         for shape, as_map in (((6, 16), (6, 16, 1, 1)), ((6, 16, 5), (6, 16, 5, 1))):
@@ -333,7 +335,11 @@ def test_inputs_with_fewer_spatial_dims_equal_the_same_values_as_a_map():
             mapped = copy.deepcopy(flat)
             x = torch.randn(shape, generator=gen) * 2 + 0.5
             _assert_same_forward_backward(
-                flat, lambda t, m=mapped, s=as_map: m(t.view(s)).view(t.shape), x, gen, msg=f"{cfg.spec()} {shape}"
+                flat,
+                lambda t, m=mapped, s=as_map: m(t.view(s)).view(t.shape),
+                x,
+                gen,
+                msg=f"{cfg.spec()} {shape}",
             )
             for (name, a), b in zip(flat.named_parameters(), mapped.parameters(), strict=True):
                 torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4, msg=f"{cfg.spec()} d{name}")
@@ -351,15 +357,21 @@ def _rows(x, partition, groups):
     """x (N, C, H, W) as a matrix with one row per statistics set; and the inverse map."""
     n, c, h, w = x.shape
     layouts = {
-        "batch": (lambda t: t.permute(1, 0, 2, 3).reshape(c, -1),
-                  lambda r: r.reshape(c, n, h, w).permute(1, 0, 2, 3)),
+        "batch": (
+            lambda t: t.permute(1, 0, 2, 3).reshape(c, -1),
+            lambda r: r.reshape(c, n, h, w).permute(1, 0, 2, 3),
+        ),
         "layer": (lambda t: t.reshape(n, -1), lambda r: r.reshape(n, c, h, w)),
         "instance": (lambda t: t.reshape(n * c, -1), lambda r: r.reshape(n, c, h, w)),
         "group": (lambda t: t.reshape(n * groups, -1), lambda r: r.reshape(n, c, h, w)),
-        "position": (lambda t: t.permute(0, 2, 3, 1).reshape(-1, c),
-                     lambda r: r.reshape(n, h, w, c).permute(0, 3, 1, 2)),
-        "batch_group": (lambda t: t.reshape(n, groups, -1).permute(1, 0, 2).reshape(groups, -1),
-                        lambda r: r.reshape(groups, n, -1).permute(1, 0, 2).reshape(n, c, h, w)),
+        "position": (
+            lambda t: t.permute(0, 2, 3, 1).reshape(-1, c),
+            lambda r: r.reshape(n, h, w, c).permute(0, 3, 1, 2),
+        ),
+        "batch_group": (
+            lambda t: t.reshape(n, groups, -1).permute(1, 0, 2).reshape(groups, -1),
+            lambda r: r.reshape(groups, n, -1).permute(1, 0, 2).reshape(n, c, h, w),
+        ),
     }
     return layouts[partition]
 
@@ -411,8 +423,14 @@ def test_random_configs_match_the_literal_formula():
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3 + 1.0)
         x = torch.randn(4, 16, 3, 3, generator=gen) * 2 + 0.5
         _assert_same_forward_backward(
-            m, lambda t, m=m: _literal_reference(m, t), x, gen,
-            atol=1e-4, grad_atol=2e-4, grad_rtol=1e-3, msg=cfg.spec(),
+            m,
+            lambda t, m=m: _literal_reference(m, t),
+            x,
+            gen,
+            atol=1e-4,
+            grad_atol=2e-4,
+            grad_rtol=1e-3,
+            msg=cfg.spec(),
         )
 
 

@@ -106,7 +106,9 @@ def _position_configs() -> list[NormConfig]:
         (True, False), ("std", "rms", "none"), ("full", "gain", "none"), ("none", "tlu")
     ):
         with contextlib.suppress(ValueError):  # no statistics at all: not a position config
-            configs.append(NormConfig(partition="position", center=center, scale=scale, affine=affine, act=act))
+            configs.append(
+                NormConfig(partition="position", center=center, scale=scale, affine=affine, act=act)
+            )
     return configs
 
 
@@ -139,7 +141,9 @@ def test_dynamic_tanh_backward_matches_finite_differences_and_the_formula(affine
     formula γ · tanh(α · y) + β, channels first and on a tokens layout's channels-first view (strided)."""
     gen = torch.Generator().manual_seed(zlib.crc32(f"{affine}{shape}".encode()))
     if shape == "tokens":
-        y = torch.randn(3, 5, 4, generator=gen, dtype=torch.float64).movedim(-1, 1)  # (N, L, C) seen as (N, C, L)
+        y = torch.randn(3, 5, 4, generator=gen, dtype=torch.float64).movedim(
+            -1, 1
+        )  # (N, L, C) seen as (N, C, L)
     else:
         y = torch.randn(*shape, generator=gen, dtype=torch.float64)
     c = y.shape[1]
@@ -180,7 +184,10 @@ def test_public_primitives_match_the_fused_ones(shape):
     for public, fused in zip(primitives.row_sums(t, x), primitives_aten.row_sums(t, x), strict=True):
         torch.testing.assert_close(public, fused, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(
-        primitives.relu_grad(g, u, out=u.clone()), primitives_aten.relu_grad(g, u, out=u.clone()), rtol=0, atol=0
+        primitives.relu_grad(g, u, out=u.clone()),
+        primitives_aten.relu_grad(g, u, out=u.clone()),
+        rtol=0,
+        atol=0,
     )
     expected = torch.where(u > 0, g, 0.0)
     into_g, into_u = g.clone(), u.clone()  # in place into either input

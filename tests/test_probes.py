@@ -56,7 +56,9 @@ def test_similarity_equals_mean_off_diagonal_cosine_of_the_gram_matrix() -> None
 
 
 def test_variance_is_the_channel_mean_of_unbiased_per_channel_variances() -> None:
-    a = torch.randn(6, 5, 4, 4, generator=torch.Generator().manual_seed(1)) * torch.arange(1, 6).view(1, 5, 1, 1)
+    a = torch.randn(6, 5, 4, 4, generator=torch.Generator().manual_seed(1)) * torch.arange(1, 6).view(
+        1, 5, 1, 1
+    )
     per_channel = [a[:, c].flatten().var(unbiased=True) for c in range(5)]
     assert channel_variance(a).item() == pytest.approx(torch.stack(per_channel).mean().item(), rel=1e-6)
 
@@ -79,8 +81,12 @@ def test_trace_matches_a_hand_instrumented_backward() -> None:
         h.remove()
     assert trace.loss == pytest.approx(loss.item(), rel=1e-6)
     torch.testing.assert_close(trace.variance, torch.stack([channel_variance(a) for a in acts]).double())
-    torch.testing.assert_close(trace.similarity, torch.stack([mean_cosine_similarity(a) for a in acts]).double())
-    torch.testing.assert_close(trace.grad_norm, torch.stack([zs[c].grad.norm() for c in manual.conv_layers()]).double())
+    torch.testing.assert_close(
+        trace.similarity, torch.stack([mean_cosine_similarity(a) for a in acts]).double()
+    )
+    torch.testing.assert_close(
+        trace.grad_norm, torch.stack([zs[c].grad.norm() for c in manual.conv_layers()]).double()
+    )
     assert len(trace.variance) == 4 and len(trace.grad_norm) == 1 + 3 * 2 + 2
 
 
@@ -115,7 +121,8 @@ def test_grad_ratio_skips_the_zero_gradients_of_skipinit_branches() -> None:
     assert torch.all(trace.grad_norm[zero] == 0) and torch.all(trace.grad_norm[[0, 4, 7]] > 0)
     last = max(i for i in range(len(convs)) if i not in zero)
     assert score(trace, (trace.loss, trace.loss)).grad_ratio == pytest.approx(
-        (trace.grad_norm[0] / trace.grad_norm[last]).item())
+        (trace.grad_norm[0] / trace.grad_norm[last]).item()
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,8 +174,14 @@ def test_result_schema_and_spec_forms() -> None:
     assert result.spec == as_config("gn:group_size=2").spec()
     assert runner.run(as_config("gn:group_size=2")).similarity == result.similarity
     doc = json.loads(json.dumps(result.to_dict(), allow_nan=False))
-    for key, kind in (("activation_growth", float), ("similarity", float), ("grad_ratio", float),
-                      ("unstable", bool), ("seconds", float), ("spec", str)):
+    for key, kind in (
+        ("activation_growth", float),
+        ("similarity", float),
+        ("grad_ratio", float),
+        ("unstable", bool),
+        ("seconds", float),
+        ("spec", str),
+    ):
         assert isinstance(doc[key], kind)
     assert len(doc["curves"]["variance"]) == len(doc["curves"]["similarity"]) == 4
     assert len(doc["curves"]["grad_norm"]) == 9
@@ -190,7 +203,10 @@ def test_overflowing_input_is_unstable_with_finite_scores() -> None:
     scores = score(trace, (trace.loss, math.nan))
     assert scores.reason is not None and "non-finite" in scores.reason
     assert (scores.activation_growth, scores.similarity, scores.grad_ratio) == (
-        UNSTABLE_GROWTH, UNSTABLE_SIMILARITY, UNSTABLE_GRAD_RATIO)
+        UNSTABLE_GROWTH,
+        UNSTABLE_SIMILARITY,
+        UNSTABLE_GRAD_RATIO,
+    )
     assert all(math.isfinite(v) for curve in scores.curves.values() for v in curve)
 
 
@@ -210,7 +226,9 @@ def test_deep_weight_normalized_resnet_overflows_into_an_unstable_result() -> No
 def test_collapsed_network_is_unstable() -> None:
     # The paper's CNN halves 16 px four times: instance statistics of a 1×1 map are constant.
     # Its output no longer depends on the input: the variance drops to rounding noise and no gradient flows.
-    result = ProbeRunner(ProbeSettings(model="cnn", depth=5, width=4, batch_size=4, seeds=1, resolution=16)).run("in")
+    result = ProbeRunner(
+        ProbeSettings(model="cnn", depth=5, width=4, batch_size=4, seeds=1, resolution=16)
+    ).run("in")
     variance = result.curves["variance"]
     assert variance[-2] < 1e-9 * variance[0] and variance[-1] < 1e-9 * variance[0]
     assert result.unstable and "no gradient reaches any conv" in result.reason
@@ -219,8 +237,12 @@ def test_collapsed_network_is_unstable() -> None:
 
 def test_dead_activations_are_a_collapse_not_a_log_of_zero() -> None:
     ones = torch.ones(4, dtype=torch.float64)
-    dead = Trace(variance=torch.tensor([1.0, 2.0, 0.0, 0.0], dtype=torch.float64), similarity=ones / 2,
-                 grad_norm=ones, loss=2.3)
+    dead = Trace(
+        variance=torch.tensor([1.0, 2.0, 0.0, 0.0], dtype=torch.float64),
+        similarity=ones / 2,
+        grad_norm=ones,
+        loss=2.3,
+    )
     scores = score(dead, (2.3, 2.0))
     assert scores.reason == "activations collapse to a constant at block 2"
     assert scores.activation_growth == UNSTABLE_GROWTH
@@ -245,7 +267,8 @@ def test_the_step_probe_takes_exactly_the_first_step_of_torch_sgd() -> None:
         assert after == pytest.approx(float(F.cross_entropy(twin(x), y)), rel=1e-5)
     unchanged = _twin("gn:groups=4")
     assert loss_after_step(unchanged, x, y, trace_network(unchanged, x, y).parameter_grads, lr=0.0) == (
-        pytest.approx(before))
+        pytest.approx(before)
+    )
 
 
 # The network the shipped spaces probe and confirmation trains: ResNet-14, width 32, 8 px digits, batch 64.
@@ -271,7 +294,10 @@ def test_a_step_that_overflows_is_unstable_and_leaves_the_init_scores_alone() ->
     assert huge.unstable and huge.reason == "seed 0: non-finite loss after one SGD step"
     assert huge.step_loss_ratio == UNSTABLE_STEP_LOSS_RATIO
     assert (huge.activation_growth, huge.similarity, huge.grad_ratio) == (
-        normal.activation_growth, normal.similarity, normal.grad_ratio)
+        normal.activation_growth,
+        normal.similarity,
+        normal.grad_ratio,
+    )
     json.dumps(huge.to_dict(), allow_nan=False)
 
 
@@ -294,7 +320,9 @@ def test_group_size_raises_similarity_and_lowers_the_gradient_ratio(settings: Pr
     similarity = [r.similarity for r in results]
     grad_ratio = [r.grad_ratio for r in results]
     assert similarity == sorted(similarity) and len(set(similarity)) == len(similarity), similarity
-    assert grad_ratio == sorted(grad_ratio, reverse=True) and len(set(grad_ratio)) == len(grad_ratio), grad_ratio
+    assert grad_ratio == sorted(grad_ratio, reverse=True) and len(set(grad_ratio)) == len(grad_ratio), (
+        grad_ratio
+    )
     assert grad_ratio[0] > 4 * grad_ratio[-1]  # instance norm: gradients blow up towards the input
 
 
@@ -323,7 +351,9 @@ def test_resnet_without_skipinit_activation_norms_grow_linearly_parametric_ones_
     runner = ProbeRunner(GROWTH)
     linear = {spec: runner.run(spec) for spec in ACTIVATION_NORMS}
     exponential = {spec: runner.run(spec) for spec in PARAMETRIC}
-    assert all(_at_most_linear(r) for r in linear.values()), {s: _normalized_variance(r) for s, r in linear.items()}
+    assert all(_at_most_linear(r) for r in linear.values()), {
+        s: _normalized_variance(r) for s, r in linear.items()
+    }
     assert all(_exponential(r) and not _at_most_linear(r) for r in exponential.values())
     worst_linear = max(r.activation_growth for r in linear.values())
     assert min(r.activation_growth for r in exponential.values()) > 4 * worst_linear
@@ -353,8 +383,16 @@ def test_cli_json_is_one_document_with_the_issue_schema() -> None:
     doc = json.loads(out.stdout)
     assert [r["spec"] for r in doc["results"]] == ["bn", "gn:groups=4"]
     for r in doc["results"]:
-        assert set(r) >= {"spec", "activation_growth", "similarity", "grad_ratio", "step_loss_ratio", "unstable",
-                          "curves", "seconds"}
+        assert set(r) >= {
+            "spec",
+            "activation_growth",
+            "similarity",
+            "grad_ratio",
+            "step_loss_ratio",
+            "unstable",
+            "curves",
+            "seconds",
+        }
         assert set(r["curves"]) == {"variance", "similarity", "grad_norm"}
     assert doc["settings"]["depth"] == 8 and doc["settings"]["lr"] == 0.1
     reference = ProbeRunner(ProbeSettings(depth=8, width=8, batch_size=8, seeds=1, resolution=8)).run("bn")

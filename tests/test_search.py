@@ -46,7 +46,9 @@ TINY = (
     "  group_size: {when: {partition: group}, choices: [2, 4]}\n"
     "  center: {choices: [true, false]}\n" + PROBE
 )
-ENDLESS = TINY.replace(PROBE, "  eps: {low: 1.0e-6, high: 1.0e-2, log: true}\n" + PROBE)  # no repeats: real probes
+ENDLESS = TINY.replace(
+    PROBE, "  eps: {low: 1.0e-6, high: 1.0e-2, log: true}\n" + PROBE
+)  # no repeats: real probes
 CLI = [sys.executable, "-c", "from normsearch.cli import app; app()"]
 
 
@@ -83,8 +85,11 @@ def test_run_stores_baselines_trial_records_and_settings(tiny_study: Path, monke
     study = _study("tiny")
     trials = study.get_trials()
     assert len(trials) == 10 and all(t.state == TrialState.COMPLETE for t in trials)
-    inside = {name: parse_spec(spec).spec() for name, spec in BASELINES.items()
-              if name in ("bn", "ln", "in", "gn C/G=2", "gn C/G=4")}
+    inside = {
+        name: parse_spec(spec).spec()
+        for name, spec in BASELINES.items()
+        if name in ("bn", "ln", "in", "gn C/G=2", "gn C/G=4")
+    }
     baselines = {t.user_attrs["baseline_name"]: t for t in trials if t.user_attrs["baseline"]}
     assert set(baselines) == set(inside)  # exactly the known layers inside the space, enqueued once
     assert all(baselines[name].user_attrs["config"] == spec for name, spec in inside.items())
@@ -102,7 +107,9 @@ def test_run_stores_baselines_trial_records_and_settings(tiny_study: Path, monke
         assert trial.system_attrs["constraints"] == [0.0, rejected]  # the list optuna-dashboard reads
     assert study.user_attrs["probe"]["depth"] == 8
     assert study.user_attrs["objectives_version"] == OBJECTIVES_VERSION
-    assert study.user_attrs["probe_matches_confirm"] is False  # PROBE is a ResNet-8, confirm trains a ResNet-14
+    assert (
+        study.user_attrs["probe_matches_confirm"] is False
+    )  # PROBE is a ResNet-8, confirm trains a ResNet-14
     assert study.user_attrs["probe_differs"] == {"depth": {"probe": 8, "confirm": 14}}
     assert study.metric_names == METRIC_NAMES
     assert study.user_attrs["constraints"] == ["unstable", "rejected"]
@@ -118,11 +125,25 @@ def test_leaderboard_json_schema(tiny_study: Path, monkeypatch) -> None:
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["study"] == "tiny" and doc["objectives"] == list(OBJECTIVES)
-    assert doc["probe_matches_confirm"] is False and doc["probe_differs"]["depth"] == {"probe": 8, "confirm": 14}
+    assert doc["probe_matches_confirm"] is False and doc["probe_differs"]["depth"] == {
+        "probe": 8,
+        "confirm": 14,
+    }
     rows = doc["rows"]
-    types = {"rank": int, "trial": int, "config": str, "baseline": bool, "pareto": bool, "state": str,
-             "activation_growth": float, "similarity": float, "grad_ratio": float, "step_loss_ratio": float,
-             "score": float, "rejected": (str, type(None))}
+    types = {
+        "rank": int,
+        "trial": int,
+        "config": str,
+        "baseline": bool,
+        "pareto": bool,
+        "state": str,
+        "activation_growth": float,
+        "similarity": float,
+        "grad_ratio": float,
+        "step_loss_ratio": float,
+        "score": float,
+        "rejected": (str, type(None)),
+    }
     for row in rows:
         for key, kind in types.items():
             assert isinstance(row[key], kind), (key, row)
@@ -136,7 +157,9 @@ def test_leaderboard_json_schema(tiny_study: Path, monkeypatch) -> None:
     assert rows[0]["pareto"]  # the best scalar score is never dominated on all three scores
 
 
-def test_failed_trials_are_recorded_with_their_reason_and_the_run_goes_on(tmp_path: Path, monkeypatch) -> None:
+def test_failed_trials_are_recorded_with_their_reason_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     Path("odd.yaml").write_text(
         "space:\n"
@@ -155,7 +178,9 @@ def test_failed_trials_are_recorded_with_their_reason_and_the_run_goes_on(tmp_pa
     assert any(t.state == TrialState.COMPLETE for t in trials)
     plain = json.loads(runner.invoke(app, ["leaderboard", "odd", "--json"]).stdout)["rows"]
     assert all(row["state"] != "FAIL" for row in plain)
-    every = json.loads(runner.invoke(app, ["leaderboard", "odd", "--json", "--all", "--top", "100"]).stdout)["rows"]
+    every = json.loads(runner.invoke(app, ["leaderboard", "odd", "--json", "--all", "--top", "100"]).stdout)[
+        "rows"
+    ]
     failed_rows = [row for row in every if row["state"] == "FAIL"]
     assert len(failed_rows) == len(failed) and all(row["reason"] for row in failed_rows)
     assert all(row["score"] is None for row in failed_rows) and every[-1]["state"] == "FAIL"
@@ -177,8 +202,16 @@ def test_repeated_configs_reuse_the_first_result(tmp_path: Path, monkeypatch) ->
 
 
 def _record(growth: float = 0.05, ratio: float = 2.0, step: float = 0.8, blocks: int = 7, **kw) -> dict:
-    return {"activation_growth": growth, "similarity": 0.6, "grad_ratio": ratio, "step_loss_ratio": step,
-            "blocks": blocks, "unstable": False, "reason": None, **kw}
+    return {
+        "activation_growth": growth,
+        "similarity": 0.6,
+        "grad_ratio": ratio,
+        "step_loss_ratio": step,
+        "blocks": blocks,
+        "unstable": False,
+        "reason": None,
+        **kw,
+    }
 
 
 def test_objectives_and_filters_on_probe_records() -> None:
@@ -187,15 +220,21 @@ def test_objectives_and_filters_on_probe_records() -> None:
     assert objective_values(_record()) == [0.6, 0.8]
     assert rejection(_record(), lr=0.1) is None
     # ln(7) = 1.95 e-folds over 7 block outputs: 6 · 0.33 = 1.98 explodes, 6 · 0.32 = 1.92 does not
-    assert rejection(_record(growth=0.33), lr=0.1).startswith("activations explode: variance ×7.24 over 7 block")
+    assert rejection(_record(growth=0.33), lr=0.1).startswith(
+        "activations explode: variance ×7.24 over 7 block"
+    )
     assert rejection(_record(growth=0.32), lr=0.1) is None
     assert rejection(_record(growth=-0.4), lr=0.1).startswith("activations collapse: variance ×0.0907")
     assert rejection(_record(step=1.2), lr=0.4) == (
-        "one SGD step at lr 0.4 multiplies the loss by 1.2 (limit 1.05): does not train at this learning rate")
+        "one SGD step at lr 0.4 multiplies the loss by 1.2 (limit 1.05): does not train at this learning rate"
+    )
     assert rejection(_record(step=1.04), lr=0.1) is None
     # 2^6 = 64 either way over 7 block outputs
     assert rejection(_record(ratio=70.0), lr=0.1).startswith("early-layer gradient ×70 of the last conv's")
-    assert rejection(_record(ratio=1 / 70), lr=0.1) is not None and rejection(_record(ratio=60.0), lr=0.1) is None
+    assert (
+        rejection(_record(ratio=1 / 70), lr=0.1) is not None
+        and rejection(_record(ratio=60.0), lr=0.1) is None
+    )
     unstable = _record(unstable=True, reason="seed 1: non-finite loss after one SGD step")
     assert rejection(unstable, lr=0.1) == "unstable at init: seed 1: non-finite loss after one SGD step"
 
@@ -241,8 +280,11 @@ def test_resume_after_a_killed_run_fails_its_running_trial_and_completes_the_bud
     monkeypatch.chdir(tmp_path)
     Path("tiny.yaml").write_text(ENDLESS)
     journal = tmp_path / "runs" / "tiny" / "journal.log"
-    process = subprocess.Popen([*CLI, "run", "--no-confirm", "--space", "tiny.yaml", "--n-trials", "500"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*CLI, "run", "--no-confirm", "--space", "tiny.yaml", "--n-trials", "500"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in _journal_trials(journal)) >= 2, process)
         lock = Path(f"{journal}.lock")
@@ -280,17 +322,28 @@ def test_a_lock_left_by_a_writer_killed_mid_write_is_broken_after_the_grace_peri
     """A process that dies inside a journal write leaves ``journal.log.lock``. With a relative runs dir the
     next run once spun forever on that lock (a dangling relative link); it must break it after the grace."""
     (tmp_path / "tiny.yaml").write_text(TINY)
-    command = [*CLI[:2], "import normsearch.storage as s; s.LOCK_GRACE_S = 3; from normsearch.cli import app; app()",
-               "run", "--no-confirm", "--space", "tiny.yaml", "--runs-dir", "runs"]
+    command = [
+        *CLI[:2],
+        "import normsearch.storage as s; s.LOCK_GRACE_S = 3; from normsearch.cli import app; app()",
+        "run",
+        "--no-confirm",
+        "--space",
+        "tiny.yaml",
+        "--runs-dir",
+        "runs",
+    ]
     subprocess.run([*command, "--n-trials", "2"], cwd=tmp_path, check=True, capture_output=True, timeout=120)
-    die_mid_write = ("import os; from normsearch.storage import open_study; study = open_study('tiny', 'runs'); "
-                     "os.fsync = lambda fd: os._exit(9); study.set_user_attr('x', 1)")
+    die_mid_write = (
+        "import os; from normsearch.storage import open_study; study = open_study('tiny', 'runs'); "
+        "os.fsync = lambda fd: os._exit(9); study.set_user_attr('x', 1)"
+    )
     crashed = subprocess.run([sys.executable, "-c", die_mid_write], check=False, cwd=tmp_path, timeout=120)
     lock = tmp_path / "runs" / "tiny" / "journal.log.lock"
     assert crashed.returncode == 9 and lock.is_symlink()
     started = time.monotonic()
-    done = subprocess.run([*command, "--n-trials", "4"], check=False, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [*command, "--n-trials", "4"], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started >= 3  # it waited out the grace period, then went on
     assert not lock.is_symlink()
@@ -316,8 +369,12 @@ def test_ctrl_c_stops_after_the_running_trial_and_exits_130(tmp_path: Path, monk
     monkeypatch.chdir(tmp_path)
     Path("tiny.yaml").write_text(TINY)
     journal = tmp_path / "runs" / "tiny" / "journal.log"
-    process = subprocess.Popen([*CLI, "run", "--no-confirm", "--space", "tiny.yaml", "--n-trials", "500"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*CLI, "run", "--no-confirm", "--space", "tiny.yaml", "--n-trials", "500"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for(lambda: sum(t.state == TrialState.COMPLETE for t in _journal_trials(journal)) >= 2, process)
         process.send_signal(signal.SIGINT)
@@ -338,7 +395,9 @@ def test_two_workers_share_one_journal_without_losing_trials(tmp_path: Path, mon
     every = _study("tiny").get_trials()  # beside the 12: a surplus one if both took the last slot at once
     trials = [t for t in every if not t.user_attrs.get("surplus")]
     assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
-    assert all(t.state == TrialState.PRUNED for t in every if t.user_attrs.get("surplus")) and len(every) <= 13
+    assert (
+        all(t.state == TrialState.PRUNED for t in every if t.user_attrs.get("surplus")) and len(every) <= 13
+    )
     # the spawned workers ran them, not this process (when one worker starts late, the other may take all 12)
     workers = {t.user_attrs["worker"] for t in trials}
     assert 1 <= len(workers) <= 2 and str(os.getpid()) not in {w.split(":")[1] for w in workers}
@@ -360,33 +419,51 @@ def test_resuming_with_other_probe_settings_is_refused(tmp_path: Path, monkeypat
     Path("tiny.yaml").write_text(TINY)
     _run("--space", "tiny.yaml", "--n-trials", "2", "--study", "s")
     Path("tiny.yaml").write_text(TINY.replace("depth: 8", "depth: 14"))
-    result = runner.invoke(app, ["run", "--no-confirm", "--space", "tiny.yaml", "--n-trials", "4", "--study", "s"])
+    result = runner.invoke(
+        app, ["run", "--no-confirm", "--space", "tiny.yaml", "--n-trials", "4", "--study", "s"]
+    )
     assert result.exit_code == 2
     assert "study 's' was probed with other settings (probe.depth: 8 → 14)" in result.stderr
     assert _counted(_study("s")) == 2
 
 
-def test_a_study_scored_with_older_objectives_is_refused_and_left_unchanged(tmp_path: Path, monkeypatch) -> None:
+def test_a_study_scored_with_older_objectives_is_refused_and_left_unchanged(
+    tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     Path("tiny.yaml").write_text(TINY)
     journal = tmp_path / "runs" / "old" / "journal.log"
     journal.parent.mkdir(parents=True)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    old = optuna.create_study(study_name="old", storage=storage, directions=["minimize"] * 3)  # as version 1 made it
+    old = optuna.create_study(
+        study_name="old", storage=storage, directions=["minimize"] * 3
+    )  # as version 1 made it
     old.set_user_attr("probe", {"depth": 8})
     old.set_user_attr("objectives", ["activation_growth", "similarity", "grad_ratio"])
-    old.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[0.1, 0.5, 2.0],
-                                            user_attrs={"config": "bn", "probe": {"blocks": 4}}))
+    old.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.COMPLETE,
+            values=[0.1, 0.5, 2.0],
+            user_attrs={"config": "bn", "probe": {"blocks": 4}},
+        )
+    )
     before = journal.read_bytes()
-    expected = ("error: study 'old' was scored with older objectives (version 1: activation_growth, similarity, "
-                "grad_ratio); this normsearch scores version 2 (similarity, step_loss_ratio, with filters)")
-    for command in (["run", "--no-confirm", "--space", "tiny.yaml", "--study", "old"], ["leaderboard", "old"],
-                    ["confirm", "old"]):
+    expected = (
+        "error: study 'old' was scored with older objectives (version 1: activation_growth, similarity, "
+        "grad_ratio); this normsearch scores version 2 (similarity, step_loss_ratio, with filters)"
+    )
+    for command in (
+        ["run", "--no-confirm", "--space", "tiny.yaml", "--study", "old"],
+        ["leaderboard", "old"],
+        ["confirm", "old"],
+    ):
         result = runner.invoke(app, command)
         assert result.exit_code == 2, (command, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and " ".join(lines[0].split()).startswith(expected), result.stderr
-    assert journal.read_bytes() == before and sorted(p.name for p in journal.parent.iterdir()) == ["journal.log"]
+    assert journal.read_bytes() == before and sorted(p.name for p in journal.parent.iterdir()) == [
+        "journal.log"
+    ]
 
 
 def test_trials_and_study_are_stored_as_the_typed_records(tiny_study: Path, monkeypatch) -> None:
@@ -402,7 +479,9 @@ def test_trials_and_study_are_stored_as_the_typed_records(tiny_study: Path, monk
         assert record.config == trial.user_attrs["config"] and record.worker == trial.user_attrs["worker"]
 
 
-def test_a_study_of_an_unknown_record_schema_is_refused_and_left_unchanged(tmp_path: Path, monkeypatch) -> None:
+def test_a_study_of_an_unknown_record_schema_is_refused_and_left_unchanged(
+    tmp_path: Path, monkeypatch
+) -> None:
     """A study written by a newer normsearch: one error line and exit 2 on resume and on every read, nothing
     written."""
     monkeypatch.chdir(tmp_path)
@@ -411,10 +490,17 @@ def test_a_study_of_an_unknown_record_schema_is_refused_and_left_unchanged(tmp_p
     _study("new").set_user_attr("schema_version", SCHEMA_VERSION + 1)
     journal = tmp_path / "runs" / "new" / "journal.log"
     before = journal.read_bytes()
-    expected = (f"error: study 'new' holds records of schema version {SCHEMA_VERSION + 1} (written by normsearch "
-                f"{__version__}); this normsearch reads versions 1 to {SCHEMA_VERSION}")
-    for command in (["run", "--no-confirm", "--space", "tiny.yaml", "--study", "new", "--n-trials", "4"],
-                    ["leaderboard", "new"], ["confirm", "new"], ["report", "new", "-o", "page"], ["export", "new"]):
+    expected = (
+        f"error: study 'new' holds records of schema version {SCHEMA_VERSION + 1} (written by normsearch "
+        f"{__version__}); this normsearch reads versions 1 to {SCHEMA_VERSION}"
+    )
+    for command in (
+        ["run", "--no-confirm", "--space", "tiny.yaml", "--study", "new", "--n-trials", "4"],
+        ["leaderboard", "new"],
+        ["confirm", "new"],
+        ["report", "new", "-o", "page"],
+        ["export", "new"],
+    ):
         result = runner.invoke(app, command)
         assert result.exit_code == 2, (command, result.stderr)
         lines = result.stderr.strip().splitlines()
@@ -426,7 +512,9 @@ def test_run_says_when_the_probes_do_not_see_the_trained_network(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     Path("tiny.yaml").write_text(TINY)
     differs = _run("--space", "tiny.yaml", "--n-trials", "1")
-    assert "note: the probes do not see the trained network (probe vs confirm: depth 8 vs 14)" in differs.stderr
+    assert (
+        "note: the probes do not see the trained network (probe vs confirm: depth 8 vs 14)" in differs.stderr
+    )
     Path("same.yaml").write_text(TINY + "confirm: {depth: 8}\n")
     same = _run("--space", "same.yaml", "--n-trials", "1")
     assert "do not see the trained network" not in same.stderr
@@ -436,7 +524,9 @@ def test_run_says_when_the_probes_do_not_see_the_trained_network(tmp_path: Path,
 def test_any_optuna_url_or_journal_path_as_storage(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     Path("tiny.yaml").write_text(TINY)
-    _run("--space", "tiny.yaml", "--n-trials", "2", "--study", "db", "--storage", f"sqlite:///{tmp_path}/x.db")
+    _run(
+        "--space", "tiny.yaml", "--n-trials", "2", "--study", "db", "--storage", f"sqlite:///{tmp_path}/x.db"
+    )
     assert Path("runs/db/storage.txt").read_text().strip() == f"sqlite:///{tmp_path}/x.db"
     assert _counted(optuna.load_study(study_name="db", storage=f"sqlite:///{tmp_path}/x.db")) == 2
     _run("--space", "tiny.yaml", "--n-trials", "2", "--study", "j", "--storage", "elsewhere.log")
@@ -457,7 +547,9 @@ def test_any_optuna_url_or_journal_path_as_storage(tmp_path: Path, monkeypatch) 
 
 def test_run_confirms_candidates_and_the_leaderboard_shows_them(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    Path("c.yaml").write_text(TINY + "confirm: {top_k: 2, explore: 0, depth: 8, width: 8, steps: 3, batch_size: 16}\n")
+    Path("c.yaml").write_text(
+        TINY + "confirm: {top_k: 2, explore: 0, depth: 8, width: 8, steps: 3, batch_size: 16}\n"
+    )
     result = runner.invoke(app, ["run", "--space", "c.yaml", "--n-trials", "10"])
     assert result.exit_code == 0, result.stderr
     study = _study("c")
@@ -466,7 +558,9 @@ def test_run_confirms_candidates_and_the_leaderboard_shows_them(tmp_path: Path, 
     best_others = [row["trial"] for row in rows if not row["baseline"]][:2]
     assert confirmed == {row["trial"] for row in rows if row["baseline"]} | set(best_others)
     assert len(confirmed) >= 6  # the five baselines inside the space and at least one other
-    assert "accuracy" in result.stdout and "calibration of the score against confirmed accuracy" in result.stdout
+    assert (
+        "accuracy" in result.stdout and "calibration of the score against confirmed accuracy" in result.stdout
+    )
     assert {row["trial"] for row in rows if "accuracy" in row} == confirmed
     assert all(0 <= row["accuracy"] <= 1 for row in rows if "accuracy" in row)
 
@@ -474,8 +568,10 @@ def test_run_confirms_candidates_and_the_leaderboard_shows_them(tmp_path: Path, 
 def test_unstable_candidate_completes_as_infeasible_and_ranks_last(tmp_path: Path, monkeypatch) -> None:
     # The paper's CNN halves 16 px four times: instance statistics of its 1×1 maps are constant (collapse).
     monkeypatch.chdir(tmp_path)
-    Path("u.yaml").write_text("space:\n  partition: {choices: [instance, batch]}\n"
-                              "probe: {model: cnn, depth: 5, width: 4, batch_size: 4, seeds: 1, resolution: 16}\n")
+    Path("u.yaml").write_text(
+        "space:\n  partition: {choices: [instance, batch]}\n"
+        "probe: {model: cnn, depth: 5, width: 4, batch_size: 4, seeds: 1, resolution: 16}\n"
+    )
     _run("--space", "u.yaml", "--n-trials", "2")
     study = _study("u")
     trials = {t.user_attrs["config"]: t for t in study.get_trials()}
@@ -484,11 +580,16 @@ def test_unstable_candidate_completes_as_infeasible_and_ranks_last(tmp_path: Pat
     assert named_constraints(unstable) == {"unstable": 1.0, "rejected": 1.0}
     assert unstable.user_attrs["probe"]["unstable"] and unstable.user_attrs["probe"]["reason"]
     assert unstable.user_attrs["rejected"].startswith("unstable at init: seed 0: ")
-    assert named_constraints(stable) == {"unstable": 0.0, "rejected": 0.0} and stable.user_attrs["rejected"] is None
+    assert (
+        named_constraints(stable) == {"unstable": 0.0, "rejected": 0.0}
+        and stable.user_attrs["rejected"] is None
+    )
     assert [t.number for t in study.best_trials] == [stable.number]  # Optuna's front skips the infeasible
     rows = json.loads(runner.invoke(app, ["leaderboard", "u", "--json"]).stdout)["rows"]
     assert [(row["config"], row["state"], row["pareto"]) for row in rows] == [
-        ("bn", "COMPLETE", True), ("in", "UNSTABLE", False)]
+        ("bn", "COMPLETE", True),
+        ("in", "UNSTABLE", False),
+    ]
 
 
 NET = (

@@ -101,8 +101,10 @@ BROKEN = {
         "bad.yaml: space.partition: a list of values is not a value: write {choices: [...]}",
     ),
     "variant order": (
-        ("space:\n  partition: {choices: [batch, none]}\n  center:\n    - {choices: [true, false]}\n"
-        "    - {when: {partition: none}, value: false}\n"),
+        (
+            "space:\n  partition: {choices: [batch, none]}\n  center:\n    - {choices: [true, false]}\n"
+            "    - {when: {partition: none}, value: false}\n"
+        ),
         "bad.yaml: space.center[0]: only the last variant may omit when (it is the otherwise case)",
     ),
     "no valid point": (
@@ -119,8 +121,30 @@ def test_broken_file_names_file_key_path_and_what_is_allowed(case: str) -> None:
     assert any(p.startswith(expected) for p in problems), problems
 
 
-PROBE_VALUES = (True, False, 0, 1, 2, -1, 0.0, 0.5, 1.0, 1.5, 1e-5, math.nan, math.inf, "x", "batch", "std", "full",
-                "tlu", "scaled_ws", "tokens", "group", "none")
+PROBE_VALUES = (
+    True,
+    False,
+    0,
+    1,
+    2,
+    -1,
+    0.0,
+    0.5,
+    1.0,
+    1.5,
+    1e-5,
+    math.nan,
+    math.inf,
+    "x",
+    "batch",
+    "std",
+    "full",
+    "tlu",
+    "scaled_ws",
+    "tokens",
+    "group",
+    "none",
+)
 
 
 @pytest.mark.parametrize("option", list(NormConfig.__dataclass_fields__))
@@ -134,17 +158,30 @@ def test_a_space_option_takes_exactly_what_normconfig_takes_with_the_same_words(
             refused = None
         except ValueError as err:
             text = str(err)
-            refused = text.split(" must be ", 1)[1].rsplit(", got ", 1)[0] if text.startswith(f"option '{option}' must be ") else None
+            refused = (
+                text.split(" must be ", 1)[1].rsplit(", got ", 1)[0]
+                if text.startswith(f"option '{option}' must be ")
+                else None
+            )
         assert OPTION_CHECKS[option](value) == refused, (option, value)
-        problems = [] if refused is None else _problems(f"space:\n  {option}: {{choices: [{value!r}]}}\n".replace("'", ""))
-        assert refused is None or problems[0].startswith(f"bad.yaml: space.{option}.choices[0]: must be {refused}, got ")
+        problems = (
+            []
+            if refused is None
+            else _problems(f"space:\n  {option}: {{choices: [{value!r}]}}\n".replace("'", ""))
+        )
+        assert refused is None or problems[0].startswith(
+            f"bad.yaml: space.{option}.choices[0]: must be {refused}, got "
+        )
 
 
 def test_the_range_options_are_normconfigs_numeric_ones() -> None:
     assert RANGE_KINDS == {"groups": "int", "group_size": "int", "eps": "float", "momentum": "float"}
-    assert _problems("space:\n  eps: {low: 0.0, high: 0.5}\n") == ["bad.yaml: space.eps.low: must be a number in (0, 1), got 0.0"]
+    assert _problems("space:\n  eps: {low: 0.0, high: 0.5}\n") == [
+        "bad.yaml: space.eps.low: must be a number in (0, 1), got 0.0"
+    ]
     assert _problems("space:\n  partition: batch\n  momentum: {low: 0.5, high: 1.5}\n") == [
-        "bad.yaml: space.momentum.high: must be a number in (0, 1] or null (the default), got 1.5"]
+        "bad.yaml: space.momentum.high: must be a number in (0, 1] or null (the default), got 1.5"
+    ]
 
 
 def test_every_problem_is_reported_not_just_the_first() -> None:
@@ -162,7 +199,9 @@ def test_cli_rejects_a_broken_file_with_exit_2_and_writes_nothing(
     command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    Path("bad.yaml").write_text("space:\n  partition: group\n  groups: {choices: [2, 4, x]}\nprobe: {depth: 1}\n")
+    Path("bad.yaml").write_text(
+        "space:\n  partition: group\n  groups: {choices: [2, 4, x]}\nprobe: {depth: 1}\n"
+    )
     result = runner.invoke(app, [*command, "bad.yaml"])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
@@ -196,7 +235,9 @@ def test_conditional_names_and_first_applicable_variant() -> None:
     for _ in range(200):
         trial = study.ask()
         options = space.sample(trial)
-        cfg = space.config(options)  # every draw is a valid layer: the conditions exclude the bad combinations
+        cfg = space.config(
+            options
+        )  # every draw is a valid layer: the conditions exclude the bad combinations
         if options["partition"] == "none":
             assert (options["center"], options["scale"]) == (False, "none")
             assert set(trial.params) == {"partition"}
@@ -214,7 +255,9 @@ def test_grid_of_groups_space_matches_its_size_and_all_configs_differ() -> None:
     assert space.size() == (len(configs), len(configs))
     assert len(set(configs)) == len(configs)
     n_groups = len(next(p for p in space.params if p.option == "group_size").choices)
-    assert len(configs) == (2 + n_groups) * 2 * 2 * 3  # instance/layer + group sizes, × center × scale × affine
+    assert (
+        len(configs) == (2 + n_groups) * 2 * 2 * 3
+    )  # instance/layer + group sizes, × center × scale × affine
 
 
 def test_params_for_finds_exactly_the_configs_inside_the_space() -> None:
@@ -247,8 +290,10 @@ def test_settings_sections_and_defaults() -> None:
     assert space.probe.depth == space.confirm.depth == 14 and space.search.sampler == "tpe"
     assert space.confirm.top_k == 3
     assert space.weights == ScoreWeights()
-    custom = _space("space:\n  partition: {choices: [batch, layer]}\nobjective: {weights: {grad_ratio: 2}}\n"
-                    "search: {n_trials: 7}\nconfirm: {top_k: 1}\n")
+    custom = _space(
+        "space:\n  partition: {choices: [batch, layer]}\nobjective: {weights: {grad_ratio: 2}}\n"
+        "search: {n_trials: 7}\nconfirm: {top_k: 1}\n"
+    )
     assert custom.weights.grad_ratio == 2.0 and custom.search.n_trials == 7 and custom.confirm.top_k == 1
 
 
@@ -257,9 +302,22 @@ SPACE = "space:\n  partition: {choices: [batch, layer]}\n"
 
 def test_probe_follows_the_confirmation_network_unless_the_probe_section_says_otherwise() -> None:
     default = _space(SPACE)
-    matched = (default.probe.model, default.probe.depth, default.probe.width, default.probe.resolution,
-               default.probe.data, default.probe.lr)
-    assert matched == ("resnet", 14, 32, 8, "digits", 0.1)  # ConfirmSettings(): ResNet-14 on 8 px digits, lr 0.1
+    matched = (
+        default.probe.model,
+        default.probe.depth,
+        default.probe.width,
+        default.probe.resolution,
+        default.probe.data,
+        default.probe.lr,
+    )
+    assert matched == (
+        "resnet",
+        14,
+        32,
+        8,
+        "digits",
+        0.1,
+    )  # ConfirmSettings(): ResNet-14 on 8 px digits, lr 0.1
     assert default.probe_differences() == {}
     custom = _space(SPACE + "confirm: {depth: 8, width: 16, resolution: 12, lr: 0.4, skipinit: true}\n")
     p = custom.probe
@@ -267,7 +325,9 @@ def test_probe_follows_the_confirmation_network_unless_the_probe_section_says_ot
     assert custom.probe_differences() == {}
     overridden = _space(SPACE + "probe: {depth: 20, resolution: 16}\n")
     assert overridden.probe_differences() == {
-        "depth": {"probe": 20, "confirm": 14}, "resolution": {"probe": 16, "confirm": 8}}
+        "depth": {"probe": 20, "confirm": 14},
+        "resolution": {"probe": 16, "confirm": 8},
+    }
     cifar = _space(SPACE + "confirm: {dataset: cifar10}\n")  # nothing is loaded: the native size is known
     assert cifar.probe.resolution == 32 and cifar.probe.data == "digits"
     assert cifar.probe_differences() == {"data": {"probe": "digits", "confirm": "cifar10"}}
@@ -285,9 +345,11 @@ def test_other_confirmation_settings_carry_the_probe_with_them_except_what_the_p
 
 def test_a_confirmation_network_that_cannot_be_built_is_refused_at_load_under_confirm() -> None:
     assert _problems(SPACE + "confirm: {depth: 15}\n") == [
-        "bad.yaml: confirm.depth: must be 6n+2 for resnet (8, 14, 20, 56, 110, ...), got 15"]
+        "bad.yaml: confirm.depth: must be 6n+2 for resnet (8, 14, 20, 56, 110, ...), got 15"
+    ]
     assert _problems(SPACE + "confirm: {depth: 15}\nprobe: {depth: 16}\n")[1] == (
-        "bad.yaml: probe.depth: must be 6n+2 for resnet (8, 14, 20, 56, 110, ...), got 16")
+        "bad.yaml: probe.depth: must be 6n+2 for resnet (8, 14, 20, 56, 110, ...), got 16"
+    )
 
 
 def _probe(a: float = 0.0, s: float = 0.0, g: float = 1.0, r: float = 1.0) -> dict[str, float]:
@@ -303,7 +365,9 @@ def test_score_formula_terms() -> None:
     assert math.isfinite(w.score(_probe(s=1.0, r=0.0), blocks=7))  # caps: identical samples, a zero loss
     two_sided = ScoreWeights(similarity=0.0, step_loss_ratio=0.0, activation_growth=1.0, grad_ratio=2.0)
     assert two_sided.score(_probe(a=0.1, g=math.e), blocks=11) == pytest.approx(0.1 * 10 + 2.0)
-    assert two_sided.score(_probe(a=-0.1, g=1 / math.e), blocks=11) == pytest.approx(0.1 * 10 + 2.0)  # decay too
+    assert two_sided.score(_probe(a=-0.1, g=1 / math.e), blocks=11) == pytest.approx(
+        0.1 * 10 + 2.0
+    )  # decay too
 
 
 def test_shipped_spaces_load_by_name_and_repo_copies_are_identical() -> None:
@@ -336,8 +400,10 @@ def test_space_show_and_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_continuous_draws_have_three_significant_digits_and_stay_in_range() -> None:
-    space = _space("space:\n  partition: batch\n  eps: {low: 1.0e-6, high: 1.0e-2, log: true}\n"
-                   "  momentum: {low: 0.01, high: 0.5}\n")
+    space = _space(
+        "space:\n  partition: batch\n  eps: {low: 1.0e-6, high: 1.0e-2, log: true}\n"
+        "  momentum: {low: 0.01, high: 0.5}\n"
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
     for _ in range(40):
         options = space.sample(study.ask())

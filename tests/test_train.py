@@ -127,7 +127,9 @@ def test_compiled_training_matches_eager():
     data = load_data("digits")
     runs = {}
     for compile_ in (False, True):
-        settings = ConfirmSettings(dataset="digits", model="cnn", steps=12, compile=compile_, **{**FAST, "depth": 3})
+        settings = ConfirmSettings(
+            dataset="digits", model="cnn", steps=12, compile=compile_, **{**FAST, "depth": 3}
+        )
         torch.manual_seed(0)
         model = build_model("cnn", "evonorm_b0", depth=3, width=8, num_classes=10, in_channels=1)
         torch._dynamo.utils.counters.clear()

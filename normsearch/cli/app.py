@@ -39,6 +39,7 @@ RESUME = "completed work is stored: run the same command again to go on"
 if TYPE_CHECKING:
     import optuna
 
+
 class _PlainFlags:
     """On/off flags get no type column in the help: typer draws ``<bool>`` there for a flag without a
     metavar, its own ``--help`` and completion options included."""
@@ -157,8 +158,9 @@ def emit(renderable: Any) -> None:
     out.print(renderable)
 
 
-def open_study_or_fail(name: str | None, runs_dir: str, storage: str | None, heartbeat: int | None = None
-                       ) -> optuna.Study:
+def open_study_or_fail(
+    name: str | None, runs_dir: str, storage: str | None, heartbeat: int | None = None
+) -> optuna.Study:
     """The existing study a command reads (:func:`normsearch.storage.open_study`: ``name`` None is the only
     study in ``storage``, else the latest under ``runs_dir``; ``heartbeat``: seconds between heartbeats on RDB
     storages, None: the default), or one ``error:`` line and exit 2."""

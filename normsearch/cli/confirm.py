@@ -60,8 +60,12 @@ TopK = Annotated[int | None, _flag("top_k", min=0)]
 Explore = Annotated[int | None, _flag("explore", min=0)]
 MinEpochs = Annotated[int | None, _flag("min_epochs")]
 Eta = Annotated[int | None, _flag("eta")]
-LrFactors = Annotated[str | None, typer.Option("--lr-factors", metavar="F,F,...",
-                                               help=f"{_field_help('lr_factors')} (comma-separated, e.g. 1,0.25)")]
+LrFactors = Annotated[
+    str | None,
+    typer.Option(
+        "--lr-factors", metavar="F,F,...", help=f"{_field_help('lr_factors')} (comma-separated, e.g. 1,0.25)"
+    ),
+]
 Random = Annotated[int | None, _flag("random", min=0)]
 Baselines = Annotated[bool | None, _flag("baselines", "--baselines/--no-baselines")]
 Dataset = Annotated[str | None, _flag("dataset")]
@@ -91,12 +95,33 @@ Storage = Annotated[
 JsonOutput = Annotated[
     bool, typer.Option("--json", help="Print one JSON document {study, settings, rows, ...}.")
 ]
-Workers = Annotated[int | None, typer.Option("--workers", min=1, metavar="N", help="Local processes sharing the "
-                                             "runs (through the storage: each claims waiting runs); default 1.")]
-Devices = Annotated[str | None, typer.Option("--devices", metavar="D,D,...", help="One worker per device, each "
-                                             "training on its own: e.g. cuda:0,cuda:1 (cpu,cpu: two on the CPU).")]
-Heartbeat = Annotated[int, typer.Option("--heartbeat", min=1, metavar="S", help="RDB storages: a run silent for "
-                                        "2×S seconds (its machine died or hangs) is failed and trained again.")]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        metavar="N",
+        help="Local processes sharing the runs (through the storage: each claims waiting runs); default 1.",
+    ),
+]
+Devices = Annotated[
+    str | None,
+    typer.Option(
+        "--devices",
+        metavar="D,D,...",
+        help="One worker per device, each training on its own: e.g. cuda:0,cuda:1 (cpu,cpu: two on the CPU).",
+    ),
+]
+Heartbeat = Annotated[
+    int,
+    typer.Option(
+        "--heartbeat",
+        min=1,
+        metavar="S",
+        help="RDB storages: a run silent for "
+        "2×S seconds (its machine died or hangs) is failed and trained again.",
+    ),
+]
 DEVICES = "cpu, cuda, cuda:N"
 
 
@@ -131,8 +156,13 @@ def confirm_settings(stored: Mapping[str, Any] | None, overrides: Mapping[str, A
     return settings
 
 
-def _confirm(study: optuna.Study, settings: ConfirmSettings, space: SearchSpace | None = None,
-             exhaustive: bool = False, helpers: Sequence[Any] = ()) -> None:
+def _confirm(
+    study: optuna.Study,
+    settings: ConfirmSettings,
+    space: SearchSpace | None = None,
+    exhaustive: bool = False,
+    helpers: Sequence[Any] = (),
+) -> None:
     """Confirm in this process; ``helpers``: started worker processes doing the same, joined at the end."""
     try:
         confirm_study(study, settings, space=space, console=stderr, exhaustive=exhaustive)
@@ -156,7 +186,11 @@ def device_list(text: str) -> list[str]:
             device = torch.device(name)
         except RuntimeError:
             device = None
-        if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index is not None):
+        if (
+            device is None
+            or device.type not in ("cpu", "cuda")
+            or (device.type == "cpu" and device.index is not None)
+        ):
             fail(f"--devices: {name!r} is not a training device; allowed: {DEVICES}")
         count = torch.cuda.device_count() if device.type == "cuda" else 1
         if (device.index or 0) >= count:
@@ -176,8 +210,15 @@ def on_device(settings: ConfirmSettings, name: str | None) -> ConfirmSettings:
     return dataclasses.replace(settings, device=device.type)
 
 
-def _worker(name: str, runs_dir: str, storage: str | None, heartbeat: int, settings: ConfirmSettings,
-            exhaustive: bool, device: str | None) -> None:
+def _worker(
+    name: str,
+    runs_dir: str,
+    storage: str | None,
+    heartbeat: int,
+    settings: ConfirmSettings,
+    exhaustive: bool,
+    device: str | None,
+) -> None:
     """A spawned ``--workers`` process: the same confirmation, quietly, on ``device``; the units it claims are
     its share. An expected failure (a full disk, a storage error) is one line naming the worker, and exit 2:
     its unit is queued again by the others. The allocator keeps freed memory (:mod:`normsearch.allocator`)."""
@@ -185,8 +226,12 @@ def _worker(name: str, runs_dir: str, storage: str | None, heartbeat: int, setti
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        confirm_study(open_study(name, runs_dir, storage, heartbeat), on_device(settings, device),
-                      console=Console(file=io.StringIO()), exhaustive=exhaustive)
+        confirm_study(
+            open_study(name, runs_dir, storage, heartbeat),
+            on_device(settings, device),
+            console=Console(file=io.StringIO()),
+            exhaustive=exhaustive,
+        )
     except DatasetUnavailable:  # the parent reports it
         return
     except Exception as err:
@@ -215,8 +260,10 @@ def _worker_devices(workers: int | None, devices: str | None, device: str | None
         fail("--device and --devices: give one (--devices runs one worker per device)")
     names = device_list(devices)
     if workers is not None and workers != len(names):
-        fail(f"--workers {workers} and --devices {devices} ({len(names)} devices) disagree: --devices runs one "
-             "worker per device; leave --workers out")
+        fail(
+            f"--workers {workers} and --devices {devices} ({len(names)} devices) disagree: --devices runs one "
+            "worker per device; leave --workers out"
+        )
     return list(names)
 
 
@@ -228,12 +275,24 @@ def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
     """Trained candidates in leaderboard order (highest budget, then accuracy): accuracy ± spread over seeds,
     budget (epochs), best learning rate, final accuracy, small-batch accuracy and drop, time, throughput."""
     small = any("small_batch" in row["confirm"] for row in rows)
-    grid = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, caption="B baseline",
-                 caption_justify="left")
-    for name, justify in (("#", "right"), ("config", "left"), ("score", "right"), ("accuracy", "right"),
-                          ("±", "right"), ("ep", "right"), ("lr", "right"), ("final", "right"),
-                          *((("small batch", "right"), ("drop pp", "right")) if small else ()),
-                          ("seeds", "right"), ("s", "right"), ("img/s", "right"), ("trial", "right")):
+    grid = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, caption="B baseline", caption_justify="left"
+    )
+    for name, justify in (
+        ("#", "right"),
+        ("config", "left"),
+        ("score", "right"),
+        ("accuracy", "right"),
+        ("±", "right"),
+        ("ep", "right"),
+        ("lr", "right"),
+        ("final", "right"),
+        *((("small batch", "right"), ("drop pp", "right")) if small else ()),
+        ("seeds", "right"),
+        ("s", "right"),
+        ("img/s", "right"),
+        ("trial", "right"),
+    ):
         grid.add_column(name, justify=justify, no_wrap=name == "config")
     for rank, row in enumerate(rows, 1):
         record = row["confirm"]
@@ -244,13 +303,29 @@ def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
         accuracy = Text(flag, style="red") if flag else Text(_pct(record["accuracy"]))
         score = "-" if row["score"] is None else f"{row['score']:.3f}"
         lr = "-" if record["lr"] is None else f"{record['lr']:g}"
-        cells = [str(rank), config, score, accuracy, f"{100 * record['accuracy_std']:.1f}", str(record["budget"]), lr,
-                 _pct(record["final_accuracy"])]
+        cells = [
+            str(rank),
+            config,
+            score,
+            accuracy,
+            f"{100 * record['accuracy_std']:.1f}",
+            str(record["budget"]),
+            lr,
+            _pct(record["final_accuracy"]),
+        ]
         if small:
             sb = record.get("small_batch")
-            cells += [f"{_pct(sb['accuracy'])} (b={sb['batch_size']})", f"{100 * sb['drop']:+.1f}"] if sb else ["-", "-"]
-        cells += [str(len(record["seeds"])), f"{record['seconds']:.1f}", f"{record['images_per_s']:.0f}",
-                  str(row["trial"])]
+            cells += (
+                [f"{_pct(sb['accuracy'])} (b={sb['batch_size']})", f"{100 * sb['drop']:+.1f}"]
+                if sb
+                else ["-", "-"]
+            )
+        cells += [
+            str(len(record["seeds"])),
+            f"{record['seconds']:.1f}",
+            f"{record['images_per_s']:.0f}",
+            str(row["trial"]),
+        ]
         grid.add_row(*cells)
     return grid
 
@@ -259,14 +334,19 @@ def calibration_table(calibration: Mapping[str, Any]) -> Table:
     """Spearman ρ and Kendall τ of each probe quantity against accuracy (+1: ranks exactly as training), and of
     one training seed against another (the ceiling) when there are several seeds."""
     n = calibration["score"]["n"]
-    grid = Table(title=f"calibration against accuracy after {calibration['budget']} epoch(s) (n={n}; +1: same "
-                 "order)", title_justify="left", box=box.SIMPLE_HEAD)
+    grid = Table(
+        title=f"calibration against accuracy after {calibration['budget']} epoch(s) (n={n}; +1: same order)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
     for name in ("probe quantity", "Spearman ρ", "Kendall τ", "n"):
         grid.add_column(name, justify="left" if name == "probe quantity" else "right")
     seeds = calibration["seeds"]
     named = [(name, calibration[name]) for name in QUANTITIES]
     for name, c in named + ([("seed to seed (ceiling)", seeds)] if seeds["pairs"] else []):
-        grid.add_row(name, *("n/a" if c[k] is None else f"{c[k]:+.2f}" for k in ("spearman", "kendall")), str(c["n"]))
+        grid.add_row(
+            name, *("n/a" if c[k] is None else f"{c[k]:+.2f}" for k in ("spearman", "kendall")), str(c["n"])
+        )
     return grid
 
 
@@ -278,13 +358,21 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
     best = winner(rows)
     cost = training_cost(confirmation, len(all_candidates(rows)))
     if json_output:
-        doc = {"study": study.study_name, "settings": dataclasses.asdict(settings), "rows": trained,
-               "calibration": calibration, "winner": best, "training_cost": cost}
+        doc = {
+            "study": study.study_name,
+            "settings": dataclasses.asdict(settings),
+            "rows": trained,
+            "calibration": calibration,
+            "winner": best,
+            "training_cost": cost,
+        }
         typer.echo(json.dumps(doc, indent=2))
         return
-    title = (f"confirmation of {study.study_name}: {settings.dataset}, "
-             f"{network_label(settings.model, settings.depth, settings.width)}, up to {settings.epochs} epochs, "
-             f"batch {settings.batch_size}")
+    title = (
+        f"confirmation of {study.study_name}: {settings.dataset}, "
+        f"{network_label(settings.model, settings.depth, settings.width)}, up to {settings.epochs} epochs, "
+        f"batch {settings.batch_size}"
+    )
     emit(results_table(title, trained))
     if calibration["budget"] is not None:
         emit(calibration_table(calibration))
@@ -294,17 +382,49 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
 
 @command("confirm", epilog="Example: `normsearch confirm groups --top-k 5 --seeds 3`")
 def confirm_command(
-    study_name: Annotated[str | None, typer.Argument(metavar="STUDY", help="Study (default: the latest).")] = None,
-    every: Annotated[bool, typer.Option("--all", help="Train every config at every lr for the final budget "
-                                        "(what exhaustive search costs); gives the exact calibration.")] = False,
-    top_k: TopK = None, explore: Explore = None, min_epochs: MinEpochs = None, eta: Eta = None,
-    lr_factors: LrFactors = None, random: Random = None, baselines: Baselines = None, dataset: Dataset = None,
-    data_dir: DataDir = None, download: Download = None, model: Model = None, depth: Depth = None,
-    width: Width = None, augment: Augment = None, epochs: Epochs = None, steps: Steps = None,
-    batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None, schedule: Schedule = None,
-    seeds: Seeds = None, seed: Seed = None, device: Device = None, threads: Threads = None, amp: Amp = None,
-    compile: Compile = None, small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", storage: Storage = None,
-    workers: Workers = None, devices: Devices = None, heartbeat: Heartbeat = HEARTBEAT_S,
+    study_name: Annotated[
+        str | None, typer.Argument(metavar="STUDY", help="Study (default: the latest).")
+    ] = None,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Train every config at every lr for the final budget "
+            "(what exhaustive search costs); gives the exact calibration.",
+        ),
+    ] = False,
+    top_k: TopK = None,
+    explore: Explore = None,
+    min_epochs: MinEpochs = None,
+    eta: Eta = None,
+    lr_factors: LrFactors = None,
+    random: Random = None,
+    baselines: Baselines = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    download: Download = None,
+    model: Model = None,
+    depth: Depth = None,
+    width: Width = None,
+    augment: Augment = None,
+    epochs: Epochs = None,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    optimizer: Optimizer = None,
+    lr: Lr = None,
+    schedule: Schedule = None,
+    seeds: Seeds = None,
+    seed: Seed = None,
+    device: Device = None,
+    threads: Threads = None,
+    amp: Amp = None,
+    compile: Compile = None,
+    small_batch: SmallBatch = None,
+    runs_dir: RunsDir = "runs",
+    storage: Storage = None,
+    workers: Workers = None,
+    devices: Devices = None,
+    heartbeat: Heartbeat = HEARTBEAT_S,
     json_output: JsonOutput = False,
 ) -> None:
     """Train a study's candidates rung by rung (top-k by score, Pareto-front explorers, baselines, random
@@ -342,16 +462,35 @@ class _Calibration(Reporter):
 
 @command("calibrate", epilog="Example: `normsearch calibrate --space classic --epochs 3`")
 def calibrate_command(
-    space_path: Annotated[str, typer.Option("--space", metavar="FILE", help="Space file or shipped name.")] = "classic",
+    space_path: Annotated[
+        str, typer.Option("--space", metavar="FILE", help="Space file or shipped name.")
+    ] = "classic",
     study_name: Annotated[
         str | None, typer.Option("--study", metavar="NAME", help="Study (default: SPACE-calibration).")
     ] = None,
-    dataset: Dataset = None, data_dir: DataDir = None, download: Download = None, model: Model = None,
-    depth: Depth = None, width: Width = None, augment: Augment = None, epochs: Epochs = None,
-    steps: Steps = None, batch_size: BatchSize = None, optimizer: Optimizer = None, lr: Lr = None,
-    lr_factors: LrFactors = None, schedule: Schedule = None, seeds: Seeds = None, seed: Seed = None,
-    device: Device = None, threads: Threads = None, amp: Amp = None, compile: Compile = None,
-    small_batch: SmallBatch = None, runs_dir: RunsDir = "runs", storage: Storage = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    download: Download = None,
+    model: Model = None,
+    depth: Depth = None,
+    width: Width = None,
+    augment: Augment = None,
+    epochs: Epochs = None,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    optimizer: Optimizer = None,
+    lr: Lr = None,
+    lr_factors: LrFactors = None,
+    schedule: Schedule = None,
+    seeds: Seeds = None,
+    seed: Seed = None,
+    device: Device = None,
+    threads: Threads = None,
+    amp: Amp = None,
+    compile: Compile = None,
+    small_batch: SmallBatch = None,
+    runs_dir: RunsDir = "runs",
+    storage: Storage = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Probe and train every candidate of a space (all presets of classic.yaml) for the final budget at every
@@ -376,8 +515,9 @@ def calibrate_command(
     except SettingsError as err:
         fail(f"probe.{err.path}: {err.message} (from the confirm flags)")
     try:
-        study = search_and_confirm(space, location, exhaustive=True, reporter=_Calibration(space.name),
-                                   console=stderr)
+        study = search_and_confirm(
+            space, location, exhaustive=True, reporter=_Calibration(space.name), console=stderr
+        )
     except SettingsError as err:  # the confirmation data is missing
         fail(err.message)
     except (IncompatibleStudy, StorageError) as err:

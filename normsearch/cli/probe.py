@@ -132,9 +132,7 @@ def probe_command(
     skipinit: bool = setting_option(ProbeSettings, "skipinit", default=_DEFAULTS.skipinit),
     seed: int = setting_option(ProbeSettings, "seed", default=_DEFAULTS.seed),
     lr: float = setting_option(ProbeSettings, "lr", default=_DEFAULTS.lr),
-    json_output: bool = typer.Option(
-        False, "--json", help="Print one JSON document {settings, results}."
-    ),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON document {settings, results}."),
     plot: Annotated[
         Path | None,
         typer.Option(
@@ -179,8 +177,10 @@ def probe_command(
             result = runner.run(cfg)
         except (ValueError, DatasetUnavailable) as err:
             fail(str(err))
-        stderr.print(Text(f"probed {result.spec} ({i}/{len(configs)}) in {result.seconds:.2f} s", style="dim"),
-                     highlight=False)
+        stderr.print(
+            Text(f"probed {result.spec} ({i}/{len(configs)}) in {result.seconds:.2f} s", style="dim"),
+            highlight=False,
+        )
         results.append(result)
     if plot is not None:
         draw_curves(results, settings, plot)

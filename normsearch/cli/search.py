@@ -65,7 +65,9 @@ from .tables import (
     winner_line,
 )
 
-space_app = typer.Typer(cls=PlainFlagsGroup, help="Check, show and list search-space files.", no_args_is_help=True)
+space_app = typer.Typer(
+    cls=PlainFlagsGroup, help="Check, show and list search-space files.", no_args_is_help=True
+)
 app.add_typer(space_app, name="space")
 
 INTERRUPTED = 130
@@ -110,8 +112,15 @@ def _size(space: SearchSpace) -> dict[str, Any]:
 
 
 def _params(space: SearchSpace) -> list[dict[str, Any]]:
-    return [{"option": p.option, "parameter": p.name if p.kind != "fixed" else None, "values": p.describe(),
-             "when": p.condition() or None} for p in space.params]
+    return [
+        {
+            "option": p.option,
+            "parameter": p.name if p.kind != "fixed" else None,
+            "values": p.describe(),
+            "when": p.condition() or None,
+        }
+        for p in space.params
+    ]
 
 
 SpaceFile = Annotated[str, typer.Argument(metavar="FILE", help="Space file or shipped name.")]
@@ -124,8 +133,12 @@ def space_validate(path: SpaceFile, json_output: SpaceJson = False) -> None:
     space = _load(path)
     entries = len(space.params)
     if json_output:
-        typer.echo(json.dumps({"path": path, "valid": True, "name": space.name, "entries": entries,
-                               "size": _size(space)}, indent=2))
+        typer.echo(
+            json.dumps(
+                {"path": path, "valid": True, "name": space.name, "entries": entries, "size": _size(space)},
+                indent=2,
+            )
+        )
         return
     stdout.print(f"{path}: valid ({entries} entries, {_size_text(space)})", highlight=False)
 
@@ -135,10 +148,18 @@ def space_show(path: SpaceFile, json_output: SpaceJson = False) -> None:
     """Print the space as a table (option, Optuna parameter, values, condition) with its size."""
     space = _load(path)
     if json_output:
-        doc = {"name": space.name, "path": space.path, "description": space.description, "size": _size(space),
-               "params": _params(space), "probe": dataclasses.asdict(space.probe),
-               "search": dataclasses.asdict(space.search), "weights": dataclasses.asdict(space.weights),
-               "confirm": dataclasses.asdict(space.confirm), "baselines_inside": _baselines_inside(space)}
+        doc = {
+            "name": space.name,
+            "path": space.path,
+            "description": space.description,
+            "size": _size(space),
+            "params": _params(space),
+            "probe": dataclasses.asdict(space.probe),
+            "search": dataclasses.asdict(space.search),
+            "weights": dataclasses.asdict(space.weights),
+            "confirm": dataclasses.asdict(space.confirm),
+            "baselines_inside": _baselines_inside(space),
+        }
         typer.echo(json.dumps(doc, indent=2))
         return
     columns = [
@@ -147,17 +168,31 @@ def space_show(path: SpaceFile, json_output: SpaceJson = False) -> None:
         Column("values", lambda p: p["values"], justify="left", wraps=True),
         Column("when", lambda p: p["when"] or "", justify="left", wraps=True),
     ]
-    emit(fit_table(columns, _params(space), width=output_width(), title=f"search space {space.name}: "
-                   f"{_size_text(space)}", title_justify="left", box=box.SQUARE, padding=(0, 1), show_edge=True))
+    emit(
+        fit_table(
+            columns,
+            _params(space),
+            width=output_width(),
+            title=f"search space {space.name}: {_size_text(space)}",
+            title_justify="left",
+            box=box.SQUARE,
+            padding=(0, 1),
+            show_edge=True,
+        )
+    )
     probe, search, weights = space.probe, space.search, space.weights
     lines = [
-        (f"probe: {network_label(probe.model, probe.depth, probe.width)}{' skipinit' if probe.skipinit else ''}, "
-         f"batch {probe.batch_size} {probe.data} {probe.resolution}px, {probe.seeds} seed(s) from {probe.seed}"),
+        (
+            f"probe: {network_label(probe.model, probe.depth, probe.width)}{' skipinit' if probe.skipinit else ''}, "
+            f"batch {probe.batch_size} {probe.data} {probe.resolution}px, {probe.seeds} seed(s) from {probe.seed}"
+        ),
         f"search: {search.sampler}, {search.n_trials} trials, seed {search.seed}"
         + (f", timeout {search.timeout:g}s" if search.timeout else ""),
-        (f"score: {weights.similarity:g}·(−ln(1−similarity)) + {weights.step_loss_ratio:g}·ln(step ratio) + "
-         f"{weights.activation_growth:g}·(B−1)·|growth| + {weights.grad_ratio:g}·|ln(grad ratio)|, "
-         f"step at lr {probe.lr:g}"),
+        (
+            f"score: {weights.similarity:g}·(−ln(1−similarity)) + {weights.step_loss_ratio:g}·ln(step ratio) + "
+            f"{weights.activation_growth:g}·(B−1)·|growth| + {weights.grad_ratio:g}·|ln(grad ratio)|, "
+            f"step at lr {probe.lr:g}"
+        ),
         f"baselines inside: {', '.join(_baselines_inside(space)) or 'none'}"
         + ("" if search.baselines else " (not enqueued: search.baselines is false)"),
     ]
@@ -169,9 +204,15 @@ def space_show(path: SpaceFile, json_output: SpaceJson = False) -> None:
 def space_list(json_output: SpaceJson = False) -> None:
     """The spaces shipped with normsearch (usable by name: `--space groups`)."""
     if json_output:
-        spaces = [{"name": name, "size": _size(space), "trials": space.search.n_trials,
-                   "description": space.description} for name, space in
-                  ((name, load_space(name)) for name in shipped_spaces())]
+        spaces = [
+            {
+                "name": name,
+                "size": _size(space),
+                "trials": space.search.n_trials,
+                "description": space.description,
+            }
+            for name, space in ((name, load_space(name)) for name in shipped_spaces())
+        ]
         typer.echo(json.dumps({"spaces": spaces}, indent=2))
         return
     grid = Table(title="shipped search spaces", title_justify="left")
@@ -221,12 +262,16 @@ class _Terminal(Reporter):
     @contextlib.contextmanager
     def searching(self, study: optuna.Study, budget: int, remaining: int) -> Iterator[Callable[[], None]]:
         with _progress() as progress:
-            task_id = progress.add_task(study.study_name, total=budget, completed=budget - remaining,
-                                        best=_best(study))
+            task_id = progress.add_task(
+                study.study_name, total=budget, completed=budget - remaining, best=_best(study)
+            )
 
             def update() -> None:
-                progress.update(task_id, completed=min(budget_used(study, include_running=False), budget),
-                                best=_best(study))
+                progress.update(
+                    task_id,
+                    completed=min(budget_used(study, include_running=False), budget),
+                    best=_best(study),
+                )
 
             yield update
 
@@ -237,7 +282,9 @@ class _Terminal(Reporter):
 
 @command("run", epilog="Example: `normsearch run --space groups` (again: resumes)")
 def run(
-    space_path: str = typer.Option(..., "--space", metavar="FILE", help="Space file, or a shipped space name."),
+    space_path: str = typer.Option(
+        ..., "--space", metavar="FILE", help="Space file, or a shipped space name."
+    ),
     study_name: str | None = typer.Option(
         None, "--study", metavar="NAME", help="Study name (default: the space's file name)."
     ),
@@ -247,14 +294,23 @@ def run(
     timeout: float | None = typer.Option(
         None, "--timeout", min=0, metavar="S", help="Stop starting trials after S seconds."
     ),
-    seed: int | None = typer.Option(None, "--seed", min=0, metavar="N", help="Sampler seed (default: the space's)."),
+    seed: int | None = typer.Option(
+        None, "--seed", min=0, metavar="N", help="Sampler seed (default: the space's)."
+    ),
     storage: str | None = typer.Option(
         None, "--storage", metavar="URL|PATH", help="Optuna storage URL or journal file path."
     ),
     runs_dir: str = typer.Option("runs", "--runs-dir", metavar="DIR", help="Where studies live."),
-    workers: int = typer.Option(1, "--workers", min=1, metavar="N", help="Local processes sharing the study."),
-    heartbeat: int = typer.Option(HEARTBEAT_S, "--heartbeat", min=1, metavar="S",
-                                  help="RDB storages: a trial silent for 2×S seconds is failed and retried."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, metavar="N", help="Local processes sharing the study."
+    ),
+    heartbeat: int = typer.Option(
+        HEARTBEAT_S,
+        "--heartbeat",
+        min=1,
+        metavar="S",
+        help="RDB storages: a trial silent for 2×S seconds is failed and retried.",
+    ),
     top: int = typer.Option(10, "--top", min=1, metavar="N", help="Rows of the final leaderboard."),
     no_confirm: bool = typer.Option(False, "--no-confirm", help="Skip the confirmation training."),
     model: str | None = typer.Option(
@@ -284,8 +340,15 @@ def run(
     except ValueError as err:
         fail(f"--study: {err}")
     try:
-        study = search_and_confirm(space, location, workers=workers, confirm=not no_confirm, interruptible=True,
-                                   reporter=_Terminal(space, location), console=stderr)
+        study = search_and_confirm(
+            space,
+            location,
+            workers=workers,
+            confirm=not no_confirm,
+            interruptible=True,
+            reporter=_Terminal(space, location),
+            console=stderr,
+        )
     except SettingsError as err:  # the confirmation data is missing
         fail(f"{space.path}: {err}")
     except (IncompatibleStudy, StorageError) as err:
@@ -297,11 +360,15 @@ def run(
     except Interrupted as err:
         if err.stage == "search":
             done = budget_used(err.study, include_running=False)
-            _note(f"interrupted after {done}/{space.search.n_trials} trials; the study is saved: run the same "
-                  "command again to resume")
+            _note(
+                f"interrupted after {done}/{space.search.n_trials} trials; the study is saved: run the same "
+                "command again to resume"
+            )
         else:
-            _note(f"confirmation interrupted; what was trained is stored: `normsearch confirm "
-                  f"{err.study.study_name}` or the same run command goes on from there")
+            _note(
+                f"confirmation interrupted; what was trained is stored: `normsearch confirm "
+                f"{err.study.study_name}` or the same run command goes on from there"
+            )
         raise typer.Exit(INTERRUPTED) from None
     rows = build_rows(study)
     if json_output:
@@ -335,13 +402,19 @@ def _report_preparation(prepared: Prepared, space: SearchSpace) -> None:
     differs = space.probe_differences()
     if differs:
         fields = "; ".join(f"{k} {v['probe']} vs {v['confirm']}" for k, v in differs.items())
-        _note(f"note: the probes do not see the trained network (probe vs confirm: {fields}); their scores may "
-              "not predict training")
+        _note(
+            f"note: the probes do not see the trained network (probe vs confirm: {fields}); their scores may "
+            "not predict training"
+        )
     if prepared.space_changed:
-        _note(f"note: the space differs from the one this study started with ({space.path}); stored the new one")
+        _note(
+            f"note: the space differs from the one this study started with ({space.path}); stored the new one"
+        )
     if prepared.stale:
-        _note(f"marked {len(prepared.stale)} trial(s) left running by a stopped process as failed: "
-              f"{', '.join(map(str, prepared.stale))}")
+        _note(
+            f"marked {len(prepared.stale)} trial(s) left running by a stopped process as failed: "
+            f"{', '.join(map(str, prepared.stale))}"
+        )
     if prepared.enqueued:
         _note(f"baselines enqueued: {', '.join(prepared.enqueued)}")
 
@@ -395,12 +468,8 @@ def leaderboard(
         help=f"Sort field; {choices_text(SORT_FIELDS)} (trained: the winner first, see docs/search.md; accuracy: "
         "highest first).",
     ),
-    include_failed: bool = typer.Option(
-        False, "--all", help="Also list failed trials with their reason."
-    ),
-    json_output: bool = typer.Option(
-        False, "--json", help="Print one JSON document {study, rows, ...}."
-    ),
+    include_failed: bool = typer.Option(False, "--all", help="Also list failed trials with their reason."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON document {study, rows, ...}."),
 ) -> None:
     """The ranked candidates of a study: Pareto front ★, probe scores, score, confirmation, baselines."""
     if sort not in SORT_FIELDS:
@@ -442,14 +511,18 @@ def runs(
             _note(f"skipped {runs_dir}/{name}: {err}")
             continue
         rows = [row for row in build_rows(study) if row["state"] == "COMPLETE"]
-        entries.append({
-            "study": name,
-            "space": study.user_attrs.get("space", {}).get("name"),
-            "trials": trial_counts(study),
-            "best": rows[0]["config"] if rows else None,
-            "best_score": rows[0]["score"] if rows else None,
-            "modified": None if modified is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(modified)),
-        })
+        entries.append(
+            {
+                "study": name,
+                "space": study.user_attrs.get("space", {}).get("name"),
+                "trials": trial_counts(study),
+                "best": rows[0]["config"] if rows else None,
+                "best_score": rows[0]["score"] if rows else None,
+                "modified": None
+                if modified is None
+                else time.strftime("%Y-%m-%d %H:%M", time.localtime(modified)),
+            }
+        )
     if json_output:
         where = {"runs_dir": str(runs_dir)} if storage is None else {"storage": masked(storage)}
         typer.echo(json.dumps({**where, "runs": entries}, indent=2))
@@ -463,5 +536,13 @@ def runs(
         Column("modified", lambda e: e["modified"] or "-", 3, "left"),
         Column("best config", lambda e: e["best"] or "-", justify="left"),
     ]
-    emit(fit_table(columns, entries, width=output_width(), wrapped="best config", title=f"studies in {runs_dir}/" if storage is None else f"studies in {masked(storage)}",
-                   title_justify="left"))
+    emit(
+        fit_table(
+            columns,
+            entries,
+            width=output_width(),
+            wrapped="best config",
+            title=f"studies in {runs_dir}/" if storage is None else f"studies in {masked(storage)}",
+            title_justify="left",
+        )
+    )

@@ -34,7 +34,11 @@ from .units import UnitQueue
 
 
 def confirm_study(
-    study: optuna.Study, settings: ConfirmSettings, *, space: Any = None, console: Console | None = None,
+    study: optuna.Study,
+    settings: ConfirmSettings,
+    *,
+    space: Any = None,
+    console: Console | None = None,
     exhaustive: bool = False,
 ) -> Confirmation:
     """Admit candidates of ``study`` (:mod:`.select`), train them rung by rung (:mod:`.schedule`), print the
@@ -47,25 +51,42 @@ def confirm_study(
     :class:`~normsearch.space.SearchSpace`) only names the study in the progress output. Raises
     :class:`~normsearch.data.DatasetUnavailable` when the dataset is missing.
     """
-    data = load_data(settings.dataset, resolution=settings.resolution, data_dir=settings.data_dir,
-                     download=settings.download)  # a missing dataset stops here, before any output
+    data = load_data(
+        settings.dataset,
+        resolution=settings.resolution,
+        data_dir=settings.data_dir,
+        download=settings.download,
+    )  # a missing dataset stops here, before any output
     console = console or Console(stderr=True)
     rows = [row.as_dict() for row in probe_rows(study)]
     candidates = all_candidates(rows) if exhaustive else select_candidates(rows, settings)
     queue = UnitQueue(study, settings)
     plan = Plan.of(settings, len(data.train), None)
     if legacy_results(study) and "training" not in queue.study.user_attrs:
-        console.print("note: this study's earlier confirmation records (study attrs confirm:<trial>) are not "
-                      "reused; they stay readable until this confirmation replaces them", highlight=False)
+        console.print(
+            "note: this study's earlier confirmation records (study attrs confirm:<trial>) are not "
+            "reused; they stay readable until this confirmation replaces them",
+            highlight=False,
+        )
     save_current(study, settings, queue.training, plan.total * plan.batch_size)
     name = getattr(space, "name", None) or study.study_name
     schedule = dataclasses.replace(settings, min_epochs=settings.epochs) if exhaustive else settings
-    console.print(f"confirm {name}: {len(candidates)} candidate(s) on {settings.dataset} ("
-                  f"{network_label(settings.model, settings.depth)}, lr {', '.join(f'{lr:g}' for lr in settings.learning_rates())}, "
-                  f"{settings.seeds} seed(s){', every config' if exhaustive else ''})", highlight=False, soft_wrap=True)
+    console.print(
+        f"confirm {name}: {len(candidates)} candidate(s) on {settings.dataset} ("
+        f"{network_label(settings.model, settings.depth)}, lr {', '.join(f'{lr:g}' for lr in settings.learning_rates())}, "
+        f"{settings.seeds} seed(s){', every config' if exhaustive else ''})",
+        highlight=False,
+        soft_wrap=True,
+    )
     with TrainingDisplay(console) as display:
-        run_rungs(candidates, schedule, queue, started=display.started, finished=display.finished,
-                  rung_started=display.rung_started)
+        run_rungs(
+            candidates,
+            schedule,
+            queue,
+            started=display.started,
+            finished=display.finished,
+            rung_started=display.rung_started,
+        )
     confirmation = load_confirmation(study)
     calibration = calibrate(rows, row_records(confirmation.records, rows))
     if calibration["budget"] is not None:
@@ -80,8 +101,10 @@ def cost_line(cost: dict[str, int] | None) -> str:
         return "training cost: unknown (records from an earlier normsearch)"
     spent, full = cost["spent_images"], cost["exhaustive_images"]
     share = f"{100 * spent / full:.0f}%" if full else "-"
-    return (f"training: {spent / 1e6:.2f}M images, {share} of the {full / 1e6:.2f}M that training every config at "
-            "every learning rate for the final budget (confirm --all) takes")
+    return (
+        f"training: {spent / 1e6:.2f}M images, {share} of the {full / 1e6:.2f}M that training every config at "
+        "every learning rate for the final budget (confirm --all) takes"
+    )
 
 
 __all__ = [

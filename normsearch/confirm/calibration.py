@@ -77,7 +77,10 @@ def seed_noise(arms: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     arms (each with ``per_seed``: seed → accuracy), over every pair of seeds all arms share."""
     shared = sorted(set.intersection(*(set(a["per_seed"]) for a in arms)), key=int) if arms else []
     pairs = list(itertools.combinations(shared, 2))
-    found = [rank_correlation([-a["per_seed"][s] for a in arms], [a["per_seed"][t] for a in arms]) for s, t in pairs]
+    found = [
+        rank_correlation([-a["per_seed"][s] for a in arms], [a["per_seed"][t] for a in arms])
+        for s, t in pairs
+    ]
     out: dict[str, Any] = {"n": len(arms), "pairs": len(pairs)}
     for name in ("spearman", "kendall"):
         values = [f[name] for f in found if f[name] is not None]
@@ -111,8 +114,10 @@ def calibrate(rows: Sequence[Mapping[str, Any]], records: Mapping[int, Mapping[s
     ranking = search_ranking(rows)
     for name in QUANTITIES:
         pairs = [
-            (ranking.get(row["trial"]) if name == "score" else _finite(lower_is_better(row, name)),
-             ranking_accuracy(results[row["trial"]]))
+            (
+                ranking.get(row["trial"]) if name == "score" else _finite(lower_is_better(row, name)),
+                ranking_accuracy(results[row["trial"]]),
+            )
             for row in rows
             if row["trial"] in results
         ]
@@ -129,8 +134,10 @@ def describe(calibration: Mapping[str, Any]) -> str:
         return "n/a" if value is None else f"{value:+.2f}"
 
     n = calibration["score"]["n"]
-    parts = [f"{name} ρ={number(calibration[name]['spearman'])} τ={number(calibration[name]['kendall'])}"
-             for name in QUANTITIES]
+    parts = [
+        f"{name} ρ={number(calibration[name]['spearman'])} τ={number(calibration[name]['kendall'])}"
+        for name in QUANTITIES
+    ]
     seeds = calibration.get("seeds", {})
     if seeds.get("pairs"):
         parts.append(f"seed-to-seed ρ={number(seeds['spearman'])} τ={number(seeds['kendall'])} (the ceiling)")

@@ -41,15 +41,20 @@ class TrainingDisplay:
         self.progress.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.progress.stop()
 
     def rung_started(self, index: int, rungs: int, epochs: int, units: list[Unit]) -> None:
         self.rung = f"rung {index + 1}/{rungs}"
         arms = len({(u.config, u.lr) for u in units})
-        self.console.print(f"confirm {self.rung}: {epochs} epoch(s), {arms} candidate × learning-rate arm(s), "
-                           f"{len(units)} run(s)", highlight=False, soft_wrap=True)
+        self.console.print(
+            f"confirm {self.rung}: {epochs} epoch(s), {arms} candidate × learning-rate arm(s), "
+            f"{len(units)} run(s)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     @staticmethod
     def _label(unit: Unit) -> str:
@@ -58,13 +63,21 @@ class TrainingDisplay:
 
     def started(self, unit: Unit):
         """The progress callback of one run."""
-        task = self.progress.add_task(f"{self.rung} {self._label(unit)}", total=None, epoch="-", loss="-", acc="-")
+        task = self.progress.add_task(
+            f"{self.rung} {self._label(unit)}", total=None, epoch="-", loss="-", acc="-"
+        )
         self._tasks.append(task)
 
         def update(event: TrainProgress) -> None:
             acc = "-" if event.val_accuracy is None else f"{event.val_accuracy:.3f}"
-            self.progress.update(task, completed=event.step, total=event.total_steps,
-                                 epoch=f"{event.epoch}/{event.epochs}", loss=f"{event.train_loss:.3f}", acc=acc)
+            self.progress.update(
+                task,
+                completed=event.step,
+                total=event.total_steps,
+                epoch=f"{event.epoch}/{event.epochs}",
+                loss=f"{event.train_loss:.3f}",
+                acc=acc,
+            )
 
         return update
 
@@ -79,5 +92,10 @@ class TrainingDisplay:
             return
         run = trial.user_attrs["run"]
         flags = "".join(f" [bold red]{f}[/]" for f in ("diverged", "collapsed") if run.get(f))
-        self.console.print(f"{head}: accuracy {run['accuracy']:.3f}{flags} · {run['seconds']:.1f} s · "
-                           f"{run['images_per_s']:.0f} img/s", markup=True, highlight=False, soft_wrap=True)
+        self.console.print(
+            f"{head}: accuracy {run['accuracy']:.3f}{flags} · {run['seconds']:.1f} s · "
+            f"{run['images_per_s']:.0f} img/s",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )

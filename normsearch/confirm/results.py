@@ -78,9 +78,11 @@ def _record(config: str, units: list[FrozenTrial]) -> dict[str, Any]:
     for unit in units:
         a = unit.user_attrs
         groups.setdefault((a["epochs"], a["lr"], a["batch_size"]), []).append(_runs(unit))
-    rungs = [{"epochs": e, "lr": lr, **arm_summary(sorted(runs, key=lambda r: r["seed"]))}
-             for (e, lr, batch), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
-             if batch is None]
+    rungs = [
+        {"epochs": e, "lr": lr, **arm_summary(sorted(runs, key=lambda r: r["seed"]))}
+        for (e, lr, batch), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
+        if batch is None
+    ]
     budget = max(a["epochs"] for a in rungs)  # small-batch runs only follow a candidate's default-batch ones
     best = arm_at({"rungs": rungs}, budget)
     runs = [_runs(u) for u in units]
@@ -96,14 +98,20 @@ def _record(config: str, units: list[FrozenTrial]) -> dict[str, Any]:
         "images": sum(r["steps"] * r["batch_size"] for r in runs),
         "images_per_s": fmean(r["images_per_s"] for r in runs),
     }
-    small = [(batch, rs) for (e, lr, batch), rs in groups.items()
-             if batch is not None and e == budget and lr == best["lr"]]
+    small = [
+        (batch, rs)
+        for (e, lr, batch), rs in groups.items()
+        if batch is not None and e == budget and lr == best["lr"]
+    ]
     if small:
         batch, small_runs = small[0]
         summary = arm_summary(small_runs)
-        record["small_batch"] = {"batch_size": batch, "accuracy": summary["accuracy"],
-                                 "drop": record["accuracy"] - summary["accuracy"],
-                                 "seeds": sorted(small_runs, key=lambda r: r["seed"])}
+        record["small_batch"] = {
+            "batch_size": batch,
+            "accuracy": summary["accuracy"],
+            "drop": record["accuracy"] - summary["accuracy"],
+            "seeds": sorted(small_runs, key=lambda r: r["seed"]),
+        }
     return record
 
 
@@ -113,25 +121,41 @@ def legacy_record(old: Mapping[str, Any], trial: int) -> dict[str, Any]:
     training = old.get("training", {})
     runs = [{**r, "collapsed": r.get("collapsed", False)} for r in old.get("seeds", [])]
     summary = arm_summary(runs) if runs else {"accuracy_std": 0.0, "n": 0, "per_seed": {}}
-    arm = {**summary, "epochs": training.get("epochs", 0), "lr": training.get("lr"),
-           "accuracy": old.get("accuracy", 0.0), "final_accuracy": old.get("final_accuracy", 0.0),
-           "diverged": bool(old.get("diverged", False)), "collapsed": False}
+    arm = {
+        **summary,
+        "epochs": training.get("epochs", 0),
+        "lr": training.get("lr"),
+        "accuracy": old.get("accuracy", 0.0),
+        "final_accuracy": old.get("final_accuracy", 0.0),
+        "diverged": bool(old.get("diverged", False)),
+        "collapsed": False,
+    }
     return {
-        "config": old.get("config", ""), "trial": trial, "budget": arm["epochs"], "lr": arm["lr"],
+        "config": old.get("config", ""),
+        "trial": trial,
+        "budget": arm["epochs"],
+        "lr": arm["lr"],
         **{k: arm[k] for k in ("accuracy", "accuracy_std", "final_accuracy", "diverged", "collapsed")},
-        "seeds": runs, "rungs": [arm], "seconds": old.get("seconds", 0.0),
+        "seeds": runs,
+        "rungs": [arm],
+        "seconds": old.get("seconds", 0.0),
         "images": sum(r.get("steps", 0) * r.get("batch_size", 0) for r in runs),
-        "images_per_s": old.get("images_per_s", 0.0), "legacy": True,
+        "images_per_s": old.get("images_per_s", 0.0),
+        "legacy": True,
     }
 
 
-def row_records(records: Mapping[int, Mapping[str, Any]], rows: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
+def row_records(
+    records: Mapping[int, Mapping[str, Any]], rows: Iterable[Mapping[str, Any]]
+) -> dict[int, Mapping[str, Any]]:
     """Trial number of each scored row (``trial``, ``config``, ``state`` not FAIL) → its candidate record: the
     record of its config (trained under whichever trial), else the record of its trial number."""
     by_config = {record["config"]: record for record in records.values()}
     out = {}
     for row in rows:
-        record = (by_config.get(row["config"]) or records.get(row["trial"])) if row["state"] != "FAIL" else None
+        record = (
+            (by_config.get(row["config"]) or records.get(row["trial"])) if row["state"] != "FAIL" else None
+        )
         if record is not None:
             out[row["trial"]] = record
     return out
@@ -142,5 +166,14 @@ def ranking_key(record: Mapping[str, Any]) -> tuple[int, float]:
     return record["budget"], ranking_accuracy(record)
 
 
-__all__ = ["DIVERGED_ACCURACY", "arm_at", "arm_summary", "best_arm", "candidate_records", "legacy_record", "ranking_accuracy", "ranking_key",
-           "row_records"]
+__all__ = [
+    "DIVERGED_ACCURACY",
+    "arm_at",
+    "arm_summary",
+    "best_arm",
+    "candidate_records",
+    "legacy_record",
+    "ranking_accuracy",
+    "ranking_key",
+    "row_records",
+]

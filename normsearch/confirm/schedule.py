@@ -33,7 +33,9 @@ def seed_list(settings: ConfirmSettings) -> list[int]:
     return [settings.seed + i for i in range(settings.seeds)]
 
 
-def rung_units(arms: Sequence[Arm], epochs: int, seeds: Sequence[int], batch_size: int | None = None) -> list[Unit]:
+def rung_units(
+    arms: Sequence[Arm], epochs: int, seeds: Sequence[int], batch_size: int | None = None
+) -> list[Unit]:
     return [Unit(c.trial, c.config, epochs, lr, s, batch_size) for c, lr in arms for s in seeds]
 
 
@@ -45,8 +47,15 @@ def promote(arms: Sequence[Arm], runs: dict[Arm, list[dict]], eta: int) -> list[
     return ranked[: max(1, len(arms) // eta)]
 
 
-def run_rungs(candidates: Sequence[Candidate], settings: ConfirmSettings, queue: UnitQueue, *,
-              started: Started, finished: Finished, rung_started=lambda r, n, epochs, units: None) -> list[Arm]:
+def run_rungs(
+    candidates: Sequence[Candidate],
+    settings: ConfirmSettings,
+    queue: UnitQueue,
+    *,
+    started: Started,
+    finished: Finished,
+    rung_started=lambda r, n, epochs, units: None,
+) -> list[Arm]:
     """Train the rungs; returns the arms of the last rung. ``rung_started(r, rungs, epochs, units)`` announces
     each rung. With ``small_batch``, the last rung's arms are also trained at that batch size."""
     lrs = settings.learning_rates()
@@ -57,16 +66,24 @@ def run_rungs(candidates: Sequence[Candidate], settings: ConfirmSettings, queue:
         units = rung_units(arms, epochs, seeds)
         rung_started(r, len(budgets), epochs, units)
         done = queue.complete(units, started=started, finished=finished)
-        runs = {arm: [{**done[u.key(queue.training)].user_attrs["run"], "seed": u.seed}
-                      for u in rung_units([arm], epochs, seeds) if "run" in done[u.key(queue.training)].user_attrs]
-                for arm in arms}
+        runs = {
+            arm: [
+                {**done[u.key(queue.training)].user_attrs["run"], "seed": u.seed}
+                for u in rung_units([arm], epochs, seeds)
+                if "run" in done[u.key(queue.training)].user_attrs
+            ]
+            for arm in arms
+        }
         if r < len(budgets) - 1:
             arms = promote(arms, runs, settings.eta)
         else:
             arms = [arm for arm in arms if runs[arm]]
     if settings.small_batch:
-        queue.complete(rung_units(_best_per_candidate(arms, runs), budgets[-1], seeds, settings.small_batch),
-                       started=started, finished=finished)
+        queue.complete(
+            rung_units(_best_per_candidate(arms, runs), budgets[-1], seeds, settings.small_batch),
+            started=started,
+            finished=finished,
+        )
     return arms
 
 

@@ -82,8 +82,13 @@ def select_candidates(rows: Sequence[Mapping[str, Any]], settings: ConfirmSettin
     eligible = [r for r in ranked if _eligible(r)]
     for row in [r for r in eligible if r["config"] not in baselines][: settings.top_k]:
         take(row, "top")
-    front = [r for r in eligible if r.get("pareto") and r["config"] not in chosen
-             and not (settings.baselines and r["config"] in baselines)]  # baselines are admitted anyway
+    front = [
+        r
+        for r in eligible
+        if r.get("pareto")
+        and r["config"] not in chosen
+        and not (settings.baselines and r["config"] in baselines)
+    ]  # baselines are admitted anyway
     for row in _front_in_turn(front)[: settings.explore]:
         take(row, "pareto")
     for row in ranked if settings.baselines else []:
@@ -98,5 +103,8 @@ def select_candidates(rows: Sequence[Mapping[str, Any]], settings: ConfirmSettin
 def all_candidates(rows: Sequence[Mapping[str, Any]]) -> list[Candidate]:
     """Every config of a COMPLETE trial (stable or not, rejected or not), best score first."""
     baselines = {r["config"] for r in rows if r.get("config") and r.get("baseline")}
-    return [Candidate(r["trial"], r["config"], r["config"] in baselines, "all")
-            for r in _ranked(rows) if r.get("state", "COMPLETE") in ("COMPLETE", "UNSTABLE")]
+    return [
+        Candidate(r["trial"], r["config"], r["config"] in baselines, "all")
+        for r in _ranked(rows)
+        if r.get("state", "COMPLETE") in ("COMPLETE", "UNSTABLE")
+    ]

@@ -22,17 +22,30 @@ AUGMENTS = ("auto", "none", "flip")
 class ConfirmSettings:
     """Settings of the confirmation stage (validated on construction; see :mod:`normsearch.settings`)."""
 
-    top_k: int = field(default=3, metadata={"min": 0, "help": "best candidates by score admitted to the first rung"})
+    top_k: int = field(
+        default=3, metadata={"min": 0, "help": "best candidates by score admitted to the first rung"}
+    )
     explore: int = field(
-        default=3, metadata={"min": 0, "help": "Pareto-front candidates admitted besides the top-k (best on each objective first)"}
+        default=3,
+        metadata={
+            "min": 0,
+            "help": "Pareto-front candidates admitted besides the top-k (best on each objective first)",
+        },
     )
     baselines: bool = field(default=True, metadata={"help": "also train the enqueued baseline layers"})
-    random: int = field(default=0, metadata={"min": 0, "help": "extra random candidates, for calibration spread"})
+    random: int = field(
+        default=0, metadata={"min": 0, "help": "extra random candidates, for calibration spread"}
+    )
     dataset: str = field(
         default="digits", metadata={"check": check_data_name, "help": f"training data: {DATA_FORMS}"}
     )
     resolution: int | None = field(
-        default=None, metadata={"min": 4, "max": MAX_RESOLUTION, "help": "input height = width; null: the dataset's own (digits 8)"}
+        default=None,
+        metadata={
+            "min": 4,
+            "max": MAX_RESOLUTION,
+            "help": "input height = width; null: the dataset's own (digits 8)",
+        },
     )
     data_dir: str = field(default="data", metadata={"help": "where torchvision datasets are stored"})
     download: bool = field(default=False, metadata={"help": "download torchvision datasets if missing"})
@@ -43,44 +56,66 @@ class ConfirmSettings:
     depth: int = field(
         default=14, metadata={"min": 2, "max": MAX_DEPTH, "help": "ResNet depth (6n+2) or CNN conv layers"}
     )
-    width: int = field(default=32, metadata={"min": 1, "max": MAX_WIDTH, "help": "channels of the first stage"})
+    width: int = field(
+        default=32, metadata={"min": 1, "max": MAX_WIDTH, "help": "channels of the first stage"}
+    )
     skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})
     augment: str = field(
         default="auto",
-        metadata={"choices": AUGMENTS, "help": "flip: random horizontal flips; auto: flip for CIFAR, else none"},
+        metadata={
+            "choices": AUGMENTS,
+            "help": "flip: random horizontal flips; auto: flip for CIFAR, else none",
+        },
     )
-    epochs: int = field(default=3, metadata={"min": 1, "help": "training epochs of the last rung (the final budget)"})
+    epochs: int = field(
+        default=3, metadata={"min": 1, "help": "training epochs of the last rung (the final budget)"}
+    )
     min_epochs: int = field(default=1, metadata={"min": 1, "help": "training epochs of the first rung"})
     eta: int = field(
-        default=3, metadata={"min": 2, "help": "successive halving: the best 1/eta advance; budgets grow by eta per rung"}
+        default=3,
+        metadata={
+            "min": 2,
+            "help": "successive halving: the best 1/eta advance; budgets grow by eta per rung",
+        },
     )
-    steps: int | None = field(default=None, metadata={"min": 1, "help": "cap on optimizer steps (overrides epochs)"})
+    steps: int | None = field(
+        default=None, metadata={"min": 1, "help": "cap on optimizer steps (overrides epochs)"}
+    )
     batch_size: int = field(default=64, metadata={"min": 1, "help": "training batch size"})
     optimizer: str = field(default="sgd", metadata={"choices": ("sgd", "adam", "adamw"), "help": "optimizer"})
     lr: float = field(default=0.1, metadata={"min": 0.0, "help": "peak learning rate"})
     lr_factors: tuple[float, ...] = field(
-        default=(1.0, 0.25), metadata={"min": 0.0, "help": "each candidate trains at lr × each factor; its best counts"}
+        default=(1.0, 0.25),
+        metadata={"min": 0.0, "help": "each candidate trains at lr × each factor; its best counts"},
     )
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0, "help": "SGD momentum"})
-    weight_decay: float = field(default=1e-4, metadata={"min": 0.0, "help": "L2 weight decay, all parameters"})
+    weight_decay: float = field(
+        default=1e-4, metadata={"min": 0.0, "help": "L2 weight decay, all parameters"}
+    )
     schedule: str = field(
-        default="cosine", metadata={"choices": ("constant", "cosine", "step"), "help": "learning-rate schedule"}
+        default="cosine",
+        metadata={"choices": ("constant", "cosine", "step"), "help": "learning-rate schedule"},
     )
     warmup_epochs: float = field(default=0.0, metadata={"min": 0.0, "help": "linear warmup length"})
     seeds: int = field(default=1, metadata={"min": 1, "help": "training seeds per candidate"})
-    seed: int = field(default=0, metadata={"min": 0, "help": "base seed: runs use seed, seed+1, ...; fixes the random pick"})
+    seed: int = field(
+        default=0, metadata={"min": 0, "help": "base seed: runs use seed, seed+1, ...; fixes the random pick"}
+    )
     device: str = field(
         default="auto", metadata={"choices": ("auto", "cpu", "cuda"), "help": "auto: CUDA when available"}
     )
     threads: int | None = field(
-        default=1, metadata={"min": 1, "help": "torch CPU threads while training; null: torch's default (all cores)"}
+        default=1,
+        metadata={"min": 1, "help": "torch CPU threads while training; null: torch's default (all cores)"},
     )
     amp: bool = field(default=False, metadata={"help": "bf16 autocast on CUDA"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format on CUDA"})
     compile: bool = field(
         default=False,
-        metadata={"help": "torch.compile the network for the training steps (evaluation stays eager); costs "
-                          "seconds of compiling per run, so it pays only on long runs"},
+        metadata={
+            "help": "torch.compile the network for the training steps (evaluation stays eager); costs "
+            "seconds of compiling per run, so it pays only on long runs"
+        },
     )
     small_batch: int | None = field(default=None, metadata={"min": 1, "help": "retrain at this batch size"})
 
@@ -88,8 +123,13 @@ class ConfirmSettings:
         check_fields(self)
         if self.min_epochs > self.epochs:
             raise SettingsError("min_epochs", f"must be <= epochs ({self.epochs}), got {self.min_epochs}")
-        problem = network_problem(self.model, depth=self.depth, width=self.width, resolution=self.resolution,
-                                  batch_size=max(self.batch_size, self.small_batch or 0))
+        problem = network_problem(
+            self.model,
+            depth=self.depth,
+            width=self.width,
+            resolution=self.resolution,
+            batch_size=max(self.batch_size, self.small_batch or 0),
+        )
         if problem is not None:
             raise SettingsError(*problem)
 

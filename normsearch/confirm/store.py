@@ -42,15 +42,20 @@ def legacy_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
     return {
         int(key.removeprefix(LEGACY_PREFIX)): legacy_record(value, int(key.removeprefix(LEGACY_PREFIX)))
         for key, value in study.user_attrs.items()
-        if key.startswith(LEGACY_PREFIX) and key.removeprefix(LEGACY_PREFIX).isdigit() and isinstance(value, dict)
+        if key.startswith(LEGACY_PREFIX)
+        and key.removeprefix(LEGACY_PREFIX).isdigit()
+        and isinstance(value, dict)
     }
 
 
 def save_current(study: optuna.Study, settings: ConfirmSettings, training: str, images_per_run: int) -> None:
     """Mark ``settings`` as the study's current confirmation (on its companion study)."""
     queue = companion(study)
-    for key, value in (("settings", dataclasses.asdict(settings)), ("training", training),
-                       ("images_per_run", images_per_run)):
+    for key, value in (
+        ("settings", dataclasses.asdict(settings)),
+        ("training", training),
+        ("images_per_run", images_per_run),
+    ):
         if queue.user_attrs.get(key) != value:
             queue.set_user_attr(key, value)
 
@@ -76,7 +81,10 @@ def training_cost(confirmation: Confirmation, configs: int) -> dict[str, int] | 
     if settings is None or confirmation.images_per_run is None:
         return None
     runs = configs * len(settings.learning_rates()) * settings.seeds
-    return {"spent_images": confirmation.spent_images, "exhaustive_images": runs * confirmation.images_per_run}
+    return {
+        "spent_images": confirmation.spent_images,
+        "exhaustive_images": runs * confirmation.images_per_run,
+    }
 
 
 __all__ = ["Confirmation", "legacy_results", "load_confirmation", "save_current", "training_cost"]

@@ -54,8 +54,22 @@ SUFFIX = COMPANION_SUFFIX
 """The companion study of search study S is named S + SUFFIX."""
 PER_UNIT = ("epochs", "min_epochs", "lr", "lr_factors", "seed")
 """ConfirmSettings fields that a unit fixes itself (its rung's epochs, its learning rate and seed)."""
-NOT_TRAINING = ("top_k", "explore", "eta", "baselines", "random", "seeds", "data_dir", "download", "device",
-                "threads", "channels_last", "compile", "small_batch", *PER_UNIT)
+NOT_TRAINING = (
+    "top_k",
+    "explore",
+    "eta",
+    "baselines",
+    "random",
+    "seeds",
+    "data_dir",
+    "download",
+    "device",
+    "threads",
+    "channels_last",
+    "compile",
+    "small_batch",
+    *PER_UNIT,
+)
 """ConfirmSettings fields that choose candidates, rungs, seeds or hardware, not how a unit is trained."""
 POLL_S = 1.0
 
@@ -95,7 +109,9 @@ def companion(study: optuna.Study, *, create: bool = True) -> optuna.Study | Non
     """The companion study of ``study`` on the same storage (created if missing, unless ``create`` is off)."""
     name = companion_name(study.study_name)
     if create:
-        return optuna.create_study(study_name=name, storage=study._storage, direction="maximize", load_if_exists=True)
+        return optuna.create_study(
+            study_name=name, storage=study._storage, direction="maximize", load_if_exists=True
+        )
     try:
         return optuna.load_study(study_name=name, storage=study._storage)
     except KeyError:
@@ -128,8 +144,13 @@ class UnitQueue:
     def _attrs(self, unit: Unit) -> dict[str, Any]:
         return {**dataclasses.asdict(unit), "training": self.training, "key": unit.key(self.training)}
 
-    def complete(self, units: Sequence[Unit], *, started: Started = lambda unit: None,
-                 finished: Finished = lambda unit, trial: None) -> dict[str, FrozenTrial]:
+    def complete(
+        self,
+        units: Sequence[Unit],
+        *,
+        started: Started = lambda unit: None,
+        finished: Finished = lambda unit, trial: None,
+    ) -> dict[str, FrozenTrial]:
         """Run every unit of ``units`` that has no result yet (here or in another process) and wait for all.
 
         Returns key → finished trial (COMPLETE, or FAIL with a reason of the config's own) for each unit.
@@ -137,17 +158,24 @@ class UnitQueue:
         wanted = {unit.key(self.training): unit for unit in units}
         while True:
             fail_stale_trials(self.study)  # units of dead processes on this host
-            fail_silent_trials(self.study)  # units of workers that stopped beating, on any host (RDB storages)
+            fail_silent_trials(
+                self.study
+            )  # units of workers that stopped beating, on any host (RDB storages)
             by_state, surplus = self._by_state(wanted)
             self._close(surplus)
             done = by_state[TrialState.COMPLETE] | by_state[TrialState.FAIL]
             running = by_state[TrialState.RUNNING]
-            waiting = [t for key, t in by_state[TrialState.WAITING].items() if key not in done and key not in running]
+            waiting = [
+                t for key, t in by_state[TrialState.WAITING].items() if key not in done and key not in running
+            ]
             if waiting:
                 self._claim_and_run(waiting, wanted, started, finished)
                 continue
-            missing = [key for key in wanted if key not in done and key not in running
-                       and key not in by_state[TrialState.WAITING]]
+            missing = [
+                key
+                for key in wanted
+                if key not in done and key not in running and key not in by_state[TrialState.WAITING]
+            ]
             if missing:
                 for key in missing:
                     self.study.enqueue_trial({}, user_attrs=self._attrs(wanted[key]), skip_if_exists=False)
@@ -156,21 +184,28 @@ class UnitQueue:
                 return done
             time.sleep(POLL_S)  # units another live process is training
 
-    def _by_state(self, wanted: dict[str, Unit]) -> tuple[dict[TrialState, dict[str, FrozenTrial]], list[FrozenTrial]]:
+    def _by_state(
+        self, wanted: dict[str, Unit]
+    ) -> tuple[dict[TrialState, dict[str, FrozenTrial]], list[FrozenTrial]]:
         """For each state, key → first trial of the wanted keys (FAIL: only failures that are not retried); and
         the surplus WAITING trials: those of a key that another trial holds (done, running, or waiting first)."""
         out: dict[TrialState, dict[str, FrozenTrial]] = {s: {} for s in TrialState}
         waiting: list[FrozenTrial] = []
         for trial in self.study.get_trials(deepcopy=False):
             key = trial.user_attrs.get("key")
-            if key not in wanted or (trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted", True)):
+            if key not in wanted or (
+                trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted", True)
+            ):
                 continue
             if trial.state == TrialState.WAITING:
                 waiting.append(trial)
             out[trial.state].setdefault(key, trial)
         held = out[TrialState.COMPLETE] | out[TrialState.FAIL] | out[TrialState.RUNNING]
-        surplus = [t for t in waiting if t.user_attrs["key"] in held
-                   or out[TrialState.WAITING][t.user_attrs["key"]] is not t]
+        surplus = [
+            t
+            for t in waiting
+            if t.user_attrs["key"] in held or out[TrialState.WAITING][t.user_attrs["key"]] is not t
+        ]
         return out, surplus
 
     def _claim(self, trial: FrozenTrial) -> bool:
@@ -188,8 +223,9 @@ class UnitQueue:
                 self.study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
                 self.study._storage.set_trial_state_values(trial._trial_id, TrialState.PRUNED)
 
-    def _claim_and_run(self, waiting: Iterable[FrozenTrial], wanted: dict[str, Unit], started: Started,
-                       finished: Finished) -> None:
+    def _claim_and_run(
+        self, waiting: Iterable[FrozenTrial], wanted: dict[str, Unit], started: Started, finished: Finished
+    ) -> None:
         for trial in waiting:
             if self._claim(trial):
                 self._run(trial._trial_id, wanted[trial.user_attrs["key"]], started, finished)
@@ -202,7 +238,9 @@ class UnitQueue:
         with heartbeat_thread(self.study, trial_id):
             try:
                 trial.set_user_attr("worker", worker_id())
-            except UpdateFinishedTrialError:  # failed as stale by another process in the instant after the claim
+            except (
+                UpdateFinishedTrialError
+            ):  # failed as stale by another process in the instant after the claim
                 return
             try:
                 frozen = self._train(trial, unit, started)
@@ -211,11 +249,21 @@ class UnitQueue:
         finished(unit, frozen)
 
     def _train(self, trial: optuna.Trial, unit: Unit, started: Started) -> FrozenTrial:
-        settings = dataclasses.replace(self.settings, epochs=unit.epochs, min_epochs=min(self.settings.min_epochs,
-                                       unit.epochs), lr=unit.lr)
+        settings = dataclasses.replace(
+            self.settings,
+            epochs=unit.epochs,
+            min_epochs=min(self.settings.min_epochs, unit.epochs),
+            lr=unit.lr,
+        )
         try:
-            result = train(unit.config, settings, seed=unit.seed, batch_size=unit.batch_size,
-                           progress=started(unit), on_epoch=lambda epoch, accuracy: trial.report(accuracy, epoch))
+            result = train(
+                unit.config,
+                settings,
+                seed=unit.seed,
+                batch_size=unit.batch_size,
+                progress=started(unit),
+                on_epoch=lambda epoch, accuracy: trial.report(accuracy, epoch),
+            )
         except ValueError as err:
             trial.set_user_attr("fail_reason", f"does not fit the network: {err}")
             trial.set_user_attr("interrupted", False)
@@ -233,8 +281,9 @@ class UnitQueue:
         trial.set_user_attr("run", record)
         return self._tell(trial, result.accuracy)
 
-    def _tell(self, trial: optuna.Trial, value: float | None = None, state: TrialState = TrialState.COMPLETE
-              ) -> FrozenTrial:
+    def _tell(
+        self, trial: optuna.Trial, value: float | None = None, state: TrialState = TrialState.COMPLETE
+    ) -> FrozenTrial:
         """Finish ``trial``; UpdateFinishedTrialError when another process failed it first."""
         frozen = self.study.tell(trial, value, state=state, skip_if_finished=True)
         if frozen.state != state:
@@ -242,5 +291,13 @@ class UnitQueue:
         return frozen
 
 
-__all__ = ["SUFFIX", "Unit", "UnitQueue", "companion", "companion_name", "training_digest", "training_settings",
-           "unit_trials"]
+__all__ = [
+    "SUFFIX",
+    "Unit",
+    "UnitQueue",
+    "companion",
+    "companion_name",
+    "training_digest",
+    "training_settings",
+    "unit_trials",
+]

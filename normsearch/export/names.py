@@ -76,7 +76,9 @@ def check_class_name(name: object) -> str:
     if keyword.iskeyword(name):
         raise ValueError(f"class name {name!r} is a Python keyword")
     if hasattr(builtins, name):
-        raise ValueError(f"class name {name!r} would shadow the Python builtin {name!r}, which the module may use")
+        raise ValueError(
+            f"class name {name!r} would shadow the Python builtin {name!r}, which the module may use"
+        )
     if name in RESERVED_NAMES:
         raise ValueError(
             f"class name {name!r} is taken by the exported module; reserved: {', '.join(sorted(RESERVED_NAMES))}"

@@ -32,7 +32,9 @@ def _global_references(code: str) -> set[str]:
         table = tables.pop()
         tables.extend(table.get_children())
         module = table.get_type() == "module"  # a str before Python 3.13, a str-valued enum since
-        found |= {s.get_name() for s in table.get_symbols() if s.is_referenced() and (module or s.is_global())}
+        found |= {
+            s.get_name() for s in table.get_symbols() if s.is_referenced() and (module or s.is_global())
+        }
     return found
 
 
@@ -173,6 +175,8 @@ def export_source(
     blocks += conv_blocks(cfg)
     body = "\n\n\n".join(blocks)
     if name in _global_references(body):
-        raise ValueError(f"class name {name!r} is a global name the exported module's code uses; choose another")
+        raise ValueError(
+            f"class name {name!r} is a global name the exported module's code uses; choose another"
+        )
     header = _module_docstring(cfg, name, bool(forward.calls)) + [""] + import_lines(body)
     return "\n".join(header) + "\n\n\n" + body + "\n"

@@ -71,10 +71,16 @@ class Allowed:
         elif self.kind is bool:
             text = "true or false"
         elif self.kind is int:
-            text = "a positive integer" if (self.low, self.low_closed, self.high) == (1, True, None) else "an integer"
+            text = (
+                "a positive integer"
+                if (self.low, self.low_closed, self.high) == (1, True, None)
+                else "an integer"
+            )
         else:
-            text = (f"a number in {'[' if self.low_closed else '('}{self.low:g}, {self.high:g}"
-                    f"{']' if self.high_closed else ')'}")
+            text = (
+                f"a number in {'[' if self.low_closed else '('}{self.low:g}, {self.high:g}"
+                f"{']' if self.high_closed else ')'}"
+            )
         return text + (f" or null ({self.null})" if self.null else "")
 
 
@@ -119,7 +125,9 @@ class NormConfig:
     scale: str = _option("std", Allowed(choices=SCALES))
     eps: float = _option(1e-5, Allowed(kind=float, low=0.0, high=1.0))
     running: bool | None = _option(None, Allowed(kind=bool, null="the partition's default"))
-    momentum: float | None = _option(None, Allowed(kind=float, low=0.0, high=1.0, high_closed=True, null="the default"))
+    momentum: float | None = _option(
+        None, Allowed(kind=float, low=0.0, high=1.0, high_closed=True, null="the default")
+    )
     affine: str = _option("full", Allowed(choices=AFFINES))
     act: str = _option("none", Allowed(choices=ACTS))
     weight: str = _option("none", Allowed(choices=WEIGHTS))

@@ -43,7 +43,9 @@ def init_seed(settings: ProbeSettings, index: int) -> int:
 def _digits(settings: ProbeSettings, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     images, labels = digits_tensors("train")
     n = images.shape[0]
-    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(settings.batch_size / n))])
+    order = torch.cat(
+        [torch.randperm(n, generator=generator) for _ in range(math.ceil(settings.batch_size / n))]
+    )
     index = order[: settings.batch_size]
     size = (settings.resolution, settings.resolution)
     batch = images[index]
@@ -62,7 +64,9 @@ def _dataset(settings: ProbeSettings, generator: torch.Generator) -> tuple[Tenso
     data = load_data(settings.data, resolution=settings.resolution)
     images, labels = data.train.tensors
     n = images.shape[0]
-    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(settings.batch_size / n))])
+    order = torch.cat(
+        [torch.randperm(n, generator=generator) for _ in range(math.ceil(settings.batch_size / n))]
+    )
     index = order[: settings.batch_size]
     return data.inputs(images[index]).contiguous(), labels[index]
 

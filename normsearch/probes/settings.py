@@ -54,7 +54,10 @@ class ProbeSettings:
     seed: int = field(default=0, metadata={"min": 0, "help": "base seed: fixes inputs and init"})
     data: str = field(
         default="digits",
-        metadata={"check": check_probe_data, "help": "probe inputs: gaussian (seeded noise) or a dataset (normsearch.data)"},
+        metadata={
+            "check": check_probe_data,
+            "help": "probe inputs: gaussian (seeded noise) or a dataset (normsearch.data)",
+        },
     )
     resolution: int | None = field(
         default=None,
@@ -66,7 +69,8 @@ class ProbeSettings:
     )
     skipinit: bool = field(default=False, metadata={"help": "ResNet residual scale s init 0 (SkipInit)"})
     lr: float = field(
-        default=0.1, metadata={"min": 0.0, "help": "learning rate of the one-step loss probe (the training's)"}
+        default=0.1,
+        metadata={"min": 0.0, "help": "learning rate of the one-step loss probe (the training's)"},
     )
 
     def __post_init__(self) -> None:

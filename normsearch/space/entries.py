@@ -28,8 +28,10 @@ def _parse_when(
     for key, allowed in data.items():
         where = f"{path}.{key}"
         if key not in declared:
-            problems.add(where, f"must name an option declared above it in space; declared: "
-                         f"{', '.join(declared) or 'none'}")
+            problems.add(
+                where,
+                f"must name an option declared above it in space; declared: {', '.join(declared) or 'none'}",
+            )
             return None
         possible = declared[key]
         if possible is None:
@@ -42,8 +44,11 @@ def _parse_when(
         for i, value in enumerate(values):
             if not any(same(value, v) for v in possible):
                 at = f"{where}[{i}]" if isinstance(allowed, list) else where
-                problems.add(at, f"{as_yaml(value)} is not a value of {key}; its values: "
-                             f"{', '.join(map(as_yaml, possible))}")
+                problems.add(
+                    at,
+                    f"{as_yaml(value)} is not a value of {key}; its values: "
+                    f"{', '.join(map(as_yaml, possible))}",
+                )
                 return None
         conditions.append((key, values))
     return tuple(conditions)
@@ -63,13 +68,17 @@ def _check_values(option: str, values: list[Any], path: str, problems: Problems)
 def _parse_range(option: str, path: str, entry: Mapping[str, Any], problems: Problems) -> Param | None:
     kind = RANGE_KINDS.get(option)
     if kind is None:
-        problems.add(path, f"low/high ranges apply only to {', '.join(RANGE_KINDS)}; use choices for {option}")
+        problems.add(
+            path, f"low/high ranges apply only to {', '.join(RANGE_KINDS)}; use choices for {option}"
+        )
         return None
     if "low" not in entry or "high" not in entry:
         problems.add(path, "a range needs both low and high")
         return None
     low, high, step, log = entry["low"], entry["high"], entry.get("step"), entry.get("log", False)
-    ok = _check_values(option, [low], f"{path}.low", problems) & _check_values(option, [high], f"{path}.high", problems)
+    ok = _check_values(option, [low], f"{path}.low", problems) & _check_values(
+        option, [high], f"{path}.high", problems
+    )
     if not isinstance(log, bool):
         problems.add(f"{path}.log", f"must be true or false, got {log!r}")
         ok = False
@@ -93,14 +102,24 @@ def _parse_range(option: str, path: str, entry: Mapping[str, Any], problems: Pro
     if ok and (kind == "int" or step is not None):
         count = math.floor((high - low) / (step or 1) + 1e-9) + 1
         if count > MAX_RANGE_VALUES:
-            problems.add(path, f"holds {count} values; a range may hold at most {MAX_RANGE_VALUES}"
-                         + (" (use log: true for a float option, or fewer values)" if kind == "float" else ""))
+            problems.add(
+                path,
+                f"holds {count} values; a range may hold at most {MAX_RANGE_VALUES}"
+                + (" (use log: true for a float option, or fewer values)" if kind == "float" else ""),
+            )
             ok = False
     if not ok:
         return None
     convert = int if kind == "int" else float
-    return Param(option, option, kind, low=convert(low), high=convert(high),
-                 step=None if step is None else convert(step), log=log)
+    return Param(
+        option,
+        option,
+        kind,
+        low=convert(low),
+        high=convert(high),
+        step=None if step is None else convert(step),
+        log=log,
+    )
 
 
 def _parse_entry(
@@ -119,15 +138,21 @@ def _parse_entry(
         return None
     forms = [k for k in ("value", "choices", "low") if k in entry] or (["low"] if "high" in entry else [])
     if len(forms) != 1:
-        problems.add(path, "needs exactly one of value, choices or low/high"
-                     + (f"; got {', '.join(forms)}" if forms else ""))
+        problems.add(
+            path,
+            "needs exactly one of value, choices or low/high"
+            + (f"; got {', '.join(forms)}" if forms else ""),
+        )
         return None
     if forms[0] != "low" and any(k in entry for k in ("high", "step", "log")):
         problems.add(path, "high/step/log belong to a low/high range")
         return None
     if forms[0] == "value":
-        param = Param(option, option, "fixed", (entry["value"],)) if _check_values(
-            option, [entry["value"]], f"{path}.value", problems) else None
+        param = (
+            Param(option, option, "fixed", (entry["value"],))
+            if _check_values(option, [entry["value"]], f"{path}.value", problems)
+            else None
+        )
     elif forms[0] == "choices":
         choices = entry["choices"]
         if not isinstance(choices, list) or not choices:
@@ -172,7 +197,9 @@ def _parse_option(
             return []
         earlier = [j for j, p in enumerate(params) if p.when == param.when]
         if earlier:
-            problems.add(f"{path}[{i}].when", f"same condition as {path}[{earlier[0]}]: this variant never applies")
+            problems.add(
+                f"{path}[{i}].when", f"same condition as {path}[{earlier[0]}]: this variant never applies"
+            )
             return []
         params.append(param)
     return params
@@ -181,10 +208,14 @@ def _parse_option(
 def parse_space_section(data: Any, problems: Problems) -> tuple[Param, ...]:
     """The entries of the ``space:`` section ``data``, in declaration order (problems added to ``problems``)."""
     if data is None:
-        problems.add("space", "missing: the options to search, e.g. space: {partition: {choices: [batch, layer]}}")
+        problems.add(
+            "space", "missing: the options to search, e.g. space: {partition: {choices: [batch, layer]}}"
+        )
         return ()
     if not isinstance(data, Mapping) or not data:
-        problems.add("space", f"must be a non-empty mapping of option: value or distribution, got {kind(data)}")
+        problems.add(
+            "space", f"must be a non-empty mapping of option: value or distribution, got {kind(data)}"
+        )
         return ()
     declared: dict[str, tuple[Any, ...] | None] = {}
     params: list[Param] = []
@@ -192,8 +223,16 @@ def parse_space_section(data: Any, problems: Problems) -> tuple[Param, ...]:
         entries = _parse_option(str(option), entry, declared, problems)
         if entries:
             values = [p.values() if p.kind in ("fixed", "categorical") else None for p in entries]
-            declared[str(option)] = None if None in values else tuple(
-                v for i, vs in enumerate(values) for v in vs if not any(same(v, w) for w in sum(values[:i], ())))
+            declared[str(option)] = (
+                None
+                if None in values
+                else tuple(
+                    v
+                    for i, vs in enumerate(values)
+                    for v in vs
+                    if not any(same(v, w) for w in sum(values[:i], ()))
+                )
+            )
             params.extend(entries)
     if params and not problems.items and all(p.kind == "fixed" for p in params):
         problems.add("space", "every option is fixed: give at least one option choices or a range")

@@ -14,8 +14,14 @@ def probe_channels(settings: ProbeSettings) -> tuple[int, ...]:
     from ..models import build_model
     from ..norm import UnifiedNorm
 
-    model = build_model(settings.model, "bn", depth=settings.depth, width=settings.width,
-                        skipinit=settings.skipinit, resolution=settings.resolution)
+    model = build_model(
+        settings.model,
+        "bn",
+        depth=settings.depth,
+        width=settings.width,
+        skipinit=settings.skipinit,
+        resolution=settings.resolution,
+    )
     return tuple(sorted({m.num_channels for m in model.modules() if isinstance(m, UnifiedNorm)}))
 
 
@@ -43,9 +49,12 @@ def check_fits(space: SearchSpace, problems: Problems, network_from: str) -> Non
         for i, value in enumerate(param.choices):
             if not fits(value, channels):
                 where = f"{param.path}.choices[{i}]" if param.kind == "categorical" else param.path
-                problems.add(where, f"{value} does not fit the probe network's channel counts "
-                             f"{', '.join(map(str, channels))} ({network}); fitting values here: "
-                             f"{', '.join(map(str, allowed)) or 'none'}")
+                problems.add(
+                    where,
+                    f"{value} does not fit the probe network's channel counts "
+                    f"{', '.join(map(str, channels))} ({network}); fitting values here: "
+                    f"{', '.join(map(str, allowed)) or 'none'}",
+                )
 
 
 __all__ = ["check_fits", "fits", "probe_channels"]

@@ -34,8 +34,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise yaml.constructor.ConstructorError(
-                    None, None, "a key must be a plain value (a name or a number), not a list or mapping",
-                    key_node.start_mark
+                    None,
+                    None,
+                    "a key must be a plain value (a name or a number), not a list or mapping",
+                    key_node.start_mark,
                 )
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
@@ -66,12 +68,16 @@ def _check_nesting(text: str, label: str) -> None:
             if depth > MAX_NESTING:
                 mark = event.start_mark
                 where = f"{label}: line {mark.line + 1}, column {mark.column + 1}"
-                raise SpaceError([f"{where}: nested more than {MAX_NESTING} levels deep (a space file needs 5)"])
+                raise SpaceError(
+                    [f"{where}: nested more than {MAX_NESTING} levels deep (a space file needs 5)"]
+                )
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
 
 
-def _settings(cls: type, data: Any, prefix: str, problems: Problems, defaults: Mapping[str, Any] | None = None) -> Any:
+def _settings(
+    cls: type, data: Any, prefix: str, problems: Problems, defaults: Mapping[str, Any] | None = None
+) -> Any:
     """A settings section with every bad key reported (not just the first); ``defaults`` (valid values)
     under the keys it does not give; the class defaults if it has problems."""
     if data is not None and not isinstance(data, Mapping):
@@ -126,8 +132,11 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
     objective = data.get("objective")
     weights = ScoreWeights()
     if objective is not None and not (isinstance(objective, Mapping) and set(objective) <= {"weights"}):
-        problems.add("objective", "must be a mapping with one key, weights: {similarity, step_loss_ratio, "
-                     "activation_growth, grad_ratio}")
+        problems.add(
+            "objective",
+            "must be a mapping with one key, weights: {similarity, step_loss_ratio, "
+            "activation_growth, grad_ratio}",
+        )
     elif objective is not None:
         weights = _settings(ScoreWeights, objective.get("weights"), "objective.weights", problems)
     given = frozenset(data["probe"]) if isinstance(data.get("probe"), Mapping) else frozenset()
@@ -140,8 +149,11 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
     if not problems.items and space.is_finite():
         points, valid = space.size()
         if valid == 0:
-            problems.add("space", f"none of its {points} points is a valid config (e.g. "
-                         f"{_first_error(space)}): check the conditions")
+            problems.add(
+                "space",
+                f"none of its {points} points is a valid config (e.g. "
+                f"{_first_error(space)}): check the conditions",
+            )
     if problems.items:
         raise SpaceError(problems.items)
     return space
@@ -159,8 +171,11 @@ def _first_error(space: SearchSpace) -> str:
 def shipped_spaces() -> dict[str, Any]:
     """Name → resource of each space shipped inside the package (``normsearch/spaces/*.yaml``)."""
     folder = resources.files("normsearch") / "spaces"
-    return {p.name.removesuffix(".yaml"): p for p in sorted(folder.iterdir(), key=lambda p: p.name)
-            if p.name.endswith(".yaml")}
+    return {
+        p.name.removesuffix(".yaml"): p
+        for p in sorted(folder.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".yaml")
+    }
 
 
 def resolve(path_or_name: str | Path) -> tuple[str, str, str]:

@@ -109,8 +109,12 @@ def branch(when: tuple[tuple[str, tuple[Any, ...]], ...], sep: str = ",") -> str
 _SUGGEST = {
     "fixed": lambda p, trial: p.choices[0],
     "categorical": lambda p, trial: trial.suggest_categorical(p.name, list(p.choices)),
-    "int": lambda p, trial: trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log),
-    "float": lambda p, trial: _significant(trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log), p),
+    "int": lambda p, trial: trial.suggest_int(
+        p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log
+    ),
+    "float": lambda p, trial: _significant(
+        trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log), p
+    ),
 }
 
 

@@ -27,7 +27,9 @@ class Problems:
 
 def kind(value: Any) -> str:
     """What a YAML value is, for messages: ``a mapping``, ``a list``, …, else its repr."""
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), repr(value))
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), repr(value)
+    )
 
 
 __all__ = ["Problems", "SpaceError", "kind"]

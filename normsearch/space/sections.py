@@ -18,7 +18,9 @@ SAMPLERS = ("tpe", "random", "nsga2", "brute_force")
 class SearchSettings:
     """The search loop: trial budget, sampler and which baselines are enqueued."""
 
-    n_trials: int = field(default=30, metadata={"min": 1, "help": "trial budget of the study (resumes count)"})
+    n_trials: int = field(
+        default=30, metadata={"min": 1, "help": "trial budget of the study (resumes count)"}
+    )
     timeout: float | None = field(default=None, metadata={"min": 0.0, "help": "seconds per run; null: none"})
     sampler: str = field(default="tpe", metadata={"choices": SAMPLERS, "help": "Optuna sampler"})
     seed: int = field(default=0, metadata={"min": 0, "help": "sampler seed (worker i uses seed + i)"})
@@ -37,8 +39,15 @@ def confirm_counterparts(confirm: ConfirmSettings) -> dict[str, Any]:
     """What each :data:`MATCHED` probe field is in the confirmation: its network, its resolution (the
     dataset's own when ``confirm.resolution`` is null), its dataset and its (peak) learning rate."""
     resolution = confirm.resolution or NATIVE_RESOLUTION.get(confirm.dataset)
-    return {"model": confirm.model, "depth": confirm.depth, "width": confirm.width, "skipinit": confirm.skipinit,
-            "resolution": resolution, "data": confirm.dataset, "lr": confirm.lr}
+    return {
+        "model": confirm.model,
+        "depth": confirm.depth,
+        "width": confirm.width,
+        "skipinit": confirm.skipinit,
+        "resolution": resolution,
+        "data": confirm.dataset,
+        "lr": confirm.lr,
+    }
 
 
 def matched_probe(confirm: ConfirmSettings) -> dict[str, Any]:
@@ -54,8 +63,18 @@ def probe_differences(probe: ProbeSettings, confirm: ConfirmSettings) -> dict[st
     """``{field: {"probe": value, "confirm": value}}`` for each :data:`MATCHED` field where the probe
     network or inputs differ from what confirmation trains (empty: the probes see the trained network)."""
     counterparts = confirm_counterparts(confirm)
-    return {k: {"probe": getattr(probe, k), "confirm": v} for k, v in counterparts.items()
-            if getattr(probe, k) != v}
+    return {
+        k: {"probe": getattr(probe, k), "confirm": v}
+        for k, v in counterparts.items()
+        if getattr(probe, k) != v
+    }
 
 
-__all__ = ["MATCHED", "SAMPLERS", "SearchSettings", "confirm_counterparts", "matched_probe", "probe_differences"]
+__all__ = [
+    "MATCHED",
+    "SAMPLERS",
+    "SearchSettings",
+    "confirm_counterparts",
+    "matched_probe",
+    "probe_differences",
+]
