@@ -307,6 +307,16 @@ def _open_rdb(url: str, where: str, create: bool, heartbeat: int) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
+def dangling_lock(lock: Path) -> bool:
+    """Whether ``lock`` is a link whose target does not exist. The link is read once: a live writer may
+    release (unlink) its lock between two checks, which must not read as a dangling link."""
+    try:
+        target = os.readlink(lock)
+    except OSError:  # no lock, or not a link: nothing to break
+        return False
+    return not (lock.parent / target).exists()
+
+
 def make_storage(
     spec: str, *, create: bool = True, heartbeat: int = HEARTBEAT_S, where: str = "--storage"
 ) -> BaseStorage:
@@ -334,7 +344,7 @@ def make_storage(
     if not create and not path.is_file():
         raise StorageError(f"{where} {spec}: no such journal file")
     lock = Path(str(path) + LOCK_SUFFIX)
-    if lock.is_symlink() and not lock.exists():
+    if dangling_lock(lock):
         raise StaleLock(
             f"{lock}: a lock left by a killed process (a dangling link that Optuna cannot break); "
             "delete it if no other process is writing this study"

@@ -36,7 +36,7 @@ from normsearch.search import (
     space_text,
 )
 from normsearch.space import load_space
-from normsearch.storage import open_study
+from normsearch.storage import dangling_lock, open_study
 
 runner = CliRunner()
 PROBE = "probe: {depth: 8, width: 32, batch_size: 16, seeds: 1, resolution: 8}\n"
@@ -630,3 +630,29 @@ def test_missing_confirmation_data_stops_run_and_calibrate_before_anything_is_wr
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "dataset 'mnist'" in result.stderr and "the offline choice is dataset 'digits'" in result.stderr
     assert not Path("runs").exists()
+
+
+def test_a_lock_released_while_it_is_checked_is_not_mistaken_for_a_dangling_one(tmp_path: Path) -> None:
+    """Another writer takes and releases the journal lock (a link to the journal) as fast as it can; the
+    check for a lock left by a killed process never fires meanwhile (it once did when the link vanished
+    between its two stat calls, failing a worker of a two-worker search)."""
+    journal = tmp_path / "journal.log"
+    journal.write_text("")
+    lock = Path(f"{journal}.lock")
+    toggle = (
+        "import os, time\n"
+        "end = time.monotonic() + 30\n"
+        "while time.monotonic() < end:\n"
+        f"    os.symlink({str(journal)!r}, {str(lock)!r}); os.unlink({str(lock)!r})\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", toggle])
+    try:
+        deadline = time.monotonic() + 10
+        while not lock.is_symlink() and time.monotonic() < deadline:  # the writer is toggling
+            time.sleep(0.01)
+        assert not any(dangling_lock(lock) for _ in range(100_000))
+    finally:
+        writer.kill()
+        writer.wait()
+    lock.symlink_to("elsewhere/journal.log")  # a relative link as a killed writer left it
+    assert dangling_lock(lock)
