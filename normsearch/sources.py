@@ -40,7 +40,7 @@ from torch.nn.utils import parametrize
 
 from .norm import NormConfig, UnifiedNorm, norm_layer
 from .norm.conv import RELU_GAIN
-from .userfunc import load_function, one_line
+from .userfunc import IN_PROCESS, elsewhere, load_function, one_line
 
 BUILTIN = ("resnet", "cnn")
 FORMS = "resnet, cnn, torchvision:NAME, timm:NAME, FILE.py:FUNC or package.module:FUNC"
@@ -196,6 +196,11 @@ def _from_function(name: str, fn: Callable[..., nn.Module]) -> ModelSource:
     return ModelSource(name, build)
 
 
+class ModelUnavailable(ValueError):
+    """A ``python:`` model name (:func:`register_model`) in a process that does not hold its function; the
+    message names the fix."""
+
+
 _REGISTERED: dict[str, ModelSource] = {}
 """In-process builders (:func:`register_model`) by name."""
 
@@ -214,7 +219,7 @@ def register_model(builder: Callable[..., nn.Module]) -> str:
                 return name
         except ValueError:
             pass
-    name = f"python:{qualname or type(builder).__name__}"
+    name = f"{IN_PROCESS}{qualname or type(builder).__name__}"
     _REGISTERED[name] = _from_function(name, builder)
     resolve_model.cache_clear()
     return name
@@ -243,6 +248,8 @@ def resolve_model(name: str) -> ModelSource | None:
         return None
     if name in _REGISTERED:
         return _REGISTERED[name]
+    if name.startswith(IN_PROCESS):
+        raise ModelUnavailable(elsewhere(f"model {name!r}", "FILE.py:FUNC or package.module:FUNC"))
     prefix, sep, rest = name.partition(":")
     if sep and prefix == "torchvision":
         return _torchvision(name, rest)
@@ -255,7 +262,11 @@ def resolve_model(name: str) -> ModelSource | None:
 
 
 def check_model_name(name: str) -> None:
-    """Raise ``ValueError`` if ``name`` cannot be resolved (settings validation)."""
+    """Raise ``ValueError`` if ``name`` cannot be resolved (settings validation). An in-process ``python:``
+    name is valid anywhere (a study's stored settings carry it); building it where it is not registered
+    raises :class:`ModelUnavailable`."""
+    if isinstance(name, str) and name.startswith(IN_PROCESS):
+        return
     resolve_model(name)
 
 
@@ -298,6 +309,7 @@ __all__ = [
     "BUILTIN",
     "FORMS",
     "ModelSource",
+    "ModelUnavailable",
     "RepeatChannels",
     "check_model_name",
     "in_process_only",
