@@ -2,7 +2,8 @@
 
 Public API: the pipeline (:func:`run` → :class:`Study`: ``leaderboard()``, ``winner``, ``export()``; see
 :mod:`normsearch.pipeline`; ``run`` shows ``normsearch run``'s progress on stderr) and the layer: :func:`build_norm`, :class:`NormConfig`, :func:`parse_spec`,
-:func:`build_conv`, :func:`norm_layer` (the factory model builders take), ``PRESETS``.
+:func:`build_conv`, :func:`norm_layer` (the factory model builders take; timm's convnets:
+:func:`norm_act_layer`), ``PRESETS``.
 They are imported on first use (PEP 562), so that ``import normsearch`` does not load torch: the console
 script (:mod:`normsearch.console`) can then catch a Ctrl-C during its own start-up.
 """
@@ -22,6 +23,7 @@ _FROM_NORM = (
     "build_conv",
     "build_norm",
     "build_norm_act",
+    "norm_act_layer",
     "norm_layer",
     "parse_spec",
 )
@@ -60,6 +62,7 @@ __all__ = [
     "build_conv",
     "build_norm",
     "build_norm_act",
+    "norm_act_layer",
     "norm_layer",
     "parse_spec",
     "run",

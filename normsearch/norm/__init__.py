@@ -11,6 +11,7 @@ from .config import NormConfig, as_config, parse_spec
 from .conv import ScaledStdConv2d, WeightNormConv2d, build_conv
 from .factory import norm_layer
 from .layer import UnifiedNorm
+from .norm_act import UnifiedNormAct, norm_act_layer
 from .presets import PRESETS, Preset
 from .slots import TLU, ScaledReLU, build_norm_act
 
@@ -43,11 +44,13 @@ __all__ = [
     "ScaledStdConv2d",
     "Spec",
     "UnifiedNorm",
+    "UnifiedNormAct",
     "WeightNormConv2d",
     "as_config",
     "build_conv",
     "build_norm",
     "build_norm_act",
+    "norm_act_layer",
     "norm_layer",
     "parse_spec",
 ]
