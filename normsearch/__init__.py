@@ -1,8 +1,9 @@
 """normsearch: search the design space of normalization layers with init-time probes.
 
 Public API: the pipeline (:func:`run` → :class:`Study`: ``leaderboard()``, ``winner``, ``export()``; see
-:mod:`normsearch.pipeline`) and the layer: :func:`build_norm`, :class:`NormConfig`, :func:`parse_spec`,
-:func:`build_conv`, :func:`norm_layer` (the factory model builders take), ``PRESETS``.
+:mod:`normsearch.pipeline`; ``run`` shows ``normsearch run``'s progress on stderr) and the layer: :func:`build_norm`, :class:`NormConfig`, :func:`parse_spec`,
+:func:`build_conv`, :func:`norm_layer` (the factory model builders take; timm's convnets:
+:func:`norm_act_layer`), ``PRESETS``.
 They are imported on first use (PEP 562), so that ``import normsearch`` does not load torch: the console
 script (:mod:`normsearch.console`) can then catch a Ctrl-C during its own start-up.
 """
@@ -22,10 +23,27 @@ _FROM_NORM = (
     "build_conv",
     "build_norm",
     "build_norm_act",
+    "norm_act_layer",
     "norm_layer",
     "parse_spec",
 )
-_FROM_PIPELINE = ("run", "Study")
+_FROM_PIPELINE = ("Study",)
+
+
+def run(space: Any = "groups", *, progress: bool = True, **options: Any) -> Any:
+    """:func:`normsearch.pipeline.run` (same arguments, returns its :class:`Study`) with the progress of
+    ``normsearch run`` on stderr: the study notes, the search's bar, the confirmation's runs;
+    ``progress=False`` prints nothing. The package root composes the two: the pipeline sits below the CLI
+    that draws the progress (tests/test_layers.py)."""
+    from .pipeline import run as run_pipeline
+
+    if progress:
+        from .cli.app import stderr
+        from .cli.search import _Terminal
+
+        options.setdefault("reporter", _Terminal)
+        options.setdefault("console", stderr)
+    return run_pipeline(space, **options)
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +62,7 @@ __all__ = [
     "build_conv",
     "build_norm",
     "build_norm_act",
+    "norm_act_layer",
     "norm_layer",
     "parse_spec",
     "run",

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from .userfunc import load_function, one_line
+from .userfunc import IN_PROCESS, elsewhere, load_function, one_line
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_VAL_FRACTION = 0.2
@@ -282,8 +282,8 @@ DATA_FORMS = f"{', '.join(LOADERS)}, imagefolder:PATH, FILE.py:FUNC or package.m
 
 def check_data_name(name: str) -> None:
     """``ValueError`` with one line for a dataset name that cannot be used (without loading the data)."""
-    if name in LOADERS or name in _REGISTERED:
-        return
+    if name in LOADERS or name in _REGISTERED or (isinstance(name, str) and name.startswith(IN_PROCESS)):
+        return  # an in-process name is valid (stored records carry it); loading it elsewhere is refused
     prefix, sep, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
     if sep and prefix == "imagefolder":
         if not Path(rest).is_dir():
@@ -310,7 +310,7 @@ def register_data(train: object, val: object) -> str:
     for dataset in loaded[:2]:
         for tensor in dataset.tensors:
             digest.update(tensor.contiguous().numpy().tobytes())
-    name = f"python:data-{digest.hexdigest()[:16]}"
+    name = f"{IN_PROCESS}data-{digest.hexdigest()[:16]}"
     _REGISTERED[name] = lambda resolution: loaded
     return name
 
@@ -326,6 +326,8 @@ def _user_loader(name: str) -> Callable[[int | None], Loaded] | None:
         return None
     if name in _REGISTERED:
         return _REGISTERED[name]
+    if isinstance(name, str) and name.startswith(IN_PROCESS):
+        raise DatasetUnavailable(elsewhere(f"dataset {name!r}", "FILE.py:FUNC returning (train, val)"))
     check_data_name(name)
     label = f"dataset {name!r}"
     prefix, _, rest = name.partition(":")

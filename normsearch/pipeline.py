@@ -42,8 +42,8 @@ from .leaderboard import build_rows, sort_rows
 from .norm import NormConfig, parse_spec
 from .search import Prepared, StopRequest, WorkerTask, budget_used, optimize, prepare, run_workers
 from .settings import SettingsError, from_mapping
+from .sources import ModelUnavailable, register_model, resolve_model
 from .sources import in_process_only as model_in_process_only
-from .sources import register_model
 from .space import SearchSpace, load_space
 from .storage import StudyLocation, check_name, locate, open_study
 
@@ -188,6 +188,17 @@ def check_workers(space: SearchSpace, workers: int) -> None:
         )
 
 
+def _check_models(space: SearchSpace, confirm: bool) -> None:
+    """``SettingsError`` at ``probe.model`` / ``confirm.model`` for a ``python:`` model that another process
+    registered (:class:`~normsearch.sources.ModelUnavailable`): it stops here, before any trial, not in each."""
+    sections = (("probe", space.probe), ("confirm", space.confirm)) if confirm else (("probe", space.probe),)
+    for section, settings in sections:
+        try:
+            resolve_model(settings.model)
+        except ModelUnavailable as err:
+            raise SettingsError(f"{section}.model", str(err)) from None
+
+
 def _check_confirm_data(space: SearchSpace) -> None:
     """Load the confirmation data up front (cached for the confirm stage): a missing dataset is an input
     error before any trial runs, not after them. ``SettingsError`` at ``confirm.dataset`` saying why."""
@@ -255,8 +266,8 @@ def search_and_confirm(
 ) -> optuna.Study:
     """The pipeline on a validated ``space`` and study ``location``; returns the Optuna study.
 
-    1. check the input: the confirmation data loads (``confirm``), workers can build the model
-       (:func:`check_workers`);
+    1. check the input: the models can be built here and the confirmation data loads (``confirm``),
+       workers can build the model (:func:`check_workers`);
     2. create or resume the study (:func:`~normsearch.search.prepare`);
     3. probe candidates until the space's budget is used, counting other processes' trials
        (:func:`~normsearch.search.optimize` here, or ``workers`` spawned processes:
@@ -267,13 +278,15 @@ def search_and_confirm(
     ``exhaustive``: every candidate is probed (no timeout) and trained at the final budget at every learning
     rate (``normsearch calibrate``). ``interruptible``: the first SIGINT during the search stops it after the
     running trials, the second interrupts them (call from the main thread). Progress goes to ``reporter``.
-    Raises :class:`~normsearch.settings.SettingsError` (bad ``confirm.dataset``), ``ValueError``
+    Raises :class:`~normsearch.settings.SettingsError` (bad ``confirm.dataset``, a ``python:`` model
+    registered in another process), ``ValueError``
     (:func:`check_workers`), :class:`~normsearch.search.IncompatibleStudy`,
     :class:`~normsearch.storage.StorageError`, :class:`Interrupted` (nothing runs after it) and
     :class:`WorkersFailed`.
     """
     reporter = reporter or Reporter()
     check_workers(space, workers)
+    _check_models(space, confirm)
     if confirm:
         _check_confirm_data(space)
     prepared = prepare(space, location)
@@ -315,6 +328,7 @@ def run(
     seed: int | None = None,
     workers: int = 1,
     confirm: bool | Mapping[str, Any] = True,
+    reporter: Callable[[SearchSpace, StudyLocation], Reporter] | None = None,
     console: Console | None = None,
 ) -> Study:
     """Search ``space`` (a shipped name, a YAML path or a :class:`SearchSpace`) and return the :class:`Study`
@@ -324,7 +338,9 @@ def run(
     ``workers`` processes, then, unless ``confirm`` is false, trains the selected candidates (``confirm`` may
     be a mapping of ``confirm:`` settings to change, e.g. ``{"epochs": 1, "top_k": 2}``). The study is
     ``study`` (default: the space's name) in ``storage`` (an Optuna URL or journal path; default
-    ``runs_dir/NAME/journal.log``); calling again resumes it. Progress goes to ``console`` (default: none).
+    ``runs_dir/NAME/journal.log``); calling again resumes it. The search's progress goes to
+    ``reporter(space, location)`` and the confirmation's to ``console`` (default: none of either;
+    :func:`normsearch.run` passes those of ``normsearch run``).
     Raises :class:`~normsearch.space.SpaceError`, :class:`~normsearch.settings.SettingsError` or
     ``ValueError`` for bad input (before anything is written; ``workers`` > 1 with an in-memory model or
     data: :func:`check_workers`), :class:`~normsearch.search.IncompatibleStudy` for a study probed with other
@@ -342,7 +358,14 @@ def run(
     )  # fmt: skip
     location = locate(check_name(study or space.name), runs_dir, storage)
     return Study(
-        search_and_confirm(space, location, workers=workers, confirm=confirm is not False, console=console)
+        search_and_confirm(
+            space,
+            location,
+            workers=workers,
+            confirm=confirm is not False,
+            reporter=None if reporter is None else reporter(space, location),
+            console=console,
+        )
     )
 
 

@@ -443,7 +443,8 @@ def _check_compatible(study: optuna.Study, space: SearchSpace) -> None:
     if changed:
         raise IncompatibleStudy(
             f"study {study.study_name!r} was probed with other settings ({'; '.join(changed)}): its scores "
-            "would not compare; use another --study name or restore them"
+            "would not compare; use another study name (--study NAME; in Python, normsearch.run(study=NAME)) "
+            "or restore them"
         )
 
 

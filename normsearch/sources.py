@@ -7,7 +7,9 @@ A model name (the ``model`` setting of ``probe:`` / ``confirm:``, ``--model``) i
   (resnet18/34/50/…, resnext*, wide_resnet*, regnet_*, mobilenet_v2/v3, efficientnet_b0–b4, convnext_*,
   and, with ``layout=tokens``, vit_* / swin_*), built with ``weights=None``;
 - ``timm:NAME[,key=value...]``: ``timm.create_model(NAME, pretrained=False, norm_layer=...)`` (needs the
-  ``timm`` extra); ``img_size`` follows the data where the model takes it;
+  ``timm`` extra), with :func:`~normsearch.norm.norm_act_layer` as ``norm_layer``: timm's convnets
+  (efficientnet_*, regnet*, mobilenet*) make it a norm+act layer holding their activation; ``img_size``
+  follows the data where the model takes it;
 - ``FILE.py:FUNC`` or ``package.module:FUNC``: the user's ``FUNC(norm_layer, num_classes) -> nn.Module``
   (also given ``in_channels=`` when its signature names it).
 
@@ -20,7 +22,8 @@ architecture. What differs from the paper's networks, where the candidate also o
 - weight schemes (``weight=weight_norm`` / ``scaled_ws``) reparametrize every ``nn.Conv2d`` of the model
   through ``torch.nn.utils.parametrize`` (Ŵ as :mod:`normsearch.norm.conv`, gain ``parametrizations.weight.0.gain``);
   WN's scaled ReLU is not added (the model's activation stays);
-- torchvision builders take 3 input channels: 1-channel data is repeated to 3 (``RepeatChannels``).
+- torchvision builders take 3 input channels: 1-channel data is repeated to 3 (``RepeatChannels``); so is
+  it for a user's function without an ``in_channels`` argument whose first conv takes 3 (:func:`fit_channels`).
 
 ``resolve_model(name)`` checks a name once (unknown names, missing files, import errors, builders that take no
 ``norm_layer``) and raises ``ValueError`` with one line saying what is wrong and what is allowed.
@@ -38,9 +41,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .norm import NormConfig, UnifiedNorm, norm_layer
+from .norm import NormConfig, UnifiedNorm, norm_act_layer, norm_layer
 from .norm.conv import RELU_GAIN
-from .userfunc import load_function, one_line
+from .userfunc import IN_PROCESS, elsewhere, load_function, one_line
 
 BUILTIN = ("resnet", "cnn")
 FORMS = "resnet, cnn, torchvision:NAME, timm:NAME, FILE.py:FUNC or package.module:FUNC"
@@ -48,17 +51,19 @@ FORMS = "resnet, cnn, torchvision:NAME, timm:NAME, FILE.py:FUNC or package.modul
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A resolved foreign model name: ``builder(norm_layer, num_classes, in_channels, resolution)``."""
+    """A resolved foreign model name: ``builder(norm_layer, num_classes, in_channels, resolution)``, given
+    ``factory(cfg)`` as ``norm_layer`` (timm's: :func:`~normsearch.norm.norm_act_layer`)."""
 
     name: str
     builder: Callable[..., nn.Module] = field(compare=False)
+    factory: Callable[[NormConfig], Callable[..., nn.Module]] = field(default=norm_layer, compare=False)
 
     def build(
         self, cfg: NormConfig, *, num_classes: int, in_channels: int, resolution: int | None
     ) -> nn.Module:
         """A freshly initialised model (torch's global RNG) whose norm slots are ``cfg``'s layer."""
         try:
-            model = self.builder(norm_layer(cfg), num_classes, in_channels, resolution)
+            model = self.builder(self.factory(cfg), num_classes, in_channels, resolution)
         except (TypeError, ValueError, RuntimeError, AssertionError) as err:
             raise ValueError(
                 f"model {self.name!r} could not be built with {cfg.spec()}: {one_line(err)}"
@@ -175,7 +180,7 @@ def _timm(name: str, rest: str) -> ModelSource:
                     raise
         return timm.create_model(arch, **args, **keywords)
 
-    return ModelSource(name, build)
+    return ModelSource(name, build, norm_act_layer)  # timm's convnets build norm+act layers
 
 
 def _user(name: str, where: str, function: str) -> ModelSource:
@@ -190,10 +195,33 @@ def _from_function(name: str, fn: Callable[..., nn.Module]) -> ModelSource:
         takes_channels = False
 
     def build(factory: Callable, num_classes: int, in_channels: int, resolution: int | None) -> nn.Module:
-        extra = {"in_channels": in_channels} if takes_channels else {}
-        return fn(factory, num_classes, **extra)
+        if takes_channels:
+            return fn(factory, num_classes, in_channels=in_channels)
+        return fit_channels(fn(factory, num_classes), in_channels)
 
     return ModelSource(name, build)
+
+
+def fit_channels(model: nn.Module, in_channels: int) -> nn.Module:
+    """A user's model for data of ``in_channels`` channels, judged by its first ``nn.Conv2d``: as it is when
+    they match (or it has no conv), 1-channel data repeated to 3 (:class:`RepeatChannels`) for a model built
+    for RGB, else ``ValueError`` naming both counts and the fix."""
+    if not isinstance(model, nn.Module):  # ModelSource.build says what it is
+        return model
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None or first.in_channels == in_channels:
+        return model
+    if (first.in_channels, in_channels) == (3, 1):
+        return RepeatChannels(model)
+    raise ValueError(
+        f"its first conv takes {first.in_channels} input channels and the data has {in_channels}: give the "
+        "function an in_channels argument and build its first conv with it"
+    )
+
+
+class ModelUnavailable(ValueError):
+    """A ``python:`` model name (:func:`register_model`) in a process that does not hold its function; the
+    message names the fix."""
 
 
 _REGISTERED: dict[str, ModelSource] = {}
@@ -214,7 +242,7 @@ def register_model(builder: Callable[..., nn.Module]) -> str:
                 return name
         except ValueError:
             pass
-    name = f"python:{qualname or type(builder).__name__}"
+    name = f"{IN_PROCESS}{qualname or type(builder).__name__}"
     _REGISTERED[name] = _from_function(name, builder)
     resolve_model.cache_clear()
     return name
@@ -243,6 +271,8 @@ def resolve_model(name: str) -> ModelSource | None:
         return None
     if name in _REGISTERED:
         return _REGISTERED[name]
+    if name.startswith(IN_PROCESS):
+        raise ModelUnavailable(elsewhere(f"model {name!r}", "FILE.py:FUNC or package.module:FUNC"))
     prefix, sep, rest = name.partition(":")
     if sep and prefix == "torchvision":
         return _torchvision(name, rest)
@@ -255,7 +285,11 @@ def resolve_model(name: str) -> ModelSource | None:
 
 
 def check_model_name(name: str) -> None:
-    """Raise ``ValueError`` if ``name`` cannot be resolved (settings validation)."""
+    """Raise ``ValueError`` if ``name`` cannot be resolved (settings validation). An in-process ``python:``
+    name is valid anywhere (a study's stored settings carry it); building it where it is not registered
+    raises :class:`ModelUnavailable`."""
+    if isinstance(name, str) and name.startswith(IN_PROCESS):
+        return
     resolve_model(name)
 
 
@@ -298,8 +332,10 @@ __all__ = [
     "BUILTIN",
     "FORMS",
     "ModelSource",
+    "ModelUnavailable",
     "RepeatChannels",
     "check_model_name",
+    "fit_channels",
     "in_process_only",
     "network_label",
     "register_model",

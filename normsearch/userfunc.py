@@ -3,6 +3,10 @@
 ``load_function(label, where, function)`` imports the file or module once and returns the callable; anything
 that goes wrong (missing file, an exception while importing it, no such function) is one ``ValueError`` line
 that starts with ``label`` (e.g. ``model 'nets.py:build'``).
+
+Objects handed to the Python API (:func:`normsearch.run`) are named ``python:…`` (:data:`IN_PROCESS`): a
+study records the name, which is valid anywhere (its records stay readable), but only the process that
+registered it can build the object; :func:`elsewhere` says so.
 """
 
 from __future__ import annotations
@@ -21,6 +25,20 @@ def one_line(err: BaseException) -> str:
     """``Type: message`` of an exception, whitespace collapsed to one line."""
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+IN_PROCESS = "python:"
+"""Prefix of the names of in-process objects (a model function or datasets given to ``normsearch.run``)."""
+
+
+def elsewhere(label: str, fix: str) -> str:
+    """The one line for an in-process name (``label``, e.g. ``model 'python:my_net'``) used in a process that
+    does not hold its object; ``fix`` names the form another process can load."""
+    return (
+        f"{label} was given to normsearch.run() in another process and exists only there: what it stored "
+        f"stays readable, but probing or training more needs it: call normsearch.run() again with it (the "
+        f"study resumes), or give it as {fix}"
+    )
 
 
 def _load_file(label: str, where: str) -> ModuleType:
@@ -60,4 +78,4 @@ def load_function(label: str, where: str, function: str, expected: str) -> Calla
     return fn
 
 
-__all__ = ["load_function", "one_line"]
+__all__ = ["IN_PROCESS", "elsewhere", "load_function", "one_line"]

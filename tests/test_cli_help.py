@@ -24,9 +24,9 @@ def _commands() -> list[list[str]]:
     paths: list[list[str]] = []
 
     def walk(command: Any, path: list[str]) -> None:
-        if hasattr(command, "commands"):  # a group (typer's own click)
-            for name, sub in command.commands.items():
-                walk(sub, [*path, name])
+        if hasattr(command, "commands"):  # a group (typer's own click): its modules import on lookup
+            for name in command.list_commands(None):
+                walk(command.get_command(None, name), [*path, name])
         else:
             paths.append(path)
 

@@ -18,7 +18,7 @@ from normsearch.norm import UnifiedNorm
 from normsearch.probes import ProbeRunner, ProbeSettings
 from normsearch.probes.trace import probe_points
 from normsearch.settings import SettingsError
-from normsearch.sources import resolve_model
+from normsearch.sources import RepeatChannels, resolve_model
 
 USER_MODELS = textwrap.dedent(
     """
@@ -41,6 +41,13 @@ USER_MODELS = textwrap.dedent(
 
         def forward(self, x):
             return x + torch.relu(self.norm(self.conv(x)))
+
+
+    def rgb(norm_layer, num_classes):  # built for RGB, with no in_channels argument
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), norm_layer(8), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
+        )
 
 
     def residual(norm_layer, num_classes, in_channels):
@@ -90,6 +97,22 @@ def test_timm_model_and_user_functions(user_file: Path) -> None:
     residual = _build(f"{user_file}:residual", in_channels=3)  # in_channels passed: its signature names it
     assert residual[0][0].in_channels == 3
     assert plain(torch.randn(2, 1, 8, 8)).shape == (2, 5)
+
+
+def test_a_user_model_built_for_rgb_gets_gray_data_repeated(user_file: Path) -> None:
+    model = _build(f"{user_file}:rgb", "bn", in_channels=1)
+    assert isinstance(model, RepeatChannels) and model(torch.randn(2, 1, 8, 8)).shape == (2, 5)
+    result = ProbeRunner(ProbeSettings(model=f"{user_file}:rgb", batch_size=4, seeds=1, resolution=8)).run(
+        "bn"
+    )
+    assert not result.unstable  # on the digits, 1 channel
+    assert not isinstance(_build(f"{user_file}:rgb", "bn", in_channels=3), RepeatChannels)
+    with pytest.raises(
+        ValueError,
+        match=r"rgb' could not be built with bn: ValueError: its first conv takes 3 "
+        r"input channels and the data has 2: give the function an in_channels argument",
+    ):
+        _build(f"{user_file}:rgb", "bn", in_channels=2)
 
 
 def test_module_function_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 from collections.abc import Iterable, Iterator
+from importlib import import_module
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
@@ -60,13 +61,48 @@ class PlainFlagsGroup(_PlainFlags, TyperGroup):
     """A group whose flags have no type column (:class:`_PlainFlags`)."""
 
 
+class CommandsGroup(PlainFlagsGroup):
+    """The ``normsearch`` group, whose command modules are imported when a command is looked up: running
+    one imports its module alone (torch, Optuna and matplotlib load only where a command needs them), and the
+    ``--help`` list shows the others by the name and help :func:`normsearch.cli.command_help` reads from
+    their source, importing none."""
+
+    _listing = False
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        from . import command_help
+
+        names = list(command_help())
+        return names + [name for name in super().list_commands(ctx) if name not in names]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        from . import command_help
+
+        found = super().get_command(ctx, cmd_name)
+        known = command_help().get(cmd_name)
+        if found is not None or known is None:
+            return found
+        if self._listing:
+            return TyperCommand(cmd_name, help=known[1])
+        import_module(f"{__package__}.{known[0]}")  # registers its commands on app
+        self.commands.update(typer.main.get_group(app).commands)  # built by typer, as at start-up
+        return self.commands.get(cmd_name)
+
+
 def command(*args: Any, on: typer.Typer | None = None, **kwargs: Any) -> Any:
     """``app.command(...)`` (or ``on.command``) with :class:`PlainFlagsCommand`: how every command registers."""
     return (on or app).command(*args, cls=PlainFlagsCommand, **kwargs)
 
 
 app = typer.Typer(
-    cls=PlainFlagsGroup,
+    cls=CommandsGroup,
     name="normsearch",
     no_args_is_help=True,
     add_completion=True,

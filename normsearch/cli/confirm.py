@@ -36,7 +36,7 @@ from ..leaderboard import build_rows, winner
 from ..pipeline import Interrupted, Reporter, search_and_confirm
 from ..search import IncompatibleStudy, check_comparable
 from ..settings import SettingsError, from_mapping
-from ..sources import network_label
+from ..sources import ModelUnavailable, network_label
 from ..space import SearchSpace, SpaceError, load_space
 from ..storage import HEARTBEAT_S, StorageError, check_name, locate, open_study, worker_id
 from ..train import resolve_device
@@ -166,7 +166,7 @@ def _confirm(
     """Confirm in this process; ``helpers``: started worker processes doing the same, joined at the end."""
     try:
         confirm_study(study, settings, space=space, console=stderr, exhaustive=exhaustive)
-    except DatasetUnavailable as err:
+    except (DatasetUnavailable, ModelUnavailable) as err:
         fail(str(err))
     except KeyboardInterrupt:
         for process in helpers:
@@ -232,7 +232,7 @@ def _worker(
             console=Console(file=io.StringIO()),
             exhaustive=exhaustive,
         )
-    except DatasetUnavailable:  # the parent reports it
+    except (DatasetUnavailable, ModelUnavailable):  # the parent reports it
         return
     except Exception as err:
         message = describe_failure(err)

@@ -23,8 +23,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from ..probes import SCORES
-from ..search import OBJECTIVES
+from ..records import SCORE_NAMES as SCORES
+from ..score import OBJECTIVES
 
 MIN_WRAP = 16
 """Narrowest the wrapped column gets before further columns are dropped."""

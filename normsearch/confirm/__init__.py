@@ -21,7 +21,7 @@ from rich.console import Console
 
 from ..data import load_data
 from ..records import probe_rows
-from ..sources import network_label
+from ..sources import network_label, resolve_model
 from ..train import Plan
 from .calibration import calibrate, describe
 from .display import TrainingDisplay
@@ -49,7 +49,8 @@ def confirm_study(
     any other: only missing ones are trained, so a killed confirmation resumes where it stopped. The
     calibration covers the candidates of the current training settings. ``space`` (the
     :class:`~normsearch.space.SearchSpace`) only names the study in the progress output. Raises
-    :class:`~normsearch.data.DatasetUnavailable` when the dataset is missing.
+    :class:`~normsearch.data.DatasetUnavailable` when the dataset is missing,
+    :class:`~normsearch.sources.ModelUnavailable` for a ``python:`` model that another process registered.
     """
     data = load_data(
         settings.dataset,
@@ -57,6 +58,7 @@ def confirm_study(
         data_dir=settings.data_dir,
         download=settings.download,
     )  # a missing dataset stops here, before any output
+    resolve_model(settings.model)  # so does a python: model of another process (ModelUnavailable)
     console = console or Console(stderr=True)
     rows = [row.as_dict() for row in probe_rows(study)]
     candidates = all_candidates(rows) if exhaustive else select_candidates(rows, settings)

@@ -10,8 +10,10 @@ first, as ``nn.BatchNorm2d(num_features)`` and ``nn.LayerNorm(dim)`` are called.
   nothing it could act on.
 
 Any other keyword raises ``TypeError`` naming the accepted ones (a silently ignored option would make the
-built model differ from what its builder asked for). The factory is a ``functools.partial`` with the
-config bound by keyword, the form timm's ``get_norm_layer`` re-binds.
+built model differ from what its builder asked for); timm's norm+act keywords (``inplace``, ``apply_act``,
+``act_layer``, ``act_kwargs``, ``drop_layer``) name :func:`~normsearch.norm.norm_act.norm_act_layer`, the
+factory for those models. The factory is a ``functools.partial`` with the config bound by keyword, the
+form timm's ``get_norm_layer`` re-binds.
 """
 
 from __future__ import annotations
@@ -26,6 +28,22 @@ from .config import NormConfig, as_config
 from .layer import UnifiedNorm
 
 ACCEPTED_KEYWORDS = ("device", "dtype", "eps", "affine", "momentum")
+TIMM_NORM_ACT_KEYWORDS = ("inplace", "apply_act", "act_layer", "act_kwargs", "drop_layer")
+"""What timm passes to a norm+act layer (``timm.layers.BatchNormAct2d``'s signature)."""
+
+
+def with_keywords(
+    config: NormConfig, *, eps: float | None, affine: bool | None, momentum: float | None
+) -> NormConfig:
+    """``config`` with a builder's ``eps``, ``affine`` and ``momentum`` applied (module docstring)."""
+    changes: dict[str, Any] = {}
+    if eps is not None and config.normalizes_activations:
+        changes["eps"] = eps
+    if affine is False:
+        changes["affine"] = "none"
+    if momentum is not None and config.running:
+        changes["momentum"] = momentum
+    return config.replace(**changes) if changes else config
 
 
 def make_norm_layer(
@@ -41,19 +59,13 @@ def make_norm_layer(
 ) -> UnifiedNorm:
     """``config``'s layer for ``num_channels`` channels, with the keywords of the module docstring applied."""
     if unknown:
+        timm = set(unknown) & set(TIMM_NORM_ACT_KEYWORDS)
         raise TypeError(
             f"norm layer {config.spec()!r} got unexpected keyword(s) {', '.join(sorted(unknown))}; "
             f"accepted: {', '.join(ACCEPTED_KEYWORDS)}"
+            + ("; timm's norm+act layers take normsearch.norm_act_layer(spec)" if timm else "")
         )
-    changes: dict[str, Any] = {}
-    if eps is not None and config.normalizes_activations:
-        changes["eps"] = eps
-    if affine is False:
-        changes["affine"] = "none"
-    if momentum is not None and config.running:
-        changes["momentum"] = momentum
-    if changes:
-        config = config.replace(**changes)
+    config = with_keywords(config, eps=eps, affine=affine, momentum=momentum)
     return UnifiedNorm(config, num_channels, device=device, dtype=dtype)
 
 
@@ -63,4 +75,4 @@ def norm_layer(spec: str | NormConfig | dict) -> Callable[..., UnifiedNorm]:
     return functools.partial(make_norm_layer, config=as_config(spec))
 
 
-__all__ = ["ACCEPTED_KEYWORDS", "make_norm_layer", "norm_layer"]
+__all__ = ["ACCEPTED_KEYWORDS", "TIMM_NORM_ACT_KEYWORDS", "make_norm_layer", "norm_layer", "with_keywords"]
