@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..confirm.settings import ConfirmSettings
-from ..models import CandidateConfig
+from ..models import CandidateConfig, network_options
 from ..norm import NormConfig, as_config
 from ..probes.settings import ProbeSettings
 from ..score import ScoreWeights
+from ..settings import SettingsError
 from .sections import SearchSettings, matched_probe, probe_differences
 
 _MISSING = object()
@@ -175,7 +176,26 @@ class SearchSpace:
         """This space with other confirmation settings, its probe settings following them as at load (those
         the ``probe:`` section gives stay). Raises ``SettingsError`` if they make an invalid probe."""
         matched = {k: v for k, v in matched_probe(confirm).items() if k not in self.probe_given}
+        if confirm.model != self.confirm.model:
+            self._check_network(confirm.model)
         return dataclasses.replace(self, confirm=confirm, probe=dataclasses.replace(self.probe, **matched))
+
+    def _check_network(self, model: str) -> None:
+        """Raise ``SettingsError`` at ``confirm.model`` if ``model`` does not take every value of the
+        ``network:`` section (a model given on the command line after the file was checked)."""
+        options = network_options(model)
+        for param in (p for p in self.params if p.section == "network"):
+            option = options.get(param.option)
+            if option is None:
+                raise SettingsError(
+                    "confirm.model", f"{model}: {param.path}: {options.unknown(param.option)}"
+                )
+            for value in param.values() or (param.low, param.high):
+                allowed = option.problem(value)
+                if allowed is not None:
+                    raise SettingsError(
+                        "confirm.model", f"{model}: {param.path}: must be {allowed}, got {value!r}"
+                    )
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """Draw one candidate's options (NormConfig options, maybe ``preset``, and network options) from an
