@@ -103,8 +103,8 @@ def build_rows(
 
 
 def winner(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The best trained candidate at the highest budget reached: {trial, config, network (its network options),
-    accuracy, accuracy_std, budget, lr, seeds}, or None when nothing is trained."""
+    """The best trained candidate at the highest budget reached: {trial, config, network (its network
+    options), accuracy, accuracy_std, budget, lr, seeds}, or None when nothing is trained."""
     trained = [row for row in rows if "budget" in row]
     if not trained:
         return None

@@ -25,7 +25,8 @@ conv2). Forward hooks on them read activations and conv outputs without editing 
 Network options (:data:`NETWORK_OPTIONS`, :func:`network_options`): the keyword arguments of a network besides
 its shape that a space's ``network:`` section may search — ``resnet``: ``skipinit``; ``cnn``: none; a user's
 ``FUNC``: its keyword-only arguments (:func:`normsearch.sources.function_options`). A new network declares its
-options once, in :data:`NETWORK_OPTIONS`, and takes them as keyword arguments of its class. A candidate is a
+options once, in :data:`NETWORK_OPTIONS`, and takes them as keyword arguments of its class (beside
+``skipinit``, which every class of :data:`MODELS` is given). A candidate is a
 layer config and network options (:class:`CandidateConfig`), written ``LAYER_SPEC|key=value,...``.
 """
 
@@ -237,8 +238,8 @@ class CandidateConfig:
 
     @classmethod
     def parse(cls, text: str) -> CandidateConfig:
-        """The candidate of a string of :meth:`spec` (a plain layer spec has no network options); ``ValueError``
-        naming the string for a malformed one."""
+        """The candidate of a string of :meth:`spec` (a plain layer spec has no network options);
+        ``ValueError`` naming the string for a malformed one."""
         layer, options = split_candidate(text)
         return cls.of(layer, options)
 

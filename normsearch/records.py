@@ -158,8 +158,8 @@ class TrialRecord:
 
     Written as the trial runs: ``worker`` (``host:pid``), ``baseline`` / ``baseline_name`` (an enqueued known
     layer), ``config`` (the canonical candidate string: layer spec and network options, or the drawn options
-    when they contradict), ``probing`` (holds
-    the claim to probe ``config``), ``duplicate_of`` (the trial whose result it reuses); once scored:
+    when they contradict), ``probing`` (holds the claim to probe ``config``), ``duplicate_of`` (the trial
+    whose result it reuses); once scored:
     ``probe`` (:class:`ProbeRecord` as a mapping), ``seconds``, ``score`` and ``rejected``; when it fails:
     ``fail_reason``, with ``interrupted`` when that was not the candidate's fault; ``surplus``: pruned as
     one too many for the budget.
@@ -242,6 +242,7 @@ class Row:
 
     @property
     def network(self) -> dict[str, Any]:
+        """The network options of the row's config (:func:`~normsearch.models.split_candidate`)."""
         try:
             return split_candidate(self.config)[1]
         except ValueError:  # a failed trial's drawn options

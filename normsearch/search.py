@@ -14,9 +14,9 @@ One trial (:class:`Objective`):
 
 1. draw options from the space; a contradictory combination fails the trial (``fail_reason``);
 2. canonical config string (the candidate's: layer spec and network options,
-   :class:`~normsearch.models.CandidateConfig`) → user attr ``config``; a config already scored in this study
-   reuses that trial's result (``duplicate_of``), so repeated samples cost nothing (the same layer with other
-   network options is another config); a config another process is probing
+   :class:`~normsearch.models.CandidateConfig`) → user attr ``config``; a config already scored in this
+   study reuses that trial's result (``duplicate_of``), so repeated samples cost nothing (the same layer
+   with other network options is another config); a config another process is probing
    right now is waited for, then reused (:meth:`Objective._claim`: a claim through the storage);
 3. probe it with the process's one :class:`~normsearch.probes.ProbeRunner` (inputs cached across trials);
    a config that does not fit the network (ValueError) or any exception fails the trial with its reason;

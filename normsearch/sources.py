@@ -71,7 +71,7 @@ def as_text(value: Any) -> str:
 class NetworkOption:
     """One option of a network, a keyword argument of its builder: ``kind`` (one of :data:`SCALARS`, None: any
     scalar), ``default`` (:data:`inspect.Parameter.empty`: none), ``choices`` (the only values allowed; empty:
-    any value of the kind)."""
+    any value of the kind), ``help`` (what it does, one line)."""
 
     name: str
     kind: type | None
@@ -127,7 +127,8 @@ class NetworkOptions:
         return f"unknown network option of {self.model}; allowed: {', '.join(o.name for o in self.options)}"
 
     def check(self, network: Mapping[str, Any]) -> None:
-        """Raise ``ValueError`` (one line) for an option this model does not take or a value it does not allow."""
+        """Raise ``ValueError`` (one line) for an option this model does not take or a value it does not
+        allow."""
         for name, value in network.items():
             option = self.get(name)
             if option is None:
@@ -197,8 +198,8 @@ class ModelSource:
         resolution: int | None,
         network: Mapping[str, Any] | None = None,
     ) -> nn.Module:
-        """A freshly initialised model (torch's global RNG) whose norm slots are ``cfg``'s layer, built with the
-        ``network`` options (``ValueError`` for one it does not take)."""
+        """A freshly initialised model (torch's global RNG) whose norm slots are ``cfg``'s layer, built with
+        the ``network`` options (``ValueError`` for one it does not take)."""
         network = dict(network or {})
         self.network_options().check(network)
         try:

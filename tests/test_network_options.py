@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -291,7 +293,12 @@ def test_a_network_option_is_searched_and_confirmed_end_to_end(searched: Path) -
     assert exported.exit_code == 0, exported.stderr
     winner = board["rows"][0]
     value = "true" if winner["network"]["skipinit"] else "false"
-    assert f"Network options: skipinit={value} (scored and trained in that network" in exported.stdout
+    assert f"    Network options: skipinit={value}.\n    Scored and trained in a network" in exported.stdout
+    (searched.parent / "winner.py").write_text(exported.stdout)
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    for command in (["check", "--isolated", "winner.py"], ["format", "--isolated", "--check", "winner.py"]):
+        checked = subprocess.run([ruff, *command], cwd=searched.parent, capture_output=True, check=False)
+        assert checked.returncode == 0, checked.stdout
 
 
 def test_a_user_function_keyword_only_placement_is_searched(tmp_path: Path) -> None:

@@ -86,8 +86,9 @@ class Provenance:
             options = ", ".join(
                 f"{docstring_text(k)}={docstring_text(_option(v))}" for k, v in self.network.items()
             )
+            lines.append(f"Network options: {options}.")
             lines.append(
-                f"Network options: {options} (scored and trained in that network; this is the layer alone)."
+                "Scored and trained in a network with those options; this module is the layer alone."
             )
         return lines
 

@@ -126,8 +126,8 @@ class ProbeRunner:
 
     def run(self, spec: Spec | CandidateConfig) -> ProbeResult:
         """Probe one candidate (a layer spec, or a layer with network options: a
-        :class:`~normsearch.models.CandidateConfig` or its string). Raises ``ValueError`` if the spec is invalid
-        or does not fit the network; numerical trouble never raises (see :class:`ProbeResult`)."""
+        :class:`~normsearch.models.CandidateConfig` or its string). Raises ``ValueError`` if the spec is
+        invalid or does not fit the network; numerical trouble never raises (see :class:`ProbeResult`)."""
         candidate = as_candidate(spec)
         start = time.perf_counter()
         passes = []

@@ -49,7 +49,10 @@ def network_rules(networks: Sequence[NetworkOptions]) -> SectionRules:
 
     def unknown(option: str) -> str:
         if option in OPTION_CHECKS:
-            return f"{option} is a layer option (the space section's): a network option of that name cannot be searched"
+            return (
+                f"{option} is a layer option (the space section's): "
+                "a network option of that name cannot be searched"
+            )
         missing = next(n for n in networks if n.get(option) is None)
         return missing.unknown(option)
 
