@@ -103,8 +103,8 @@ def build_rows(
 
 
 def winner(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The best trained candidate at the highest budget reached: {trial, config, accuracy, accuracy_std,
-    budget, lr, seeds}, or None when nothing is trained."""
+    """The best trained candidate at the highest budget reached: {trial, config, network (its network
+    options), accuracy, accuracy_std, budget, lr, seeds}, or None when nothing is trained."""
     trained = [row for row in rows if "budget" in row]
     if not trained:
         return None
@@ -112,6 +112,7 @@ def winner(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return {
         "trial": best["trial"],
         "config": best["config"],
+        "network": best["network"],
         "accuracy": best["accuracy"],
         "accuracy_std": best["accuracy_std"],
         "budget": best["budget"],

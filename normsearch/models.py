@@ -21,17 +21,26 @@ Probe points: every network here has ``block_outputs()``, the activation-slot mo
 block outputs (ResNet: the stem's activation and each block's post-sum activation; CNN: each layer's
 activation), and ``conv_layers()``, every conv, both in depth order (ResNet blocks: conv1, shortcut conv,
 conv2). Forward hooks on them read activations and conv outputs without editing the network.
+
+Network options (:data:`NETWORK_OPTIONS`, :func:`network_options`): the keyword arguments of a network besides
+its shape that a space's ``network:`` section may search — ``resnet``: ``skipinit``; ``cnn``: none; a user's
+``FUNC``: its keyword-only arguments (:func:`normsearch.sources.function_options`). A new network declares its
+options once, in :data:`NETWORK_OPTIONS`, and takes them as keyword arguments of its class (beside
+``skipinit``, which every class of :data:`MODELS` is given). A candidate is a
+layer config and network options (:class:`CandidateConfig`), written ``LAYER_SPEC|key=value,...``.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from .norm import NormConfig, Spec, as_config, build_conv, build_norm_act
-from .sources import resolve_model
+from .sources import NetworkOption, NetworkOptions, as_text, read_value, resolve_model
 
 
 class ProbedNetwork(Protocol):
@@ -182,6 +191,95 @@ class PlainCNN(nn.Module):
 
 MODELS: dict[str, type[CifarResNet | PlainCNN]] = {"resnet": CifarResNet, "cnn": PlainCNN}
 
+NETWORK_OPTIONS: dict[str, NetworkOptions] = {
+    "resnet": NetworkOptions(
+        "resnet",
+        (
+            NetworkOption(
+                "skipinit", bool, False, help="residual scale s init 0 (SkipInit); overrides skipinit"
+            ),
+        ),
+    ),
+    "cnn": NetworkOptions("cnn", note="cnn takes no network options"),
+}
+"""The network options of each built-in network (see the module docstring), keyword arguments of its class."""
+
+
+def network_options(model: str) -> NetworkOptions:
+    """What network options ``model`` takes: :data:`NETWORK_OPTIONS` for a built-in network, a user's
+    function's keyword-only arguments, none for torchvision and timm builders. ``ValueError`` for a model name
+    that cannot be used."""
+    if model in NETWORK_OPTIONS:
+        return NETWORK_OPTIONS[model]
+    source = resolve_model(model)
+    return source.network_options() if source is not None else NetworkOptions(model)
+
+
+NETWORK_SEPARATOR = "|"
+"""Separates the layer spec from the network options in a candidate string (never in a layer spec)."""
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """What a search trial evaluates: the normalizer ``layer`` and the ``network`` options it is built with
+    ((name, value) pairs sorted by name; empty: the network's defaults).
+
+    Its string (:meth:`spec`) is the layer's spec alone without network options, else
+    ``LAYER_SPEC|name=value,...`` with values as YAML writes them (``pn|placement=post,qk_norm=true``);
+    :meth:`parse` reads it back to an equal candidate."""
+
+    layer: NormConfig
+    network: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, layer: Spec, network: Mapping[str, Any] | None = None) -> CandidateConfig:
+        """A candidate of a layer spec (string, mapping or config) and network options (any order)."""
+        return cls(as_config(layer), tuple(sorted((network or {}).items())))
+
+    @classmethod
+    def parse(cls, text: str) -> CandidateConfig:
+        """The candidate of a string of :meth:`spec` (a plain layer spec has no network options);
+        ``ValueError`` naming the string for a malformed one."""
+        layer, options = split_candidate(text)
+        return cls.of(layer, options)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The network options as a mapping (the ``network`` object of leaderboard rows)."""
+        return dict(self.network)
+
+    def spec(self) -> str:
+        """The canonical string (see the class docstring)."""
+        if not self.network:
+            return self.layer.spec()
+        options = ",".join(f"{key}={as_text(value)}" for key, value in self.network)
+        return f"{self.layer.spec()}{NETWORK_SEPARATOR}{options}"
+
+
+def split_candidate(text: str) -> tuple[str, dict[str, Any]]:
+    """(layer spec text, network options) of a candidate string, the layer spec left unparsed (a failed
+    trial's config may not be a valid one); ``ValueError`` for a malformed options part."""
+    layer, sep, rest = str(text).partition(NETWORK_SEPARATOR)
+    options: dict[str, Any] = {}
+    if not sep:
+        return layer, options
+    for item in rest.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier() or key in options or not value:
+            raise ValueError(f"candidate {text!r}: network options must be name=value,..., got {item!r}")
+        options[key] = read_value(value)
+    return layer, options
+
+
+def as_candidate(spec: Spec | CandidateConfig) -> CandidateConfig:
+    """A candidate from a candidate, a candidate string or any layer spec (no network options)."""
+    if isinstance(spec, CandidateConfig):
+        return spec
+    if isinstance(spec, str):
+        return CandidateConfig.parse(spec)
+    return CandidateConfig.of(spec)
+
+
 MAX_DEPTH = 1000
 """Deepest network the settings accept (the paper's deepest is ResNet-110; ResNet-1001 is 6n+2 ≈ 1000)."""
 MAX_WIDTH = 1024
@@ -262,10 +360,12 @@ def build_model(
     in_channels: int = 1,
     skipinit: bool = False,
     resolution: int | None = None,
+    network: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """A freshly initialised ``kind`` network normalized by ``spec``: ``resnet`` or ``cnn`` (depth, width
     and skipinit apply to these), or any model name of :mod:`normsearch.sources` (built for
-    ``num_classes``, ``in_channels`` and, where the model takes it, the input ``resolution``).
+    ``num_classes``, ``in_channels`` and, where the model takes it, the input ``resolution``), with the
+    ``network`` options (:func:`network_options`; resnet's ``skipinit`` there overrides the argument).
 
     Initialisation draws from torch's global RNG (seed it for reproducibility). Raises ``ValueError`` for an
     unknown kind, an invalid spec, a bad depth/width, or a config that does not fit the network's channel
@@ -275,12 +375,17 @@ def build_model(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     cfg = as_config(spec)
+    network = dict(network or {})
     source = resolve_model(kind)
     if source is not None:
-        return source.build(cfg, num_classes=num_classes, in_channels=in_channels, resolution=resolution)
+        return source.build(
+            cfg, num_classes=num_classes, in_channels=in_channels, resolution=resolution, network=network
+        )
+    network_options(kind).check(network)
+    options = {"skipinit": skipinit, **network}
     try:
         return MODELS[kind](
-            cfg, depth=depth, width=width, num_classes=num_classes, in_channels=in_channels, skipinit=skipinit
+            cfg, depth=depth, width=width, num_classes=num_classes, in_channels=in_channels, **options
         )
     except ValueError as err:
         raise ValueError(f"{cfg.spec()} does not fit {kind} depth={depth} width={width}: {err}") from None
@@ -291,13 +396,19 @@ __all__ = [
     "MAX_RESOLUTION",
     "MAX_WIDTH",
     "MODELS",
+    "NETWORK_OPTIONS",
+    "NETWORK_SEPARATOR",
+    "CandidateConfig",
     "CifarResNet",
     "PlainCNN",
     "ProbedNetwork",
     "activation_bytes",
+    "as_candidate",
     "build_model",
     "cnn_layout",
     "default_resolution",
     "min_resolution",
+    "network_options",
     "network_problem",
+    "split_candidate",
 ]

@@ -39,7 +39,8 @@ from .data import DatasetUnavailable, load_data, register_data
 from .data import in_process_only as data_in_process_only
 from .export import Provenance, export_source
 from .leaderboard import build_rows, sort_rows
-from .norm import NormConfig, parse_spec
+from .models import as_candidate
+from .norm import NormConfig
 from .search import Prepared, StopRequest, WorkerTask, budget_used, optimize, prepare, run_workers
 from .settings import SettingsError, from_mapping
 from .sources import ModelUnavailable, register_model, resolve_model
@@ -114,14 +115,16 @@ class Study:
     def winner(self) -> NormConfig:
         """The config ranked first: the best trained candidate when any was trained, else the best score
         (what ``normsearch export`` picks by default)."""
-        return parse_spec(self._row(1)["config"])
+        return as_candidate(self._row(1)["config"]).layer
 
     def export(self, path: str | Path | None = None, *, rank: int = 1, class_name: str | None = None) -> str:
         """The standalone module of the config at ``rank`` (:func:`normsearch.export.export_source`, with
         this study as provenance); written to ``path`` when given. Returns the source."""
         row = self._row(rank)
         source = export_source(
-            parse_spec(row["config"]), class_name=class_name, provenance=Provenance.from_row(self.name, row)
+            as_candidate(row["config"]).layer,
+            class_name=class_name,
+            provenance=Provenance.from_row(self.name, row),
         )
         if path is not None:
             Path(path).write_text(source)

@@ -24,11 +24,14 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .models import split_candidate
 from .score import OBJECTIVES, ScoreWeights
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The layout of the records below. Raise it when a stored key changes meaning or shape; readers refuse a
-study of a higher version (:func:`check_schema`)."""
+study of a higher version (:func:`check_schema`). Version 2: a trial's ``config`` may carry network options
+(``LAYER_SPEC|name=value,...``, :class:`~normsearch.models.CandidateConfig`); version 1 configs are layer
+specs alone, which read as candidates without network options."""
 SCHEMA_KEY = "schema_version"
 """The study user attr that holds the schema version."""
 
@@ -154,8 +157,9 @@ class TrialRecord:
     """A search trial's user attrs; a field that was not written reads as its default.
 
     Written as the trial runs: ``worker`` (``host:pid``), ``baseline`` / ``baseline_name`` (an enqueued known
-    layer), ``config`` (the canonical spec, or the drawn options when they contradict), ``probing`` (holds
-    the claim to probe ``config``), ``duplicate_of`` (the trial whose result it reuses); once scored:
+    layer), ``config`` (the canonical candidate string: layer spec and network options, or the drawn options
+    when they contradict), ``probing`` (holds the claim to probe ``config``), ``duplicate_of`` (the trial
+    whose result it reuses); once scored:
     ``probe`` (:class:`ProbeRecord` as a mapping), ``seconds``, ``score`` and ``rejected``; when it fails:
     ``fail_reason``, with ``interrupted`` when that was not the candidate's fault; ``surplus``: pruned as
     one too many for the budget.
@@ -236,6 +240,14 @@ class Row:
     pareto: bool = False
     rank: int = 0
 
+    @property
+    def network(self) -> dict[str, Any]:
+        """The network options of the row's config (:func:`~normsearch.models.split_candidate`)."""
+        try:
+            return split_candidate(self.config)[1]
+        except ValueError:  # a failed trial's drawn options
+            return {}
+
     def as_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {
             "rank": self.rank,
@@ -257,6 +269,7 @@ class Row:
             samples=self.samples,
             seconds=self.seconds,
             params=self.params,
+            network=self.network,
         )
         if self.stds is not None:
             row.update({f"{name}_std": value for name, value in self.stds.items()})

@@ -13,8 +13,10 @@ Studies made with other objectives (:data:`OBJECTIVES_VERSION`) or an unknown re
 One trial (:class:`Objective`):
 
 1. draw options from the space; a contradictory combination fails the trial (``fail_reason``);
-2. canonical config string → user attr ``config``; a config already scored in this study reuses that
-   trial's result (``duplicate_of``), so repeated samples cost nothing; a config another process is probing
+2. canonical config string (the candidate's: layer spec and network options,
+   :class:`~normsearch.models.CandidateConfig`) → user attr ``config``; a config already scored in this
+   study reuses that trial's result (``duplicate_of``), so repeated samples cost nothing (the same layer
+   with other network options is another config); a config another process is probing
    right now is waited for, then reused (:meth:`Objective._claim`: a claim through the storage);
 3. probe it with the process's one :class:`~normsearch.probes.ProbeRunner` (inputs cached across trials);
    a config that does not fit the network (ValueError) or any exception fails the trial with its reason;
@@ -62,7 +64,7 @@ import optuna
 import torch
 from optuna.samplers import BaseSampler, BruteForceSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import FixedTrial, FrozenTrial, Trial, TrialState
 
 from . import __version__
 from .allocator import keep_freed_memory
@@ -273,18 +275,18 @@ class Objective:
     def _evaluate(self, trial: Trial) -> list[float]:
         options = self.space.sample(trial)
         try:
-            cfg = self.space.config(options)
+            candidate = self.space.candidate(options)
         except ValueError as err:
             write(trial.set_user_attr, config=format_options(options))
             self._fail(trial, f"invalid config: {err}")
-        spec = cfg.spec()
+        spec = candidate.spec()
         write(trial.set_user_attr, config=spec)
         earlier = self._claim(trial, spec)
         if earlier is not None:
             return self._reuse(trial, earlier)
         start = time.perf_counter()
         try:
-            result = self.runner.run(cfg)
+            result = self.runner.run(candidate)
         except ValueError as err:
             self._fail(trial, f"does not fit the probe network: {err}")
         except Exception as err:  # noqa: BLE001 - one candidate's crash must not stop the search
@@ -471,6 +473,8 @@ class Prepared:
 
 def enqueue_baselines(study: optuna.Study, space: SearchSpace, lost_only: bool = False) -> list[str]:
     """Enqueue each :data:`BASELINES` layer inside the space that has no trial yet; returns their names.
+    A known layer is enqueued with the network's default options where the ``network:`` section allows them
+    (:meth:`~normsearch.space.SearchSpace.params_for`).
 
     Trials that were interrupted do not count, so a baseline lost to a killed run is enqueued again.
     ``lost_only``: only those (a resumed study whose space did not change: its creator enqueued the rest).
@@ -484,14 +488,14 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, lost_only: bool =
     }
     enqueued = []
     for name, spec in BASELINES.items():
-        cfg = parse_spec(spec)
-        params = space.params_for(cfg)
-        if not params or cfg.spec() in have or (lost_only and cfg.spec() not in tried):
+        params = space.params_for(parse_spec(spec))
+        if not params:
             continue
-        have.add(cfg.spec())
-        study.enqueue_trial(
-            params, user_attrs=trial_attrs(baseline=True, baseline_name=name, config=cfg.spec())
-        )
+        config = space.candidate(space.sample(FixedTrial(params))).spec()
+        if config in have or (lost_only and config not in tried):
+            continue
+        have.add(config)
+        study.enqueue_trial(params, user_attrs=trial_attrs(baseline=True, baseline_name=name, config=config))
         enqueued.append(name)
     return enqueued
 

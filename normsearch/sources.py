@@ -25,17 +25,23 @@ architecture. What differs from the paper's networks, where the candidate also o
 - torchvision builders take 3 input channels: 1-channel data is repeated to 3 (``RepeatChannels``); so is
   it for a user's function without an ``in_channels`` argument whose first conv takes 3 (:func:`fit_channels`).
 
+Network options: what a model takes besides the norm layer, searched by a space's ``network:`` section
+(:class:`NetworkOptions`). A user's ``FUNC`` takes its **keyword-only** arguments as options
+(:func:`function_options`: kind from the annotation — ``bool``, ``int``, ``float``, ``str`` or a ``Literal``
+of values — else from the default's type); torchvision and timm builders take none for now.
+
 ``resolve_model(name)`` checks a name once (unknown names, missing files, import errors, builders that take no
 ``norm_layer``) and raises ``ValueError`` with one line saying what is wrong and what is allowed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +53,126 @@ from .userfunc import IN_PROCESS, elsewhere, load_function, one_line
 
 BUILTIN = ("resnet", "cnn")
 FORMS = "resnet, cnn, torchvision:NAME, timm:NAME, FILE.py:FUNC or package.module:FUNC"
+SCALARS = (bool, int, float, str)
+"""The kinds a network option may have."""
+
+
+def _kind_name(kind: type | None) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        kind, "a YAML scalar"
+    )
+
+
+def as_text(value: Any) -> str:
+    """A network option's value as written in a config string and in YAML: ``true``, ``0.001``, ``post``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class NetworkOption:
+    """One option of a network, a keyword argument of its builder: ``kind`` (one of :data:`SCALARS`, None: any
+    scalar), ``default`` (:data:`inspect.Parameter.empty`: none), ``choices`` (the only values allowed; empty:
+    any value of the kind), ``help`` (what it does, one line)."""
+
+    name: str
+    kind: type | None
+    default: Any = inspect.Parameter.empty
+    choices: tuple[Any, ...] = ()
+    help: str = ""
+
+    def allowed(self) -> str:
+        """What the option may take, for messages: ``true or false``, ``one of pre, post``, ``an integer``."""
+        if self.choices:
+            return f"one of {', '.join(map(as_text, self.choices))}"
+        return _kind_name(self.kind)
+
+    def problem(self, value: Any) -> str | None:
+        """None if ``value`` is allowed, else what is allowed. Strings must read back as strings from a config
+        string (no ``,|=`` or spaces, not a number or true/false)."""
+        if self.choices:
+            ok = any(type(value) is type(c) and value == c for c in self.choices)
+        elif self.kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif self.kind is None:
+            ok = isinstance(value, SCALARS)
+        else:
+            ok = type(value) is self.kind
+        if ok and isinstance(value, str):
+            ok = bool(value) and read_value(value) == value and not any(c in value for c in ",|= ")
+        return None if ok else self.allowed()
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """The options a model takes (``options``, in its builder's order); ``note`` says why a model takes none
+    (errors quote it); ``other_arguments``: its builder's arguments that are not options (positional ones)."""
+
+    model: str
+    options: tuple[NetworkOption, ...] = ()
+    note: str = ""
+    other_arguments: tuple[str, ...] = ()
+
+    def get(self, name: str) -> NetworkOption | None:
+        return next((option for option in self.options if option.name == name), None)
+
+    def unknown(self, name: str) -> str:
+        """Why ``name`` is not an option of this model, and what is allowed (one line)."""
+        if name in self.other_arguments:
+            return (
+                f"{name} is not a keyword-only argument of {self.model}: only those are network options "
+                f"(def FUNC(norm_layer, num_classes, *, {name}=...)); its keyword-only arguments: "
+                f"{', '.join(o.name for o in self.options) or 'none'}"
+            )
+        if not self.options:
+            return f"unknown network option; {self.note or f'{self.model} takes no network options'}"
+        return f"unknown network option of {self.model}; allowed: {', '.join(o.name for o in self.options)}"
+
+    def check(self, network: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` (one line) for an option this model does not take or a value it does not
+        allow."""
+        for name, value in network.items():
+            option = self.get(name)
+            if option is None:
+                raise ValueError(f"network option {name}: {self.unknown(name)}")
+            allowed = option.problem(value)
+            if allowed is not None:
+                raise ValueError(f"network option {name} of {self.model} must be {allowed}, got {value!r}")
+
+
+def _option_kind(annotation: Any, default: Any) -> tuple[type | None, tuple[Any, ...]]:
+    """(kind, choices) of a keyword-only argument, from its annotation, else from its default's type."""
+    if get_origin(annotation) is Literal:
+        choices = get_args(annotation)
+        kinds = {type(c) for c in choices}
+        return (kinds.pop() if len(kinds) == 1 else None), tuple(choices)
+    if annotation in SCALARS:
+        return annotation, ()
+    if default is not inspect.Parameter.empty and type(default) in SCALARS:
+        return type(default), ()
+    return None, ()
+
+
+def function_options(name: str, fn: Callable[..., Any]) -> NetworkOptions:
+    """The network options of a user's builder: its keyword-only arguments (see the module docstring)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return NetworkOptions(name, note=f"the signature of {name} cannot be read")
+    try:
+        hints = get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - an annotation that does not evaluate: fall back to the defaults
+        hints = {}
+    options, others = [], []
+    for parameter in signature.parameters.values():
+        if parameter.kind == inspect.Parameter.KEYWORD_ONLY:
+            kind, choices = _option_kind(hints.get(parameter.name, parameter.annotation), parameter.default)
+            options.append(NetworkOption(parameter.name, kind, parameter.default, choices))
+        elif parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY):
+            others.append(parameter.name)
+    note = f"{name} has no keyword-only arguments (def FUNC(norm_layer, num_classes, *, option=default))"
+    return NetworkOptions(name, tuple(options), note, tuple(others))
 
 
 @dataclass(frozen=True)
@@ -57,13 +183,32 @@ class ModelSource:
     name: str
     builder: Callable[..., nn.Module] = field(compare=False)
     factory: Callable[[NormConfig], Callable[..., nn.Module]] = field(default=norm_layer, compare=False)
+    options: NetworkOptions | None = field(default=None, compare=False)
+    """What the builder takes as network options (``builder(..., **network)``); None: none."""
+
+    def network_options(self) -> NetworkOptions:
+        """The model's network options (none for torchvision and timm builders, for now)."""
+        if self.options is not None:
+            return self.options
+        return NetworkOptions(
+            self.name, note=f"{self.name.partition(':')[0]} builders take no network options for now"
+        )
 
     def build(
-        self, cfg: NormConfig, *, num_classes: int, in_channels: int, resolution: int | None
+        self,
+        cfg: NormConfig,
+        *,
+        num_classes: int,
+        in_channels: int,
+        resolution: int | None,
+        network: Mapping[str, Any] | None = None,
     ) -> nn.Module:
-        """A freshly initialised model (torch's global RNG) whose norm slots are ``cfg``'s layer."""
+        """A freshly initialised model (torch's global RNG) whose norm slots are ``cfg``'s layer, built with
+        the ``network`` options (``ValueError`` for one it does not take)."""
+        network = dict(network or {})
+        self.network_options().check(network)
         try:
-            model = self.builder(self.factory(cfg), num_classes, in_channels, resolution)
+            model = self.builder(self.factory(cfg), num_classes, in_channels, resolution, **network)
         except (TypeError, ValueError, RuntimeError, AssertionError) as err:
             raise ValueError(
                 f"model {self.name!r} could not be built with {cfg.spec()}: {one_line(err)}"
@@ -82,7 +227,8 @@ class ModelSource:
         return model
 
 
-def _value(text: str) -> Any:
+def read_value(text: str) -> Any:
+    """A config-string value: true/false, an int, a float, else the stripped string."""
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -102,7 +248,7 @@ def _split(name: str, rest: str) -> tuple[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip().isidentifier():
             raise ValueError(f"model {name!r}: expected key=value after the name, got {item!r}")
-        keywords[key.strip()] = _value(value)
+        keywords[key.strip()] = read_value(value)
     return head, keywords
 
 
@@ -180,7 +326,7 @@ def _timm(name: str, rest: str) -> ModelSource:
                     raise
         return timm.create_model(arch, **args, **keywords)
 
-    return ModelSource(name, build, norm_act_layer)  # timm's convnets build norm+act layers
+    return ModelSource(name, build, factory=norm_act_layer)  # timm's convnets build norm+act layers
 
 
 def _user(name: str, where: str, function: str) -> ModelSource:
@@ -194,12 +340,17 @@ def _from_function(name: str, fn: Callable[..., nn.Module]) -> ModelSource:
     except (TypeError, ValueError):
         takes_channels = False
 
-    def build(factory: Callable, num_classes: int, in_channels: int, resolution: int | None) -> nn.Module:
+    def build(
+        factory: Callable, num_classes: int, in_channels: int, resolution: int | None, **network: Any
+    ) -> nn.Module:
         if takes_channels:
-            return fn(factory, num_classes, in_channels=in_channels)
-        return fit_channels(fn(factory, num_classes), in_channels)
+            return fn(factory, num_classes, in_channels=in_channels, **network)
+        return fit_channels(fn(factory, num_classes, **network), in_channels)
 
-    return ModelSource(name, build)
+    options = function_options(name, fn)
+    other = tuple(a for a in options.other_arguments if a not in ("norm_layer", "num_classes", "in_channels"))
+    kept = tuple(o for o in options.options if o.name != "in_channels")
+    return ModelSource(name, build, options=dataclasses.replace(options, options=kept, other_arguments=other))
 
 
 def fit_channels(model: nn.Module, in_channels: int) -> nn.Module:
@@ -331,13 +482,19 @@ def reparametrize_convs(model: nn.Module, cfg: NormConfig) -> int:
 __all__ = [
     "BUILTIN",
     "FORMS",
+    "SCALARS",
     "ModelSource",
     "ModelUnavailable",
+    "NetworkOption",
+    "NetworkOptions",
     "RepeatChannels",
+    "as_text",
     "check_model_name",
     "fit_channels",
+    "function_options",
     "in_process_only",
     "network_label",
+    "read_value",
     "register_model",
     "reparametrize_convs",
     "resolve_model",

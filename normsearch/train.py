@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import FLIP_SYMMETRIC, ImageData, load_data
-from .models import build_model
-from .norm import Spec, as_config
+from .models import CandidateConfig, as_candidate, build_model
+from .norm import Spec
 from .norm.functional import compile_core
 
 if TYPE_CHECKING:  # the confirm package imports this module
@@ -356,7 +356,7 @@ class _Run:
 
 
 def train(
-    spec: Spec,
+    spec: Spec | CandidateConfig,
     settings: ConfirmSettings,
     *,
     seed: int,
@@ -365,10 +365,12 @@ def train(
     on_epoch: EpochEnd | None = None,
 ) -> TrainResult:
     """Train the confirmation network with normalizer ``spec`` once; ``seed`` fixes init and data order.
+    ``spec`` may carry network options (a :class:`~normsearch.models.CandidateConfig` or its string): the
+    network is built with them.
 
     Raises ``ValueError`` for an invalid spec, :class:`normsearch.data.DatasetUnavailable` for missing data.
     """
-    config = as_config(spec)
+    config = as_candidate(spec)
     data = load_data(
         settings.dataset,
         resolution=settings.resolution,
@@ -378,13 +380,14 @@ def train(
     torch.manual_seed(seed)
     model = build_model(
         settings.model,
-        config,
+        config.layer,
         depth=settings.depth,
         width=settings.width,
         num_classes=data.num_classes,
         in_channels=data.in_channels,
         skipinit=settings.skipinit,
         resolution=data.resolution,
+        network=config.options,
     )
     return fit(
         model,

@@ -171,7 +171,7 @@ def test_rows_keep_their_key_order_and_a_study_without_a_schema_version_reads_as
     assert "schema_version" not in study.user_attrs and schema_version(study) == 1
     check_schema(study)  # today's layout: readable
     rows = {row["state"]: row for row in build_rows(study, include_failed=True)}
-    tail = ["baseline_name", "unstable", "reason", "samples", "seconds", "params"]
+    tail = ["baseline_name", "unstable", "reason", "samples", "seconds", "params", "network"]
     assert list(rows["COMPLETE"]) == [*ROW_KEYS, "objectives", *tail, *(f"{name}_std" for name in SCORES)]
     assert list(rows["FAIL"]) == [*ROW_KEYS, *tail]
     assert list(ROW_KEYS) == [
@@ -187,7 +187,7 @@ def test_rows_keep_their_key_order_and_a_study_without_a_schema_version_reads_as
     ]
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None])
+@pytest.mark.parametrize("version", [3, 0, "1", None])
 def test_a_study_of_an_unknown_schema_is_refused_in_one_line(tmp_path: Path, version) -> None:
     study = _make_study(tmp_path / "runs")
     study.set_user_attr("schema_version", version)
@@ -197,7 +197,7 @@ def test_a_study_of_an_unknown_schema_is_refused_in_one_line(tmp_path: Path, ver
         check_schema(study)
     result = runner.invoke(app, ["leaderboard", "hand", "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "reads versions 1 to 1" in result.stderr
+    assert "reads versions 1 to 2" in result.stderr
 
 
 def test_trial_records_refuse_undeclared_keys() -> None:

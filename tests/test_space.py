@@ -89,7 +89,10 @@ BROKEN = {
     ),
     "unknown section": (
         "space:\n  partition: {choices: [batch, layer]}\nprobes: {depth: 8}\n",
-        "bad.yaml: probes: unknown section; allowed: description, space, probe, objective, search, confirm",
+        (
+            "bad.yaml: probes: unknown section; "
+            "allowed: description, space, network, probe, objective, search, confirm"
+        ),
     ),
     "key given twice": (
         "space:\n  center: {choices: [true, false]}\n  center: {choices: [true]}\n",

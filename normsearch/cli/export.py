@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..export import Provenance, default_class_name, export_source
+from ..models import as_candidate
 from ..norm import NormConfig, as_config
 from .app import command, fail, stderr
 from .output import REPLACED, STREAMED, write_output
@@ -44,7 +45,7 @@ def _from_study(
     rows = build_rows(study, include_failed=trial is not None)
     row = _pick_row(rows, study.study_name, rank, trial)
     try:
-        cfg = as_config(row["config"])
+        cfg = as_candidate(row["config"]).layer
     except ValueError as err:
         fail(f"study {study.study_name!r}, trial {row['trial']}: stored config is invalid: {err}")
     return cfg, Provenance.from_row(study.study_name, row)

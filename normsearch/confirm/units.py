@@ -1,6 +1,8 @@
 """Confirmation work units, queued and claimed through a companion Optuna study on the search's storage.
 
-A unit is one training run: candidate ``config`` × ``epochs`` (its rung's budget) × learning rate ``lr`` ×
+A unit is one training run: candidate ``config`` (its string: the layer spec and the network options the
+network is trained with, :class:`~normsearch.models.CandidateConfig`, so they are part of the unit's key) ×
+``epochs`` (its rung's budget) × learning rate ``lr`` ×
 ``seed`` × ``batch_size`` (None: the settings' batch), under the study's other training settings
 (:func:`training_settings`). The companion study ``<study>.confirm`` (same storage, one objective,
 maximised) holds one trial per unit:

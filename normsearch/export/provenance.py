@@ -45,7 +45,8 @@ def _number(value: Any) -> float | None:
 @dataclass(frozen=True)
 class Provenance:
     """A leaderboard row's identity and scores: ``study`` name, ``trial`` number, leaderboard ``rank``,
-    probe ``scores`` (name → value), confirmed ``accuracy`` and ``diverged`` when the trial was confirmed.
+    probe ``scores`` (name → value), confirmed ``accuracy`` and ``diverged`` when the trial was confirmed,
+    and the ``network`` options the layer was searched and trained with (the export is the layer alone).
     """
 
     study: str
@@ -54,6 +55,7 @@ class Provenance:
     scores: dict[str, float | None] = field(default_factory=dict)
     accuracy: float | None = None
     diverged: bool | None = None
+    network: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, study: str, row: Mapping[str, Any]) -> Provenance:
@@ -67,6 +69,7 @@ class Provenance:
             scores={key: _number(row.get(key)) for key in PROBE_KEYS if key in row},
             accuracy=_number(row.get("accuracy")),
             diverged=None if diverged is None else bool(diverged),
+            network=dict(row.get("network") or {}),
         )
 
     def lines(self) -> list[str]:
@@ -79,7 +82,20 @@ class Provenance:
         if self.accuracy is not None or self.diverged is not None:
             confirmed = f"Confirmed by training: accuracy {_format(self.accuracy)}"
             lines.append(confirmed + (", diverged." if self.diverged else "."))
+        if self.network:
+            options = ", ".join(
+                f"{docstring_text(k)}={docstring_text(_option(v))}" for k, v in self.network.items()
+            )
+            lines.append(f"Network options: {options}.")
+            lines.append(
+                "Scored and trained in a network with those options; this module is the layer alone."
+            )
         return lines
+
+
+def _option(value: Any) -> str:
+    """A network option's value as in the config string (``true``, ``0.5``, ``post``)."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def _format(value: float | None) -> str:

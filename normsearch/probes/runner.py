@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..models import build_model
-from ..norm import Spec, as_config
+from ..models import CandidateConfig, as_candidate, build_model
+from ..norm import Spec
 from .inputs import data_shape, init_seed, probe_batch
 from .scores import Scores, score
 from .settings import ProbeSettings
@@ -104,39 +104,43 @@ class ProbeRunner:
             self._batches[index] = probe_batch(self.settings, index)
         return self._batches[index]
 
-    def network(self, spec: Spec, index: int) -> torch.nn.Module:
-        """The freshly initialised probe network of pass ``index`` (global RNG state left as it was)."""
+    def network(self, spec: Spec | CandidateConfig, index: int) -> torch.nn.Module:
+        """The freshly initialised probe network of pass ``index``, built with the candidate's network options
+        (global RNG state left as it was)."""
         s = self.settings
+        candidate = as_candidate(spec)
         in_channels, num_classes = data_shape(s)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed(s, index))
             return build_model(
                 s.model,
-                spec,
+                candidate.layer,
                 depth=s.depth,
                 width=s.width,
                 num_classes=num_classes,
                 in_channels=in_channels,
                 skipinit=s.skipinit,
                 resolution=s.resolution,
+                network=candidate.options,
             )
 
-    def run(self, spec: Spec) -> ProbeResult:
-        """Probe one config. Raises ``ValueError`` if the spec is invalid or does not fit the network;
-        numerical trouble never raises (see :class:`ProbeResult`)."""
-        cfg = as_config(spec)
+    def run(self, spec: Spec | CandidateConfig) -> ProbeResult:
+        """Probe one candidate (a layer spec, or a layer with network options: a
+        :class:`~normsearch.models.CandidateConfig` or its string). Raises ``ValueError`` if the spec is
+        invalid or does not fit the network; numerical trouble never raises (see :class:`ProbeResult`)."""
+        candidate = as_candidate(spec)
         start = time.perf_counter()
         passes = []
         for index in range(self.settings.seeds):
-            model = self.network(cfg, index)
+            model = self.network(candidate, index)
             inputs, targets = self.batch(index)
             trace = trace_network(model, inputs, targets)
             after = loss_after_step(model, inputs, targets, trace.parameter_grads, lr=self.settings.lr)
             passes.append(score(trace, (trace.loss, after)))
-        return summarize(cfg.spec(), passes, time.perf_counter() - start)
+        return summarize(candidate.spec(), passes, time.perf_counter() - start)
 
 
-def probe(spec: Spec, settings: ProbeSettings | None = None) -> ProbeResult:
+def probe(spec: Spec | CandidateConfig, settings: ProbeSettings | None = None) -> ProbeResult:
     """``ProbeRunner(settings).run(spec)``: probe one config with fresh caches."""
     return ProbeRunner(settings).run(spec)
 

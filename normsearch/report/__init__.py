@@ -25,7 +25,7 @@ from ..confirm.calibration import QUANTITIES, calibrate
 from ..confirm.results import arm_at
 from ..export import Provenance, default_class_name, export_source
 from ..leaderboard import build_rows, document
-from ..norm import as_config
+from ..models import as_candidate
 from . import figures
 from .page import page
 
@@ -166,7 +166,7 @@ def write_report(
     code = None
     if best is not None:
         progress("exporting the winner's code")
-        cfg = as_config(best["config"])
+        cfg = as_candidate(best["config"]).layer
         code = export_source(
             cfg, class_name=default_class_name(cfg), provenance=Provenance.from_row(name, best)
         )

@@ -4,6 +4,7 @@ A space file has these top-level sections; only ``space`` is required::
 
     description: one line, shown by ``normsearch space list``
     space:       per option of NormConfig (or ``preset``): a fixed value or a distribution (see below)
+    network:     per option of the network (:func:`normsearch.models.network_options`), the same forms
     probe:       ProbeSettings (network, batch, seeds, inputs) the candidates are scored with; the network,
                  resolution, data and learning rate not given here follow ``confirm`` (:func:`matched_probe`)
     objective:   weights: {similarity, step_loss_ratio, activation_growth, grad_ratio} of the scalar score
@@ -19,7 +20,7 @@ Each entry of ``space`` is one of, in Optuna's vocabulary:
 - ``{value: v}``: a fixed value, for use with ``when``;
 
 and may carry ``when: {option: value or [values]}``: the entry applies only in trials where each named
-option (declared above it, fixed or categorical) took one of those values. An option may also be a list of
+option (declared above it, in either section, fixed or categorical) took one of those values. An option may also be a list of
 such entries, its *variants*: the first whose ``when`` holds applies, and the last may omit ``when`` (the
 "otherwise" case). An option no entry applies to keeps NormConfig's default.
 

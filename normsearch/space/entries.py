@@ -1,5 +1,6 @@
-"""The ``space:`` section of a space file: each option's entries (fixed values, choices, ranges, conditions,
-variants) validated into :class:`~normsearch.space.model.Param` s, every problem reported."""
+"""The ``space:`` and ``network:`` sections of a space file: each option's entries (fixed values, choices,
+ranges, conditions, variants) validated into :class:`~normsearch.space.model.Param` s, every problem reported.
+What each option may take comes from the section's :class:`~normsearch.space.checks.SectionRules`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .checks import ENTRY_KEYS, OPTION_CHECKS, RANGE_KINDS
+from .checks import ENTRY_KEYS, LAYER_RULES, SectionRules
 from .model import Param, as_yaml, branch, same
 from .problems import Problems, kind
 
@@ -30,7 +31,8 @@ def _parse_when(
         if key not in declared:
             problems.add(
                 where,
-                f"must name an option declared above it in space; declared: {', '.join(declared) or 'none'}",
+                "must name an option declared above it in space or network; declared: "
+                f"{', '.join(declared) or 'none'}",
             )
             return None
         possible = declared[key]
@@ -54,8 +56,8 @@ def _parse_when(
     return tuple(conditions)
 
 
-def _check_values(option: str, values: list[Any], path: str, problems: Problems) -> bool:
-    check = OPTION_CHECKS[option]
+def _check_values(rules: SectionRules, option: str, values: list[Any], path: str, problems: Problems) -> bool:
+    check = rules.checks[option]
     ok = True
     for i, value in enumerate(values):
         allowed = check(value)
@@ -65,19 +67,20 @@ def _check_values(option: str, values: list[Any], path: str, problems: Problems)
     return ok
 
 
-def _parse_range(option: str, path: str, entry: Mapping[str, Any], problems: Problems) -> Param | None:
-    kind = RANGE_KINDS.get(option)
+def _parse_range(
+    rules: SectionRules, option: str, path: str, entry: Mapping[str, Any], problems: Problems
+) -> Param | None:
+    kind = rules.range_kinds.get(option)
     if kind is None:
-        problems.add(
-            path, f"low/high ranges apply only to {', '.join(RANGE_KINDS)}; use choices for {option}"
-        )
+        ranged = ", ".join(rules.range_kinds) or f"numeric options (none in {rules.section})"
+        problems.add(path, f"low/high ranges apply only to {ranged}; use choices for {option}")
         return None
     if "low" not in entry or "high" not in entry:
         problems.add(path, "a range needs both low and high")
         return None
     low, high, step, log = entry["low"], entry["high"], entry.get("step"), entry.get("log", False)
-    ok = _check_values(option, [low], f"{path}.low", problems) & _check_values(
-        option, [high], f"{path}.high", problems
+    ok = _check_values(rules, option, [low], f"{path}.low", problems) & _check_values(
+        rules, option, [high], f"{path}.high", problems
     )
     if not isinstance(log, bool):
         problems.add(f"{path}.log", f"must be true or false, got {log!r}")
@@ -123,15 +126,20 @@ def _parse_range(option: str, path: str, entry: Mapping[str, Any], problems: Pro
 
 
 def _parse_entry(
-    option: str, path: str, entry: Any, declared: Mapping[str, tuple[Any, ...] | None], problems: Problems
+    rules: SectionRules,
+    option: str,
+    path: str,
+    entry: Any,
+    declared: Mapping[str, tuple[Any, ...] | None],
+    problems: Problems,
 ) -> Param | None:
     """One entry (a scalar or a mapping) of option ``option``, its errors reported at ``path``."""
     if isinstance(entry, list):
         problems.add(path, "a list of values is not a value: write {choices: [...]} for a categorical choice")
         return None
     if not isinstance(entry, Mapping):
-        ok = _check_values(option, [entry], path, problems)
-        return Param(option, option, "fixed", (entry,), path=path) if ok else None
+        ok = _check_values(rules, option, [entry], path, problems)
+        return Param(option, option, "fixed", (entry,), path=path, section=rules.section) if ok else None
     unknown = [k for k in entry if k not in ENTRY_KEYS]
     if unknown:
         problems.add(f"{path}.{unknown[0]}", f"unknown key; allowed: {', '.join(ENTRY_KEYS)}")
@@ -150,7 +158,7 @@ def _parse_entry(
     if forms[0] == "value":
         param = (
             Param(option, option, "fixed", (entry["value"],))
-            if _check_values(option, [entry["value"]], f"{path}.value", problems)
+            if _check_values(rules, option, [entry["value"]], f"{path}.value", problems)
             else None
         )
     elif forms[0] == "choices":
@@ -158,7 +166,7 @@ def _parse_entry(
         if not isinstance(choices, list) or not choices:
             problems.add(f"{path}.choices", f"must be a non-empty list, got {choices!r}")
             return None
-        if not _check_values(option, choices, f"{path}.choices[{{i}}]", problems):
+        if not _check_values(rules, option, choices, f"{path}.choices[{{i}}]", problems):
             return None
         repeated = [v for i, v in enumerate(choices) if any(same(v, w) for w in choices[:i])]
         if repeated:
@@ -166,10 +174,10 @@ def _parse_entry(
             return None
         param = Param(option, option, "categorical", tuple(choices))
     else:
-        param = _parse_range(option, path, entry, problems)
+        param = _parse_range(rules, option, path, entry, problems)
     if param is None:
         return None
-    param = dataclasses.replace(param, path=path)
+    param = dataclasses.replace(param, path=path, section=rules.section)
     if "when" not in entry:
         return param
     when = _parse_when(path, entry["when"], declared, problems)
@@ -177,22 +185,29 @@ def _parse_entry(
 
 
 def _parse_option(
-    option: str, data: Any, declared: Mapping[str, tuple[Any, ...] | None], problems: Problems
+    rules: SectionRules,
+    option: str,
+    data: Any,
+    declared: Mapping[str, tuple[Any, ...] | None],
+    problems: Problems,
 ) -> list[Param]:
     """The entries of one option: a single entry, or a list of variants (first applicable wins)."""
-    path = f"space.{option}"
-    if option not in OPTION_CHECKS:
-        problems.add(path, f"unknown option; allowed: {', '.join(OPTION_CHECKS)}")
+    path = f"{rules.section}.{option}"
+    if option not in rules.checks:
+        problems.add(path, rules.unknown(option))
+        return []
+    if option in declared:
+        problems.add(path, f"{option} is declared in both space and network: an option is searched once")
         return []
     if not (isinstance(data, list) and data and all(isinstance(v, Mapping) for v in data)):
-        param = _parse_entry(option, path, data, declared, problems)
+        param = _parse_entry(rules, option, path, data, declared, problems)
         return [] if param is None else [param]
     params = []
     for i, entry in enumerate(data):
         if "when" not in entry and i < len(data) - 1:
             problems.add(f"{path}[{i}]", "only the last variant may omit when (it is the otherwise case)")
             return []
-        param = _parse_entry(option, f"{path}[{i}]", entry, declared, problems)
+        param = _parse_entry(rules, option, f"{path}[{i}]", entry, declared, problems)
         if param is None:
             return []
         earlier = [j for j, p in enumerate(params) if p.when == param.when]
@@ -205,22 +220,30 @@ def _parse_option(
     return params
 
 
-def parse_space_section(data: Any, problems: Problems) -> tuple[Param, ...]:
-    """The entries of the ``space:`` section ``data``, in declaration order (problems added to ``problems``)."""
-    if data is None:
+def parse_space_section(
+    data: Any,
+    problems: Problems,
+    rules: SectionRules = LAYER_RULES,
+    declared: dict[str, tuple[Any, ...] | None] | None = None,
+) -> tuple[Param, ...]:
+    """The entries of section ``data`` (``space:`` by default; ``network:`` with its rules), in declaration
+    order (problems added to ``problems``). ``declared``: option → possible values (None for a range) of the
+    options declared so far, in this and earlier sections (conditions may name them); updated here."""
+    declared = {} if declared is None else declared
+    if data is None and rules.section == "space":
         problems.add(
             "space", "missing: the options to search, e.g. space: {partition: {choices: [batch, layer]}}"
         )
         return ()
     if not isinstance(data, Mapping) or not data:
         problems.add(
-            "space", f"must be a non-empty mapping of option: value or distribution, got {kind(data)}"
+            rules.section,
+            f"must be a non-empty mapping of option: value or distribution, got {kind(data)}",
         )
         return ()
-    declared: dict[str, tuple[Any, ...] | None] = {}
     params: list[Param] = []
     for option, entry in data.items():
-        entries = _parse_option(str(option), entry, declared, problems)
+        entries = _parse_option(rules, str(option), entry, declared, problems)
         if entries:
             values = [p.values() if p.kind in ("fixed", "categorical") else None for p in entries]
             declared[str(option)] = (
@@ -234,8 +257,6 @@ def parse_space_section(data: Any, problems: Problems) -> tuple[Param, ...]:
                 )
             )
             params.extend(entries)
-    if params and not problems.items and all(p.kind == "fixed" for p in params):
-        problems.add("space", "every option is fixed: give at least one option choices or a range")
     return tuple(params)
 
 

@@ -4,6 +4,7 @@ found (:class:`~normsearch.space.problems.SpaceError`), and the spaces shipped w
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from collections.abc import Mapping
 from importlib import resources
@@ -13,9 +14,11 @@ from typing import Any
 import yaml
 
 from ..confirm.settings import ConfirmSettings
+from ..models import network_options
 from ..probes.settings import ProbeSettings
 from ..score import ScoreWeights
 from ..settings import SettingsError, check_value, from_mapping
+from .checks import LAYER_RULES, SectionRules, network_rules
 from .entries import parse_space_section
 from .fit import check_fits
 from .model import SearchSpace
@@ -54,7 +57,7 @@ _UniqueKeyLoader.add_implicit_resolver(  # YAML 1.2 floats: PyYAML reads 1e-5 (n
     list("-+0123456789"),
 )
 
-SECTIONS = ("description", "space", "probe", "objective", "search", "confirm")
+SECTIONS = ("description", "space", "network", "probe", "objective", "search", "confirm")
 
 
 def _check_nesting(text: str, label: str) -> None:
@@ -125,9 +128,11 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
     if not isinstance(description, str):
         problems.add("description", f"must be a string, got {description!r}")
         description = ""
-    params = parse_space_section(data.get("space"), problems)
-    confirm = _settings(ConfirmSettings, data.get("confirm"), "confirm", problems)
-    probe = _settings(ProbeSettings, data.get("probe"), "probe", problems, defaults=matched_probe(confirm))
+    settings = Problems(label)  # reported after the entries, as the file reads
+    confirm = _settings(ConfirmSettings, data.get("confirm"), "confirm", settings)
+    probe = _settings(ProbeSettings, data.get("probe"), "probe", settings, defaults=matched_probe(confirm))
+    params, defaults = _entries(data, probe, confirm, problems)
+    problems.items += settings.items
     search = _settings(SearchSettings, data.get("search"), "search", problems)
     objective = data.get("objective")
     weights = ScoreWeights()
@@ -140,7 +145,9 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
     elif objective is not None:
         weights = _settings(ScoreWeights, objective.get("weights"), "objective.weights", problems)
     given = frozenset(data["probe"]) if isinstance(data.get("probe"), Mapping) else frozenset()
-    space = SearchSpace(name, path, text, params, probe, confirm, search, weights, description.strip(), given)
+    space = SearchSpace(
+        name, path, text, params, probe, confirm, search, weights, description.strip(), given, defaults
+    )
     if not problems.items:
         check_fits(space, problems, "probe" if given & {"model", "depth", "width", "skipinit"} else "confirm")
     if search.sampler == "brute_force" and not space.is_finite():
@@ -157,6 +164,44 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
     if problems.items:
         raise SpaceError(problems.items)
     return space
+
+
+def _networks(probe: ProbeSettings, confirm: ConfirmSettings) -> SectionRules:
+    """The rules of the ``network:`` section: the options the trained network (and the probed one, where it
+    is another) takes."""
+    models = list(dict.fromkeys((confirm.model, probe.model)))
+    return network_rules([network_options(model) for model in models])
+
+
+def _entries(
+    data: Mapping[str, Any], probe: ProbeSettings, confirm: ConfirmSettings, problems: Problems
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The entries of ``space:`` and ``network:`` in file order (a condition may name an option of a section
+    above it), and the trained network's defaults of the network options declared."""
+    if "space" not in data:
+        parse_space_section(None, problems)
+    declared: dict[str, Any] = {}
+    params: list[Any] = []
+    for section in (key for key in data if key in ("space", "network")):
+        try:
+            rules = LAYER_RULES if section == "space" else _networks(probe, confirm)
+        except ValueError as err:  # a model name the settings sections reported already
+            problems.add(section, f"the network's options cannot be read: {err}")
+            continue
+        params += parse_space_section(data[section], problems, rules, declared)
+    if params and not problems.items and all(p.kind == "fixed" for p in params):
+        problems.add("space", "every option is fixed: give at least one option choices or a range")
+    if problems.items:
+        return tuple(params), {}
+    options = network_options(confirm.model)
+    defaults = {
+        p.option: option.default
+        for p in params
+        if p.section == "network"
+        and (option := options.get(p.option)) is not None
+        and option.default is not inspect.Parameter.empty
+    }
+    return tuple(params), defaults
 
 
 def _first_error(space: SearchSpace) -> str:

@@ -1,5 +1,9 @@
 """The space model: its entries (:class:`Param`) and the whole space (:class:`SearchSpace`): sampling in an
-Optuna trial, the grid of a finite space, and where a given config lies in it."""
+Optuna trial, the grid of a finite space, and where a given candidate lies in it.
+
+Drawn options are one mapping, layer options (``space:``) and network options (``network:``) together (their
+names are disjoint); :meth:`SearchSpace.candidate` splits them into a
+:class:`~normsearch.models.CandidateConfig`."""
 
 from __future__ import annotations
 
@@ -12,11 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..confirm.settings import ConfirmSettings
+from ..models import CandidateConfig, network_options
 from ..norm import NormConfig, as_config
 from ..probes.settings import ProbeSettings
 from ..score import ScoreWeights
+from ..settings import SettingsError
 from .sections import SearchSettings, matched_probe, probe_differences
 
+_MISSING = object()
 MAX_ENUMERATION = 20_000
 """Spaces with more grid points than this are reported as 'more than' (size) and not fully checked."""
 
@@ -41,7 +48,8 @@ class Param:
 
     kind: ``fixed`` (``choices`` holds the one value), ``categorical``, ``int`` or ``float`` (low..high,
     ``step``, ``log``). ``when``: ((option, allowed values), ...), all must hold for the entry to apply.
-    ``name``: its Optuna parameter name; ``path``: where it is in the file (for messages).
+    ``name``: its Optuna parameter name; ``path``: where it is in the file (for messages); ``section``:
+    ``space`` (a layer option) or ``network`` (a network option).
     """
 
     option: str
@@ -54,6 +62,7 @@ class Param:
     log: bool = False
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     path: str = field(default="", compare=False)
+    section: str = "space"
 
     def applies(self, options: Mapping[str, Any]) -> bool:
         """Whether this entry sets its option, given the options drawn so far (an earlier variant wins)."""
@@ -131,7 +140,9 @@ class SearchSpace:
     """A validated space file: the entries in declaration order, and the settings of every stage.
 
     ``name`` is the file stem (the default study name), ``path`` where it was read from, ``text`` its
-    YAML source (stored in the study so it can be reproduced without the file).
+    YAML source (stored in the study so it can be reproduced without the file). ``params`` holds the entries
+    of ``space:`` and ``network:`` in file order; ``network_defaults``: the trained network's defaults of the
+    options ``network:`` searches (the known layers are enqueued with them where the space allows).
     """
 
     name: str
@@ -145,6 +156,12 @@ class SearchSpace:
     description: str = ""
     probe_given: frozenset[str] = frozenset()
     """The probe settings the file's ``probe:`` section gives; the others follow ``confirm``."""
+    network_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def network_names(self) -> frozenset[str]:
+        """The options of the ``network:`` section."""
+        return frozenset(p.option for p in self.params if p.section == "network")
 
     @property
     def sha256(self) -> str:
@@ -159,20 +176,47 @@ class SearchSpace:
         """This space with other confirmation settings, its probe settings following them as at load (those
         the ``probe:`` section gives stay). Raises ``SettingsError`` if they make an invalid probe."""
         matched = {k: v for k, v in matched_probe(confirm).items() if k not in self.probe_given}
+        if confirm.model != self.confirm.model:
+            self._check_network(confirm.model)
         return dataclasses.replace(self, confirm=confirm, probe=dataclasses.replace(self.probe, **matched))
 
+    def _check_network(self, model: str) -> None:
+        """Raise ``SettingsError`` at ``confirm.model`` if ``model`` does not take every value of the
+        ``network:`` section (a model given on the command line after the file was checked)."""
+        options = network_options(model)
+        for param in (p for p in self.params if p.section == "network"):
+            option = options.get(param.option)
+            if option is None:
+                raise SettingsError(
+                    "confirm.model", f"{model}: {param.path}: {options.unknown(param.option)}"
+                )
+            for value in param.values() or (param.low, param.high):
+                allowed = option.problem(value)
+                if allowed is not None:
+                    raise SettingsError(
+                        "confirm.model", f"{model}: {param.path}: must be {allowed}, got {value!r}"
+                    )
+
     def sample(self, trial: Any) -> dict[str, Any]:
-        """Draw one candidate's options (NormConfig options, maybe ``preset``) from an Optuna trial."""
+        """Draw one candidate's options (NormConfig options, maybe ``preset``, and network options) from an
+        Optuna trial."""
         options: dict[str, Any] = {}
         for param in self.params:
             if param.applies(options):
                 options[param.option] = param.suggest(trial)
         return options
 
-    @staticmethod
-    def config(options: Mapping[str, Any]) -> NormConfig:
-        """The NormConfig of drawn options; ``ValueError`` (naming the option) for a contradictory one."""
-        return as_config(dict(options))
+    def config(self, options: Mapping[str, Any]) -> NormConfig:
+        """The NormConfig of drawn options (their layer options); ``ValueError`` (naming the option) for a
+        contradictory one."""
+        network = self.network_names
+        return as_config({k: v for k, v in options.items() if k not in network})
+
+    def candidate(self, options: Mapping[str, Any]) -> CandidateConfig:
+        """The candidate of drawn options: their layer config and network options; ``ValueError`` as
+        :meth:`config`."""
+        network = self.network_names
+        return CandidateConfig.of(self.config(options), {k: v for k, v in options.items() if k in network})
 
     def grid(self) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         """Every (Optuna params, options) point of a finite space, in declaration order.
@@ -205,23 +249,42 @@ class SearchSpace:
         """Whether every entry takes finitely many values."""
         return all(p.values() is not None for p in self.params)
 
-    def params_for(self, target: NormConfig) -> dict[str, Any] | None:
-        """Optuna params of a point of the space whose config equals ``target``, or None if it is outside.
+    def params_for(self, target: NormConfig | CandidateConfig) -> dict[str, Any] | None:
+        """Optuna params of a point of the space whose candidate equals ``target``, or None if it is outside.
 
-        Ranges take the target's value for their option (if inside); choices are searched.
+        Ranges take the target's value for their option (if inside); choices are searched. A layer config
+        alone (a known layer) takes the network options at :attr:`network_defaults` (an entry without the
+        default in it: its first value that gives a point).
         """
+        goal = target if isinstance(target, CandidateConfig) else None
+        layer = target.layer if goal is not None else target
+
+        def matches(options: dict[str, Any]) -> bool:
+            try:
+                candidate = self.candidate(options)
+            except ValueError:
+                return False
+            return candidate.layer == layer and (goal is None or candidate.network == goal.network)
+
+        def network_values(param: Param) -> list[Any]:
+            if goal is not None:
+                wanted = goal.options.get(param.option, _MISSING)
+                return [wanted] if wanted is not _MISSING and param.contains(wanted) else []
+            default = self.network_defaults.get(param.option, _MISSING)
+            if default is not _MISSING and param.contains(default):
+                return [default]
+            return list(param.values() or ())
 
         def walk(index: int, options: dict[str, Any], params: dict[str, Any]) -> dict[str, Any] | None:
             if index == len(self.params):
-                try:
-                    return dict(params) if self.config(options) == target else None
-                except ValueError:
-                    return None
+                return dict(params) if matches(options) else None
             param = self.params[index]
             if not param.applies(options):
                 return walk(index + 1, options, params)
-            wanted = getattr(target, param.option, None)
-            if param.kind in ("int", "float"):
+            wanted = getattr(layer, param.option, None)
+            if param.section == "network":
+                candidates = network_values(param)
+            elif param.kind in ("int", "float"):
                 candidates = [wanted] if wanted is not None and param.contains(wanted) else []
             else:  # a choice must equal the target's value, unless it is the preset or a null default
                 candidates = [
