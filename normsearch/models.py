@@ -25,11 +25,13 @@ conv2). Forward hooks on them read activations and conv outputs without editing 
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from .gpt import build_gpt
 from .norm import NormConfig, Spec, as_config, build_conv, build_norm_act
 from .sources import resolve_model
 
@@ -180,7 +182,9 @@ class PlainCNN(nn.Module):
         return [layer.conv for layer in self.layers]
 
 
-MODELS: dict[str, type[CifarResNet | PlainCNN]] = {"resnet": CifarResNet, "cnn": PlainCNN}
+MODELS: dict[str, Callable[..., nn.Module]] = {"resnet": CifarResNet, "cnn": PlainCNN, "gpt": build_gpt}
+"""Built-in networks: ``kind`` → builder(cfg, depth=, width=, num_classes=, in_channels=, skipinit=, **network)
+(``gpt``'s network options: :data:`normsearch.gpt.NETWORK_OPTIONS`)."""
 
 MAX_DEPTH = 1000
 """Deepest network the settings accept (the paper's deepest is ResNet-110; ResNet-1001 is 6n+2 ≈ 1000)."""
@@ -262,9 +266,11 @@ def build_model(
     in_channels: int = 1,
     skipinit: bool = False,
     resolution: int | None = None,
+    **network: Any,
 ) -> nn.Module:
-    """A freshly initialised ``kind`` network normalized by ``spec``: ``resnet`` or ``cnn`` (depth, width
-    and skipinit apply to these), or any model name of :mod:`normsearch.sources` (built for
+    """A freshly initialised ``kind`` network normalized by ``spec``: ``resnet``, ``cnn`` or ``gpt`` (depth,
+    width and skipinit apply to these; ``network``: gpt's keyword options, :data:`normsearch.gpt.NETWORK_OPTIONS`),
+    or any model name of :mod:`normsearch.sources` (built for
     ``num_classes``, ``in_channels`` and, where the model takes it, the input ``resolution``).
 
     Initialisation draws from torch's global RNG (seed it for reproducibility). Raises ``ValueError`` for an
@@ -278,10 +284,20 @@ def build_model(
     source = resolve_model(kind)
     if source is not None:
         return source.build(cfg, num_classes=num_classes, in_channels=in_channels, resolution=resolution)
+    if network and kind != "gpt":
+        raise ValueError(f"{kind} takes no network options, got {', '.join(sorted(network))}")
     try:
         return MODELS[kind](
-            cfg, depth=depth, width=width, num_classes=num_classes, in_channels=in_channels, skipinit=skipinit
+            cfg,
+            depth=depth,
+            width=width,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            skipinit=skipinit,
+            **network,
         )
+    except TypeError as err:
+        raise ValueError(f"{kind}: {err}") from None
     except ValueError as err:
         raise ValueError(f"{cfg.spec()} does not fit {kind} depth={depth} width={width}: {err}") from None
 

@@ -42,8 +42,8 @@ from .norm import NormConfig, UnifiedNorm, norm_layer
 from .norm.conv import RELU_GAIN
 from .userfunc import load_function, one_line
 
-BUILTIN = ("resnet", "cnn")
-FORMS = "resnet, cnn, torchvision:NAME, timm:NAME, FILE.py:FUNC or package.module:FUNC"
+BUILTIN = ("resnet", "cnn", "gpt")
+FORMS = "resnet, cnn, gpt, torchvision:NAME, timm:NAME, FILE.py:FUNC or package.module:FUNC"
 
 
 @dataclass(frozen=True)
