@@ -24,8 +24,10 @@ LayerNorm/RMSNorm; ``none``: DyT/Derf, affine-only, no norm); the others (``batc
 ``group``, ``batch_group``) average over positions, so a later byte would leak into an earlier prediction,
 and they are refused with a ``ValueError``, as are weight schemes (the network has no convs).
 
-Init (GPT-2): every linear and embedding weight N(0, 0.02²), biases 0, the two residual projections (A's
-output and M's second linear) N(0, (0.02/√(2·depth))²); norm layers keep their own init.
+Init (GPT-2, ``init_std`` None): every linear and embedding weight N(0, 0.02²), biases 0, the two residual
+projections (A's output and M's second linear) N(0, (0.02/√(2·depth))²). ``init_std`` σ: every linear and
+embedding weight N(0, σ²), no residual scaling (σ = 1/√C is the Xavier-like scale under which Xiong et al.
+2020 analyse Post-LN: branch outputs as large as the stream). Norm layers keep their own init.
 
 Probe points: :meth:`GPT.block_modules` (block outputs, the residual stream), :meth:`GPT.branch_modules`
 (each block's A and M, whose outputs are the branch outputs), :meth:`GPT.attention_modules` (with
@@ -59,6 +61,7 @@ NETWORK_OPTIONS: dict[str, tuple[Any, Allowed]] = {
     "qk_norm": (False, Allowed(kind=bool)),
     "final_norm": (True, Allowed(kind=bool)),
     "depth_scaling": (False, Allowed(kind=bool)),
+    "init_std": (None, Allowed(kind=float, low=0.0, high=10.0, null="GPT-2's init")),
 }
 """The keyword-only options of :func:`build_gpt` beyond depth and width: name → (default, what is allowed)."""
 
@@ -158,6 +161,7 @@ class GPT(nn.Module):
         qk_norm: bool,
         final_norm: bool,
         depth_scaling: bool,
+        init_std: float | None,
     ) -> None:
         super().__init__()
         self.context, self.depth, self.width = context, depth, width
@@ -177,14 +181,16 @@ class GPT(nn.Module):
         )
         self.final = build_norm(cfg, width) if final_norm else None
         self.head = nn.Linear(width, VOCAB, bias=False)
-        self._init_weights()
+        self._init_weights(init_std)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, init_std: float | None) -> None:
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
-                nn.init.normal_(module.weight, std=INIT_STD)
+                nn.init.normal_(module.weight, std=INIT_STD if init_std is None else init_std)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
+        if init_std is not None:
+            return
         for block in self.blocks:
             for proj in (block.attn.proj, block.mlp.proj):
                 nn.init.normal_(proj.weight, std=INIT_STD / math.sqrt(2 * self.depth))
@@ -217,8 +223,8 @@ class GPT(nn.Module):
         return [m for m in self.modules() if isinstance(m, UnifiedNorm)]
 
 
-def _check(name: str, value: Any, allowed: Allowed) -> None:
-    problem = allowed.problem(value, none_ok=False)
+def _check(name: str, value: Any, allowed: Allowed, *, none_ok: bool = False) -> None:
+    problem = allowed.problem(value, none_ok=none_ok)
     if problem is not None:
         raise ValueError(f"gpt option '{name}' must be {problem}, got {value!r}")
 
@@ -237,11 +243,12 @@ def build_gpt(
     qk_norm: bool = False,
     final_norm: bool = True,
     depth_scaling: bool = False,
+    init_std: float | None = None,
 ) -> GPT:
     """A freshly initialised :class:`GPT` (torch's global RNG) normalized by ``spec`` in tokens layout.
 
     ``num_classes`` must be 256 (bytes) and ``in_channels`` is ignored (the input is bytes); ``skipinit``
-    belongs to the ResNet. Defaults: Pre-LN, no QK-norm, a final norm, no depth scaling. Raises
+    belongs to the ResNet. Defaults: Pre-LN, no QK-norm, a final norm, no depth scaling, GPT-2's init. Raises
     ``ValueError`` naming the option for a bad option, a non-causal partition or a weight scheme."""
     cfg = as_config(spec)
     _check("depth", depth, Allowed(kind=int, low=1, low_closed=True))
@@ -253,9 +260,11 @@ def build_gpt(
         "qk_norm": qk_norm,
         "final_norm": final_norm,
         "depth_scaling": depth_scaling,
+        "init_std": init_std,
     }
     for name, value in options.items():
-        _check(name, value, NETWORK_OPTIONS[name][1])
+        default, allowed = NETWORK_OPTIONS[name]
+        _check(name, value, allowed, none_ok=default is None)
     if width % heads:
         raise ValueError(f"gpt option 'heads'={heads} does not divide width={width}")
     if num_classes != VOCAB:
