@@ -19,7 +19,7 @@ from normsearch.norm import UnifiedNorm
 from normsearch.probes.transformer import probe_transformer, text_batch
 from normsearch.task import LANGUAGE_MODEL, LM_TRAINING, bits_per_byte, task_of
 from normsearch.text import SIZE_CAP, load_text
-from normsearch.train import fit
+from normsearch.train import fit, train
 
 WIDTH, HEADS, CONTEXT = 32, 2, 32
 
@@ -226,3 +226,17 @@ def test_probe_reads_attention_and_the_one_step_loss(batch):
     assert all(s > 0 for s in probe.logit_scale) and len(probe.branch_variance) == 2
     assert 0 < probe.step_loss_ratio < 1  # AdamW's first step at lr 0.006 lowers the loss
     assert probe.loss == pytest.approx(math.log(256), abs=0.05)
+
+
+def test_train_builds_gpt_on_text_from_the_confirmation_settings():
+    """``train(spec, settings)`` as confirmation calls it: model gpt, dataset text (LM_TRAINING), 3 steps."""
+    settings = ConfirmSettings(**{**LM_TRAINING, "depth": 2, "width": 16, "steps": 3})
+    result = train("pn", settings, seed=0)
+    assert (result.task, result.metric, result.steps, len(result.val_loss)) == (
+        "language_model",
+        "val_loss",
+        3,
+        1,
+    )
+    assert result.to_dict()["value"] == result.val_loss[0] and result.val_accuracy == []
+    assert result.collapsed  # 3 steps learn nothing beyond the unigram statistics

@@ -1,7 +1,9 @@
 """The unified normalization layer: parameters, buffers and the wiring of one config to the functional
 core :mod:`normsearch.norm.functional`, whose docstring states the formula.
 
-Layout ``tokens``: an input (N, *L, C) is computed as its channels-first view (N, C, *L) and moved back;
+Layout ``tokens``: an input (N, *L, C) is computed as its channels-first view (N, C, *L) and moved back
+(statistics-free configs, DyT and Derf among them, as the contiguous (N·L, C) matrix instead: the same
+pointwise result without strided passes);
 the per-token LayerNorm/RMSNorm configs (``position``) call ``F.layer_norm`` / ``F.rms_norm`` on the last
 dim. :func:`~normsearch.norm.functional.select_kernel` decides: configs that equal a torch layer run on its
 fused kernel (``F.batch_norm``, ``F.group_norm``, ``F.rms_norm``; ``F.layer_norm`` for tokens), the rest
@@ -129,6 +131,8 @@ class UnifiedNorm(nn.Module):
             )
         if self.training and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
+        if self._channel_dim == -1 and self.kernel == "identity":  # pointwise: (N·L, C) is channels first
+            return self._identity(x.reshape(-1, self.num_channels)).view(x.shape)
         if self._channel_dim == -1 and self.kernel not in core.LAST_DIM_KERNELS:
             return self._compute(x.movedim(-1, 1)).movedim(1, -1)
         return self._compute(x)
