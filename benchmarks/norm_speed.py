@@ -15,11 +15,17 @@ eager and under ``torch.compile``.
   function of ``frn``; ``FilterResponseNormAct2d`` adds a ReLU) divided by ours, eager and compiled:
   how many times faster ours is.
 
+- **tokens**: DyT and Derf (``dyt`` / ``derf`` with ``layout=tokens``) over a transformer's (N, L, C)
+  (``--tokens``) divided by ``nn.LayerNorm(C)``, eager (target ≤ 1.5) and compiled (ours under
+  ``compile_core`` / the faster of compiled and eager ``nn.LayerNorm``, target ≤ 1.0); ``pn:layout=tokens``
+  (``F.layer_norm`` itself) is the control row, which should read ≈ 1.
+
 Each ratio is the median of back-to-back pair ratios (``timing.timed_pair``), so machine noise hits both
 sides alike; the ms columns are medians. ``--device cuda --amp --channels-last`` measures under bf16
 autocast and the channels_last layout.
 Usage: ``python benchmarks/norm_speed.py [--shape 32 64 32 32] [--repeats 11] [--threads 1] [--no-compile]
-[--presets frn evonorm_s0 ...] [--device cpu|cuda] [--amp] [--channels-last]``.
+[--presets frn evonorm_s0 ...] [--device cpu|cuda] [--amp] [--channels-last] [--tokens 32 128 256]
+[--no-tokens]``.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from normsearch.norm.functional import compile_core
 EAGER_TARGET_TWIN, EAGER_TARGET_GN, COMPILED_TARGET = 1.10, 3.0, 2.0
 EXTRA = ("pn:act=tlu",)
 """Specs measured besides the presets: the generic path over C at each position."""
+TOKENS_SPECS = ("pn:layout=tokens", "dyt:layout=tokens", "derf:layout=tokens")
+"""The tokens table's rows: the LayerNorm control, DyT, Derf."""
+TOKENS_EAGER_TARGET, TOKENS_COMPILED_TARGET = 1.5, 1.0
 TIMM_TWINS = {"evonorm_b0": "EvoNorm2dB0", "evonorm_s0": "EvoNorm2dS0", "frn": "FilterResponseNormTlu2d"}
 
 
@@ -140,6 +149,40 @@ def compiled_table(bench: Bench, names: list[str], c: int) -> list[str]:
     return misses
 
 
+def tokens_table(args: argparse.Namespace) -> list[str]:
+    """DyT and Derf over (N, L, C) against ``nn.LayerNorm(C)``, eager and compiled; returns the misses."""
+    bench = Bench(argparse.Namespace(**{**vars(args), "shape": args.tokens, "channels_last": False}))
+    c = args.tokens[-1]
+    print(
+        f"\ntokens {tuple(bench.x.shape)}: ours / nn.LayerNorm(C), eager (≤ {TOKENS_EAGER_TARGET}) and compiled"
+    )
+    print(
+        f"(ours under compile_core / the faster of compiled and eager LayerNorm, ≤ {TOKENS_COMPILED_TARGET})"
+    )
+    print(
+        f"{'spec':<20} {'ours ms':>9} {'LN ms':>8} {'eager':>7}"
+        + (f" {'cLN ms':>8} {'compiled':>9}" if args.compile else "")
+    )
+    misses = []
+    layer_norm = bench.place(nn.LayerNorm(c))
+    for spec in TOKENS_SPECS:
+        ours = bench.place(build_norm(spec, c))
+        ours_ms, ln_ms, eager = bench.pair(ours, layer_norm)
+        row = f"{spec:<20} {ours_ms:9.3f} {ln_ms:8.3f} {eager:7.2f}"
+        control = spec.startswith("pn")
+        misses += [f"{spec} eager"] if eager > TOKENS_EAGER_TARGET and not control else []
+        if args.compile:
+            torch.compiler.reset()
+            ln_compiled = bench.compiled(bench.place(nn.LayerNorm(c)))[0]
+            fast = bench.compiled(bench.place(build_norm(spec, c)), compile_core)[0]
+            _, cln_ms, vs_compiled = bench.pair(fast, ln_compiled)
+            worst = max(vs_compiled, bench.pair(fast, layer_norm)[2])
+            misses += [f"{spec} compiled"] if worst > TOKENS_COMPILED_TARGET and not control else []
+            row += f" {cln_ms:8.3f} {worst:9.2f}"
+        print(row)
+    return misses
+
+
 def timm_table(bench: Bench, c: int, compiled: bool) -> None:
     try:
         import timm.layers
@@ -174,6 +217,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
     parser.add_argument("--channels-last", action="store_true", help="channels_last input and layers")
+    parser.add_argument("--tokens", type=int, nargs=3, default=[32, 128, 256], metavar=("N", "L", "C"))
+    parser.add_argument(
+        "--no-tokens", dest="tokens_table", action="store_false", help="skip the tokens table"
+    )
+    parser.add_argument("--no-presets", dest="presets_tables", action="store_false", help="tokens table only")
     return parser.parse_args()
 
 
@@ -187,6 +235,11 @@ def run(args: argparse.Namespace) -> None:
         f"{tuple(bench.x.shape)}, bf16 autocast {args.amp}, channels_last {args.channels_last}, "
         f"{args.repeats} repeats, forward+backward"
     )
+    if args.tokens_table:
+        misses = tokens_table(args)
+        print("tokens targets met" if not misses else f"tokens targets missed: {', '.join(misses)}")
+    if not args.presets_tables:
+        return
     misses = eager_table(bench, args.presets, c, tuple(spatial))
     print("eager targets met" if not misses else f"eager targets missed: {', '.join(misses)}")
     if args.compile:

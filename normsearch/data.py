@@ -16,6 +16,7 @@ as an :class:`ImageData` (train and validation ``TensorDataset`` plus shape fact
   (or ``PATH/test``) when both exist, else all of ``PATH`` split with a fixed seed into 80 % / 20 %. Standard
   transforms: shorter side resized to the resolution (``resolution``, or the first image's shorter side),
   then a centre crop; kept as uint8. 1 channel if the first image is grayscale, else RGB;
+- ``text``, ``text:PATH``: byte corpora for language models (:mod:`normsearch.text`, a ``TextData``);
 - ``FILE.py:FUNC`` or ``package.module:FUNC``: the user's ``FUNC() -> (train, val)`` torch datasets of
   (image (C, H, W) tensor or PIL image, integer label); read once into tensors (uint8 images are scaled to
   [-1, 1], float images are used as they are). Classes: ``len(train.classes)`` if the dataset has it, else
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -91,6 +93,9 @@ class ImageData:
     Images are float32 in [-1, 1] already at ``resolution``, or uint8 at the dataset's own size;
     :meth:`inputs` makes either the network input (B, C, resolution, resolution) float32 in [-1, 1].
     """
+
+    task: ClassVar[str] = "classification"
+    """The task this data defines (:mod:`normsearch.task`)."""
 
     name: str
     train: TensorDataset
@@ -277,13 +282,18 @@ def _materialized(label: str, train: object, val: object) -> Loaded:
     return TensorDataset(x_train, y_train), TensorDataset(x_val, y_val), num_classes, x_train.shape[-1]
 
 
-DATA_FORMS = f"{', '.join(LOADERS)}, imagefolder:PATH, FILE.py:FUNC or package.module:FUNC"
+DATA_FORMS = f"{', '.join(LOADERS)}, text, text:PATH, imagefolder:PATH, FILE.py:FUNC or package.module:FUNC"
 
 
 def check_data_name(name: str) -> None:
     """``ValueError`` with one line for a dataset name that cannot be used (without loading the data)."""
     if name in LOADERS or name in _REGISTERED or (isinstance(name, str) and name.startswith(IN_PROCESS)):
         return  # an in-process name is valid (stored records carry it); loading it elsewhere is refused
+    from .text import check_text_name, is_text_name  # text corpora (normsearch.text)
+
+    if is_text_name(name):
+        check_text_name(name)
+        return
     prefix, sep, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
     if sep and prefix == "imagefolder":
         if not Path(rest).is_dir():
@@ -345,8 +355,15 @@ def load_data(
 
     Raises :class:`DatasetUnavailable` when a torchvision dataset is not in ``data_dir`` and cannot be
     downloaded or a user dataset cannot be read (one line saying why), ``ValueError`` for an unknown name.
-    Cached per argument tuple.
+    Cached per argument tuple. ``text`` / ``text:PATH`` give a :class:`normsearch.text.TextData` instead.
     """
+    from .text import TextUnavailable, is_text_name, load_text
+
+    if is_text_name(name):
+        try:
+            return load_text(name)
+        except TextUnavailable as err:
+            raise DatasetUnavailable(str(err)) from None
     try:
         user = _user_loader(name)
     except ValueError as err:

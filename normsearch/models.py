@@ -32,13 +32,15 @@ layer config and network options (:class:`CandidateConfig`), written ``LAYER_SPE
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from .gpt import NETWORK_OPTIONS as GPT_OPTIONS
+from .gpt import build_gpt
 from .norm import NormConfig, Spec, as_config, build_conv, build_norm_act
 from .sources import NetworkOption, NetworkOptions, as_text, read_value, resolve_model
 
@@ -189,7 +191,9 @@ class PlainCNN(nn.Module):
         return [layer.conv for layer in self.layers]
 
 
-MODELS: dict[str, type[CifarResNet | PlainCNN]] = {"resnet": CifarResNet, "cnn": PlainCNN}
+MODELS: dict[str, Callable[..., nn.Module]] = {"resnet": CifarResNet, "cnn": PlainCNN, "gpt": build_gpt}
+"""Built-in networks: ``kind`` → builder(cfg, depth=, width=, num_classes=, in_channels=, skipinit=, **network)
+(``gpt``'s network options: :data:`normsearch.gpt.NETWORK_OPTIONS`, as :data:`NETWORK_OPTIONS` has them)."""
 
 NETWORK_OPTIONS: dict[str, NetworkOptions] = {
     "resnet": NetworkOptions(
@@ -201,6 +205,13 @@ NETWORK_OPTIONS: dict[str, NetworkOptions] = {
         ),
     ),
     "cnn": NetworkOptions("cnn", note="cnn takes no network options"),
+    "gpt": NetworkOptions(
+        "gpt",
+        tuple(
+            NetworkOption(name, rule.kind or str, default, rule.choices, rule=rule)
+            for name, (default, rule) in GPT_OPTIONS.items()
+        ),
+    ),
 }
 """The network options of each built-in network (see the module docstring), keyword arguments of its class."""
 
@@ -362,8 +373,8 @@ def build_model(
     resolution: int | None = None,
     network: Mapping[str, Any] | None = None,
 ) -> nn.Module:
-    """A freshly initialised ``kind`` network normalized by ``spec``: ``resnet`` or ``cnn`` (depth, width
-    and skipinit apply to these), or any model name of :mod:`normsearch.sources` (built for
+    """A freshly initialised ``kind`` network normalized by ``spec``: ``resnet``, ``cnn`` or ``gpt`` (depth
+    and width apply to these, skipinit to resnet), or any model name of :mod:`normsearch.sources` (built for
     ``num_classes``, ``in_channels`` and, where the model takes it, the input ``resolution``), with the
     ``network`` options (:func:`network_options`; resnet's ``skipinit`` there overrides the argument).
 
@@ -387,6 +398,8 @@ def build_model(
         return MODELS[kind](
             cfg, depth=depth, width=width, num_classes=num_classes, in_channels=in_channels, **options
         )
+    except TypeError as err:
+        raise ValueError(f"{kind}: {err}") from None
     except ValueError as err:
         raise ValueError(f"{cfg.spec()} does not fit {kind} depth={depth} width={width}: {err}") from None
 

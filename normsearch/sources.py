@@ -48,11 +48,12 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .norm import NormConfig, UnifiedNorm, norm_act_layer, norm_layer
+from .norm.config import Allowed
 from .norm.conv import RELU_GAIN
 from .userfunc import IN_PROCESS, elsewhere, load_function, one_line
 
-BUILTIN = ("resnet", "cnn")
-FORMS = "resnet, cnn, torchvision:NAME, timm:NAME, FILE.py:FUNC or package.module:FUNC"
+BUILTIN = ("resnet", "cnn", "gpt")
+FORMS = "resnet, cnn, gpt, torchvision:NAME, timm:NAME, FILE.py:FUNC or package.module:FUNC"
 SCALARS = (bool, int, float, str)
 """The kinds a network option may have."""
 
@@ -81,9 +82,13 @@ class NetworkOption:
     default: Any = inspect.Parameter.empty
     choices: tuple[Any, ...] = ()
     help: str = ""
+    rule: Allowed | None = None
+    """A built-in network's rule for the value (bounds, None allowed when the default is None)."""
 
     def allowed(self) -> str:
         """What the option may take, for messages: ``true or false``, ``one of pre, post``, ``an integer``."""
+        if self.rule is not None:
+            return self.rule.text()
         if self.choices:
             return f"one of {', '.join(map(as_text, self.choices))}"
         return _kind_name(self.kind)
@@ -91,6 +96,8 @@ class NetworkOption:
     def problem(self, value: Any) -> str | None:
         """None if ``value`` is allowed, else what is allowed. Strings must read back as strings from a config
         string (no ``,|=`` or spaces, not a number or true/false)."""
+        if self.rule is not None:
+            return self.rule.problem(value, none_ok=self.default is None)
         if self.choices:
             ok = any(type(value) is type(c) and value == c for c in self.choices)
         elif self.kind is float:

@@ -1,24 +1,29 @@
 """One short training run: a candidate normalizer in the confirmation network, trained and validated.
 
 ``train(spec, settings, seed=...)`` builds ``build_model(settings.model, spec, ...)`` and hands it to
-:func:`fit`, which runs minibatch training with cross-entropy (mean over the batch):
+:func:`fit`, which runs minibatch training with cross-entropy (mean over the batch, and over positions for a
+language model). The dataset determines the task (:mod:`normsearch.task`): it supplies the batches, the loss,
+the evaluation, the collapse rule and the metric (``accuracy``, higher is better; or ``val_loss`` in bits per
+byte, lower is better); this module has no task-specific branches:
 
 - optimizer ``sgd`` (momentum, weight decay), ``adam`` or ``adamw``; learning rate per step
   lr(t) = lr · w(t) · s(t), with w the linear warmup over ``warmup_epochs`` and s the schedule over the
   remaining steps (fraction u ∈ [0, 1]): ``constant`` 1, ``cosine`` ½(1 + cos πu), ``step`` 1 then 0.1 from
   u = 0.75 (the Beyond-BatchNorm schedule);
 - an epoch is a pass over a seeded permutation of the training set in batches of ``batch_size`` (the last
-  partial batch is dropped, so a batch-statistics layer never sees a tiny batch); ``steps`` caps the total;
+  partial batch is dropped, so a batch-statistics layer never sees a tiny batch); for a language model, as
+  many seeded random windows of ``model.context`` bytes as fit in the training bytes; ``steps`` caps the
+  total;
 - augmentation (``augment``): ``flip`` mirrors each training image left-right with probability ½ (the
   Beyond-BatchNorm code's only augmentation), drawn from the run's seeded generator; ``auto`` is ``flip``
   for the datasets in :data:`normsearch.data.FLIP_SYMMETRIC` (CIFAR) and ``none`` otherwise;
-- after each epoch: mean training loss and validation accuracy (eval mode, running statistics);
+- after each epoch: mean training loss and the task's validation metric (eval mode, running statistics):
+  ``val_accuracy`` or ``val_loss`` per epoch;
 - divergence: a training loss that is NaN/inf or above ``DIVERGENCE_FACTOR`` × max(ln K, first loss)
-  stops the run at once and sets ``diverged``; accuracies then cover the completed epochs only (0 if none);
-- collapse: a run that did not diverge but whose last validation accuracy is no better than guessing sets
-  ``collapsed``: final accuracy ≤ p + ``COLLAPSE_Z`` · sqrt(p(1 − p)/n), with p the share of the most
-  frequent class among the n validation images (what a constant prediction scores; 1/K when balanced).
-  On digits (K = 10, n = 359 validation images) that is 16.8 %: 3 standard errors above chance;
+  (K the classes, 256 for bytes) stops the run at once and sets ``diverged``; metrics then cover the
+  completed epochs only;
+- collapse: a run that did not diverge but whose last metric is no better than a trivial predictor sets
+  ``collapsed`` (the task's rule: a constant class, or the unigram entropy of the training bytes);
 - on CUDA: bf16 autocast (``amp``) and channels_last (``channels_last``) when enabled; on CPU, ``threads``
   torch threads for the run (the previous count is restored after);
 - ``compile``: the training steps run ``torch.compile(model)`` (the same parameters; dynamo's caches are
@@ -41,25 +46,33 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import FLIP_SYMMETRIC, ImageData, load_data
 from .models import CandidateConfig, as_candidate, build_model
 from .norm import Spec
 from .norm.functional import compile_core
+from .task import (
+    CLASSIFICATION,
+    Classification,
+    LanguageModel,
+    accuracy_collapse_threshold,
+    task_of,
+)
+from .text import TextData
 
 if TYPE_CHECKING:  # the confirm package imports this module
     from .confirm.settings import ConfirmSettings
 
 DIVERGENCE_FACTOR = 10.0
-COLLAPSE_Z = 3.0
-EVAL_BATCH = 512
+collapse_threshold = accuracy_collapse_threshold
+"""The accuracy at or below which a classifier's run counts as collapsed (:mod:`normsearch.task`)."""
 
 
 @dataclass(frozen=True)
 class TrainProgress:
-    """What a progress callback sees after each step (``val_accuracy``: last completed epoch, or None)."""
+    """What a progress callback sees after each step (``val_accuracy``: the task's metric after the last
+    completed epoch, accuracy or val_loss, or None; the name is kept from when only accuracy existed)."""
 
     step: int
     total_steps: int
@@ -71,24 +84,60 @@ class TrainProgress:
 
 Progress = Callable[[TrainProgress], None]
 EpochEnd = Callable[[int, float], None]
-"""Called after each completed epoch with (epoch, validation accuracy)."""
+"""Called after each completed epoch with (epoch, the task's validation metric: accuracy or val_loss)."""
 
 
 @dataclass
 class TrainResult:
-    """Records of one run: per-epoch ``train_loss`` / ``val_accuracy`` lists and the summary numbers."""
+    """Records of one run: per-epoch ``train_loss`` and the task's metric (``val_accuracy`` for
+    classification, ``val_loss`` in bits per byte for a language model), and the summary numbers.
+
+    ``metric`` / ``higher_is_better`` name the task's metric; ``value`` is its best over completed epochs and
+    ``final_value`` its last (the worst possible, 0 or inf, when none completed). ``accuracy`` and
+    ``final_accuracy`` stay the classification view (0 for a language model); ``best_val_loss`` and
+    ``final_val_loss`` the language-model one (None for a classifier)."""
 
     spec: str
     seed: int
     batch_size: int
     device: str
+    task: str = CLASSIFICATION.name
     train_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
     steps: int = 0
     diverged: bool = False
     collapsed: bool = False
     seconds: float = 0.0
     images_per_s: float = 0.0
+
+    @property
+    def _task(self) -> Classification | LanguageModel:
+        return task_of(self)
+
+    @property
+    def metric(self) -> str:
+        """``accuracy`` or ``val_loss``."""
+        return self._task.metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self._task.higher_is_better
+
+    @property
+    def values(self) -> list[float]:
+        """The metric per completed epoch."""
+        return self.val_accuracy if self.higher_is_better else self.val_loss
+
+    @property
+    def value(self) -> float:
+        """The metric's best over completed epochs."""
+        return self._task.best(self.values)
+
+    @property
+    def final_value(self) -> float:
+        """The metric after the last completed epoch."""
+        return self.values[-1] if self.values else self._task.worst
 
     @property
     def accuracy(self) -> float:
@@ -100,8 +149,26 @@ class TrainResult:
         """Validation accuracy after the last completed epoch (0 when none completed)."""
         return self.val_accuracy[-1] if self.val_accuracy else 0.0
 
+    @property
+    def best_val_loss(self) -> float | None:
+        """Lowest validation bits per byte over completed epochs (inf when none; None for a classifier)."""
+        return None if self.higher_is_better else self.value
+
+    @property
+    def final_val_loss(self) -> float | None:
+        return None if self.higher_is_better else self.final_value
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "accuracy": self.accuracy, "final_accuracy": self.final_accuracy}
+        summary = {"accuracy": self.accuracy, "final_accuracy": self.final_accuracy}
+        if not self.higher_is_better:
+            summary.update(best_val_loss=self.best_val_loss, final_val_loss=self.final_val_loss)
+        return {
+            **asdict(self),
+            **summary,
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "value": self.value,
+        }
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,14 +202,6 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return SCHEDULES[schedule]((step - warmup) / max(total - warmup, 1))
 
 
-def _batches(data: ImageData, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-    images, labels = data.train.tensors
-    order = torch.randperm(len(labels), generator=generator)
-    for start in range(0, len(order) - batch_size + 1, batch_size):
-        index = order[start : start + batch_size]
-        yield images[index], labels[index]
-
-
 def augmentation(augment: str, dataset: str) -> str:
     """``augment`` with ``auto`` resolved for ``dataset``: ``flip`` or ``none``."""
     if augment == "auto":
@@ -157,33 +216,18 @@ def flip_batch(images: Tensor, generator: torch.Generator) -> Tensor:
     return torch.where(mirrored.view(-1, *([1] * (images.dim() - 1))), images.flip(-1), images)
 
 
-def _to_device(data: ImageData, images: Tensor, device: torch.device, channels_last: bool) -> Tensor:
-    x = data.inputs(images.to(device, non_blocking=True))
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def collapse_threshold(labels: Tensor) -> float:
-    """The accuracy at or below which a run counts as collapsed, for validation ``labels`` (n,) int64:
-    p + COLLAPSE_Z · sqrt(p(1 − p)/n), p = the most frequent class's share (see the module docstring)."""
-    n = len(labels)
-    p = torch.bincount(labels).max().item() / n
-    return p + COLLAPSE_Z * math.sqrt(p * (1.0 - p) / n)
-
-
-@torch.no_grad()
 def evaluate(
-    model: nn.Module, data: ImageData, device: torch.device, *, amp: bool = False, channels_last: bool = False
+    model: nn.Module,
+    data: ImageData | TextData,
+    device: torch.device,
+    *,
+    amp: bool = False,
+    channels_last: bool = False,
 ) -> float:
-    """Validation accuracy (0–1) in eval mode."""
-    model.eval()
-    images, labels = data.val.tensors
-    correct = 0
-    for start in range(0, len(labels), EVAL_BATCH):
-        x = _to_device(data, images[start : start + EVAL_BATCH], device, channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        correct += (logits.argmax(1).cpu() == labels[start : start + EVAL_BATCH]).sum().item()
-    return correct / len(labels)
+    """The task's validation metric of ``model`` on ``data`` in eval mode (accuracy 0–1, or bits per byte)."""
+    return task_of(data).evaluate(
+        model, data, device, amp=amp, channels_last=channels_last, context=getattr(model, "context", None)
+    )
 
 
 @dataclass(frozen=True)
@@ -199,7 +243,8 @@ class Plan:
 
     @classmethod
     def of(cls, settings: ConfirmSettings, train_size: int, batch_size: int | None) -> Plan:
-        """The plan for ``train_size`` images; a batch other than ``settings.batch_size`` scales lr linearly."""
+        """The plan for ``train_size`` samples per epoch (images, or text windows); a batch other than
+        ``settings.batch_size`` scales lr linearly."""
         batch = min(batch_size or settings.batch_size, train_size)
         per_epoch = train_size // batch
         total = settings.epochs * per_epoch
@@ -238,7 +283,7 @@ def compiled(model: nn.Module) -> nn.Module:
 
 def fit(
     model: nn.Module,
-    data: ImageData,
+    data: ImageData | TextData,
     settings: ConfirmSettings,
     *,
     seed: int,
@@ -247,15 +292,17 @@ def fit(
     progress: Progress | None = None,
     on_epoch: EpochEnd | None = None,
 ) -> TrainResult:
-    """Train ``model`` (input (B, data.in_channels, R, R), output (B, data.num_classes) logits) on ``data``."""
+    """Train ``model`` on ``data``: images (B, data.in_channels, R, R) → (B, data.num_classes) logits, or
+    bytes (B, L) → (B, L, 256) logits with L = ``model.context`` (:mod:`normsearch.task`)."""
     device = resolve_device(settings.device)
+    samples = task_of(data).samples(data, getattr(model, "context", None))
     with cpu_threads(settings.threads if device.type == "cpu" else None):
         return _Run(
             model,
             data,
             settings,
             device,
-            Plan.of(settings, len(data.train), batch_size),
+            Plan.of(settings, samples, batch_size),
             seed,
             spec,
             progress,
@@ -269,7 +316,7 @@ class _Run:
     def __init__(
         self,
         model: nn.Module,
-        data: ImageData,
+        data: ImageData | TextData,
         settings: ConfirmSettings,
         device: torch.device,
         plan: Plan,
@@ -296,7 +343,11 @@ class _Run:
         )
         self.generator = torch.Generator().manual_seed(seed)
         self.flip = augmentation(settings.augment, data.name) == "flip"
-        self.result = TrainResult(spec=spec, seed=seed, batch_size=plan.batch_size, device=str(device))
+        self.task = task_of(data)
+        self.context = getattr(model, "context", None)
+        self.result = TrainResult(
+            spec=spec, seed=seed, batch_size=plan.batch_size, device=str(device), task=self.task.name
+        )
         self.limit: float | None = None
 
     def fit(self) -> TrainResult:
@@ -310,14 +361,19 @@ class _Run:
             if result.diverged:
                 break
             result.train_loss.append(sum(losses) / len(losses))
-            result.val_accuracy.append(
-                evaluate(self.model, self.data, self.device, amp=self.amp, channels_last=self.channels_last)
+            result.values.append(
+                self.task.evaluate(
+                    self.model,
+                    self.data,
+                    self.device,
+                    amp=self.amp,
+                    channels_last=self.channels_last,
+                    context=self.context,
+                )
             )
             if self.on_epoch:
-                self.on_epoch(epoch, result.val_accuracy[-1])
-        result.collapsed = not result.diverged and result.final_accuracy <= collapse_threshold(
-            self.data.val.tensors[1]
-        )
+                self.on_epoch(epoch, result.values[-1])
+        result.collapsed = not result.diverged and self.task.collapsed(result.final_value, self.data)
         result.seconds = time.perf_counter() - started
         result.images_per_s = (
             result.steps * self.plan.batch_size / train_seconds if train_seconds > 0 else 0.0
@@ -328,14 +384,17 @@ class _Run:
         """One pass (or what is left of the step budget); stops at divergence. Returns the step losses."""
         result, losses = self.result, []
         self.model.train()
-        for images, labels in _batches(self.data, self.plan.batch_size, self.generator):
+        batches = self.task.train_batches(self.data, self.plan.batch_size, self.generator, self.context)
+        for images, labels in batches:
             if self.flip:
                 images = flip_batch(images, self.generator)
-            x = _to_device(self.data, images, self.device, self.channels_last)
+            x = self.task.inputs(self.data, images, self.device, self.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss = F.cross_entropy(self.step_model(x).float(), labels.to(self.device, non_blocking=True))
+                loss = self.task.loss(self.step_model(x), labels.to(self.device, non_blocking=True))
             value = loss.item()
-            self.limit = self.limit or DIVERGENCE_FACTOR * max(math.log(self.data.num_classes), value)
+            self.limit = self.limit or DIVERGENCE_FACTOR * max(
+                self.task.divergence_reference(self.data), value
+            )
             if not math.isfinite(value) or value > self.limit:
                 result.diverged = True
                 break
@@ -346,7 +405,7 @@ class _Run:
             losses.append(value)
             result.steps += 1
             if self.progress:
-                last = result.val_accuracy[-1] if result.val_accuracy else None
+                last = result.values[-1] if result.values else None
                 self.progress(
                     TrainProgress(result.steps, self.plan.total, epoch, self.plan.epochs, value, last)
                 )

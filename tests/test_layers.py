@@ -12,9 +12,9 @@ import normsearch
 
 ROOT = Path(normsearch.__file__).parent
 LAYERS = (
-    ("settings", "journal", "failures", "userfunc", "allocator"),
+    ("settings", "journal", "failures", "userfunc", "allocator", "task"),
     ("norm",),
-    ("sources", "data", "models"),
+    ("sources", "data", "text", "gpt", "models"),
     ("probes",),
     ("score",),
     ("records",),

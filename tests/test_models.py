@@ -139,7 +139,7 @@ def test_same_seed_same_network() -> None:
         ("resnet", "bn", {"depth": 9}, r"6n\+2"),
         ("resnet", "gn", {"width": 16}, "groups"),
         ("resnet", "gn:group_size=3", {"width": 16}, "group_size"),
-        ("mlp", "bn", {}, "unknown model 'mlp'; allowed: resnet, cnn, torchvision:NAME"),
+        ("mlp", "bn", {}, "unknown model 'mlp'; allowed: resnet, cnn, gpt, torchvision:NAME"),
         ("cnn", "bn", {"skipinit": True}, "skipinit"),
         ("cnn", "bn", {"width": 0}, "width"),
         ("resnet", "nope", {}, "unknown preset"),

@@ -400,6 +400,8 @@ def _literal_reference(m, x):
     y = num / den
     if cfg.act == "dyt":
         y = torch.tanh(m.alpha * y)
+    if cfg.act == "derf":
+        y = torch.erf(m.alpha * y + m.shift)
     if m.weight is not None:
         y = y * pc(m.weight)
     if m.bias is not None:

@@ -178,7 +178,13 @@ def test_a_space_option_takes_exactly_what_normconfig_takes_with_the_same_words(
 
 
 def test_the_range_options_are_normconfigs_numeric_ones() -> None:
-    assert RANGE_KINDS == {"groups": "int", "group_size": "int", "eps": "float", "momentum": "float"}
+    assert RANGE_KINDS == {
+        "groups": "int",
+        "group_size": "int",
+        "eps": "float",
+        "momentum": "float",
+        "alpha_init": "float",
+    }
     assert _problems("space:\n  eps: {low: 0.0, high: 0.5}\n") == [
         "bad.yaml: space.eps.low: must be a number in (0, 1), got 0.0"
     ]

@@ -53,6 +53,8 @@ def formula(cfg: NormConfig) -> str:
         core = "x"
     if cfg.act == "dyt":
         core = f"tanh(α · {core})"
+    if cfg.act == "derf":
+        core = f"erf(α · {core} + s)"
     expr = {"full": f"γ · {core} + β", "gain": f"γ · {core}", "none": core}[cfg.affine]
     if cfg.act == "tlu":
         expr = f"max({expr}, τ)"
@@ -88,7 +90,12 @@ def _symbol_lines(cfg: NormConfig) -> list[str]:
     if cfg.act == "tlu":
         lines.append("τ (``tau``, init 0): per-channel threshold (TLU, Singh & Krishnan 2020).")
     if cfg.act == "dyt":
-        lines.append("α (``alpha``, init 0.5): one learnable scalar (DyT, Zhu et al. 2025).")
+        lines.append(f"α (``alpha``, init {cfg.alpha_init:g}): one learnable scalar (DyT, Zhu et al. 2025).")
+    if cfg.act == "derf":
+        lines.append(
+            f"α (``alpha``, init {cfg.alpha_init:g}), s (``shift``, init 0): learnable scalars (Derf, "
+            "Chen et al. 2025)."
+        )
     return lines
 
 
@@ -128,7 +135,7 @@ def describe(cfg: NormConfig, kernel_note: str) -> list[list[str]]:
         ) + _partition_text(cfg)
     paragraphs = [textwrap.wrap(head, WIDTH), [f"    {formula(cfg)}"]]
     paragraphs += [lines for lines in [_symbol_lines(cfg)] if lines] + _mode_paragraphs(cfg)
-    if cfg.act not in ("none", "dyt"):
+    if cfg.act not in ("none", "dyt", "derf"):
         paragraphs.append(textwrap.wrap(ACTIVATION_NOTE, WIDTH))
     if kernel_note:
         paragraphs.append(textwrap.wrap(kernel_note, WIDTH))

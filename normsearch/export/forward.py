@@ -98,7 +98,8 @@ def _tensors(cfg: NormConfig, names: tuple[str, ...]) -> list[str]:
         "bias": cfg.affine == "full",
         "tau": cfg.act == "tlu",
         "v": cfg.act in ("evo_s0", "evo_b0"),
-        "alpha": cfg.act == "dyt",
+        "alpha": cfg.act in ("dyt", "derf"),
+        "shift": cfg.act == "derf",
         "running_mean": bool(cfg.running),
         "running_var": bool(cfg.running),
     }

@@ -23,6 +23,7 @@ PRESET_CLASS_NAMES: dict[str, str] = {
     "wn": "NoNorm",
     "sws": "NoNorm",
     "dyt": "DyT",
+    "derf": "Derf",
     "none": "NoNorm",
 }
 """Base name per preset; presets that differ only in their weight scheme share the activation-side name."""

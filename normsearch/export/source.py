@@ -13,7 +13,6 @@ import symtable
 from .. import __version__
 from ..norm import PRESETS, NormConfig, Spec, as_config
 from ..norm.config import GROUPED_PARTITIONS
-from ..norm.layer import DYT_ALPHA
 from .codefmt import bracketed, docstring, indent
 from .conv import CONV_CLASS_NAMES, conv_blocks
 from .core import core_source, import_lines
@@ -81,8 +80,10 @@ def _init(cfg: NormConfig, forward: Forward, compile_default: bool) -> list[str]
         tensors.append("self.v = nn.Parameter(torch.ones(num_channels, **dd))")
     if cfg.act == "tlu":
         tensors.append("self.tau = nn.Parameter(torch.zeros(num_channels, **dd))")
-    if cfg.act == "dyt":
-        tensors.append(f"self.alpha = nn.Parameter(torch.full((), {DYT_ALPHA!r}, **dd))")
+    if cfg.act in ("dyt", "derf"):
+        tensors.append(f"self.alpha = nn.Parameter(torch.full((), {cfg.alpha_init!r}, **dd))")
+    if cfg.act == "derf":
+        tensors.append("self.shift = nn.Parameter(torch.zeros((), **dd))")
     if cfg.running:
         size = "num_channels" if cfg.partition == "batch" else "self.groups"
         tensors += [

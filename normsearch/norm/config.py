@@ -23,7 +23,11 @@ BATCH_PARTITIONS = ("batch", "batch_group")
 GROUPED_PARTITIONS = ("group", "batch_group")
 SCALES = ("std", "rms", "none")
 AFFINES = ("full", "gain", "none")
-ACTS = ("none", "tlu", "evo_s0", "evo_b0", "dyt")
+ACTS = ("none", "tlu", "evo_s0", "evo_b0", "dyt", "derf")
+POINTWISE_ACTS = ("dyt", "derf")
+"""Acts with a learnable scalar α (DyT, Derf): the ones ``alpha_init`` applies to."""
+DEFAULT_ALPHA = 0.5
+"""α's initial value when ``alpha_init`` is not given (DyT's 0.5, Zhu et al. 2025; used for Derf too)."""
 WEIGHTS = ("none", "weight_norm", "scaled_ws")
 LAYOUTS = ("channels", "tokens")
 """Where the channels are: ``channels`` (N, C, *S) as convs produce them; ``tokens`` (N, *L, C) as
@@ -109,7 +113,11 @@ class NormConfig:
         affine: per-channel γ and β (``full``), γ only (``gain``), or ``none``.
         act: nonlinearity fused into the layer: ``tlu`` max(y, τ) (FRN), ``evo_s0`` numerator gated by
             sigmoid(v·x), ``evo_b0`` denominator max(d, v·x + sqrt(instance σ² + eps)) (EvoNorm), ``dyt``
-            tanh(α·x̃) before the affine, α a learnable scalar init 0.5 (Dynamic Tanh, Zhu et al. 2025).
+            tanh(α·x̃) before the affine, α a learnable scalar (Dynamic Tanh, Zhu et al. 2025), ``derf``
+            erf(α·x̃ + s) before the affine, α and s learnable scalars, s init 0 (Dynamic erf, Chen et al.
+            2025, arXiv 2512.10938).
+        alpha_init: α's initial value for ``dyt`` / ``derf`` (default 0.5; DyT's LLaMA recipe sets it per
+            site); only with those acts.
     Weight side:
         weight: reparametrization of the preceding conv: ``weight_norm`` or ``scaled_ws``.
     Layout:
@@ -130,6 +138,9 @@ class NormConfig:
     )
     affine: str = _option("full", Allowed(choices=AFFINES))
     act: str = _option("none", Allowed(choices=ACTS))
+    alpha_init: float | None = _option(
+        None, Allowed(kind=float, low=0.0, high=100.0, null=f"{DEFAULT_ALPHA} for dyt and derf")
+    )
     weight: str = _option("none", Allowed(choices=WEIGHTS))
     layout: str = _option("channels", Allowed(choices=LAYOUTS))
 
@@ -141,6 +152,7 @@ class NormConfig:
         object.__setattr__(self, "eps", float(self.eps))
         self._check_groups()
         self._resolve_running()
+        self._resolve_alpha()
         if self.partition == "none":
             if self.center or self.scale != "none":
                 raise ValueError(
@@ -186,6 +198,16 @@ class NormConfig:
         object.__setattr__(self, "running", running)
         object.__setattr__(self, "momentum", None if momentum is None else float(momentum))
 
+    def _resolve_alpha(self) -> None:
+        if self.act not in POINTWISE_ACTS:
+            if self.alpha_init is not None:
+                raise ValueError(
+                    f"option 'alpha_init' applies only to act in {list(POINTWISE_ACTS)}, not act={self.act}"
+                )
+            return
+        alpha = DEFAULT_ALPHA if self.alpha_init is None else float(self.alpha_init)
+        object.__setattr__(self, "alpha_init", alpha)
+
     # ----------------------------------------------------------------------------------------------
     def num_groups(self, num_channels: int) -> int:
         """G for an input with ``num_channels`` channels (validates divisibility).
@@ -224,6 +246,8 @@ class NormConfig:
             values["running"] = None
         if self.momentum == (0.1 if self.running else None):
             values["momentum"] = None
+        if self.alpha_init == (DEFAULT_ALPHA if self.act in POINTWISE_ACTS else None):
+            values["alpha_init"] = None
         return values
 
     def spec(self) -> str:
@@ -320,6 +344,8 @@ def _overrides_applied(base: Mapping[str, Any], overrides: Mapping[str, Any], wh
         merged["group_size"] = None
     if "group_size" in overrides and "groups" not in overrides:
         merged["groups"] = None
+    if "alpha_init" not in overrides and overrides.get("act", POINTWISE_ACTS[0]) not in POINTWISE_ACTS:
+        merged["alpha_init"] = None  # an act without α drops it
     if "partition" in overrides:  # running/momentum defaults and group options depend on the partition
         merged.update(running=None, momentum=None)
         if overrides["partition"] not in GROUPED_PARTITIONS:

@@ -13,6 +13,7 @@ statistics (G groups of C/G contiguous channels where Π is grouped):
     y = γ · x̃ / d + β           (γ, β per channel; either may be absent)
     y ← max(y, τ)               if act = tlu
     (act = dyt: y = γ · tanh(α · x̃ / d) + β, α a scalar)
+    (act = derf: y = γ · erf(α · x̃ / d + s) + β, α and s scalars)
 
 Batch partitions with running estimates use them instead of the batch's μ and σ² when not
 training, and update them when training (σ² unbiased, as torch's batch norm). Statistics are
@@ -110,10 +111,14 @@ def recover(
     bias: Tensor | None = None,
     tau: Tensor | None = None,
     alpha: Tensor | None = None,
+    shift: Tensor | None = None,
 ) -> Tensor:
-    """Ψ on y (N, C, *S): DyT's γ · tanh(α · y) + β (α a scalar, :class:`DynamicTanh`) when α is
-    given, else y · γ + β (per channel) then TLU max(y, τ) (per channel); each step only where
-    its parameter is given."""
+    """Ψ on y (N, C, *S): Derf's γ · erf(α · y + s) + β (α, s scalars, :class:`DynamicErf`) when s
+    is given, DyT's γ · tanh(α · y) + β (α a scalar, :class:`DynamicTanh`) when only α is, else
+    y · γ + β (per channel) then TLU max(y, τ) (per channel); each step only where its parameter
+    is given."""
+    if shift is not None:
+        return DynamicErf.apply(y, alpha, shift, weight, bias)
     if alpha is not None:
         return DynamicTanh.apply(y, alpha, weight, bias)
     if weight is not None:
@@ -140,17 +145,9 @@ class DynamicTanh(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y, alpha, weight, bias):
         t = torch.mul(y, alpha).tanh_()
-        if weight is not None and bias is not None:
-            z = torch.addcmul(per_channel(bias, y), t, per_channel(weight, y))
-        elif weight is not None:
-            z = t * per_channel(weight, y)
-        elif bias is not None:
-            z = t + per_channel(bias, y)
-        else:
-            z = t.clone()
         ctx.save_for_backward(y, t, alpha, weight)
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return z
+        return _affine(t, weight, bias, y)
 
     @staticmethod
     @once_differentiable
@@ -166,6 +163,56 @@ class DynamicTanh(torch.autograd.Function):
             u.mul_(per_channel(weight, y))
         grad_alpha = torch.mul(u, y).sum().to(alpha.dtype) if needs_alpha else None
         return u.mul_(alpha).to(y.dtype), grad_alpha, grad_weight, grad_bias
+
+
+def _affine(t: Tensor, weight: Tensor | None, bias: Tensor | None, like: Tensor) -> Tensor:
+    """γ · t + β per channel of ``like`` (N, C, *S), each where given; a new tensor."""
+    if weight is not None and bias is not None:
+        return torch.addcmul(per_channel(bias, like), t, per_channel(weight, like))
+    if weight is not None:
+        return t * per_channel(weight, like)
+    if bias is not None:
+        return t + per_channel(bias, like)
+    return t.clone()
+
+
+class DynamicErf(torch.autograd.Function):
+    """Derf: z = γ · erf(α · y + s) + β for y (N, C, *S), α and s scalars, γ and β of shape C or
+    None, with an analytic backward. With a = α · y + s, e = erf(a) and
+    u = g · γ · 2/√π · exp(−a²):
+
+        ∂L/∂y = α · u,  ∂L/∂α = Σ u · y,  ∂L/∂s = Σ u,  ∂L/∂γ = Σ_{N,S} g · e,  ∂L/∂β = Σ_{N,S} g
+
+    Forward saves y only (e and a are recomputed in backward: one erf and one exp, both
+    elementwise), so it keeps one tensor besides the output, as :class:`DynamicTanh` keeps two.
+    Dtypes follow the plain formula's. Not twice differentiable.
+    """
+
+    SLOPE = 1.1283791670955126
+    """d erf(a)/da at a = 0, 2/√π."""
+
+    @staticmethod
+    def forward(ctx, y, alpha, shift, weight, bias):
+        e = torch.mul(y, alpha).add_(shift).erf_()
+        ctx.save_for_backward(y, alpha, shift, weight)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return _affine(e, weight, bias, y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        y, alpha, shift, weight = ctx.saved_tensors
+        dims = (0, *range(2, y.dim()))
+        needs_alpha, needs_shift, needs_weight, needs_bias = ctx.needs_input_grad[1:]
+        a = torch.mul(y, alpha).add_(shift)
+        grad_weight = torch.mul(grad, a.erf()).sum(dims).to(weight.dtype) if needs_weight else None
+        grad_bias = grad.sum(dims).to(ctx.bias_dtype) if needs_bias else None
+        u = a.square_().neg_().exp_().mul_(DynamicErf.SLOPE).mul_(grad)  # g · erf'(a)
+        if weight is not None:
+            u.mul_(per_channel(weight, y))
+        grad_alpha = torch.mul(u, y).sum().to(alpha.dtype) if needs_alpha else None
+        grad_shift = u.sum().to(shift.dtype) if needs_shift else None
+        return u.mul_(alpha).to(y.dtype), grad_alpha, grad_shift, grad_weight, grad_bias
 
 
 @torch.no_grad()
@@ -279,6 +326,7 @@ def stepwise_norm(
     tau: Tensor | None = None,
     v: Tensor | None = None,
     alpha: Tensor | None = None,
+    shift: Tensor | None = None,
     running_mean: Tensor | None = None,
     running_var: Tensor | None = None,
     training: bool = False,
@@ -292,7 +340,7 @@ def stepwise_norm(
 ) -> Tensor:
     """The formula of the module docstring for x (N, C, *S), step by step in float32 on the
     grouped view (N, G, C/G, *S): any partition (G = 1 where Π is not grouped), any act.
-    γ, β, τ, v (C,) and α (a scalar) as given; running estimates (C or G,) as
+    γ, β, τ, v (C,) and α, s (scalars) as given; running estimates (C or G,) as
     :func:`statistics` takes them."""
     xf = x.float()
     xg, dims = grouped_view(xf, partition, groups)
@@ -309,7 +357,7 @@ def stepwise_norm(
         y = (num if den is None else num / den).reshape(xf.shape)
     if act == "evo_s0":
         y = y * torch.sigmoid(per_channel(v.float(), xf) * xf)
-    return recover(y, weight=weight, bias=bias, tau=tau, alpha=alpha).to(x.dtype)
+    return recover(y, weight=weight, bias=bias, tau=tau, alpha=alpha, shift=shift).to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The unified normalization layer: parameters, buffers and the wiring of one config to the functional
 core :mod:`normsearch.norm.functional`, whose docstring states the formula.
 
-Layout ``tokens``: an input (N, *L, C) is computed as its channels-first view (N, C, *L) and moved back;
+Layout ``tokens``: an input (N, *L, C) is computed as its channels-first view (N, C, *L) and moved back
+(statistics-free configs, DyT and Derf among them, as the contiguous (N·L, C) matrix instead: the same
+pointwise result without strided passes);
 the per-token LayerNorm/RMSNorm configs (``position``) call ``F.layer_norm`` / ``F.rms_norm`` on the last
 dim. :func:`~normsearch.norm.functional.select_kernel` decides: configs that equal a torch layer run on its
 fused kernel (``F.batch_norm``, ``F.group_norm``, ``F.rms_norm``; ``F.layer_norm`` for tokens), the rest
@@ -22,10 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import functional as core
-from .config import BATCH_PARTITIONS, NormConfig
+from .config import BATCH_PARTITIONS, DEFAULT_ALPHA, POINTWISE_ACTS, NormConfig
 
-DYT_ALPHA = 0.5
-"""DyT's initial α (Zhu et al. 2025: 0.5 for their non-LLM models)."""
+DYT_ALPHA = DEFAULT_ALPHA
+"""DyT's default initial α (Zhu et al. 2025: 0.5 for their non-LLM models); ``alpha_init`` sets it."""
 
 CORE_FUNCTIONS: dict[str, Callable[..., Tensor]] = {
     "folded": core.folded_norm,
@@ -35,7 +37,7 @@ CORE_FUNCTIONS: dict[str, Callable[..., Tensor]] = {
 }
 """The functional core's function for each generic kernel of :func:`~normsearch.norm.functional.select_kernel`."""
 
-TENSOR_ARGUMENTS = ("weight", "bias", "tau", "v", "alpha", "running_mean", "running_var")
+TENSOR_ARGUMENTS = ("weight", "bias", "tau", "v", "alpha", "shift", "running_mean", "running_var")
 """Keywords of the core functions that take the layer's parameters and buffers (same names)."""
 
 
@@ -76,7 +78,7 @@ class UnifiedNorm(nn.Module):
     ``tokens``: (N, *L, C)), output alike.
 
     Parameters: ``weight`` (γ, shape C), ``bias`` (β, C), ``v`` (EvoNorm, C), ``tau`` (TLU, C), ``alpha``
-    (DyT, a scalar init 0.5). Buffers with running estimates: ``running_mean``, ``running_var`` (shape C for
+    (DyT and Derf, a scalar init ``alpha_init``, 0.5 by default), ``shift`` (Derf's s, a scalar init 0). Buffers with running estimates: ``running_mean``, ``running_var`` (shape C for
     ``batch``, G for ``batch_group``) and ``num_batches_tracked``: the names of ``nn.BatchNorm2d``/
     ``nn.GroupNorm``, so their state dicts load as they are. ``device`` / ``dtype`` place the parameters and
     buffers as torch's layers do (``num_batches_tracked`` stays int64). ``compile=True`` runs the functional
@@ -102,7 +104,9 @@ class UnifiedNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(c, **dd)) if config.affine == "full" else None
         self.v = nn.Parameter(torch.ones(c, **dd)) if config.act in ("evo_s0", "evo_b0") else None
         self.tau = nn.Parameter(torch.zeros(c, **dd)) if config.act == "tlu" else None
-        self.alpha = nn.Parameter(torch.full((), DYT_ALPHA, **dd)) if config.act == "dyt" else None
+        pointwise = config.act in POINTWISE_ACTS
+        self.alpha = nn.Parameter(torch.full((), config.alpha_init, **dd)) if pointwise else None
+        self.shift = nn.Parameter(torch.zeros((), **dd)) if config.act == "derf" else None
         if config.running:
             stats = c if config.partition == "batch" else self.groups
             self.register_buffer("running_mean", torch.zeros(stats, **dd))
@@ -127,6 +131,8 @@ class UnifiedNorm(nn.Module):
             )
         if self.training and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
+        if self._channel_dim == -1 and self.kernel == "identity":  # pointwise: (N·L, C) is channels first
+            return self._identity(x.reshape(-1, self.num_channels)).view(x.shape)
         if self._channel_dim == -1 and self.kernel not in core.LAST_DIM_KERNELS:
             return self._compute(x.movedim(-1, 1)).movedim(1, -1)
         return self._compute(x)
@@ -159,8 +165,10 @@ class UnifiedNorm(nn.Module):
 
     # Fused kernels: configs that equal a torch layer.
     def _identity(self, x: Tensor) -> Tensor:
-        """No statistics: only the recovery step (DyT, affine and TLU)."""
-        return core.recover(x, weight=self.weight, bias=self.bias, tau=self.tau, alpha=self.alpha)
+        """No statistics: only the recovery step (DyT, Derf, affine and TLU)."""
+        return core.recover(
+            x, weight=self.weight, bias=self.bias, tau=self.tau, alpha=self.alpha, shift=self.shift
+        )
 
     def _batch_norm(self, x: Tensor) -> Tensor:
         """``nn.BatchNorm2d`` (also without running estimates, i.e. batch statistics in eval mode)."""

@@ -51,5 +51,10 @@ PRESETS: dict[str, Preset] = {
     "dyt": Preset(
         {**_STATLESS, "affine": "full", "act": "dyt"}, "Dynamic Tanh: γ·tanh(α·x) + β", "Zhu et al. 2025"
     ),
+    "derf": Preset(
+        {**_STATLESS, "affine": "full", "act": "derf"},
+        "Dynamic erf: γ·erf(α·x + s) + β",
+        "Chen et al. 2025 (arXiv 2512.10938)",
+    ),
     "none": Preset(dict(_STATLESS), "No normalization", "-"),
 }
