@@ -33,7 +33,6 @@ layer config and network options (:class:`CandidateConfig`), written ``LAYER_SPE
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -42,7 +41,7 @@ from torch import Tensor, nn
 from .gpt import NETWORK_OPTIONS as GPT_OPTIONS
 from .gpt import build_gpt
 from .norm import NormConfig, Spec, as_config, build_conv, build_norm_act
-from .sources import NetworkOption, NetworkOptions, as_text, read_value, resolve_model
+from .sources import NetworkOption, NetworkOptions, resolve_model
 
 
 class ProbedNetwork(Protocol):
@@ -226,71 +225,6 @@ def network_options(model: str) -> NetworkOptions:
     return source.network_options() if source is not None else NetworkOptions(model)
 
 
-NETWORK_SEPARATOR = "|"
-"""Separates the layer spec from the network options in a candidate string (never in a layer spec)."""
-
-
-@dataclass(frozen=True)
-class CandidateConfig:
-    """What a search trial evaluates: the normalizer ``layer`` and the ``network`` options it is built with
-    ((name, value) pairs sorted by name; empty: the network's defaults).
-
-    Its string (:meth:`spec`) is the layer's spec alone without network options, else
-    ``LAYER_SPEC|name=value,...`` with values as YAML writes them (``pn|placement=post,qk_norm=true``);
-    :meth:`parse` reads it back to an equal candidate."""
-
-    layer: NormConfig
-    network: tuple[tuple[str, Any], ...] = ()
-
-    @classmethod
-    def of(cls, layer: Spec, network: Mapping[str, Any] | None = None) -> CandidateConfig:
-        """A candidate of a layer spec (string, mapping or config) and network options (any order)."""
-        return cls(as_config(layer), tuple(sorted((network or {}).items())))
-
-    @classmethod
-    def parse(cls, text: str) -> CandidateConfig:
-        """The candidate of a string of :meth:`spec` (a plain layer spec has no network options);
-        ``ValueError`` naming the string for a malformed one."""
-        layer, options = split_candidate(text)
-        return cls.of(layer, options)
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The network options as a mapping (the ``network`` object of leaderboard rows)."""
-        return dict(self.network)
-
-    def spec(self) -> str:
-        """The canonical string (see the class docstring)."""
-        if not self.network:
-            return self.layer.spec()
-        options = ",".join(f"{key}={as_text(value)}" for key, value in self.network)
-        return f"{self.layer.spec()}{NETWORK_SEPARATOR}{options}"
-
-
-def split_candidate(text: str) -> tuple[str, dict[str, Any]]:
-    """(layer spec text, network options) of a candidate string, the layer spec left unparsed (a failed
-    trial's config may not be a valid one); ``ValueError`` for a malformed options part."""
-    layer, sep, rest = str(text).partition(NETWORK_SEPARATOR)
-    options: dict[str, Any] = {}
-    if not sep:
-        return layer, options
-    for item in rest.split(","):
-        key, eq, value = item.partition("=")
-        if not eq or not key.isidentifier() or key in options or not value:
-            raise ValueError(f"candidate {text!r}: network options must be name=value,..., got {item!r}")
-        options[key] = read_value(value)
-    return layer, options
-
-
-def as_candidate(spec: Spec | CandidateConfig) -> CandidateConfig:
-    """A candidate from a candidate, a candidate string or any layer spec (no network options)."""
-    if isinstance(spec, CandidateConfig):
-        return spec
-    if isinstance(spec, str):
-        return CandidateConfig.parse(spec)
-    return CandidateConfig.of(spec)
-
-
 MAX_DEPTH = 1000
 """Deepest network the settings accept (the paper's deepest is ResNet-110; ResNet-1001 is 6n+2 ≈ 1000)."""
 MAX_WIDTH = 1024
@@ -410,18 +344,14 @@ __all__ = [
     "MAX_WIDTH",
     "MODELS",
     "NETWORK_OPTIONS",
-    "NETWORK_SEPARATOR",
-    "CandidateConfig",
     "CifarResNet",
     "PlainCNN",
     "ProbedNetwork",
     "activation_bytes",
-    "as_candidate",
     "build_model",
     "cnn_layout",
     "default_resolution",
     "min_resolution",
     "network_options",
     "network_problem",
-    "split_candidate",
 ]

@@ -34,12 +34,12 @@ import optuna
 from rich.console import Console
 from torch import nn
 
+from .candidate import as_candidate
 from .confirm import confirm_study
 from .data import DatasetUnavailable, load_data, register_data
 from .data import in_process_only as data_in_process_only
 from .export import Provenance, export_source
 from .leaderboard import build_rows, sort_rows
-from .models import as_candidate
 from .norm import NormConfig
 from .search import Prepared, StopRequest, WorkerTask, budget_used, optimize, prepare, run_workers
 from .settings import SettingsError, from_mapping

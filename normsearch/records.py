@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .models import split_candidate
+from .candidate import split_candidate
 from .score import OBJECTIVES, ScoreWeights
 
 SCHEMA_VERSION = 2

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .candidate import as_text, read_value
 from .norm import NormConfig, UnifiedNorm, norm_act_layer, norm_layer
 from .norm.config import Allowed
 from .norm.conv import RELU_GAIN
@@ -62,13 +63,6 @@ def _kind_name(kind: type | None) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
         kind, "a YAML scalar"
     )
-
-
-def as_text(value: Any) -> str:
-    """A network option's value as written in a config string and in YAML: ``true``, ``0.001``, ``post``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -232,19 +226,6 @@ class ModelSource:
         if cfg.weight != "none":
             reparametrize_convs(model, cfg)
         return model
-
-
-def read_value(text: str) -> Any:
-    """A config-string value: true/false, an int, a float, else the stripped string."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip()
 
 
 def _split(name: str, rest: str) -> tuple[str, dict[str, Any]]:
@@ -495,13 +476,11 @@ __all__ = [
     "NetworkOption",
     "NetworkOptions",
     "RepeatChannels",
-    "as_text",
     "check_model_name",
     "fit_channels",
     "function_options",
     "in_process_only",
     "network_label",
-    "read_value",
     "register_model",
     "reparametrize_convs",
     "resolve_model",

@@ -48,8 +48,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from .candidate import CandidateConfig, as_candidate
 from .data import FLIP_SYMMETRIC, ImageData, load_data
-from .models import CandidateConfig, as_candidate, build_model
+from .models import build_model
 from .norm import Spec
 from .norm.functional import compile_core
 from .task import (

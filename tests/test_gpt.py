@@ -94,7 +94,11 @@ def test_gpt_is_causal_and_its_explicit_attention_equals_sdpa(placement):
         ("ln", {}, "gpt needs causal norms: partition=layer averages over positions"),
         ("bn", {}, "gpt needs causal norms: partition=batch"),
         ("sws", {}, "gpt has no convs for weight=scaled_ws"),
-        ("pn", {"placement": "sandwich"}, "network option placement of gpt must be one of pre, post, peri, mix"),
+        (
+            "pn",
+            {"placement": "sandwich"},
+            "network option placement of gpt must be one of pre, post, peri, mix",
+        ),
         ("pn", {"qk_norm": 1}, "network option qk_norm of gpt must be true or false"),
         ("pn", {"heads": 3}, "gpt option 'heads'=3 does not divide width=32"),
     ],
@@ -105,9 +109,9 @@ def test_bad_gpt_options_name_the_option(spec, options, message):
 
 
 def test_network_options_go_to_gpt_only():
-    assert build_model("gpt", "pn", depth=2, width=WIDTH, num_classes=256, network={"placement": "post"}).blocks[
-        0
-    ].placement == ("post")
+    assert build_model(
+        "gpt", "pn", depth=2, width=WIDTH, num_classes=256, network={"placement": "post"}
+    ).blocks[0].placement == ("post")
     with pytest.raises(ValueError, match="network option placement: unknown network option of resnet"):
         build_model("resnet", "bn", depth=8, width=8, network={"placement": "post"})
 

@@ -13,7 +13,7 @@ import normsearch
 ROOT = Path(normsearch.__file__).parent
 LAYERS = (
     ("settings", "journal", "failures", "userfunc", "allocator", "task"),
-    ("norm",),
+    ("norm", "candidate"),
     ("sources", "data", "text", "gpt", "models"),
     ("probes",),
     ("score",),

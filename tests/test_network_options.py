@@ -17,11 +17,12 @@ import torch
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from normsearch.candidate import CandidateConfig
 from normsearch.cli import app
 from normsearch.confirm import ConfirmSettings
 from normsearch.confirm.units import companion
 from normsearch.leaderboard import build_rows
-from normsearch.models import CandidateConfig, build_model, network_options
+from normsearch.models import build_model, network_options
 from normsearch.norm import parse_spec
 from normsearch.probes import ProbeRunner
 from normsearch.probes.settings import ProbeSettings

@@ -139,7 +139,7 @@ def test_weight_schemes_reparametrize_foreign_convs(user_file: Path) -> None:
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("mlp", "unknown model 'mlp'; allowed: resnet, cnn, torchvision:NAME, timm:NAME, FILE.py:FUNC"),
+        ("mlp", "unknown model 'mlp'; allowed: resnet, cnn, gpt, torchvision:NAME, timm:NAME, FILE.py:FUNC"),
         ("torchvision:resnet19", "torchvision has no classification model 'resnet19'"),
         ("torchvision:vgg11", "torchvision's vgg11 takes no norm_layer"),
         ("timm:resnet19", "timm has no model 'resnet19'"),

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ..candidate import as_candidate
 from ..export import Provenance, default_class_name, export_source
-from ..models import as_candidate
 from ..norm import NormConfig, as_config
 from .app import command, fail, stderr
 from .output import REPLACED, STREAMED, write_output

@@ -7,11 +7,10 @@ layers, convs and factories are imported on first use (PEP 562).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .config import NormConfig, as_config, parse_spec
+from .config import NormConfig, Spec, as_config, parse_spec
 from .presets import PRESETS, Preset
 
 if TYPE_CHECKING:
@@ -42,9 +41,6 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-Spec = str | Mapping[str, Any] | NormConfig
 
 
 def build_norm(

@@ -390,7 +390,11 @@ def parse_spec(spec: str) -> NormConfig:
         raise ValueError(f"norm spec {spec!r}: {err}") from None
 
 
-def as_config(spec: str | Mapping[str, Any] | NormConfig) -> NormConfig:
+Spec = str | Mapping[str, Any] | NormConfig
+"""What :func:`as_config` reads: a spec string, a mapping of options or a config."""
+
+
+def as_config(spec: Spec) -> NormConfig:
     """Accept a spec string, a mapping of options (optionally with a ``preset`` key) or a config."""
     from .presets import PRESETS
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..models import CandidateConfig, as_candidate, build_model
+from ..candidate import CandidateConfig, as_candidate
+from ..models import build_model
 from ..norm import Spec
 from .inputs import data_shape, init_seed, probe_batch
 from .scores import Scores, score

@@ -21,11 +21,11 @@ import optuna
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
+from ..candidate import as_candidate
 from ..confirm.calibration import QUANTITIES, calibrate
 from ..confirm.results import arm_at
 from ..export import Provenance, default_class_name, export_source
 from ..leaderboard import build_rows, document
-from ..models import as_candidate
 from . import figures
 from .page import page
 

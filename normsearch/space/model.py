@@ -15,8 +15,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..candidate import CandidateConfig
 from ..confirm.settings import ConfirmSettings
-from ..models import CandidateConfig, network_options
+from ..models import network_options
 from ..norm import NormConfig, as_config
 from ..probes.settings import ProbeSettings
 from ..score import ScoreWeights
