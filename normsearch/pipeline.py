@@ -293,7 +293,6 @@ def search_and_confirm(
             confirm_study(
                 study,
                 space.confirm,
-                space=space,
                 console=console or Console(quiet=True),
                 exhaustive=exhaustive,
             )
