@@ -121,7 +121,7 @@ class Study:
         this study as provenance); written to ``path`` when given. Returns the source."""
         row = self._row(rank)
         source = export_source(
-            parse_spec(row["config"]), class_name=class_name, provenance=Provenance.from_row(self.name, row)
+            parse_spec(row["config"]), class_name=class_name, provenance=Provenance.of(self.optuna, row)
         )
         if path is not None:
             Path(path).write_text(source)

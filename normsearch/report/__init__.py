@@ -167,9 +167,7 @@ def write_report(
     if best is not None:
         progress("exporting the winner's code")
         cfg = as_config(best["config"])
-        code = export_source(
-            cfg, class_name=default_class_name(cfg), provenance=Provenance.from_row(name, best)
-        )
+        code = export_source(cfg, class_name=default_class_name(cfg), provenance=Provenance.of(study, best))
         report.code = directory / "winner.py"
         report.code.write_text(code, encoding="utf-8")
     progress("writing index.html")
