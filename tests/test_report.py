@@ -47,7 +47,12 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
         app, ["run", "--space", str(root / "tiny.yaml"), "--runs-dir", str(root / "runs"), "--no-confirm"]
     )
     assert result.exit_code == 0, result.stderr
-    assert "next: `normsearch confirm tiny` · `normsearch report tiny`" in " ".join(result.stdout.split())
+    steps = [line.split("`")[1] for line in result.stdout.splitlines() if "`normsearch " in line]
+    assert steps == [
+        "normsearch confirm tiny",
+        "normsearch report tiny",
+        "normsearch export tiny -o my_norm.py",
+    ]
     return root / "runs"
 
 

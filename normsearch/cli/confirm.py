@@ -385,15 +385,13 @@ def confirm_command(
 
 
 class _Calibration(Reporter):
-    """``normsearch calibrate``'s progress: one line before probing (the training prints its own)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
+    """``normsearch calibrate``'s progress: one line before probing, naming the study (the training prints
+    its own)."""
 
     @contextlib.contextmanager
     def searching(self, study: optuna.Study, budget: int, remaining: int) -> Iterator[Callable[[], None]]:
         if remaining > 0:
-            stderr.print(f"calibrate {self.name}: probing {remaining} candidates", highlight=False)
+            stderr.print(f"calibrate {study.study_name}: probing {remaining} candidates", highlight=False)
         yield lambda: None
 
 
@@ -452,9 +450,7 @@ def calibrate_command(
     except SettingsError as err:
         fail(f"probe.{err.path}: {err.message} (from the confirm flags)")
     try:
-        study = search_and_confirm(
-            space, location, exhaustive=True, reporter=_Calibration(space.name), console=stderr
-        )
+        study = search_and_confirm(space, location, exhaustive=True, reporter=_Calibration(), console=stderr)
     except SettingsError as err:  # the confirmation data is missing
         fail(err.message)
     except (IncompatibleStudy, StorageError) as err:

@@ -406,12 +406,18 @@ def run(
 
 
 def _next_steps(study: optuna.Study) -> list[str]:
-    """What to do with a finished study: the report and the export (the confirmation first, if skipped)."""
+    """What to do with a finished study, one command a line: the report and the export (the confirmation
+    first, if it was skipped)."""
     name = study.study_name
-    steps = [f"normsearch report {name}", f"normsearch export {name} -o my_norm.py"]
+    steps = [
+        (f"normsearch report {name}", "the HTML report"),
+        (f"normsearch export {name} -o my_norm.py", "the winner as a PyTorch module"),
+    ]
     if not any(row.get("budget") for row in build_rows(study)):
-        steps.insert(0, f"normsearch confirm {name}")
-    return ["next: " + " · ".join(f"`{step}`" for step in steps)]
+        steps.insert(0, (f"normsearch confirm {name}", "train the best candidates"))
+    return [
+        f"{'next:' if i == 0 else '     '} `{command}` ({what})" for i, (command, what) in enumerate(steps)
+    ]
 
 
 def _note_shortfall(study: optuna.Study, space: SearchSpace, elapsed: float) -> None:

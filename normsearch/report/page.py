@@ -224,7 +224,7 @@ def page(
     ]
     if cal:
         sections += [
-            f"<h2>Calibration numbers (at {escape(str(cal.get('budget')))} epochs)</h2>",
+            f"<h2>Calibration numbers (at {escape(str(cal.get('budget')))} epoch(s))</h2>",
             _calibration(cal),
         ]
     sections += [
