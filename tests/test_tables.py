@@ -347,3 +347,16 @@ def test_confirmation_progress_counts_runs_and_gives_an_eta() -> None:
     assert lines[1].startswith("  1/3 gn:group_size=8 lr 0.1 seed 0, 1 ep: accuracy 0.900")
     assert lines[1].endswith(" · eta 0:00") and lines[3].startswith("  3/3 ")
     assert max(map(len, lines)) <= 100
+
+
+def test_search_bar_has_an_eta_and_keeps_the_best_score_at_80_columns() -> None:
+    from normsearch.cli.search import _progress
+
+    progress = _progress()
+    task = progress.add_task("vgg", total=60, completed=0, best="best 0.321 " + LONG[1])
+    for done in (10, 20):
+        progress.update(task, completed=done)
+    console = Console(width=80, file=io.StringIO(), color_system=None)
+    console.print(progress.make_tasks_table(progress.tasks))
+    (line,) = console.file.getvalue().splitlines()
+    assert len(line) <= 80 and "20/60" in line and "eta" in line and "best 0.321 bgn:" in line
