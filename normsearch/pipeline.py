@@ -124,7 +124,7 @@ class Study:
         source = export_source(
             as_candidate(row["config"]).layer,
             class_name=class_name,
-            provenance=Provenance.from_row(self.name, row),
+            provenance=Provenance.of(self.optuna, row),
         )
         if path is not None:
             Path(path).write_text(source)
@@ -309,7 +309,6 @@ def search_and_confirm(
             confirm_study(
                 study,
                 space.confirm,
-                space=space,
                 console=console or Console(quiet=True),
                 exhaustive=exhaustive,
             )

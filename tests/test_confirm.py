@@ -649,6 +649,8 @@ def test_calibrate_command_probes_and_trains_every_candidate(tmp_path: Path):
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["study"] == "tiny-calibration"
+    assert "calibrate tiny-calibration: probing 5 candidates" in result.stderr  # the study, not the space
+    assert "confirm tiny-calibration rung 1/1:" in result.stderr
     assert sorted(r["config"] for r in doc["rows"]) == ["bn", "in", "ln", "none", "rms"]
     assert all(
         doc["calibration"][q]["n"] == 5 for q in ("score", "activation_growth", "similarity", "grad_ratio")

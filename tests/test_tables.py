@@ -163,3 +163,200 @@ def test_accuracy_spread_collapse_and_budget_render_from_row_fields() -> None:
     assert "90.0±1.2%" in text and "collapsed" in text and "epochs" in text
     assert "std" not in text  # the spread sits in the accuracy cell, not a column of its own
     assert re.search(r"\blr\b", text)  # another scalar field: a generic column
+
+
+# ------------------------------------------------------------------------------------------------------
+# Every table at 80, 100, 120 and 200 columns: columns drop by priority, numbers are never cut
+
+WIDTHS = (80, 100, 120, 200)
+
+
+def _tokens_intact(lines: list[str], text: str) -> bool:
+    """Whether ``lines`` (``text`` wrapped) split it only at its spaces: every word is one of ``text``'s."""
+    return " ".join(" ".join(lines).split()) == " ".join(text.split())
+
+
+def _trained_row(rank: int, config: str, accuracy: float, budget: int, **extra) -> dict:
+    record = {
+        "budget": budget,
+        "lr": 0.025,
+        "accuracy": accuracy,
+        "accuracy_std": 0.004,
+        "final_accuracy": accuracy - 0.01,
+        "diverged": False,
+        "collapsed": False,
+        "seeds": [{}, {}],
+        "seconds": 62.46955,
+        "images_per_s": 311.75,
+        "small_batch": {"accuracy": accuracy - 0.02, "batch_size": 8, "drop": -0.02},
+    }
+    return {
+        "rank": rank,
+        "trial": 10 + rank,
+        "config": config,
+        "baseline": rank == 3,
+        "pareto": rank == 1,
+        "state": "COMPLETE",
+        "score": 0.6148810328060386,
+        "accuracy": accuracy,
+        "accuracy_std": 0.004,
+        "budget": budget,
+        "lr": 0.025,
+        "collapsed": False,
+        "diverged": False,
+        "confirm": record,
+        **extra,
+    }
+
+
+TRAINED = [
+    _trained_row(1, LONG[1], 0.98050, 3),
+    _trained_row(2, LONG[0], 0.97771, 3),
+    _trained_row(3, "gn:group_size=16", 0.85793, 1),
+]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_results_table_keeps_accuracy_budget_and_lr_at_every_width(width: int) -> None:
+    from normsearch.cli.tables import results_table
+
+    lines = _render(results_table("confirmation of vgg", TRAINED, width=width), width)
+    text = "\n".join(lines)
+    assert max(len(line) for line in lines) <= width and "…" not in text
+    header = next(line for line in lines if re.match(r"\s*#\s", line)).split()
+    assert {"accuracy", "epochs", "lr", "config"} <= set(header)
+    for row in TRAINED:
+        first, config = _cells(lines, row["rank"])
+        assert config == row["config"]
+        assert f"{100 * row['accuracy']:.1f}±0.4%" in first
+        assert re.search(rf"\s{row['budget']}\s+0\.025\s", first)  # epochs and lr side by side
+    if width >= 200:
+        assert {"trial", "final"} <= set(header)
+        assert "62.5" in text and "(b=8)" in text  # seconds and the small-batch accuracy
+
+
+def test_leaderboard_keeps_the_epochs_at_80_columns() -> None:
+    rows = [{k: v for k, v in row.items() if k != "small_batch"} for row in TRAINED]
+    for row in rows:
+        row.update(activation_growth=0.084, similarity=0.733, grad_ratio=2.706, step_loss_ratio=0.838)
+    lines = _render(leaderboard_table("vgg", rows, width=80), 80)
+    header = next(line for line in lines if re.match(r"\s*#\s", line)).split()
+    assert "epochs" in header and "accuracy" in header
+    assert re.search(r"85\.8±0\.4%\s+1\s", _cells(lines, 3)[0])  # the 1-epoch row says so
+
+
+def test_default_top_fits_a_24_row_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    study = _make_study(tmp_path / "runs")
+    for size in range(2, 30):
+        study.add_trial(
+            _complete(f"gn:group_size={size},center=false,scale=rms", [0.1, 0.5 + size / 100, 2, 0.7])
+        )
+    shown = runner.invoke(app, ["leaderboard", "hand"], env={"COLUMNS": "80", "LINES": "24"})
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert len(lines) <= 23 and max(map(len, lines)) <= 80
+    count = int(re.search(r"\((\d+) of 33 configs\)", shown.stdout).group(1))
+    assert 5 <= count < 20  # as many as fit, fewer than the 20 a file gets
+    assert len(runner.invoke(app, ["leaderboard", "hand"]).stdout.splitlines()) > 24  # no terminal: 20 rows
+    asked = runner.invoke(app, ["leaderboard", "hand", "--top", "20"], env={"COLUMNS": "80", "LINES": "24"})
+    assert "(20 of 33 configs)" in asked.stdout  # an explicit --top is what the user asked for
+
+
+def test_winner_is_marked_and_the_legend_lists_only_marks_in_use(trained_study) -> None:
+    shown = runner.invoke(app, ["leaderboard", "hand"], env={"COLUMNS": "100"})
+    assert shown.exit_code == 0, shown.output
+    first, _ = _cells(shown.stdout.splitlines(), 1)
+    assert "W" in first.split()[1] and "W winner" in shown.stdout
+    assert "winner: " + LONG[0] in " ".join(shown.stdout.split())
+
+
+@pytest.fixture
+def trained_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The hand study with confirmation records at 3 epochs (LONG[0] best) and 1 epoch (bn, in)."""
+    monkeypatch.chdir(tmp_path)
+    study = _make_study(tmp_path / "runs")
+    study.add_trial(_complete(LONG[0], [0.06, 0.92, 1.7, 0.8]))
+    trials = {t.user_attrs["config"]: t.number for t in reversed(study.trials)}
+    for config, accuracy, epochs in (("bn", 0.99, 1), ("in", 0.5, 1), (LONG[0], 0.975, 3)):
+        study.set_user_attr(
+            f"confirm:{trials[config]}",
+            {"accuracy": accuracy, "final_accuracy": accuracy, "training": {"epochs": epochs, "lr": 0.1}},
+        )
+    return study
+
+
+def test_summary_lines_break_at_spaces_only() -> None:
+    from normsearch.confirm.display import say
+
+    line = (
+        "calibration at 1 epoch(s) (n=11): score ρ=-0.42 τ=-0.09 · activation_growth ρ=-0.10 τ=-0.07 · "
+        "similarity ρ=-0.42 τ=-0.09 · grad_ratio ρ=+0.41 τ=+0.07 · step_loss_ratio ρ=+0.16 τ=+0.20"
+    )
+    for width in WIDTHS:
+        console = Console(width=width, file=io.StringIO(), force_terminal=True, color_system=None)
+        say(console, line)
+        lines = console.file.getvalue().splitlines()
+        assert len(lines) > 1 or width == 200
+        assert max(map(len, lines)) <= width and _tokens_intact(lines, line)
+
+
+def test_margin_within_seed_noise_and_most_runs_collapsed() -> None:
+    from normsearch.cli.tables import collapse_line, margin_line
+
+    best = {
+        "trial": 11,
+        "config": LONG[1],
+        "accuracy": 0.9805,
+        "accuracy_std": 0.004,
+        "budget": 3,
+        "seeds": 2,
+    }
+    line = margin_line(TRAINED, best)
+    assert line is not None and "0.3 pp" in line and "within seed noise (σ 0.4 pp over 2 seeds)" in line
+    assert LONG[0] in line
+    apart = [TRAINED[0], {**TRAINED[1], "accuracy": 0.95}]
+    assert margin_line(apart, best) is None  # 3 pp apart, σ 0.4 pp
+    one_seed = margin_line(TRAINED, {**best, "seeds": 1})
+    assert one_seed is not None and "one seed" in one_seed
+    assert collapse_line(TRAINED) is None
+    collapsed = [TRAINED[0], *({**row, "collapsed": True} for row in TRAINED[1:])]
+    warning = collapse_line(collapsed)
+    assert warning is not None and "2 of 3" in warning and "--epochs" in warning and "--lr" in warning
+
+
+def test_confirmation_progress_counts_runs_and_gives_an_eta() -> None:
+    from optuna.trial import TrialState, create_trial
+
+    from normsearch.confirm.display import TrainingDisplay
+    from normsearch.confirm.units import Unit
+
+    units = [Unit(trial=1, config="gn:group_size=8", lr=0.1, epochs=1, seed=seed) for seed in range(3)]
+    console = Console(width=100, file=io.StringIO(), force_terminal=True, color_system=None)
+    run = {"accuracy": 0.9, "seconds": 1.5, "images_per_s": 300.0, "diverged": False, "collapsed": False}
+    with TrainingDisplay(console, "vgg") as display:
+        display.rung_started(0, 2, 1, units)
+        for unit in units:
+            display.started(unit)
+            display.finished(
+                unit, create_trial(state=TrialState.COMPLETE, value=0.9, user_attrs={"run": run})
+            )
+    printed = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "\n", console.file.getvalue())
+    lines = [line for line in printed.splitlines() if line.startswith(("confirm", "  "))]
+    assert lines[0].startswith("confirm vgg rung 1/2:")
+    assert lines[1].startswith("  1/3 gn:group_size=8 lr 0.1 seed 0, 1 ep: accuracy 0.900")
+    assert lines[1].endswith(" · eta 0:00") and lines[3].startswith("  3/3 ")
+    assert max(map(len, lines)) <= 100
+
+
+def test_search_bar_has_an_eta_and_keeps_the_best_score_at_80_columns() -> None:
+    from normsearch.cli.search import _progress
+
+    progress = _progress()
+    task = progress.add_task("vgg", total=60, completed=0, best="best 0.321 " + LONG[1])
+    for done in (10, 20):
+        progress.update(task, completed=done)
+    console = Console(width=80, file=io.StringIO(), color_system=None)
+    console.print(progress.make_tasks_table(progress.tasks))
+    (line,) = console.file.getvalue().splitlines()
+    assert len(line) <= 80 and "20/60" in line and "eta" in line and "best 0.321 bgn:" in line

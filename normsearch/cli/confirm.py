@@ -37,11 +37,11 @@ from ..pipeline import Interrupted, Reporter, search_and_confirm
 from ..search import IncompatibleStudy, check_comparable
 from ..settings import SettingsError, from_mapping
 from ..sources import ModelUnavailable, network_label
-from ..space import SearchSpace, SpaceError, load_space
+from ..space import SpaceError, load_space
 from ..storage import HEARTBEAT_S, StorageError, check_name, locate, open_study, worker_id
 from ..train import resolve_device
-from .app import command, emit, fail, open_study_or_fail, setting_option, stderr, stdout
-from .tables import winner_line
+from .app import command, emit, fail, open_study_or_fail, output_width, setting_option, stderr
+from .tables import collapse_line, margin_line, mark_winner, results_table, winner_line
 
 INTERRUPTED = 130
 _FIELDS = {f.name for f in dataclasses.fields(ConfirmSettings)}
@@ -159,13 +159,12 @@ def confirm_settings(stored: Mapping[str, Any] | None, overrides: Mapping[str, A
 def _confirm(
     study: optuna.Study,
     settings: ConfirmSettings,
-    space: SearchSpace | None = None,
     exhaustive: bool = False,
     helpers: Sequence[Any] = (),
 ) -> None:
     """Confirm in this process; ``helpers``: started worker processes doing the same, joined at the end."""
     try:
-        confirm_study(study, settings, space=space, console=stderr, exhaustive=exhaustive)
+        confirm_study(study, settings, console=stderr, exhaustive=exhaustive)
     except (DatasetUnavailable, ModelUnavailable) as err:
         fail(str(err))
     except KeyboardInterrupt:
@@ -267,69 +266,6 @@ def _worker_devices(workers: int | None, devices: str | None, device: str | None
     return list(names)
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
-    """Trained candidates in leaderboard order (highest budget, then accuracy): accuracy ± spread over seeds,
-    budget (epochs), best learning rate, final accuracy, small-batch accuracy and drop, time, throughput."""
-    small = any("small_batch" in row["confirm"] for row in rows)
-    grid = Table(
-        title=title, title_justify="left", box=box.SIMPLE_HEAD, caption="B baseline", caption_justify="left"
-    )
-    for name, justify in (
-        ("#", "right"),
-        ("config", "left"),
-        ("score", "right"),
-        ("accuracy", "right"),
-        ("±", "right"),
-        ("ep", "right"),
-        ("lr", "right"),
-        ("final", "right"),
-        *((("small batch", "right"), ("drop pp", "right")) if small else ()),
-        ("seeds", "right"),
-        ("s", "right"),
-        ("img/s", "right"),
-        ("trial", "right"),
-    ):
-        grid.add_column(name, justify=justify, no_wrap=name == "config")
-    for rank, row in enumerate(rows, 1):
-        record = row["confirm"]
-        config = Text(row["config"])
-        if row["baseline"]:
-            config.append(" B", style="cyan")
-        flag = "diverged" if record["diverged"] else "collapsed" if record["collapsed"] else None
-        accuracy = Text(flag, style="red") if flag else Text(_pct(record["accuracy"]))
-        score = "-" if row["score"] is None else f"{row['score']:.3f}"
-        lr = "-" if record["lr"] is None else f"{record['lr']:g}"
-        cells = [
-            str(rank),
-            config,
-            score,
-            accuracy,
-            f"{100 * record['accuracy_std']:.1f}",
-            str(record["budget"]),
-            lr,
-            _pct(record["final_accuracy"]),
-        ]
-        if small:
-            sb = record.get("small_batch")
-            cells += (
-                [f"{_pct(sb['accuracy'])} (b={sb['batch_size']})", f"{100 * sb['drop']:+.1f}"]
-                if sb
-                else ["-", "-"]
-            )
-        cells += [
-            str(len(record["seeds"])),
-            f"{record['seconds']:.1f}",
-            f"{record['images_per_s']:.0f}",
-            str(row["trial"]),
-        ]
-        grid.add_row(*cells)
-    return grid
-
-
 def calibration_table(calibration: Mapping[str, Any]) -> Table:
     """Spearman ρ and Kendall τ of each probe quantity against accuracy (+1: ranks exactly as training), and of
     one training seed against another (the ceiling) when there are several seeds."""
@@ -373,11 +309,12 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
         f"{network_label(settings.model, settings.depth, settings.width)}, up to {settings.epochs} epochs, "
         f"batch {settings.batch_size}"
     )
-    emit(results_table(title, trained))
+    emit(results_table(title, mark_winner(trained, best), width=output_width()))
     if calibration["budget"] is not None:
         emit(calibration_table(calibration))
-    for line in filter(None, [winner_line(best), cost_line(cost)]):
-        stdout.print(line, highlight=False, soft_wrap=True)
+    lines = [winner_line(best), margin_line(trained, best), collapse_line(trained), cost_line(cost)]
+    for line in filter(None, lines):
+        emit(Text(line))  # wrapped at words on a terminal, whole lines off it
 
 
 @command("confirm", epilog="Example: `normsearch confirm groups --top-k 5 --seeds 3`")
@@ -448,15 +385,13 @@ def confirm_command(
 
 
 class _Calibration(Reporter):
-    """``normsearch calibrate``'s progress: one line before probing (the training prints its own)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
+    """``normsearch calibrate``'s progress: one line before probing, naming the study (the training prints
+    its own)."""
 
     @contextlib.contextmanager
     def searching(self, study: optuna.Study, budget: int, remaining: int) -> Iterator[Callable[[], None]]:
         if remaining > 0:
-            stderr.print(f"calibrate {self.name}: probing {remaining} candidates", highlight=False)
+            stderr.print(f"calibrate {study.study_name}: probing {remaining} candidates", highlight=False)
         yield lambda: None
 
 
@@ -515,9 +450,7 @@ def calibrate_command(
     except SettingsError as err:
         fail(f"probe.{err.path}: {err.message} (from the confirm flags)")
     try:
-        study = search_and_confirm(
-            space, location, exhaustive=True, reporter=_Calibration(space.name), console=stderr
-        )
+        study = search_and_confirm(space, location, exhaustive=True, reporter=_Calibration(), console=stderr)
     except SettingsError as err:  # the confirmation data is missing
         fail(err.message)
     except (IncompatibleStudy, StorageError) as err:

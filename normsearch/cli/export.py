@@ -36,19 +36,29 @@ def _from_study(
 ) -> tuple[NormConfig, Provenance]:
     # Imported here: they pull in Optuna, which ``export --spec`` does not need.
     from ..leaderboard import build_rows
-    from ..storage import open_study
+    from ..storage import open_study, study_names
 
     try:
         study = open_study(name, runs_dir=str(runs_dir), storage=storage)
     except (KeyError, ValueError, OSError) as err:
         fail(str(err).strip().splitlines()[0] if str(err).strip() else f"cannot open study {name!r}")
+    if name is None and storage is None:
+        others = [other for other, _ in study_names(str(runs_dir)) if other != study.study_name]
+        if others:  # as leaderboard and report do: the latest, said so
+            stderr.print(
+                f"export: study {study.study_name!r}, the latest of {len(others) + 1} under {runs_dir}/ "
+                f"(also: {', '.join(others)}; name one as STUDY)",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     rows = build_rows(study, include_failed=trial is not None)
     row = _pick_row(rows, study.study_name, rank, trial)
     try:
         cfg = as_candidate(row["config"]).layer
     except ValueError as err:
         fail(f"study {study.study_name!r}, trial {row['trial']}: stored config is invalid: {err}")
-    return cfg, Provenance.from_row(study.study_name, row)
+    return cfg, Provenance.of(study, row)
 
 
 @command("export", epilog="Example: `normsearch export groups --rank 1 -o my_norm.py`")
@@ -56,7 +66,9 @@ def export_command(
     study: Annotated[
         str | None,
         typer.Argument(
-            metavar="STUDY", help="Study name (default: the only study in --runs-dir / --storage)."
+            metavar="STUDY",
+            help="Study (default: the latest in --runs-dir, as for leaderboard and report; the only one in "
+            "--storage).",
         ),
     ] = None,
     rank: Annotated[

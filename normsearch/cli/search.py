@@ -5,14 +5,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 import optuna
 import typer
 from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Column as TableColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -58,10 +67,14 @@ from .app import (
 from .tables import (
     Column,
     calibration_line,
+    collapse_line,
     failure_lines,
     fit_table,
     leaderboard_table,
+    margin_line,
+    mark_winner,
     number,
+    rows_that_fit,
     winner_line,
 )
 
@@ -229,15 +242,24 @@ def space_list(json_output: SpaceJson = False) -> None:
 
 
 def _progress() -> Progress:
+    """The search bar: study, bar, trials done/budget, elapsed, time left (rich's estimate from the recent
+    trial rate), and the best score and config so far (the config is what an 80-column line cuts)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[best]}"),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn(
+            "{task.fields[best]}",
+            markup=False,
+            table_column=TableColumn(ratio=1, no_wrap=True, overflow="ellipsis"),
+        ),
         console=stderr,
         disable=not stderr.is_terminal,
         transient=False,
+        expand=True,
     )
 
 
@@ -311,7 +333,13 @@ def run(
         metavar="S",
         help="RDB storages: a trial silent for 2×S seconds is failed and retried.",
     ),
-    top: int = typer.Option(10, "--top", min=1, metavar="N", help="Rows of the final leaderboard."),
+    top: int | None = typer.Option(
+        None,
+        "--top",
+        min=1,
+        metavar="N",
+        help="Rows of the final leaderboard (default: what fits the terminal, at most 10; 10 off a terminal).",
+    ),
     no_confirm: bool = typer.Option(False, "--no-confirm", help="Skip the confirmation training."),
     model: str | None = typer.Option(
         None, "--model", metavar="NAME", help="Probe and confirmation network (default: the space's)."
@@ -372,9 +400,24 @@ def run(
         raise typer.Exit(INTERRUPTED) from None
     rows = build_rows(study)
     if json_output:
-        typer.echo(json.dumps(document(study, rows, top=top), indent=2))
+        typer.echo(json.dumps(document(study, rows, top=top or 10), indent=2))
         return
-    _print_table(study, rows, top)
+    _print_table(study, rows, top, 10, after=_next_steps(study))
+
+
+def _next_steps(study: optuna.Study) -> list[str]:
+    """What to do with a finished study, one command a line: the report and the export (the confirmation
+    first, if it was skipped)."""
+    name = study.study_name
+    steps = [
+        (f"normsearch report {name}", "the HTML report"),
+        (f"normsearch export {name} -o my_norm.py", "the winner as a PyTorch module"),
+    ]
+    if not any(row.get("budget") for row in build_rows(study)):
+        steps.insert(0, (f"normsearch confirm {name}", "train the best candidates"))
+    return [
+        f"{'next:' if i == 0 else '     '} `{command}` ({what})" for i, (command, what) in enumerate(steps)
+    ]
 
 
 def _note_shortfall(study: optuna.Study, space: SearchSpace, elapsed: float) -> None:
@@ -426,18 +469,47 @@ def _counts_text(study: optuna.Study) -> str:
     return ", ".join(parts)
 
 
-def _print_table(study: optuna.Study, rows: list[dict[str, Any]], top: int) -> None:
+def _print_table(
+    study: optuna.Study, rows: list[dict[str, Any]], top: int | None, most: int, after: Sequence[str] = ()
+) -> None:
     """The leaderboard on stdout (fitted to the terminal; off a terminal at its natural width), then the
-    winner, the calibration and the training cost once the study is confirmed."""
+    winner, the calibration and the training cost once the study is confirmed, then ``after``.
+
+    ``top`` None: on a terminal, as many rows (at most ``most``) as fit its height with the lines under the
+    table; ``most`` rows off a terminal."""
     from ..confirm import cost_line
 
-    emit(leaderboard_table(study.study_name, rows[:top], total=len(rows), width=output_width()))
     result = outcome(study, rows)
-    lines = [winner_line(result["winner"]), calibration_line(result["calibration"])]
+    rows = mark_winner(rows, result["winner"])
+    lines = [
+        winner_line(result["winner"]),
+        margin_line(rows, result["winner"]),
+        collapse_line(rows),
+        calibration_line(result["calibration"]),
+    ]
     if result["training_cost"] is not None:
         lines.append(cost_line(result["training_cost"]))
-    for line in filter(None, lines):
-        emit(Text(line))  # wrapped at words on a terminal, whole lines off it
+    lines += after
+    width = output_width()
+
+    def draw(count: int) -> list[Any]:
+        table = leaderboard_table(study.study_name, rows[:count], total=len(rows), width=width)
+        return [table, *(Text(line) for line in filter(None, lines))]
+
+    if top is None:
+        height = output_height()
+        top = (
+            most
+            if width is None or height is None
+            else rows_that_fit(draw, min(most, len(rows)), width, height)
+        )
+    for renderable in draw(top):
+        emit(renderable)  # lines wrapped at words on a terminal, whole lines off it
+
+
+def output_height() -> int | None:
+    """The terminal's height (or ``$LINES``); None off a terminal."""
+    return stdout.height if stdout.is_terminal or os.environ.get("LINES") else None
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -460,7 +532,13 @@ def leaderboard(
     storage: str | None = typer.Option(
         None, "--storage", metavar="URL|PATH", help="Optuna storage URL or journal path."
     ),
-    top: int = typer.Option(20, "--top", min=1, metavar="N", help="Rows to show."),
+    top: int | None = typer.Option(
+        None,
+        "--top",
+        min=1,
+        metavar="N",
+        help="Rows to show (default: what fits the terminal, at most 20; 20 off a terminal).",
+    ),
     sort: str = typer.Option(
         "trained",
         "--sort",
@@ -477,12 +555,10 @@ def leaderboard(
     study = _open(study_name, runs_dir, storage)
     rows = sort_rows(build_rows(study, include_failed=include_failed), sort)
     if json_output:
-        doc = document(study, rows, top=top)
+        doc = document(study, rows, top=top or 20)
         typer.echo(json.dumps(doc, indent=2))
         return
-    _print_table(study, rows, top)
-    for line in failure_lines(rows[:top]):
-        emit(Text(line))
+    _print_table(study, rows, top, 20, after=failure_lines(rows[: top or 20]))
 
 
 @command("runs", epilog="Example: `normsearch runs --runs-dir runs`")

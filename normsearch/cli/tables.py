@@ -11,6 +11,7 @@ never goes), then gives the wrapped column, the last one, whatever width is left
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -261,9 +262,10 @@ def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
     ]
     columns.append(Column("score", lambda r: number(r.get("score"))))
     if any("accuracy" in row or row.get("diverged") for row in rows):
-        columns += [Column("accuracy", _accuracy), Column("final", _final, 4)]
-        if some("budget"):  # the epochs the accuracy comes from (the highest rung reached)
-            columns.append(Column("epochs", lambda r: number(r.get("budget")), 2))
+        columns.append(Column("accuracy", _accuracy))
+        if some("budget"):  # the epochs the accuracy comes from (the highest rung reached): never dropped
+            columns.append(Column("epochs", lambda r: number(r.get("budget"))))
+        columns.append(Column("final", _final, 4))
     extras = sorted(
         {
             key
@@ -284,12 +286,12 @@ def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
     return columns
 
 
-def leaderboard_caption(rows: Sequence[dict[str, Any]]) -> str:
-    """The legend of the marks these rows use, and which way each score is better."""
+def leaderboard_caption(rows: Sequence[dict[str, Any]], *, scores: bool = True) -> str:
+    """The legend of the marks these rows use, and (``scores``) which way each score is better."""
     legend = [
         f"{mark} {label}" for key, (mark, _, label) in FLAGS.items() if any(row.get(key) for row in rows)
     ]
-    return "   ".join([*legend, "best: similarity low, step ratio low, score low"])
+    return "   ".join([*legend, *(["best: similarity low, step ratio low, score low"] if scores else [])])
 
 
 def leaderboard_table(
@@ -297,9 +299,10 @@ def leaderboard_table(
 ) -> Table:
     """The leaderboard rows as a table fitted to ``width`` (None: every column, natural width).
 
-    Always shown: rank, marks, the probe scores the study minimises (dropped only below ~70 columns), score,
-    accuracy when confirmed, and the config in full (last, wrapped); then, as width allows, the other probe
-    scores, budget, trial, state, generic row fields, final accuracy, samples and probe seconds.
+    Always shown: rank, marks, score, accuracy and its budget (epochs) when confirmed, and the config in full
+    (last, wrapped); then the probe scores the study minimises (dropped only below ~70 columns); then, as
+    width allows, the other probe scores, trial, state, generic row fields, final accuracy, samples and probe
+    seconds.
     """
     count = total if total is not None else len(rows)
     shown = f"{len(rows)} of {count} configs" if count > len(rows) else f"{count} configs"
@@ -313,6 +316,87 @@ def leaderboard_table(
         caption=leaderboard_caption(rows),
         caption_justify="left",
     )
+
+
+def mark_winner(rows: Sequence[dict[str, Any]], best: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The rows with ``winner`` set on the winner's (``best``: :func:`normsearch.leaderboard.winner`)."""
+    trial = None if best is None else best["trial"]
+    return [{**row, "winner": row["trial"] == trial} for row in rows]
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _small_batch(row: dict[str, Any]) -> str:
+    record = row["confirm"].get("small_batch")
+    return "-" if not record else f"{_percent(record['accuracy'])} (b={record['batch_size']})"
+
+
+def _drop(row: dict[str, Any]) -> str:
+    record = row["confirm"].get("small_batch")
+    return "-" if not record else f"{100 * record['drop']:+.1f}"
+
+
+def results_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
+    """The confirmation table's columns: rank, marks, score, accuracy (± over seeds) and its budget and
+    learning rate always; then, as width allows, trial, final accuracy, seconds, small-batch accuracy and
+    drop, seeds, throughput; the config last (wrapped)."""
+    columns = [
+        Column("#", lambda r: str(r["rank"])),
+        Column("", _marks, justify="left"),
+        Column("score", lambda r: number(r.get("score")), 1),
+        Column("accuracy", _accuracy),
+        Column("epochs", lambda r: str(r["confirm"]["budget"])),
+        Column("lr", lambda r: "-" if r["confirm"].get("lr") is None else f"{r['confirm']['lr']:g}"),
+        Column("trial", lambda r: str(r["trial"]), 2),
+        Column("final", lambda r: _percent(r["confirm"].get("final_accuracy")), 3),
+        Column("s", lambda r: f"{r['confirm']['seconds']:.1f}", 4),
+    ]
+    if any(row["confirm"].get("small_batch") for row in rows):
+        columns += [Column("small batch", _small_batch, 5), Column("drop\npp", _drop, 5)]
+    columns += [
+        Column("seeds", lambda r: str(len(r["confirm"].get("seeds") or [])), 6),
+        Column("img/s", lambda r: f"{r['confirm']['images_per_s']:.0f}", 7),
+        Column("config", lambda r: r["config"] or "?", justify="left"),
+    ]
+    return columns
+
+
+def results_table(title: str, rows: Sequence[dict[str, Any]], *, width: int | None = None) -> Table:
+    """The trained candidates (rows with a ``confirm`` record, in leaderboard order) fitted to ``width`` as
+    the leaderboard is (None: every column at its natural width); numbers are never cut."""
+    return fit_table(
+        results_columns(rows),
+        [{**row, "rank": rank} for rank, row in enumerate(rows, 1)],
+        width=width,
+        wrapped="config",
+        title=title,
+        title_justify="left",
+        caption=leaderboard_caption(rows, scores=False),
+        caption_justify="left",
+    )
+
+
+def rendered_lines(renderables: Sequence[RenderableType], width: int) -> int:
+    """How many terminal lines ``renderables`` take at ``width`` columns."""
+    console = Console(width=width, file=io.StringIO(), color_system=None, soft_wrap=False)
+    for renderable in renderables:
+        console.print(renderable)
+    return console.file.getvalue().count("\n")
+
+
+def rows_that_fit(draw: Callable[[int], Sequence[RenderableType]], most: int, width: int, height: int) -> int:
+    """The largest ``n`` in 1..``most`` whose ``draw(n)`` (the table of the first n rows and the lines under
+    it) fits ``height`` lines at ``width`` columns, leaving one for the prompt; 1 when none does."""
+    low, high = 1, max(1, most)
+    while low < high:  # the height grows with n: bisect
+        middle = (low + high + 1) // 2
+        if rendered_lines(draw(middle), width) <= height - 1:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def calibration_line(cal: dict[str, Any] | None) -> str | None:
@@ -346,6 +430,53 @@ def winner_line(best: dict[str, Any] | None) -> str | None:
     )
 
 
+def margin_line(rows: Sequence[dict[str, Any]], best: dict[str, Any] | None) -> str | None:
+    """Whether the winner (``best``) beats the runner-up at its budget by more than seed noise.
+
+    Seed noise is the larger of the two accuracies' spreads over seeds (σ); the margin is the difference of
+    their mean accuracies. Said when the margin is within σ, or, with one seed (σ unmeasured), below 1 pp;
+    None otherwise or without a runner-up."""
+    if best is None:
+        return None
+    rivals = [
+        row
+        for row in rows
+        if row.get("budget") == best["budget"]
+        and row["trial"] != best["trial"]
+        and row.get("accuracy") is not None
+        and not row.get("diverged")
+    ]
+    if not rivals:
+        return None
+    second = max(rivals, key=lambda row: row["accuracy"])
+    margin = 100 * (best["accuracy"] - second["accuracy"])
+    head = f"the winner's margin over {second['config']} (trial {second['trial']}) is {margin:.1f} pp"
+    if best["seeds"] > 1:
+        noise = 100 * max(best["accuracy_std"] or 0.0, second.get("accuracy_std") or 0.0)
+        if margin > noise:
+            return None
+        return (
+            f"{head}, within seed noise (σ {noise:.1f} pp over {best['seeds']} seeds): the two are not told "
+            "apart; more --seeds may separate them"
+        )
+    if margin >= 1.0:
+        return None
+    return f"{head} with one seed per run, which cannot tell it from seed noise: --seeds 3 measures the noise"
+
+
+def collapse_line(rows: Sequence[dict[str, Any]]) -> str | None:
+    """A warning when most trained candidates collapsed or diverged even at their best learning rate (the
+    training was too short or too hot for the data to tell the layers apart); None otherwise."""
+    trained = [row for row in rows if row.get("budget") is not None]
+    failed = [row for row in trained if row.get("collapsed") or row.get("diverged")]
+    if not trained or 2 * len(failed) <= len(trained):
+        return None
+    return (
+        f"warning: {len(failed)} of {len(trained)} trained candidates collapsed or diverged at their best "
+        "learning rate, so the ranking says little: train longer (more --epochs or --steps) or at a lower --lr"
+    )
+
+
 def failure_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     """'trial N (config): reason' for failed rows (shown under the table with --all)."""
     return [
@@ -358,12 +489,19 @@ def failure_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
 __all__ = [
     "Column",
     "calibration_line",
+    "collapse_line",
     "failure_lines",
     "fit_table",
     "leaderboard_caption",
     "leaderboard_columns",
     "leaderboard_table",
+    "margin_line",
+    "mark_winner",
     "number",
+    "rendered_lines",
+    "results_columns",
+    "results_table",
+    "rows_that_fit",
     "winner_line",
     "wrap",
 ]

@@ -14,7 +14,6 @@ accuracy, seed noise), :mod:`.display` (progress on stderr).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import optuna
 from rich.console import Console
@@ -24,7 +23,7 @@ from ..records import probe_rows
 from ..sources import network_label, resolve_model
 from ..train import Plan
 from .calibration import calibrate, describe
-from .display import TrainingDisplay
+from .display import TrainingDisplay, say
 from .results import row_records
 from .schedule import run_rungs
 from .select import Candidate, all_candidates, select_candidates
@@ -37,7 +36,6 @@ def confirm_study(
     study: optuna.Study,
     settings: ConfirmSettings,
     *,
-    space: Any = None,
     console: Console | None = None,
     exhaustive: bool = False,
 ) -> Confirmation:
@@ -47,9 +45,8 @@ def confirm_study(
     ``exhaustive``: every config of a COMPLETE trial, at every learning rate, for the final budget only
     (``confirm --all``). Units already trained with the same training settings are reused, by this process or
     any other: only missing ones are trained, so a killed confirmation resumes where it stopped. The
-    calibration covers the candidates of the current training settings. ``space`` (the
-    :class:`~normsearch.space.SearchSpace`) only names the study in the progress output. Raises
-    :class:`~normsearch.data.DatasetUnavailable` when the dataset is missing,
+    calibration covers the candidates of the current training settings. The progress output (on ``console``)
+    names the study. Raises :class:`~normsearch.data.DatasetUnavailable` when the dataset is missing,
     :class:`~normsearch.sources.ModelUnavailable` for a ``python:`` model that another process registered.
     """
     data = load_data(
@@ -71,16 +68,14 @@ def confirm_study(
             highlight=False,
         )
     save_current(study, settings, queue.training, plan.total * plan.batch_size)
-    name = getattr(space, "name", None) or study.study_name
     schedule = dataclasses.replace(settings, min_epochs=settings.epochs) if exhaustive else settings
-    console.print(
-        f"confirm {name}: {len(candidates)} candidate(s) on {settings.dataset} ("
+    say(
+        console,
+        f"confirm {study.study_name}: {len(candidates)} candidate(s) on {settings.dataset} ("
         f"{network_label(settings.model, settings.depth)}, lr {', '.join(f'{lr:g}' for lr in settings.learning_rates())}, "
         f"{settings.seeds} seed(s){', every config' if exhaustive else ''})",
-        highlight=False,
-        soft_wrap=True,
     )
-    with TrainingDisplay(console) as display:
+    with TrainingDisplay(console, study.study_name) as display:
         run_rungs(
             candidates,
             schedule,
@@ -92,8 +87,8 @@ def confirm_study(
     confirmation = load_confirmation(study)
     calibration = calibrate(rows, row_records(confirmation.records, rows))
     if calibration["budget"] is not None:
-        console.print(describe(calibration), highlight=False, soft_wrap=True)
-    console.print(cost_line(training_cost(confirmation, len(all_candidates(rows)))), highlight=False)
+        say(console, describe(calibration))
+    say(console, cost_line(training_cost(confirmation, len(all_candidates(rows)))))
     return confirmation
 
 

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PROBE_KEYS = ("activation_growth", "similarity", "grad_ratio", "score")
-"""Leaderboard columns reported as probe scores, in this order."""
+PROBE_KEYS = ("activation_growth", "similarity", "grad_ratio", "step_loss_ratio", "score")
+"""Leaderboard columns reported as probe scores, in this order (similarity and step_loss_ratio are the
+search's two objectives, score their weighted sum with the filters' terms)."""
 
 
 def docstring_text(value: object) -> str:
@@ -45,8 +46,10 @@ def _number(value: Any) -> float | None:
 @dataclass(frozen=True)
 class Provenance:
     """A leaderboard row's identity and scores: ``study`` name, ``trial`` number, leaderboard ``rank``,
-    probe ``scores`` (name → value), confirmed ``accuracy`` and ``diverged`` when the trial was confirmed,
-    and the ``network`` options the layer was searched and trained with (the export is the layer alone).
+    probe ``scores`` (name → value); when the trial was confirmed, its ``accuracy`` (best validation
+    accuracy, mean over ``seeds`` seeds), ``diverged``, and what it was trained for: ``budget`` (epochs),
+    ``lr`` and ``dataset``; and the ``network`` options the layer was searched and trained with (the export
+    is the layer alone).
     """
 
     study: str
@@ -55,13 +58,20 @@ class Provenance:
     scores: dict[str, float | None] = field(default_factory=dict)
     accuracy: float | None = None
     diverged: bool | None = None
+    budget: int | None = None
+    lr: float | None = None
+    seeds: int | None = None
+    dataset: str | None = None
     network: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, study: str, row: Mapping[str, Any]) -> Provenance:
-        """From one row of :func:`normsearch.leaderboard.build_rows` (keys trial, rank, probe scores…)."""
+    def from_row(cls, study: str, row: Mapping[str, Any], dataset: str | None = None) -> Provenance:
+        """From one row of :func:`normsearch.leaderboard.build_rows` (keys trial, rank, probe scores, and
+        accuracy, budget, lr and the ``confirm`` record when confirmed); ``dataset``: the confirmation's."""
         rank = row.get("rank")
         diverged = row.get("diverged")
+        budget = _number(row.get("budget")) or None  # 0: a record that did not keep its budget
+        seeds = (row.get("confirm") or {}).get("seeds")
         return cls(
             study=str(study),
             trial=int(row["trial"]),
@@ -69,8 +79,17 @@ class Provenance:
             scores={key: _number(row.get(key)) for key in PROBE_KEYS if key in row},
             accuracy=_number(row.get("accuracy")),
             diverged=None if diverged is None else bool(diverged),
+            budget=None if budget is None else int(budget),
+            lr=_number(row.get("lr")),
+            seeds=len(seeds) if isinstance(seeds, list) and seeds else None,
+            dataset=None if dataset is None else str(dataset),
             network=dict(row.get("network") or {}),
         )
+
+    @classmethod
+    def of(cls, study: Any, row: Mapping[str, Any]) -> Provenance:
+        """From a row of ``study`` (an Optuna study), with the dataset of its confirmation settings."""
+        return cls.from_row(study.study_name, row, (study.user_attrs.get("confirm") or {}).get("dataset"))
 
     def lines(self) -> list[str]:
         """Docstring lines, already escaped."""
@@ -80,8 +99,16 @@ class Provenance:
             scores = ", ".join(f"{docstring_text(k)} {_format(v)}" for k, v in self.scores.items())
             lines.append(f"Probe scores: {scores}.")
         if self.accuracy is not None or self.diverged is not None:
-            confirmed = f"Confirmed by training: accuracy {_format(self.accuracy)}"
-            lines.append(confirmed + (", diverged." if self.diverged else "."))
+            seeds = "" if self.seeds is None else f", mean of {int(self.seeds)} seed(s)"
+            confirmed = (
+                f"Confirmed by training: validation accuracy {_format(self.accuracy)} (best epoch{seeds})"
+            )
+            trained = [
+                *([] if self.budget is None else [f"after {int(self.budget)} epoch(s)"]),
+                *([] if self.lr is None else [f"at lr {_format(self.lr)}"]),
+                *([] if self.dataset is None else [f"on {docstring_text(self.dataset)}"]),
+            ]
+            lines.append(" ".join([confirmed, *trained]) + (", diverged." if self.diverged else "."))
         if self.network:
             options = ", ".join(
                 f"{docstring_text(k)}={docstring_text(_option(v))}" for k, v in self.network.items()

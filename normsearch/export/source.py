@@ -8,10 +8,14 @@ and free text (provenance) passes through :func:`~normsearch.export.provenance.d
 
 from __future__ import annotations
 
+import ast
+import inspect
+import re
 import symtable
+import textwrap
 
 from .. import __version__
-from ..norm import PRESETS, NormConfig, Spec, as_config
+from ..norm import PRESETS, NormConfig, Spec, as_config, functional
 from ..norm.config import GROUPED_PARTITIONS
 from .codefmt import bracketed, docstring, indent
 from .conv import CONV_CLASS_NAMES, conv_blocks
@@ -35,6 +39,102 @@ def _global_references(code: str) -> set[str]:
             s.get_name() for s in table.get_symbols() if s.is_referenced() and (module or s.is_global())
         }
     return found
+
+
+_REPOSITORY_PATH = re.compile(r"\b[\w.-]+/[\w./-]*\.py\b")
+"""A file path in normsearch's repository (``benchmarks/norm_speed.py``): meaningless in an exported file."""
+_REFERENCE = re.compile(r":(?:func|class|data|meth|mod):`~?([\w.]+)`")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(`:])")
+
+
+def _formula() -> list[list[str]]:
+    """The functional core's formula (the paragraphs of :mod:`normsearch.norm.functional`'s docstring from
+    "For an input x" to the running estimates), as docstring paragraphs of ready lines."""
+    paragraphs = [p.split("\n") for p in inspect.cleandoc(functional.__doc__ or "").split("\n\n")]
+    start = next(i for i, p in enumerate(paragraphs) if p[0].startswith("For an input x"))
+    return paragraphs[start : start + 3]
+
+
+FORMULA = _formula()
+"""The formula the copied core's docstrings call "the module docstring's"."""
+
+
+def _defined(block: str) -> set[str]:
+    """The module-level names a copied definition binds."""
+    node = ast.parse(block).body[0]
+    if isinstance(node, ast.Assign):
+        return {target.id for target in node.targets if isinstance(target, ast.Name)}
+    return {node.name} if isinstance(node, ast.FunctionDef | ast.ClassDef) else set()
+
+
+def _keeps(sentence: str, defined: set[str]) -> bool:
+    """Whether a docstring sentence holds in the exported file: it names no repository path, and every
+    Sphinx reference in it is to a name the file defines."""
+    if _REPOSITORY_PATH.search(sentence):
+        return False
+    return all(name.rpartition(".")[2] in defined for name in _REFERENCE.findall(sentence))
+
+
+def _paragraph(text: str, pad: str, first: str, defined: set[str]) -> str:
+    """A docstring paragraph (its lines indented by ``pad``; the first after ``first``, the opening quotes
+    and their indent, when it starts the docstring) without the sentences that do not hold in the exported
+    file (:func:`_keeps`), rewrapped at the width it had; unchanged when all hold, and so are paragraphs
+    with indented lines (formulas)."""
+    lines = text.split("\n")
+    if any(not line.startswith(pad) or line[len(pad) :].startswith(" ") for line in lines[1:]):
+        return text
+    sentences = _SENTENCE_END.split(" ".join(line.strip() for line in lines))
+    kept = [sentence for sentence in sentences if _keeps(sentence, defined)]
+    if len(kept) == len(sentences):
+        return text
+    width = max([len(first + lines[0]), *(len(line) for line in lines[1:])])
+    start = first or pad
+    wrapped = textwrap.wrap(" ".join(kept), width, initial_indent=start, subsequent_indent=pad)
+    return "\n".join(wrapped)[len(start) :] if first else "\n".join(wrapped)
+
+
+def _docstring_nodes(tree: ast.Module) -> list[ast.Constant]:
+    """The docstring literals of a definition's source: those of its functions and classes, and a constant's
+    (the string after its assignment)."""
+    found = [
+        node.body[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.ClassDef)
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+        and isinstance(node.body[0].value.value, str)
+    ]
+    if isinstance(tree.body[0], ast.Assign) and len(tree.body) > 1 and isinstance(tree.body[1], ast.Expr):
+        found.append(tree.body[1].value)
+    return found
+
+
+def copied_docstrings(block: str, defined: set[str]) -> str:
+    """A copied core definition with its docstrings reduced to what holds in the exported file: sentences
+    naming a repository path, or a definition the file lacks (``defined``: the names it has), are dropped;
+    a docstring left empty keeps its summary, with such references as plain names."""
+    lines = block.split("\n")
+    for node in sorted(_docstring_nodes(ast.parse(block)), key=lambda n: n.lineno, reverse=True):
+        first, last = node.lineno - 1, node.end_lineno - 1
+        raw = "\n".join(lines[first : last + 1])
+        opening = raw.index('"""') + 3
+        closing = raw.rindex('"""')
+        inner = raw[opening:closing]
+        pad = re.match(r"\s*", lines[first]).group()
+        paragraphs = re.split(r"\n[ \t]*\n", inner)
+        kept = [
+            _paragraph(text, pad, raw[:opening] if index == 0 else "", defined)
+            for index, text in enumerate(paragraphs)
+        ]
+        if kept != paragraphs:
+            joined = "\n\n".join(text for text in kept if text.strip())
+            if not joined.strip():  # nothing holds alone: the summary, its references made plain names
+                joined = _REFERENCE.sub(
+                    lambda m: m.group() if m.group(1).rpartition(".")[2] in defined else f"``{m.group(1)}``",
+                    paragraphs[0],
+                )
+            lines[first : last + 1] = (raw[:opening] + joined + raw[closing:]).split("\n")
+    return "\n".join(lines)
 
 
 def _group_check(name: str) -> list[str]:
@@ -143,9 +243,12 @@ def _module_docstring(cfg: NormConfig, name: str, copied: bool) -> list[str]:
             [
                 "The functions below the imports are normsearch's functional core",
                 "(``normsearch.norm.functional`` and ``normsearch.norm.primitives``), copied as they",
-                "are: normsearch's own layer runs the same code. Public torch APIs only.",
+                "are (their docstrings trimmed to what this file holds): normsearch's own layer runs",
+                "the same code. Public torch APIs only. The formula their docstrings refer to as the",
+                "module docstring's:",
             ]
         )
+        paragraphs += FORMULA
     if cfg.weight != "none":
         conv = CONV_CLASS_NAMES[cfg.weight]
         paragraphs.append([f"Weight scheme: build the convs that precede the norm as ``{conv}``."])
@@ -172,7 +275,9 @@ def export_source(
     name = default_class_name(cfg) if class_name is None else check_class_name(class_name)
     forward = forward_body(cfg)
     blocks = ["\n".join(_class(cfg, name, forward, provenance, compile))]
-    blocks[:0] = core_source([*forward.calls, *(["compile_core"] if forward.core else [])])
+    copied = core_source([*forward.calls, *(["compile_core"] if forward.core else [])])
+    defined = {name for block in copied for name in _defined(block)}
+    blocks[:0] = [copied_docstrings(block, defined) for block in copied]
     blocks += conv_blocks(cfg)
     body = "\n\n\n".join(blocks)
     if name in _global_references(body):

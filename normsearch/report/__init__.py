@@ -6,8 +6,9 @@ the output folder, and writes ``index.html`` (:mod:`.page`), which embeds the PN
 offline, alone) and links the files, and ``winner.py``, the winner's exported module. A figure whose data
 the study lacks (no confirmation yet: no calibration, no training curves) is left out and the page says why.
 
-The winner is the row flagged ``winner``, else rank 1. Curves drawn: the winner, every baseline, and the
-``top`` best other stable candidates.
+The winner is the row flagged ``winner``, else rank 1. Probe curves drawn: the winner, every baseline, and
+the ``top`` best other stable candidates (identical curves as one line); training curves: every run of the
+current confirmation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from optuna.trial import TrialState
 from ..candidate import as_candidate
 from ..confirm.calibration import QUANTITIES, calibrate
 from ..confirm.results import arm_at
+from ..confirm.units import companion, unit_trials
 from ..export import Provenance, default_class_name, export_source
 from ..leaderboard import build_rows, document
 from . import figures
@@ -62,6 +64,8 @@ def _probe_records(study: optuna.Study) -> dict[int, dict[str, Any]]:
 def _curve_series(
     rows: list[dict[str, Any]], best: dict[str, Any] | None, probes: dict[int, dict[str, Any]], top: int
 ) -> list[figures.Series]:
+    """The winner, every baseline and the ``top`` best other stable rows, each labelled ``#rank spec``
+    (the config's spec string, as everywhere in the report)."""
     chosen: list[tuple[dict[str, Any], str]] = [(best, "winner")] if best else []
     chosen += [(row, "baseline") for row in rows if row.get("baseline") and row is not best]
     others = [
@@ -72,17 +76,44 @@ def _curve_series(
     for row, role in chosen:
         curves = probes.get(row["trial"], {}).get("curves")
         if curves:
-            name = row.get("baseline_name") if role == "baseline" else None
-            label = f"#{row['rank']} {name or row['config']}" + (" (winner)" if role == "winner" else "")
+            label = f"#{row['rank']} {row['config']}" + (" (winner)" if role == "winner" else "")
             series.append(figures.Series(label, curves, role))
     return series
 
 
-def _training(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+def _runs(study: optuna.Study, rows: list[dict[str, Any]]) -> list[figures.Run]:
+    """Every training run of the study's current confirmation (each unit: rung, learning rate, seed, small
+    batch), by rank, then learning rate (highest first), epochs and seed; a study confirmed before the work
+    units gives the runs its records kept."""
+    rank = {row["config"]: row["rank"] for row in rows}
+    queue = companion(study, create=False)
+    if queue is not None and "training" in queue.user_attrs:
+        units = [t.user_attrs for t in unit_trials(queue, queue.user_attrs["training"])]
+        found = [
+            (unit["config"], unit["lr"], unit["epochs"], unit["seed"], unit.get("batch_size"), unit["run"])
+            for unit in units
+        ]
+    else:
+        found = [
+            (row["config"], row.get("lr"), row.get("budget"), run.get("seed", 0), None, run)
+            for row in rows
+            if isinstance(row.get("confirm"), dict)
+            for run in row["confirm"].get("seeds", [])
+            if isinstance(run.get("train_loss"), list)
+        ]
+    found.sort(key=lambda f: (rank.get(f[0], len(rank) + 1), -(f[1] or 0.0), f[2] or 0, f[3], f[4] or 0))
     return [
-        (f"#{row['rank']} {row['config']}", row["confirm"])
-        for row in rows
-        if isinstance(row.get("confirm"), dict) and any(True for _ in figures.runs_of(row["confirm"]))
+        figures.Run(
+            label=f"#{rank.get(config, '?')} {config}",
+            lr=lr or 0.0,
+            seed=seed,
+            epochs=epochs or len(run["train_loss"]),
+            batch_size=batch,
+            train_loss=run["train_loss"],
+            val_accuracy=run.get("val_accuracy") or [],
+            flag="diverged" if run.get("diverged") else "collapsed" if run.get("collapsed") else None,
+        )
+        for config, lr, epochs, seed, batch, run in found
     ]
 
 
@@ -117,7 +148,7 @@ def write_report(
     cal, calibrated = _calibration(rows)
     name = study.study_name
     report = Report(directory)
-    training = _training(rows)
+    training = _runs(study, rows)
     none_yet = "no completed trials"
     plan: list[tuple[str, str, str | None, Callable[[], Figure]]] = [
         (
@@ -167,9 +198,7 @@ def write_report(
     if best is not None:
         progress("exporting the winner's code")
         cfg = as_candidate(best["config"]).layer
-        code = export_source(
-            cfg, class_name=default_class_name(cfg), provenance=Provenance.from_row(name, best)
-        )
+        code = export_source(cfg, class_name=default_class_name(cfg), provenance=Provenance.of(study, best))
         report.code = directory / "winner.py"
         report.code.write_text(code, encoding="utf-8")
     progress("writing index.html")

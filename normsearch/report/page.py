@@ -23,14 +23,16 @@ if TYPE_CHECKING:
 CAPTIONS = {
     "probe_curves": "Probe curves at initialisation over depth: the winner (thick), the baselines (dashed) and "
     "the best other candidates. A stable network keeps its activation variance and gradient norm level "
-    "over depth; low similarity means samples stay distinguishable.",
+    "over depth; low similarity means samples stay distinguishable. Configs with identical curves (they tie at "
+    "initialisation) share one line and one legend entry.",
     "pareto_front": "The objectives the search minimises, pairwise, for every stable candidate. Orange: the "
     "Pareto front (no other candidate is better on all of them); rings: confirmed by training (labelled with "
-    "their rank); star: the winner.",
+    "their rank; candidates on the same spot share a label); star: the winner.",
     "calibration": "Each probe quantity against the trained accuracy of the confirmed candidates, with Spearman "
     "ρ and Kendall τ (+1: the quantity ranks the candidates exactly as training does).",
-    "training_curves": "Confirmation training: mean training loss and validation accuracy per epoch, one "
-    "colour per candidate, one line per run (seed; dotted: small-batch retrain).",
+    "training_curves": "Confirmation training: mean training loss and validation accuracy per epoch of every "
+    "run (each rung, learning rate and seed; one-epoch runs are points), one colour per candidate, one line "
+    "style per learning rate; thin: small-batch retrain; a cross: the run collapsed or diverged.",
 }
 TITLES = {
     "probe_curves": "Probe curves",
@@ -86,10 +88,21 @@ def _table(headers: list[str], rows: list[list[tuple[str, bool]]]) -> str:
 
 
 def _accuracy(row: dict[str, Any]) -> str:
-    return "diverged" if row.get("diverged") else _percent(row.get("accuracy"))
+    flag = "diverged" if row.get("diverged") else "collapsed" if row.get("collapsed") else None
+    return flag or _percent(row.get("accuracy"))
 
 
-def _leaderboard(rows: list[dict[str, Any]], limit: int = 25) -> str:
+MARKS = (
+    ("W", "winner", lambda row, winner: winner is not None and row["trial"] == winner),
+    ("★", "Pareto front", lambda row, winner: bool(row.get("pareto"))),
+    ("B", "baseline", lambda row, winner: bool(row.get("baseline"))),
+    ("R", "rejected (cannot train)", lambda row, winner: bool(row.get("rejected"))),
+)
+"""The leaderboard's one-letter marks: (mark, legend, whether a row carries it given the winner's trial)."""
+
+
+def _leaderboard(rows: list[dict[str, Any]], winner: int | None, limit: int = 25) -> str:
+    """The first ``limit`` rows; the legend lists the marks the shown rows carry (``winner``: its trial)."""
     headers = [
         "#",
         "",
@@ -97,15 +110,13 @@ def _leaderboard(rows: list[dict[str, Any]], limit: int = 25) -> str:
         *(HEADERS.get(name, name) for name in OBJECTIVES),
         "score",
         "accuracy",
+        "epochs",
         "trial",
     ]
+    shown = rows[:limit]
     body = []
-    for row in rows[:limit]:
-        marks = (
-            ("W" if row.get("winner") else "")
-            + ("★" if row.get("pareto") else "")
-            + ("B" if row.get("baseline") else "")
-        )
+    for row in shown:
+        marks = "".join(mark for mark, _, carries in MARKS if carries(row, winner))
         body.append(
             [
                 (str(row["rank"]), True),
@@ -114,15 +125,21 @@ def _leaderboard(rows: list[dict[str, Any]], limit: int = 25) -> str:
                 *((_number(row.get(name)), True) for name in OBJECTIVES),
                 (_number(row.get("score")), True),
                 (escape(_accuracy(row)), True),
+                (_number(row.get("budget")), True),
                 (str(row["trial"]), True),
             ]
         )
+    legend = " · ".join(
+        f"{mark} {escape(text)}"
+        for mark, text, carries in MARKS
+        if any(carries(row, winner) for row in shown)
+    )
     more = (
         f"<p class=meta>{len(rows) - limit} more rows: <code>normsearch leaderboard</code>.</p>"
         if len(rows) > limit
         else ""
     )
-    return _table(headers, body) + "<p class=meta>W winner · ★ Pareto front · B baseline</p>" + more
+    return _table(headers, body) + (f"<p class=meta>{legend}</p>" if legend else "") + more
 
 
 def _winner(row: dict[str, Any] | None, code: str | None, report: Report) -> str:
@@ -207,12 +224,12 @@ def page(
     ]
     if cal:
         sections += [
-            f"<h2>Calibration numbers (at {escape(str(cal.get('budget')))} epochs)</h2>",
+            f"<h2>Calibration numbers (at {escape(str(cal.get('budget')))} epoch(s))</h2>",
             _calibration(cal),
         ]
     sections += [
         "<h2>Leaderboard</h2>",
-        _leaderboard(doc["rows"]),
+        _leaderboard(doc["rows"], None if best is None else best["trial"]),
         "<h2>Settings</h2>",
         f"<pre>{escape(json.dumps(settings, indent=2))}</pre>",
     ]
