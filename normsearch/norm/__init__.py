@@ -59,7 +59,9 @@ def build_norm(
     """
     from .layer import UnifiedNorm
 
-    return UnifiedNorm(as_config(spec), num_channels, device=device, dtype=dtype, compile=compile)
+    return UnifiedNorm(
+        as_config(spec), num_channels, device=device, dtype=dtype, compile=compile
+    )
 
 
 __all__ = [

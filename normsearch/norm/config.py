@@ -62,9 +62,19 @@ class Allowed:
             ok = isinstance(value, bool)
         else:
             number = int if self.kind is int else int | float
-            ok = isinstance(value, number) and not isinstance(value, bool) and math.isfinite(value)
-            ok = ok and (self.low is None or (self.low <= value if self.low_closed else self.low < value))
-            ok = ok and (self.high is None or (value <= self.high if self.high_closed else value < self.high))
+            ok = (
+                isinstance(value, number)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
+            ok = ok and (
+                self.low is None
+                or (self.low <= value if self.low_closed else self.low < value)
+            )
+            ok = ok and (
+                self.high is None
+                or (value <= self.high if self.high_closed else value < self.high)
+            )
         return None if ok else self.text()
 
     def text(self) -> str:
@@ -132,23 +142,35 @@ class NormConfig:
     center: bool = _option(True, Allowed(kind=bool))
     scale: str = _option("std", Allowed(choices=SCALES))
     eps: float = _option(1e-5, Allowed(kind=float, low=0.0, high=1.0))
-    running: bool | None = _option(None, Allowed(kind=bool, null="the partition's default"))
+    running: bool | None = _option(
+        None, Allowed(kind=bool, null="the partition's default")
+    )
     momentum: float | None = _option(
-        None, Allowed(kind=float, low=0.0, high=1.0, high_closed=True, null="the default")
+        None,
+        Allowed(kind=float, low=0.0, high=1.0, high_closed=True, null="the default"),
     )
     affine: str = _option("full", Allowed(choices=AFFINES))
     act: str = _option("none", Allowed(choices=ACTS))
     alpha_init: float | None = _option(
-        None, Allowed(kind=float, low=0.0, high=100.0, null=f"{DEFAULT_ALPHA} for dyt and derf")
+        None,
+        Allowed(
+            kind=float, low=0.0, high=100.0, null=f"{DEFAULT_ALPHA} for dyt and derf"
+        ),
     )
     weight: str = _option("none", Allowed(choices=WEIGHTS))
     layout: str = _option("channels", Allowed(choices=LAYOUTS))
 
     def __post_init__(self) -> None:
-        for f in fields(self):  # each option on its own (None: not given, where the default is None)
-            allowed = f.metadata["allowed"].problem(getattr(self, f.name), none_ok=f.default is None)
+        for f in fields(
+            self
+        ):  # each option on its own (None: not given, where the default is None)
+            allowed = f.metadata["allowed"].problem(
+                getattr(self, f.name), none_ok=f.default is None
+            )
             if allowed is not None:
-                raise ValueError(f"option '{f.name}' must be {allowed}, got {getattr(self, f.name)!r}")
+                raise ValueError(
+                    f"option '{f.name}' must be {allowed}, got {getattr(self, f.name)!r}"
+                )
         object.__setattr__(self, "eps", float(self.eps))
         self._check_groups()
         self._resolve_running()
@@ -168,12 +190,16 @@ class NormConfig:
                 "use partition=none"
             )
         if self.act == "evo_b0" and self.scale == "none":
-            raise ValueError("act=evo_b0 takes the max with the partition's scale: it needs scale=std or rms")
+            raise ValueError(
+                "act=evo_b0 takes the max with the partition's scale: it needs scale=std or rms"
+            )
 
     def _check_groups(self) -> None:
         if self.partition in GROUPED_PARTITIONS:
             if (self.groups is None) == (self.group_size is None):
-                raise ValueError(f"partition={self.partition} needs exactly one of 'groups' or 'group_size'")
+                raise ValueError(
+                    f"partition={self.partition} needs exactly one of 'groups' or 'group_size'"
+                )
         elif self.groups is not None or self.group_size is not None:
             raise ValueError(
                 f"options 'groups'/'group_size' apply only to partition in {list(GROUPED_PARTITIONS)}, "
@@ -196,7 +222,9 @@ class NormConfig:
                 "option 'momentum' needs running=true (a batch partition with running estimates)"
             )
         object.__setattr__(self, "running", running)
-        object.__setattr__(self, "momentum", None if momentum is None else float(momentum))
+        object.__setattr__(
+            self, "momentum", None if momentum is None else float(momentum)
+        )
 
     def _resolve_alpha(self) -> None:
         if self.act not in POINTWISE_ACTS:
@@ -214,15 +242,23 @@ class NormConfig:
 
         ``batch`` and ``instance`` have one group per channel, ``layer`` and ``position`` a single one.
         """
-        if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
-            raise ValueError(f"num_channels must be a positive integer, got {num_channels!r}")
+        if (
+            isinstance(num_channels, bool)
+            or not isinstance(num_channels, int)
+            or num_channels < 1
+        ):
+            raise ValueError(
+                f"num_channels must be a positive integer, got {num_channels!r}"
+            )
         if self.partition in ("batch", "instance"):
             return num_channels
         if self.partition not in GROUPED_PARTITIONS:
             return 1
         if self.groups is not None:
             if num_channels % self.groups:
-                raise ValueError(f"option 'groups'={self.groups} does not divide num_channels={num_channels}")
+                raise ValueError(
+                    f"option 'groups'={self.groups} does not divide num_channels={num_channels}"
+                )
             return self.groups
         if num_channels % self.group_size:
             raise ValueError(
@@ -263,21 +299,34 @@ class NormConfig:
         candidates = []
         for name, preset in PRESETS.items():
             base = as_config(preset.options)
-            if base.partition != self.partition:  # "none:partition=group,..." would read as a contradiction
+            if (
+                base.partition != self.partition
+            ):  # "none:partition=group,..." would read as a contradiction
                 continue
             diff = {
-                k: v for k, v in explicit.items() if getattr(base, k) != getattr(self, k) and v is not None
+                k: v
+                for k, v in explicit.items()
+                if getattr(base, k) != getattr(self, k) and v is not None
             }
             if "groups" in diff or "group_size" in diff:
-                diff.update({k: v for k, v in _group_kwargs(self).items() if v is not None})
+                diff.update(
+                    {k: v for k, v in _group_kwargs(self).items() if v is not None}
+                )
             candidates.append(
-                name + (":" + ",".join(f"{k}={_format(v)}" for k, v in diff.items()) if diff else "")
+                name
+                + (
+                    ":" + ",".join(f"{k}={_format(v)}" for k, v in diff.items())
+                    if diff
+                    else ""
+                )
             )
         valid = [text for text in candidates if _parses_to(text, self)]
         if valid:
             return min(valid, key=len)
         return ",".join(
-            f"{k}={_format(v)}" for k, v in explicit.items() if v is not None and v != _DEFAULTS[k]
+            f"{k}={_format(v)}"
+            for k, v in explicit.items()
+            if v is not None and v != _DEFAULTS[k]
         )
 
     def __str__(self) -> str:
@@ -296,11 +345,15 @@ def _group_kwargs(cfg: NormConfig) -> dict[str, int | None]:
 
 
 OPTION_NAMES = tuple(f.name for f in fields(NormConfig))
-ALLOWED: dict[str, Allowed] = {f.name: f.metadata["allowed"] for f in fields(NormConfig)}
+ALLOWED: dict[str, Allowed] = {
+    f.name: f.metadata["allowed"] for f in fields(NormConfig)
+}
 """Option name → what it may take (:class:`Allowed`)."""
 _DEFAULTS = {f.name: f.default for f in fields(NormConfig)}
 _INT_OPTIONS = tuple(name for name, allowed in ALLOWED.items() if allowed.kind is int)
-_FLOAT_OPTIONS = tuple(name for name, allowed in ALLOWED.items() if allowed.kind is float)
+_FLOAT_OPTIONS = tuple(
+    name for name, allowed in ALLOWED.items() if allowed.kind is float
+)
 _BOOL_OPTIONS = tuple(name for name, allowed in ALLOWED.items() if allowed.kind is bool)
 
 
@@ -324,29 +377,42 @@ def _parse_value(name: str, text: str, spec: str) -> Any:
             return float(lowered)
     except ValueError:
         kind = "an integer" if name in _INT_OPTIONS else "a number"
-        raise ValueError(f"norm spec {spec!r}: option '{name}' must be {kind}, got {text!r}") from None
+        raise ValueError(
+            f"norm spec {spec!r}: option '{name}' must be {kind}, got {text!r}"
+        ) from None
     if name in _BOOL_OPTIONS:
         if lowered in ("true", "1", "yes"):
             return True
         if lowered in ("false", "0", "no"):
             return False
-        raise ValueError(f"norm spec {spec!r}: option '{name}' must be true or false, got {text!r}")
+        raise ValueError(
+            f"norm spec {spec!r}: option '{name}' must be true or false, got {text!r}"
+        )
     return lowered
 
 
-def _overrides_applied(base: Mapping[str, Any], overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _overrides_applied(
+    base: Mapping[str, Any], overrides: Mapping[str, Any], where: str
+) -> dict[str, Any]:
     """Merge overrides into base options; naming one of groups/group_size drops the other."""
     unknown = [k for k in overrides if k not in OPTION_NAMES]
     if unknown:
-        raise ValueError(f"{where}: unknown option {unknown[0]!r}; allowed: {', '.join(OPTION_NAMES)}")
+        raise ValueError(
+            f"{where}: unknown option {unknown[0]!r}; allowed: {', '.join(OPTION_NAMES)}"
+        )
     merged = dict(base)
     if "groups" in overrides and "group_size" not in overrides:
         merged["group_size"] = None
     if "group_size" in overrides and "groups" not in overrides:
         merged["groups"] = None
-    if "alpha_init" not in overrides and overrides.get("act", POINTWISE_ACTS[0]) not in POINTWISE_ACTS:
+    if (
+        "alpha_init" not in overrides
+        and overrides.get("act", POINTWISE_ACTS[0]) not in POINTWISE_ACTS
+    ):
         merged["alpha_init"] = None  # an act without α drops it
-    if "partition" in overrides:  # running/momentum defaults and group options depend on the partition
+    if (
+        "partition" in overrides
+    ):  # running/momentum defaults and group options depend on the partition
         merged.update(running=None, momentum=None)
         if overrides["partition"] not in GROUPED_PARTITIONS:
             merged.update(groups=None, group_size=None)
@@ -367,7 +433,9 @@ def parse_spec(spec: str) -> NormConfig:
     else:
         name, options_text = head.strip().lower(), tail if sep else ""
         if name not in PRESETS:
-            raise ValueError(f"norm spec {spec!r}: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+            raise ValueError(
+                f"norm spec {spec!r}: unknown preset {name!r}; allowed: {', '.join(PRESETS)}"
+            )
     overrides: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in options_text.split(","))):
         key, eq, value = item.partition("=")
@@ -406,14 +474,18 @@ def as_config(spec: Spec) -> NormConfig:
         options = dict(spec)
         preset = options.pop("preset", None)
         if preset is not None and preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+            raise ValueError(
+                f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}"
+            )
         base = PRESETS[preset].options if preset else {}
         merged = _overrides_applied(base, options, "norm options")
         try:
             return NormConfig(**merged)
         except TypeError as err:  # pragma: no cover - guarded by _overrides_applied
             raise ValueError(str(err)) from None
-    raise ValueError(f"a norm spec is a string, a mapping or a NormConfig, got {type(spec).__name__}")
+    raise ValueError(
+        f"a norm spec is a string, a mapping or a NormConfig, got {type(spec).__name__}"
+    )
 
 
 def config_dict(cfg: NormConfig) -> dict[str, Any]:

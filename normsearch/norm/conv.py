@@ -33,7 +33,9 @@ class _ReparametrizedConv2d(nn.Conv2d):
     def __init__(self, *args: Any, eps: float = CONV_EPS, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.padding_mode != "zeros":
-            raise ValueError(f"padding_mode={self.padding_mode!r}: only 'zeros' is supported")
+            raise ValueError(
+                f"padding_mode={self.padding_mode!r}: only 'zeros' is supported"
+            )
         self.eps = eps
         self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
 
@@ -42,7 +44,9 @@ class _ReparametrizedConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.effective_weight()
-        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(
+            x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 class WeightNormConv2d(_ReparametrizedConv2d):
@@ -58,7 +62,9 @@ class ScaledStdConv2d(_ReparametrizedConv2d):
 
     def effective_weight(self) -> Tensor:
         fan_in = self.weight[0].numel()
-        std, mean = torch.std_mean(self.weight, dim=(1, 2, 3), correction=0, keepdim=True)
+        std, mean = torch.std_mean(
+            self.weight, dim=(1, 2, 3), correction=0, keepdim=True
+        )
         scale = RELU_GAIN / math.sqrt(fan_in)
         return scale * self.gain * (self.weight - mean) / (std + self.eps)
 

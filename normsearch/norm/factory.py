@@ -28,12 +28,22 @@ from .config import NormConfig, as_config
 from .layer import UnifiedNorm
 
 ACCEPTED_KEYWORDS = ("device", "dtype", "eps", "affine", "momentum")
-TIMM_NORM_ACT_KEYWORDS = ("inplace", "apply_act", "act_layer", "act_kwargs", "drop_layer")
+TIMM_NORM_ACT_KEYWORDS = (
+    "inplace",
+    "apply_act",
+    "act_layer",
+    "act_kwargs",
+    "drop_layer",
+)
 """What timm passes to a norm+act layer (``timm.layers.BatchNormAct2d``'s signature)."""
 
 
 def with_keywords(
-    config: NormConfig, *, eps: float | None, affine: bool | None, momentum: float | None
+    config: NormConfig,
+    *,
+    eps: float | None,
+    affine: bool | None,
+    momentum: float | None,
 ) -> NormConfig:
     """``config`` with a builder's ``eps``, ``affine`` and ``momentum`` applied (module docstring)."""
     changes: dict[str, Any] = {}
@@ -63,7 +73,11 @@ def make_norm_layer(
         raise TypeError(
             f"norm layer {config.spec()!r} got unexpected keyword(s) {', '.join(sorted(unknown))}; "
             f"accepted: {', '.join(ACCEPTED_KEYWORDS)}"
-            + ("; timm's norm+act layers take normsearch.norm_act_layer(spec)" if timm else "")
+            + (
+                "; timm's norm+act layers take normsearch.norm_act_layer(spec)"
+                if timm
+                else ""
+            )
         )
     config = with_keywords(config, eps=eps, affine=affine, momentum=momentum)
     return UnifiedNorm(config, num_channels, device=device, dtype=dtype)
@@ -75,4 +89,10 @@ def norm_layer(spec: str | NormConfig | dict) -> Callable[..., UnifiedNorm]:
     return functools.partial(make_norm_layer, config=as_config(spec))
 
 
-__all__ = ["ACCEPTED_KEYWORDS", "TIMM_NORM_ACT_KEYWORDS", "make_norm_layer", "norm_layer", "with_keywords"]
+__all__ = [
+    "ACCEPTED_KEYWORDS",
+    "TIMM_NORM_ACT_KEYWORDS",
+    "make_norm_layer",
+    "norm_layer",
+    "with_keywords",
+]

@@ -66,7 +66,9 @@ def generic_kernel(*, partition: str, center: bool, act: str) -> str:
     return "stepwise"
 
 
-def select_kernel(*, partition: str, center: bool, scale: str, act: str, affine: str, layout: str) -> str:
+def select_kernel(
+    *, partition: str, center: bool, scale: str, act: str, affine: str, layout: str
+) -> str:
     """The fastest exact kernel for a config (values of :class:`~normsearch.norm.NormConfig`):
     a fused one where a torch layer computes it (``identity``: no statistics, :func:`recover`
     only; ``batch_norm``, ``group_norm``, ``layer_rms_norm``, and :data:`LAST_DIM_KERNELS`),
@@ -165,7 +167,9 @@ class DynamicTanh(torch.autograd.Function):
         return u.mul_(alpha).to(y.dtype), grad_alpha, grad_weight, grad_bias
 
 
-def _affine(t: Tensor, weight: Tensor | None, bias: Tensor | None, like: Tensor) -> Tensor:
+def _affine(
+    t: Tensor, weight: Tensor | None, bias: Tensor | None, like: Tensor
+) -> Tensor:
     """γ · t + β per channel of ``like`` (N, C, *S), each where given; a new tensor."""
     if weight is not None and bias is not None:
         return torch.addcmul(per_channel(bias, like), t, per_channel(weight, like))
@@ -205,7 +209,11 @@ class DynamicErf(torch.autograd.Function):
         dims = (0, *range(2, y.dim()))
         needs_alpha, needs_shift, needs_weight, needs_bias = ctx.needs_input_grad[1:]
         a = torch.mul(y, alpha).add_(shift)
-        grad_weight = torch.mul(grad, a.erf()).sum(dims).to(weight.dtype) if needs_weight else None
+        grad_weight = (
+            torch.mul(grad, a.erf()).sum(dims).to(weight.dtype)
+            if needs_weight
+            else None
+        )
         grad_bias = grad.sum(dims).to(ctx.bias_dtype) if needs_bias else None
         u = a.square_().neg_().exp_().mul_(DynamicErf.SLOPE).mul_(grad)  # g · erf'(a)
         if weight is not None:
@@ -240,7 +248,9 @@ def pooled(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
 
 # ---------------------------------------------------------------------------------------
 # Step by step: any partition and act, plain autograd except for the moments.
-def grouped_view(x: Tensor, partition: str, groups: int) -> tuple[Tensor, tuple[int, ...]]:
+def grouped_view(
+    x: Tensor, partition: str, groups: int
+) -> tuple[Tensor, tuple[int, ...]]:
     """x (N, C, *S) viewed as (N, G, C/G, *S) and the dims Π reduces over in that view."""
     n, c, *spatial = x.shape
     spatial_dims = tuple(range(3, 3 + len(spatial)))
@@ -350,14 +360,20 @@ def stepwise_norm(
     if act == "evo_b0":
         vx = per_channel(v.float(), xf) * xf
         xi, inst_dims = grouped_view(xf, "instance", xf.shape[1])
-        inst_var = Moments.apply(xi, inst_dims)[1].view(*xf.shape[:2], *([1] * (xf.dim() - 2)))
-        den = maximum(den.expand_as(xg).reshape(xf.shape), vx + torch.sqrt(inst_var + eps))
+        inst_var = Moments.apply(xi, inst_dims)[1].view(
+            *xf.shape[:2], *([1] * (xf.dim() - 2))
+        )
+        den = maximum(
+            den.expand_as(xg).reshape(xf.shape), vx + torch.sqrt(inst_var + eps)
+        )
         y = num.reshape(xf.shape) / den
     else:
         y = (num if den is None else num / den).reshape(xf.shape)
     if act == "evo_s0":
         y = y * torch.sigmoid(per_channel(v.float(), xf) * xf)
-    return recover(y, weight=weight, bias=bias, tau=tau, alpha=alpha, shift=shift).to(x.dtype)
+    return recover(y, weight=weight, bias=bias, tau=tau, alpha=alpha, shift=shift).to(
+        x.dtype
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -522,7 +538,9 @@ def set_moments(
     return mean_s, var_s, scratch
 
 
-def inverse_denominator(mu: Tensor, var: Tensor, scale: str, eps: float) -> Tensor | None:
+def inverse_denominator(
+    mu: Tensor, var: Tensor, scale: str, eps: float
+) -> Tensor | None:
     """1 / d of the module docstring, or None for scale = none."""
     if scale == "std":
         return torch.rsqrt(var + eps)
@@ -675,7 +693,9 @@ class Folded(torch.autograd.Function):
             grad_weight = (p_centered if r is None else p_centered * r).sum(0)
         grad_bias = q.sum(0) if ctx.needs_input_grad[2] else None
         if not ctx.fixed:
-            grad_mu, grad_var = moment_grads(mu, r, a, weight, p_centered, q, center, scale)
+            grad_mu, grad_var = moment_grads(
+                mu, r, a, weight, p_centered, q, center, scale
+            )
             count = x.numel() // mean_s.numel()
             c1, c2 = through_moments(grad_mu, grad_var, mean_s, groups, batch, count)
             c1, c2 = as_map(c1, x), as_map(c2, x)
@@ -725,7 +745,9 @@ class EvoB0(torch.autograd.Function):
             if batch:
                 mean_s, var_s = pooled(mean_s, var_s)
         else:
-            mean_s, var_s, _ = set_moments(x, running_mean, running_var, groups, batch, eps)
+            mean_s, var_s, _ = set_moments(
+                x, running_mean, running_var, groups, batch, eps
+            )
         mu = to_channels(mean_s, c)
         d = denominator(mu, to_channels(var_s, c), scale, eps)
         inst_std = torch.sqrt(inst_var + eps)
@@ -777,7 +799,9 @@ class EvoB0(torch.autograd.Function):
             if scale == "rms":
                 grad_mu = grad_mu + grad_d * mu / d
             count = x.numel() // mean_s.numel()
-            set_c1, set_c2 = through_moments(grad_mu, grad_d / (2 * d), mean_s, groups, batch, count)
+            set_c1, set_c2 = through_moments(
+                grad_mu, grad_d / (2 * d), mean_s, groups, batch, count
+            )
             c1, c2 = c1 + set_c1, c2 + set_c2
         grad_x = g_den.mul_(per_channel(gamma, x))
         grad_x.addcmul_(k, per_channel(gamma * v, x), value=-1.0)
@@ -808,7 +832,9 @@ def with_statistics(
         *options,
     )
     if running_mean is not None and training:
-        update_running(running_mean, running_var, mean, var, xf.numel() // mean.numel(), momentum)
+        update_running(
+            running_mean, running_var, mean, var, xf.numel() // mean.numel(), momentum
+        )
     return y.to(x.dtype)
 
 
@@ -836,7 +862,9 @@ def folded_norm(
     training, updated in place when training."""
     params = (weight, bias, tau, v)
     options = (groups, batch, center, scale, act, eps)
-    return with_statistics(Folded, x, params, running_mean, running_var, training, momentum, *options)
+    return with_statistics(
+        Folded, x, params, running_mean, running_var, training, momentum, *options
+    )
 
 
 def evo_b0_norm(
@@ -858,4 +886,6 @@ def evo_b0_norm(
     """:class:`EvoB0` on x (N, C, *S) in float32; arguments as :func:`folded_norm`."""
     params = (weight, bias, v)
     options = (groups, batch, center, scale, eps)
-    return with_statistics(EvoB0, x, params, running_mean, running_var, training, momentum, *options)
+    return with_statistics(
+        EvoB0, x, params, running_mean, running_var, training, momentum, *options
+    )

@@ -37,7 +37,16 @@ CORE_FUNCTIONS: dict[str, Callable[..., Tensor]] = {
 }
 """The functional core's function for each generic kernel of :func:`~normsearch.norm.functional.select_kernel`."""
 
-TENSOR_ARGUMENTS = ("weight", "bias", "tau", "v", "alpha", "shift", "running_mean", "running_var")
+TENSOR_ARGUMENTS = (
+    "weight",
+    "bias",
+    "tau",
+    "v",
+    "alpha",
+    "shift",
+    "running_mean",
+    "running_var",
+)
 """Keywords of the core functions that take the layer's parameters and buffers (same names)."""
 
 
@@ -56,7 +65,9 @@ def kernel_of(config: NormConfig) -> str:
 def generic_kernel_of(config: NormConfig) -> str:
     """The core function that computes ``config`` off the fused kernels (``folded``, ``evo_b0``,
     ``position``, ``stepwise``): what :func:`kernel_of` falls back to."""
-    return core.generic_kernel(partition=config.partition, center=config.center, act=config.act)
+    return core.generic_kernel(
+        partition=config.partition, center=config.center, act=config.act
+    )
 
 
 def literal_options(config: NormConfig, kernel: str) -> dict[str, Any]:
@@ -100,18 +111,32 @@ class UnifiedNorm(nn.Module):
         self.num_channels = num_channels
         self.groups = config.num_groups(num_channels)
         c, dd = num_channels, {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.ones(c, **dd)) if config.affine != "none" else None
-        self.bias = nn.Parameter(torch.zeros(c, **dd)) if config.affine == "full" else None
-        self.v = nn.Parameter(torch.ones(c, **dd)) if config.act in ("evo_s0", "evo_b0") else None
+        self.weight = (
+            nn.Parameter(torch.ones(c, **dd)) if config.affine != "none" else None
+        )
+        self.bias = (
+            nn.Parameter(torch.zeros(c, **dd)) if config.affine == "full" else None
+        )
+        self.v = (
+            nn.Parameter(torch.ones(c, **dd))
+            if config.act in ("evo_s0", "evo_b0")
+            else None
+        )
         self.tau = nn.Parameter(torch.zeros(c, **dd)) if config.act == "tlu" else None
         pointwise = config.act in POINTWISE_ACTS
-        self.alpha = nn.Parameter(torch.full((), config.alpha_init, **dd)) if pointwise else None
-        self.shift = nn.Parameter(torch.zeros((), **dd)) if config.act == "derf" else None
+        self.alpha = (
+            nn.Parameter(torch.full((), config.alpha_init, **dd)) if pointwise else None
+        )
+        self.shift = (
+            nn.Parameter(torch.zeros((), **dd)) if config.act == "derf" else None
+        )
         if config.running:
             stats = c if config.partition == "batch" else self.groups
             self.register_buffer("running_mean", torch.zeros(stats, **dd))
             self.register_buffer("running_var", torch.ones(stats, **dd))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+            self.register_buffer(
+                "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
+            )
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
         self.kernel = kernel_of(config)
@@ -121,7 +146,9 @@ class UnifiedNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 2 or x.shape[self._channel_dim] != self.num_channels:
-            where = "(N, *tokens, {c})" if self._channel_dim == -1 else "(N, {c}, *spatial)"
+            where = (
+                "(N, *tokens, {c})" if self._channel_dim == -1 else "(N, {c}, *spatial)"
+            )
             hint = ""
             if self._channel_dim == 1 and x.shape[-1] == self.num_channels:
                 hint = "; channels last, as transformers give them? set layout=tokens"
@@ -131,7 +158,9 @@ class UnifiedNorm(nn.Module):
             )
         if self.training and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
-        if self._channel_dim == -1 and self.kernel == "identity":  # pointwise: (N·L, C) is channels first
+        if (
+            self._channel_dim == -1 and self.kernel == "identity"
+        ):  # pointwise: (N·L, C) is channels first
             return self._identity(x.reshape(-1, self.num_channels)).view(x.shape)
         if self._channel_dim == -1 and self.kernel not in core.LAST_DIM_KERNELS:
             return self._compute(x.movedim(-1, 1)).movedim(1, -1)
@@ -147,18 +176,38 @@ class UnifiedNorm(nn.Module):
         return getattr(self, f"_{self.kernel}")(x)
 
     def _core(self, x: Tensor) -> Tensor:
-        if self._wiring is None or self._wiring[0] != self.kernel:  # the kernel may be set after __init__
+        if (
+            self._wiring is None or self._wiring[0] != self.kernel
+        ):  # the kernel may be set after __init__
             names = [
-                n for n in TENSOR_ARGUMENTS if n in _KEYWORDS[self.kernel] and getattr(self, n) is not None
+                n
+                for n in TENSOR_ARGUMENTS
+                if n in _KEYWORDS[self.kernel] and getattr(self, n) is not None
             ]
-            self._wiring = (self.kernel, names, literal_options(self.config, self.kernel))
+            self._wiring = (
+                self.kernel,
+                names,
+                literal_options(self.config, self.kernel),
+            )
         kernel, names, options = self._wiring
-        function = _compiled(CORE_FUNCTIONS[kernel]) if self.compile else CORE_FUNCTIONS[kernel]
-        layer = {"training": self.training, "momentum": self.config.momentum, "groups": self.groups}
+        function = (
+            _compiled(CORE_FUNCTIONS[kernel])
+            if self.compile
+            else CORE_FUNCTIONS[kernel]
+        )
+        layer = {
+            "training": self.training,
+            "momentum": self.config.momentum,
+            "groups": self.groups,
+        }
         return function(
             x,
             **{name: getattr(self, name) for name in names},
-            **{name: value for name, value in layer.items() if name in _KEYWORDS[kernel]},
+            **{
+                name: value
+                for name, value in layer.items()
+                if name in _KEYWORDS[kernel]
+            },
             eps=self.config.eps,
             **options,
         )
@@ -167,13 +216,22 @@ class UnifiedNorm(nn.Module):
     def _identity(self, x: Tensor) -> Tensor:
         """No statistics: only the recovery step (DyT, Derf, affine and TLU)."""
         return core.recover(
-            x, weight=self.weight, bias=self.bias, tau=self.tau, alpha=self.alpha, shift=self.shift
+            x,
+            weight=self.weight,
+            bias=self.bias,
+            tau=self.tau,
+            alpha=self.alpha,
+            shift=self.shift,
         )
 
     def _batch_norm(self, x: Tensor) -> Tensor:
         """``nn.BatchNorm2d`` (also without running estimates, i.e. batch statistics in eval mode)."""
         use_batch_stats = self.training or self.running_mean is None
-        momentum = self.config.momentum if self.training and self.running_mean is not None else 0.0
+        momentum = (
+            self.config.momentum
+            if self.training and self.running_mean is not None
+            else 0.0
+        )
         return F.batch_norm(
             x,
             self.running_mean,
@@ -191,7 +249,9 @@ class UnifiedNorm(nn.Module):
 
     def _last_dim_layer_norm(self, t: Tensor) -> Tensor:
         """``nn.LayerNorm(C)`` of t (..., C)."""
-        return F.layer_norm(t, (self.num_channels,), self.weight, self.bias, self.config.eps)
+        return F.layer_norm(
+            t, (self.num_channels,), self.weight, self.bias, self.config.eps
+        )
 
     def _last_dim_rms_norm(self, t: Tensor) -> Tensor:
         """``nn.RMSNorm(C)`` of t (..., C)."""
@@ -203,7 +263,10 @@ class UnifiedNorm(nn.Module):
         return y if self.weight is None else y * core.per_channel(self.weight, x)
 
 
-_KEYWORDS = {kernel: frozenset(inspect.signature(f).parameters) for kernel, f in CORE_FUNCTIONS.items()}
+_KEYWORDS = {
+    kernel: frozenset(inspect.signature(f).parameters)
+    for kernel, f in CORE_FUNCTIONS.items()
+}
 """Each core function's parameter names (which of the layer's tensors it takes)."""
 
 _COMPILED: dict[Callable, Callable] = {}

@@ -36,7 +36,9 @@ def _activation(
     """timm's ``_create_act``: ``act_layer`` built with ``act_kwargs`` (``inplace`` by default), or identity."""
     if not apply_act or act_layer is None:
         return nn.Identity()
-    from timm.layers import create_act_layer  # the names and classes are timm's (its extra is installed)
+    from timm.layers import (
+        create_act_layer,
+    )  # the names and classes are timm's (its extra is installed)
 
     act = create_act_layer(act_layer, **{"inplace": inplace, **(act_kwargs or {})})
     return nn.Identity() if act is None else act

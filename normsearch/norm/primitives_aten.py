@@ -19,7 +19,9 @@ def group_moments(x: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor, T
     group-norm kernel (``torch.var_mean`` is ~15× slower on CPU). It returns rstd = (σ² + eps)^(-1/2),
     so σ² = rstd⁻² − eps, exact up to the rounding of σ² + eps; the scratch is its normalized output."""
     n, c, *spatial = x.shape
-    out, mean, rstd = torch.ops.aten.native_group_norm(x, None, None, n, c, math.prod(spatial), groups, eps)
+    out, mean, rstd = torch.ops.aten.native_group_norm(
+        x, None, None, n, c, math.prod(spatial), groups, eps
+    )
     return mean, rstd.pow(-2) - eps, out
 
 

@@ -43,10 +43,16 @@ class ScaledReLU(nn.Module):
 
 
 def _is_identity(config: NormConfig) -> bool:
-    return not config.normalizes_activations and config.affine == "none" and config.act == "none"
+    return (
+        not config.normalizes_activations
+        and config.affine == "none"
+        and config.act == "none"
+    )
 
 
-def build_norm_act(config: NormConfig, num_channels: int) -> tuple[nn.Module, nn.Module]:
+def build_norm_act(
+    config: NormConfig, num_channels: int
+) -> tuple[nn.Module, nn.Module]:
     """(norm slot, activation slot) modules for a block with ``num_channels`` channels."""
     if config.act in ("evo_s0", "evo_b0"):
         return nn.Identity(), UnifiedNorm(config, num_channels)
