@@ -28,11 +28,11 @@ from rich.text import Text
 
 from ..allocator import keep_freed_memory
 from ..confirm import all_candidates, confirm_study, cost_line, load_confirmation, training_cost
-from ..confirm.calibration import QUANTITIES, calibrate
+from ..confirm.calibration import QUANTITIES, calibrate, where
 from ..confirm.settings import ConfirmSettings
 from ..data import DatasetUnavailable
 from ..failures import describe_failure
-from ..leaderboard import build_rows, winner
+from ..leaderboard import build_rows, outcome, winner
 from ..pipeline import Interrupted, Reporter, search_and_confirm
 from ..search import IncompatibleStudy, check_comparable
 from ..settings import SettingsError, from_mapping
@@ -41,7 +41,7 @@ from ..space import SearchSpace, SpaceError, load_space
 from ..storage import HEARTBEAT_S, StorageError, check_name, locate, open_study, worker_id
 from ..train import resolve_device
 from .app import command, emit, fail, open_study_or_fail, setting_option, stderr, stdout
-from .tables import winner_line
+from .tables import default_line, winner_line
 
 INTERRUPTED = 130
 _FIELDS = {f.name for f in dataclasses.fields(ConfirmSettings)}
@@ -333,9 +333,8 @@ def results_table(title: str, rows: list[dict[str, Any]]) -> Table:
 def calibration_table(calibration: Mapping[str, Any]) -> Table:
     """Spearman ρ and Kendall τ of each probe quantity against accuracy (+1: ranks exactly as training), and of
     one training seed against another (the ceiling) when there are several seeds."""
-    n = calibration["score"]["n"]
     grid = Table(
-        title=f"calibration against accuracy after {calibration['budget']} epoch(s) (n={n}; +1: same order)",
+        title=f"calibration against accuracy {where(calibration)}; +1: same order",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
@@ -356,7 +355,8 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
     trained = [row for row in rows if "confirm" in row]
     calibration = calibrate(rows, {row["trial"]: row["confirm"] for row in trained})
     best = winner(rows)
-    cost = training_cost(confirmation, len(all_candidates(rows)))
+    cost = training_cost(confirmation, len(all_candidates(rows, settings.default)))
+    default = outcome(study, rows)["default"]
     if json_output:
         doc = {
             "study": study.study_name,
@@ -365,6 +365,7 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
             "calibration": calibration,
             "winner": best,
             "training_cost": cost,
+            "default": default,
         }
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -376,7 +377,7 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
     emit(results_table(title, trained))
     if calibration["budget"] is not None:
         emit(calibration_table(calibration))
-    for line in filter(None, [winner_line(best), cost_line(cost)]):
+    for line in filter(None, [winner_line(best), default_line(best, default), cost_line(cost)]):
         stdout.print(line, highlight=False, soft_wrap=True)
 
 

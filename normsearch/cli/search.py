@@ -58,6 +58,7 @@ from .app import (
 from .tables import (
     Column,
     calibration_line,
+    default_line,
     failure_lines,
     fit_table,
     leaderboard_table,
@@ -433,7 +434,11 @@ def _print_table(study: optuna.Study, rows: list[dict[str, Any]], top: int) -> N
 
     emit(leaderboard_table(study.study_name, rows[:top], total=len(rows), width=output_width()))
     result = outcome(study, rows)
-    lines = [winner_line(result["winner"]), calibration_line(result["calibration"])]
+    lines = [
+        winner_line(result["winner"]),
+        default_line(result["winner"], result["default"]),
+        calibration_line(result["calibration"]),
+    ]
     if result["training_cost"] is not None:
         lines.append(cost_line(result["training_cost"]))
     for line in filter(None, lines):

@@ -44,8 +44,8 @@ def confirm_study(
     """Admit candidates of ``study`` (:mod:`.select`), train them rung by rung (:mod:`.schedule`), print the
     calibration and the training cost; returns the study's confirmation.
 
-    ``exhaustive``: every config of a COMPLETE trial, at every learning rate, for the final budget only
-    (``confirm --all``). Units already trained with the same training settings are reused, by this process or
+    ``exhaustive``: every config of a COMPLETE trial and the default layer, at every learning rate, for the
+    final budget only (``confirm --all``). Units already trained with the same training settings are reused, by this process or
     any other: only missing ones are trained, so a killed confirmation resumes where it stopped. The
     calibration covers the candidates of the current training settings. ``space`` (the
     :class:`~normsearch.space.SearchSpace`) only names the study in the progress output. Raises
@@ -59,7 +59,7 @@ def confirm_study(
     )  # a missing dataset stops here, before any output
     console = console or Console(stderr=True)
     rows = [row.as_dict() for row in probe_rows(study)]
-    candidates = all_candidates(rows) if exhaustive else select_candidates(rows, settings)
+    candidates = all_candidates(rows, settings.default) if exhaustive else select_candidates(rows, settings)
     queue = UnitQueue(study, settings)
     plan = Plan.of(settings, len(data.train), None)
     if legacy_results(study) and "training" not in queue.study.user_attrs:
@@ -68,7 +68,7 @@ def confirm_study(
             "reused; they stay readable until this confirmation replaces them",
             highlight=False,
         )
-    save_current(study, settings, queue.training, plan.total * plan.batch_size)
+    save_current(study, settings, queue.training, plan.total * plan.batch_size, len(data.val))
     name = getattr(space, "name", None) or study.study_name
     schedule = dataclasses.replace(settings, min_epochs=settings.epochs) if exhaustive else settings
     console.print(
@@ -91,7 +91,9 @@ def confirm_study(
     calibration = calibrate(rows, row_records(confirmation.records, rows))
     if calibration["budget"] is not None:
         console.print(describe(calibration), highlight=False, soft_wrap=True)
-    console.print(cost_line(training_cost(confirmation, len(all_candidates(rows)))), highlight=False)
+    console.print(
+        cost_line(training_cost(confirmation, len(all_candidates(rows, settings.default)))), highlight=False
+    )
     return confirmation
 
 

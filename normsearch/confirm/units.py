@@ -59,6 +59,8 @@ NOT_TRAINING = (
     "explore",
     "eta",
     "baselines",
+    "default",
+    "max_cost",
     "random",
     "seeds",
     "data_dir",
