@@ -19,7 +19,8 @@ best-scored trial stands for its config; a config any baseline trial has is a ba
 Only stable (state COMPLETE), non-rejected rows compete for 1, 2 and 4. **Budget**: with ``max_cost`` set,
 the admitted list is cut from its end (random, baselines, explorers, then top-k) until the schedule's
 worst-case cost (:func:`~normsearch.confirm.settings.schedule_cost`) is at most ``max_cost`` of what
-``confirm --all`` trains; the default and the first other candidate always stay. ``all_candidates`` admits
+``confirm --all`` trains on the study's configs (a default outside the study costs, but does not count
+among them); the default and the first other candidate always stay. ``all_candidates`` admits
 every config of a COMPLETE trial, and the default (what ``confirm --all`` trains).
 """
 
@@ -115,7 +116,7 @@ def select_candidates(rows: Sequence[Mapping[str, Any]], settings: ConfirmSettin
         take(row, "random")
     admitted = list(chosen.values())
     if settings.max_cost is not None:
-        configs = len(all_candidates(rows, settings.default))
+        configs = len(all_candidates(rows))  # the study's configs: a default outside it is not counted
         while len(admitted) > 2 and schedule_cost(len(admitted), configs, settings) > settings.max_cost:
             admitted.pop()
     return admitted
