@@ -20,14 +20,15 @@ rows within state groups by that field.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from statistics import fmean, stdev
 from typing import Any
 
 import optuna
 
-from .confirm import Confirmation, load_confirmation, training_cost
+from .confirm import Confirmation, all_candidates, load_confirmation, training_cost
 from .confirm.calibration import calibrate, lower_is_better
-from .confirm.results import ranking_key, row_records
+from .confirm.results import arm_at, ranking_key, row_records
 from .records import ROW_KEYS, pareto_mask, probe_rows
 from .score import OBJECTIVES
 
@@ -121,24 +122,117 @@ def winner(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+NOISE_MULTIPLE = 2.0
+"""The winner beats the default when its mean paired difference exceeds this many standard errors."""
+
+
+def _seed_accuracies(record: Mapping[str, Any], budget: int) -> tuple[dict[str, float], bool, Any] | None:
+    """(seed → accuracy, diverged, lr) of a candidate's best arm at ``budget``, or None if not trained there."""
+    arm = arm_at(record, budget)
+    return None if arm is None else (arm["per_seed"], arm["diverged"], arm["lr"])
+
+
+def versus_default(
+    winner_record: Mapping[str, Any],
+    default_record: Mapping[str, Any] | None,
+    config: str,
+    val_images: int | None,
+) -> dict[str, Any]:
+    """Does the winner beat the default layer ``config`` by more than the noise? Paired by training seed at
+    the winner's budget (the final one), each at its best learning rate there:
+
+        d_s = a_winner(s) − a_default(s)  over the n seeds both have,   d̄ = mean(d_s),
+        SE = max(sd(d_s), b) / √n,   b = √((p_w(1 − p_w) + p_d(1 − p_d)) / m),
+        beaten  ⇔  d̄ > NOISE_MULTIPLE · SE   (2 standard errors),
+
+    with sd the sample standard deviation over seeds (0 for n = 1), p_w, p_d the two mean accuracies and m
+    the validation images: b, the binomial standard error of the difference of two accuracies measured on m
+    images, is the least noise any one pair of runs carries, and stands in for the seed noise a single seed
+    cannot measure. A default that diverged is beaten by a winner that did not; the default itself as
+    winner is not beaten. Returns {"config", "trial", "accuracy" (mean over the paired seeds), "lr",
+    "budget", "seeds" (n), "difference" (d̄), "noise" (NOISE_MULTIPLE · SE), "beaten", "recommend" (the
+    winner's config if beaten, else the default's), "reason"}; ``accuracy``, ``difference``, ``noise`` and
+    ``beaten`` are None, with the reason, when the default was not trained at that budget with the same seeds
+    (or, with one seed, the validation size is not stored).
+    """
+    budget = winner_record["budget"]
+    out: dict[str, Any] = {
+        "config": config,
+        "trial": None if default_record is None else default_record["trial"],
+        "accuracy": None,
+        "lr": None,
+        "budget": budget,
+        "seeds": 0,
+        "difference": None,
+        "noise": None,
+        "beaten": None,
+        "recommend": config,
+        "reason": None,
+    }
+    mine = _seed_accuracies(winner_record, budget)
+    theirs = None if default_record is None else _seed_accuracies(default_record, budget)
+    if mine is None or theirs is None:
+        out["reason"] = f"the default was not trained for {budget} epoch(s), the winner's budget"
+        return out
+    (ours, our_divergence, _), (their, their_divergence, lr) = mine, theirs
+    seeds = sorted(set(ours) & set(their), key=int)
+    if not seeds:
+        out["reason"] = "the default was trained with other seeds than the winner"
+        return out
+    diffs = [ours[s] - their[s] for s in seeds]
+    n, mean = len(seeds), fmean(diffs)
+    p_w, p_d = fmean(ours[s] for s in seeds), fmean(their[s] for s in seeds)
+    out.update(accuracy=p_d, lr=lr, seeds=n, difference=mean)
+    if winner_record["config"] == config:
+        out.update(difference=0.0, noise=0.0, beaten=False, reason="the winner is the default")
+        return out
+    if their_divergence or our_divergence:
+        beaten = their_divergence and not our_divergence
+        out.update(beaten=beaten, reason="the default diverged" if beaten else "the winner diverged")
+    elif n == 1 and val_images is None:
+        out["reason"] = "one seed and no stored validation size: the noise is unknown"
+        return out
+    binomial = math.sqrt((p_w * (1 - p_w) + p_d * (1 - p_d)) / val_images) if val_images else 0.0
+    spread = stdev(diffs) if n > 1 else 0.0
+    out["noise"] = NOISE_MULTIPLE * max(spread, binomial) / math.sqrt(n)
+    if out["beaten"] is None:
+        out["beaten"] = mean > out["noise"]
+    if out["beaten"]:
+        out["recommend"] = winner_record["config"]
+    return out
+
+
+def _default_outcome(confirmation: Confirmation, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    best = winner(rows)
+    if best is None or confirmation.settings is None:
+        return None
+    config = confirmation.settings.default
+    record = next((r for r in confirmation.records.values() if r["config"] == config), None)
+    row = next(r for r in rows if r["trial"] == best["trial"])
+    return versus_default(row["confirm"], record, config, confirmation.val_images)
+
+
 def outcome(study: optuna.Study, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """What the confirmation concluded, from all the study's rows: ``winner`` (:func:`winner`),
-    ``calibration`` (the score's {spearman, kendall, n} at its ``budget``, with ``seeds``: the seed-to-seed
-    ceiling; :func:`~normsearch.confirm.calibration.calibrate`) and ``training_cost`` ({spent_images,
-    exhaustive_images}); each None before any confirmation."""
+    ``calibration`` (the score's {spearman, kendall, n} at its ``budget``, with ``final_budget``, ``configs``
+    and ``seeds``: the seed-to-seed ceiling; :func:`~normsearch.confirm.calibration.calibrate`) and ``training_cost`` ({spent_images,
+    exhaustive_images}) and ``default`` (:func:`versus_default`: does the winner beat the space's default
+    layer?); each None before any confirmation."""
     confirmation = load_confirmation(study)
     rows = rows if rows is not None else build_rows(study, confirmation=confirmation)
     complete = [row for row in rows if row["state"] != "FAIL"]
     cal = calibrate(complete, {row["trial"]: row["confirm"] for row in complete if "confirm" in row})
     score = (
-        {**cal["score"], "budget": cal["budget"], "seeds": cal["seeds"]}
+        {**cal["score"], **{k: cal[k] for k in ("budget", "final_budget", "configs", "seeds")}}
         if cal["budget"] is not None
         else None
     )
+    default = confirmation.settings.default if confirmation.settings is not None else None
     return {
         "winner": winner(rows),
         "calibration": score,
-        "training_cost": training_cost(confirmation, len(complete)),
+        "training_cost": training_cost(confirmation, len(all_candidates(complete, default))),
+        "default": _default_outcome(confirmation, rows),
     }
 
 
@@ -153,7 +247,8 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
 
 def document(study: optuna.Study, rows: list[dict[str, Any]], *, top: int | None = None) -> dict[str, Any]:
     """The ``--json`` document: study, space, weights, trial counts, the first ``top`` rows (default all), and
-    :func:`outcome` (winner, calibration, training_cost; from all ``rows``) when the study is confirmed."""
+    :func:`outcome` (winner, calibration, training_cost, default; from all ``rows``) when the study is
+    confirmed."""
     doc: dict[str, Any] = {
         "study": study.study_name,
         "space": study.user_attrs.get("space", {}).get("name"),
@@ -169,6 +264,7 @@ def document(study: optuna.Study, rows: list[dict[str, Any]], *, top: int | None
 
 
 __all__ = [
+    "NOISE_MULTIPLE",
     "ROW_KEYS",
     "SORT_FIELDS",
     "build_rows",
@@ -177,5 +273,6 @@ __all__ = [
     "pareto_mask",
     "sort_rows",
     "trial_counts",
+    "versus_default",
     "winner",
 ]

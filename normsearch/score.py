@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .probes.scores import folded
 from .settings import SettingsError, check_fields
 
 OBJECTIVES = ("similarity", "step_loss_ratio")
@@ -77,8 +78,8 @@ class ScoreWeights:
         return (
             -self.similarity * math.log1p(-min(similarity, SIMILARITY_CAP))
             + self.step_loss_ratio * math.log(max(step, RATIO_FLOOR))
-            + self.activation_growth * max(blocks - 1, 1) * abs(growth)
-            + self.grad_ratio * abs(math.log(max(ratio, RATIO_FLOOR)))
+            + self.activation_growth * max(blocks - 1, 1) * folded("activation_growth", growth)
+            + self.grad_ratio * math.log(folded("grad_ratio", max(ratio, RATIO_FLOOR)))
         )
 
 

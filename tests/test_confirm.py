@@ -25,26 +25,35 @@ from typer.testing import CliRunner
 
 from normsearch.cli import app
 from normsearch.confirm import ConfirmSettings, confirm_study, load_confirmation, select_candidates
-from normsearch.confirm.calibration import calibrate, rank_correlation, seed_noise
+from normsearch.confirm.calibration import calibrate, describe, rank_correlation, seed_noise
 from normsearch.confirm.results import DIVERGED_ACCURACY, candidate_records
 from normsearch.confirm.schedule import promote, run_rungs
 from normsearch.confirm.select import Candidate
-from normsearch.confirm.settings import rung_epochs
+from normsearch.confirm.settings import rung_epochs, schedule_cost
 from normsearch.confirm.units import Unit, UnitQueue, companion, training_digest, training_settings
 from normsearch.data import load_data
-from normsearch.leaderboard import build_rows, winner
+from normsearch.leaderboard import build_rows, outcome, winner
 from normsearch.settings import SettingsError
 from normsearch.storage import open_study
 from normsearch.train import collapse_threshold, train
 
 runner = CliRunner()
-TRAIN = {"depth": 8, "width": 8, "epochs": 1, "batch_size": 64, "device": "cpu", "lr_factors": [1.0]}
+TRAIN = {
+    "depth": 8,
+    "width": 8,
+    "epochs": 1,
+    "batch_size": 64,
+    "device": "cpu",
+    "lr_factors": [1.0],
+    "max_cost": None,  # every admitted candidate: the counts below are the schedule's, uncut
+}
 TINY = (
     "space:\n"
     "  preset: {choices: [bn, ln, in, rms, none]}\n"
     "probe: {depth: 8, width: 8, batch_size: 16, seeds: 1, resolution: 8}\n"
     "search: {n_trials: 5, sampler: brute_force}\n"
-    "confirm: {top_k: 1, explore: 0, depth: 8, width: 8, epochs: 1, batch_size: 64, device: cpu, lr_factors: [1]}\n"
+    "confirm: {top_k: 1, explore: 0, depth: 8, width: 8, epochs: 1, batch_size: 64, device: cpu, lr_factors: [1],"
+    " max_cost: null}\n"
 )
 CLI = [sys.executable, "-c", "from normsearch.cli import app; app()"]
 DIGIT_IMAGES = (
@@ -118,21 +127,25 @@ def test_selection_top_k_baselines_random_and_one_trial_per_config():
         _row(7, "e", 7.0),
         _row(8, "bn", 0.5),
     ]
-    chosen = select_candidates(rows, ConfirmSettings(top_k=2, random=0, explore=0))
+    uncut = {"max_cost": None}
+    chosen = select_candidates(rows, ConfirmSettings(top_k=2, random=0, explore=0, **uncut))
     assert [(c.trial, c.config, c.reason) for c in chosen] == [
+        (8, "bn", "default"),  # the default first, always
         (4, "a", "top"),
         (3, "b", "top"),
-        (8, "bn", "baseline"),
         (1, "ln", "baseline"),
     ]
-    assert chosen[2].baseline and not chosen[0].baseline  # bn stays a baseline though trial 8 was sampled
-    assert [c.config for c in select_candidates(rows, ConfirmSettings(top_k=1, baselines=False))] == ["a"]
-    picks = [select_candidates(rows, ConfirmSettings(top_k=1, random=2, seed=s)) for s in (0, 0, 1, 2, 3)]
+    assert chosen[0].baseline and not chosen[1].baseline  # bn stays a baseline though trial 8 was sampled
+    no_baselines = ConfirmSettings(top_k=1, baselines=False, **uncut)
+    assert [c.config for c in select_candidates(rows, no_baselines)] == ["bn", "ln"]  # ln competes as a top
+    picks = [
+        select_candidates(rows, ConfirmSettings(top_k=1, random=2, seed=s, **uncut)) for s in (0, 0, 1, 2, 3)
+    ]
     assert picks[0] == picks[1]  # seeded
     extras = [tuple(c.config for c in p if c.reason == "random") for p in picks]
     assert all(len(e) == 2 and set(e) <= {"b", "c", "d", "e"} for e in extras)
     assert len(set(extras)) > 1  # the seed changes the pick
-    assert len(select_candidates(rows, ConfirmSettings(top_k=0, random=99))) == 7  # all 7 configs: capped
+    assert len(select_candidates(rows, ConfirmSettings(top_k=0, random=99, **uncut))) == 7  # all 7 configs
 
 
 def test_exploration_admits_the_pareto_front_and_rejected_or_unstable_rows_stay_out():
@@ -154,14 +167,20 @@ def test_exploration_admits_the_pareto_front_and_rejected_or_unstable_rows_stay_
         ),
         _row(5, "unstable", 0.1, state="UNSTABLE", **objectives(9, 9, 9)),
     ]
-    plain = select_candidates(rows, ConfirmSettings(top_k=2, explore=0))
+
+    def admitted(**settings) -> list:  # besides the default bn, which is not in these rows
+        chosen = select_candidates(rows, ConfirmSettings(max_cost=None, **settings))
+        assert chosen[0] == Candidate(-1, "bn", True, "default")
+        return chosen[1:]
+
+    plain = admitted(top_k=2, explore=0)
     assert [c.config for c in plain] == ["best-score", "middle"]  # not rejected, not unstable
-    explored = select_candidates(rows, ConfirmSettings(top_k=2, explore=1))
+    explored = admitted(top_k=2, explore=1)
     assert [(c.config, c.reason) for c in explored][2] == (
         "low-similarity",
         "pareto",
     )  # best remaining on growth
-    both = select_candidates(rows, ConfirmSettings(top_k=2, explore=5))
+    both = admitted(top_k=2, explore=5)
     assert {c.config for c in both} == {"best-score", "middle", "low-similarity", "low-ratio"}
 
 
@@ -175,6 +194,46 @@ def test_promotion_keeps_the_best_third_of_the_arms():
     assert promote(arms, runs, eta=3) == [arms[1], arms[0]]  # arms[4] is best but diverged: ranked last
     assert promote(arms, runs, eta=2) == [arms[1], arms[0], arms[3]]
     assert promote(arms[:2], runs, eta=3) == [arms[1]]  # at least one advances
+
+
+def test_the_default_always_reaches_the_next_rung_at_its_best_learning_rate():
+    arms = [
+        (Candidate(i, c, False, "top"), lr) for i, c in enumerate(("a", "bn", "b")) for lr in (0.1, 0.025)
+    ]
+    accuracy = dict(zip(arms, [0.9, 0.8, 0.5, 0.6, 0.95, 0.7], strict=True))
+    runs = {
+        arm: [{"accuracy": a, "final_accuracy": a, "diverged": False, "seed": 0}]
+        for arm, a in accuracy.items()
+    }
+    assert promote(arms, runs, eta=3) == [arms[4], arms[0]]  # bn (arms 2, 3) is not among the best two
+    assert promote(arms, runs, eta=3, keep="bn") == [arms[4], arms[0], arms[3]]  # its best arm comes along
+    # the default never takes a candidate's place: b's best arm is the best, and a's still advances
+    assert promote(arms, runs, eta=3, keep="b") == [arms[0], arms[1], arms[4]]
+
+
+def test_the_cost_cap_cuts_admissions_from_the_end_and_keeps_the_default():
+    # classic: 13 configs, lr × [1, 0.25], rungs 1 and 3 epochs; --all trains 13 · 2 · 3 = 78 run-epochs.
+    # 5 admitted: rung 1 trains 10 arms for 1 epoch, rung 2 the best 10 // 3 = 3 and the default for 3.
+    settings = ConfirmSettings()
+    assert schedule_cost(5, 13, settings) == pytest.approx((10 * 1 + 4 * 3) / 78)
+    assert schedule_cost(6, 13, settings) == pytest.approx((12 * 1 + 5 * 3) / 78)  # 0.35: over 0.3
+    rows = [_row(t, c, float(t), c in ("ln", "in")) for t, c in enumerate("abcdefghijk")]
+    rows += [_row(11, "ln", 0.5, True), _row(12, "in", 20.0, True, rejected="collapse")]
+    capped = select_candidates(rows, ConfirmSettings(top_k=3, explore=0))
+    # the default bn first (not in the study: trial -1, and not counted among its 13 configs), the top 3,
+    # then the baseline ln: 5 cost 22/78 = 0.28, 6 would cost 27/78 = 0.35, so in is cut
+    assert [(c.trial, c.config, c.reason) for c in capped] == [
+        (-1, "bn", "default"),
+        (0, "a", "top"),
+        (1, "b", "top"),
+        (2, "c", "top"),
+        (11, "ln", "baseline"),
+    ]
+    assert schedule_cost(len(capped) + 1, 13, settings) > 0.3 >= schedule_cost(len(capped), 13, settings)
+    uncapped = select_candidates(rows, ConfirmSettings(top_k=3, explore=0, max_cost=None))
+    assert [c.config for c in uncapped] == ["bn", "a", "b", "c", "ln", "in"]  # in: rejected, but a baseline
+    tight = select_candidates(rows, ConfirmSettings(top_k=3, explore=0, max_cost=0.0))
+    assert [c.config for c in tight] == ["bn", "a"]  # the default and the best other candidate always stay
 
 
 def test_rung_budgets():
@@ -284,6 +343,40 @@ def test_calibration_at_the_most_trained_budget_ranks_diverged_last_with_seed_no
     assert seed_noise([_arm(1, 0.5)])["pairs"] == 0 and DIVERGED_ACCURACY < 0
 
 
+def test_growth_and_gradient_ratio_are_calibrated_folded_a_collapse_is_not_the_best_growth():
+    # |growth| and max(g, 1/g): trial 0 collapses (growth −2, gradient vanishing 100×) and trains worst
+    probes = {0: (-2.0, 0.01), 1: (0.1, 1.1), 2: (1.0, 5.0)}
+    rows = [
+        {"trial": t, "score": 1.0 + t, "activation_growth": g, "similarity": 0.5, "grad_ratio": r}
+        for t, (g, r) in probes.items()
+    ]
+    records = {0: {"rungs": [_arm(1, 0.3)]}, 1: {"rungs": [_arm(1, 0.9)]}, 2: {"rungs": [_arm(1, 0.6)]}}
+    got = calibrate(rows, records)
+    assert got["activation_growth"]["spearman"] == pytest.approx(1.0)  # 0.1 < 1.0 < 2.0 as 0.9 > 0.6 > 0.3
+    assert got["grad_ratio"]["spearman"] == pytest.approx(1.0)  # 1.1 < 5 < 100
+    signed = rank_correlation([-2.0, 0.1, 1.0], [0.3, 0.9, 0.6])["spearman"]
+    assert signed == pytest.approx(-0.5)  # what ranking the signed growth gave: the collapse counted best
+
+
+def test_the_calibration_line_names_its_budget_and_n_and_says_when_it_is_exact():
+    rows = [{"trial": t, "score": float(t), "similarity": 0.1 * t} for t in range(4)]
+    first_rung = {
+        0: {"rungs": [_arm(1, 0.9), _arm(3, 0.95)]},
+        **{t: {"rungs": [_arm(1, 0.8 - 0.1 * t)]} for t in (1, 2, 3)},
+    }
+    line = describe(calibrate(rows, first_rung))
+    assert line.startswith(
+        "calibration at 1 epoch, n = 4 (the first rung; the exact calibration, every config at 3 epochs, "
+        "is confirm --all's): score ρ=+1.00"
+    )
+    everything = {t: {"rungs": [*r["rungs"], _arm(3, 0.5 + 0.1 * t)]} for t, r in first_rung.items()}
+    everything[0] = first_rung[0]
+    line = describe(calibrate(rows, everything))
+    assert line.startswith("calibration at 3 epochs, n = 4 (every config at the final budget: exact): score")
+    partial = {t: first_rung[t] for t in (0, 1)} | {2: {"rungs": [_arm(3, 0.4)]}}
+    assert describe(calibrate(rows, partial)).startswith("calibration at 3 epochs, n = 2 of 4 configs")
+
+
 def test_the_winner_is_the_best_at_the_highest_budget():
     def row(trial: int, accuracy: float, budget: int, diverged: bool = False) -> dict:
         return {
@@ -323,8 +416,9 @@ def test_multi_fidelity_confirmation_stores_units_and_reuses_them(runs: Path):
     confirm_study(study, settings, console=_quiet())
     study = open_study("tiny", runs)  # re-read from the journal
     units = _units(study)
-    # rung 1: 4 candidates (top 1 + bn, ln, in) × 2 lrs for 1 epoch; rung 2: the best 8 // 2 = 4 arms for 3 epochs
-    assert sorted(t.user_attrs["epochs"] for t in units) == [1] * 8 + [3] * 4
+    # rung 1: 4 candidates (the default bn, top 1, ln, in) × 2 lrs for 1 epoch; rung 2: the best 8 // 2 = 4
+    # arms of the others and bn's best arm for 3 epochs
+    assert sorted(t.user_attrs["epochs"] for t in units) == [1] * 8 + [3] * 5
     for unit in units:
         run = unit.user_attrs["run"]
         assert unit.value == run["accuracy"] == max(run["val_accuracy"])
@@ -369,17 +463,20 @@ def test_confirm_all_trains_every_config_and_reports_the_cost(runs: Path):
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     units = _units(open_study("tiny", runs))
-    # rung 1: top 1 + 3 baselines for 1 epoch; rung 2: the best 4 // 2 = 2 for 2 epochs
-    assert sorted(t.user_attrs["epochs"] for t in units) == [1, 1, 1, 1, 2, 2]
+    # rung 1: top 1 + 3 baselines for 1 epoch; rung 2: the best 4 // 2 = 2 and the default bn for 2 epochs
+    assert sorted(t.user_attrs["epochs"] for t in units) == [1, 1, 1, 1, 2, 2, 2]
     assert doc["training_cost"] == {"spent_images": _images(units), "exhaustive_images": 5 * 2 * DIGIT_IMAGES}
     assert doc["winner"]["budget"] == 2 and doc["winner"]["trial"] == doc["rows"][0]["trial"]
+    board = runner.invoke(app, ["leaderboard", "tiny", "--runs-dir", str(runs)]).stdout
+    assert "against confirmed accuracy at 1 epoch, n = 4 (the first rung; the exact calibration" in board
+    assert ("the default bn" in board and "winner" in board) or "winner bn is the default: use bn" in board
     everything = runner.invoke(
         app, ["confirm", "tiny", "--runs-dir", str(runs), "--epochs", "2", "--all", "--json"]
     )
     assert everything.exit_code == 0, everything.stderr
     full = json.loads(everything.stdout)
     assert {r["config"] for r in full["rows"] if r["budget"] == 2} == {"bn", "ln", "in", "rms", "none"}
-    # the 2 two-epoch runs of the first call are reused: 3 more configs for 2 epochs
+    # the 3 two-epoch runs of the first call are reused: 2 more configs for 2 epochs
     units = _units(open_study("tiny", runs))
     assert sorted(t.user_attrs["epochs"] for t in units) == [1, 1, 1, 1, 2, 2, 2, 2, 2]
     assert full["training_cost"] == {
@@ -389,14 +486,46 @@ def test_confirm_all_trains_every_config_and_reports_the_cost(runs: Path):
     assert full["calibration"]["budget"] == 2 and full["calibration"]["score"]["n"] == 5
     best = max((r for r in full["rows"] if not r["diverged"]), key=lambda r: r["accuracy"])
     assert full["winner"]["config"] == best["config"] and full["winner"]["accuracy"] == best["accuracy"]
+    text = runner.invoke(app, ["leaderboard", "tiny", "--runs-dir", str(runs)]).stdout
+    assert "accuracy at 2 epochs, n = 5 (every config at the final budget: exact)" in text  # replaced
     board = json.loads(runner.invoke(app, ["leaderboard", "tiny", "--runs-dir", str(runs), "--json"]).stdout)
     assert board["winner"] == full["winner"] and board["training_cost"] == full["training_cost"]
+    bn = next(r for r in full["rows"] if r["config"] == "bn")  # the default: trained at 2 epochs, paired
+    assert board["default"]["config"] == "bn" and board["default"]["accuracy"] == bn["accuracy"]
+    assert (
+        board["default"]["beaten"] is (board["default"]["recommend"] != "bn")
+        and board["default"]["seeds"] == 1
+    )
     assert board["rows"][0]["config"] == full["winner"]["config"]
     assert board["calibration"]["spearman"] == full["calibration"]["score"]["spearman"]
     exported = runner.invoke(app, ["export", "tiny", "--runs-dir", str(runs)])
     assert (
         exported.exit_code == 0 and f"trial {full['winner']['trial']} (leaderboard rank 1)" in exported.stdout
     )
+
+
+@pytest.mark.slow
+def test_a_default_outside_the_space_trains_at_the_final_budget_with_the_winners_seed(runs: Path):
+    study = open_study("tiny", runs)
+    settings = ConfirmSettings(
+        top_k=1, explore=0, baselines=False, default="gn:groups=2", **{**TRAIN, "epochs": 2, "eta": 2}
+    )
+    confirm_study(study, settings, console=_quiet())
+    units = _units(open_study("tiny", runs))
+    gn = [u for u in units if u.user_attrs["config"] == "gn:groups=2"]
+    assert sorted(u.user_attrs["epochs"] for u in gn) == [1, 2] and {u.user_attrs["trial"] for u in gn} == {
+        -1
+    }
+    # 2 arms at 1 epoch (the default and the top 1); 2 // 2 = 1 promoted, and the default if it was not that one
+    assert len([u for u in units if u.user_attrs["epochs"] == 2]) in (1, 2)
+    result = outcome(open_study("tiny", runs))
+    default, best = result["default"], result["winner"]
+    assert default["config"] == "gn:groups=2" and default["budget"] == best["budget"] == 2
+    assert default["accuracy"] == gn[-1].user_attrs["run"]["accuracy"] and default["seeds"] == 1
+    assert (
+        default["beaten"] in (True, False) and default["noise"] > 0
+    )  # one seed: the binomial SE, 359 images
+    assert all(row["config"] != "gn:groups=2" for row in build_rows(open_study("tiny", runs)))  # not a row
 
 
 @pytest.mark.slow
@@ -441,8 +570,8 @@ def test_a_killed_confirmation_resumes_mid_rung_without_retraining(runs: Path):
     complete = queue.get_trials(states=(TrialState.COMPLETE,))
     keys = [t.user_attrs["key"] for t in complete]
     assert (
-        len(keys) == len(set(keys)) == 8 + 2
-    )  # every unit once: 8 one-epoch runs, the best 8 // 3 for 3 epochs
+        len(keys) == len(set(keys)) == 8 + 3
+    )  # every unit once: 8 one-epoch runs, the best 8 // 3 and the default's for 3 epochs
     assert all(finished[t.user_attrs["key"]] == t.number for t in complete if t.user_attrs["key"] in finished)
     killed = [t for t in queue.get_trials(states=(TrialState.FAIL,)) if t.user_attrs.get("interrupted")]
     assert all(t.user_attrs["key"] in keys for t in killed)  # a unit running at the kill was trained again
@@ -471,8 +600,9 @@ def test_workers_share_the_runs_and_train_each_once(runs: Path):
     assert result.exit_code == 0, result.stderr
     complete = _units(open_study("tiny", runs))
     keys = [t.user_attrs["key"] for t in complete]
-    # rung 1: 4 candidates × 2 lrs × 2 seeds for 1 epoch; rung 2: the best 8 // 3 = 2 arms × 2 seeds for 3 epochs
-    assert len(keys) == len(set(keys)) == 16 + 4
+    # rung 1: 4 candidates × 2 lrs × 2 seeds for 1 epoch; rung 2: the best 8 // 3 = 2 arms and the default's
+    # × 2 seeds for 3 epochs
+    assert len(keys) == len(set(keys)) == 16 + 6
     assert json.loads(result.stdout)["winner"]["budget"] == 3
 
 
@@ -618,7 +748,7 @@ def test_compile_is_checked_and_leaves_the_unit_key_alone():
 
 
 def test_a_bad_compile_setting_is_one_error_line(tmp_path: Path):
-    (tmp_path / "tiny.yaml").write_text(TINY.replace("lr_factors: [1]}", "lr_factors: [1], compile: maybe}"))
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("max_cost: null}", "max_cost: null, compile: maybe}"))
     result = runner.invoke(
         app, ["calibrate", "--space", str(tmp_path / "tiny.yaml"), "--runs-dir", str(tmp_path / "runs")]
     )

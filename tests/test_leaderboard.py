@@ -15,7 +15,8 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from normsearch.cli import app
-from normsearch.leaderboard import build_rows, document, pareto_mask, sort_rows
+from normsearch.cli.tables import default_line
+from normsearch.leaderboard import build_rows, document, pareto_mask, sort_rows, versus_default
 from normsearch.probes import SCORES
 from normsearch.records import ROW_KEYS, IncompatibleStudy, TrialRecord, check_schema, schema_version, write
 from normsearch.search import DIRECTIONS, OBJECTIVES_VERSION, objective_values
@@ -208,3 +209,60 @@ def test_trial_records_refuse_undeclared_keys() -> None:
         write(stored.__setitem__, confg="bn")
     assert stored == {"config": "bn", "rejected": None}  # nothing written
     assert TrialRecord(**stored) == TrialRecord(config="bn")
+
+
+def _record(config: str, per_seed: dict[str, float], budget: int = 3, diverged: bool = False) -> dict:
+    """A candidate record trained at ``budget`` (its best arm) with these per-seed accuracies."""
+    mean = sum(per_seed.values()) / len(per_seed)
+    arm = {"epochs": budget, "lr": 0.1, "accuracy": mean, "per_seed": per_seed, "diverged": diverged}
+    return {"config": config, "trial": 0, "budget": budget, "rungs": [{**arm, "epochs": 1}, arm]}
+
+
+def test_the_winner_beats_the_default_only_beyond_twice_the_standard_error_of_paired_seeds() -> None:
+    # 2 seeds: d = +0.03, +0.01 → mean 0.02, sd 0.01414, SE 0.01 (b on 10⁶ images is ~0.0002): beaten
+    got = versus_default(
+        _record("gn", {"0": 0.95, "1": 0.93}), _record("bn", {"0": 0.92, "1": 0.92}), "bn", 10**6
+    )
+    assert got["beaten"] is True and got["recommend"] == "gn" and got["seeds"] == 2
+    assert got["difference"] == pytest.approx(0.02) and got["noise"] == pytest.approx(
+        2 * 0.01414 / 2**0.5, rel=1e-3
+    )
+    assert got["accuracy"] == pytest.approx(0.92) and got["config"] == "bn"
+    # d = +0.05, −0.01: mean 0.02 < 2 · 0.04243 / √2 = 0.06: seed noise, use the default
+    noisy = versus_default(
+        _record("gn", {"0": 0.97, "1": 0.91}), _record("bn", {"0": 0.92, "1": 0.92}), "bn", 10**6
+    )
+    assert noisy["beaten"] is False and noisy["recommend"] == "bn"
+    # one seed: the binomial SE of the difference on 359 images, √((.95·.05 + .93·.07)/359) = 0.0177, stands in
+    one = versus_default(_record("gn", {"0": 0.95}), _record("bn", {"0": 0.93}), "bn", 359)
+    assert (
+        one["noise"] == pytest.approx(2 * ((0.95 * 0.05 + 0.93 * 0.07) / 359) ** 0.5)
+        and one["beaten"] is False
+    )
+    clear = versus_default(_record("gn", {"0": 0.95}), _record("bn", {"0": 0.85}), "bn", 359)
+    assert clear["beaten"] is True
+    # a default that diverged is beaten; the default as winner is not; untrained or unpaired: unknown
+    assert versus_default(_record("gn", {"0": 0.9}), _record("bn", {"0": 0.95}, diverged=True), "bn", 359)[
+        "beaten"
+    ]
+    assert versus_default(_record("bn", {"0": 0.9}), _record("bn", {"0": 0.9}), "bn", 359)["beaten"] is False
+    missing = versus_default(_record("gn", {"0": 0.9}), _record("bn", {"0": 0.9}, budget=1), "bn", 359)
+    assert missing["beaten"] is None and "not trained for 3 epoch(s)" in missing["reason"]
+    other = versus_default(_record("gn", {"0": 0.9}), _record("bn", {"1": 0.9}), "bn", 359)
+    assert other["beaten"] is None and other["recommend"] == "bn"
+
+
+def test_the_default_line_says_whether_the_winner_beats_it_and_what_to_use() -> None:
+    best = {"config": "gn"}
+    beaten = versus_default(
+        _record("gn", {"0": 0.95, "1": 0.93}), _record("bn", {"0": 0.92, "1": 0.92}), "bn", 10**6
+    )
+    assert default_line(best, beaten) == "winner gn beats the default bn by +2.0 points (2 seeds; noise 2.0)"
+    kept = versus_default(_record("gn", {"0": 0.95}), _record("bn", {"0": 0.93}), "bn", 359)
+    assert default_line(best, kept) == (
+        "winner gn does not beat the default bn beyond seed noise (+2.0 points, 1 seed; noise 3.5): use bn"
+    )
+    assert default_line(
+        {"config": "bn"}, versus_default(_record("bn", {"0": 0.9}), _record("bn", {"0": 0.9}), "bn", 9)
+    ) == ("winner bn is the default: use bn")
+    assert default_line(best, None) is None

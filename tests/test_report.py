@@ -31,7 +31,7 @@ TINY = (
     "  preset: {choices: [bn, ln, in, rms, none]}\n"
     "probe: {depth: 8, width: 8, batch_size: 16, seeds: 1, resolution: 8}\n"
     "search: {n_trials: 5, sampler: brute_force}\n"
-    "confirm: {top_k: 1, depth: 8, width: 8, epochs: 2, batch_size: 64, device: cpu, seeds: 2}\n"
+    "confirm: {top_k: 1, depth: 8, width: 8, epochs: 2, batch_size: 64, device: cpu, seeds: 2, max_cost: null}\n"
 )
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}"

@@ -109,8 +109,11 @@ def test_run_stores_baselines_trial_records_and_settings(tiny_study: Path, monke
     assert study.user_attrs["objectives_version"] == OBJECTIVES_VERSION
     assert (
         study.user_attrs["probe_matches_confirm"] is False
-    )  # PROBE is a ResNet-8, confirm trains a ResNet-14
-    assert study.user_attrs["probe_differs"] == {"depth": {"probe": 8, "confirm": 14}}
+    )  # PROBE is a ResNet-8 at batch 16, confirm trains a ResNet-14 at batch 64
+    assert study.user_attrs["probe_differs"] == {
+        "depth": {"probe": 8, "confirm": 14},
+        "batch_size": {"probe": 16, "confirm": 64},
+    }
     assert study.metric_names == METRIC_NAMES
     assert study.user_attrs["constraints"] == ["unstable", "rejected"]
     text = (tiny_study / "tiny.yaml").read_text()
@@ -513,9 +516,10 @@ def test_run_says_when_the_probes_do_not_see_the_trained_network(tmp_path: Path,
     Path("tiny.yaml").write_text(TINY)
     differs = _run("--space", "tiny.yaml", "--n-trials", "1")
     assert (
-        "note: the probes do not see the trained network (probe vs confirm: depth 8 vs 14)" in differs.stderr
+        "note: the probes do not see the trained network (probe vs confirm: depth 8 vs 14; batch_size 16 vs 64)"
+        in differs.stderr
     )
-    Path("same.yaml").write_text(TINY + "confirm: {depth: 8}\n")
+    Path("same.yaml").write_text(TINY + "confirm: {depth: 8, batch_size: 16}\n")  # the probe batch too
     same = _run("--space", "same.yaml", "--n-trials", "1")
     assert "do not see the trained network" not in same.stderr
     assert _study("same").user_attrs["probe_matches_confirm"] is True
@@ -548,7 +552,8 @@ def test_any_optuna_url_or_journal_path_as_storage(tmp_path: Path, monkeypatch) 
 def test_run_confirms_candidates_and_the_leaderboard_shows_them(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     Path("c.yaml").write_text(
-        TINY + "confirm: {top_k: 2, explore: 0, depth: 8, width: 8, steps: 3, batch_size: 16}\n"
+        TINY
+        + "confirm: {top_k: 2, explore: 0, depth: 8, width: 8, steps: 3, batch_size: 16, max_cost: null}\n"
     )
     result = runner.invoke(app, ["run", "--space", "c.yaml", "--n-trials", "10"])
     assert result.exit_code == 0, result.stderr

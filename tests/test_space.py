@@ -3,6 +3,7 @@ conditional entries and variants, Optuna parameter names, sizes, baselines insid
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from normsearch.cli import app
 from normsearch.confirm.settings import ConfirmSettings
 from normsearch.norm import NormConfig, parse_spec
+from normsearch.search import study_attrs
 from normsearch.space import ScoreWeights, SpaceError, load_space, parse_space, shipped_spaces
 from normsearch.space.checks import OPTION_CHECKS, RANGE_KINDS
 
@@ -420,3 +422,56 @@ def test_continuous_draws_have_three_significant_digits_and_stay_in_range() -> N
             value = options[key]
             assert float(f"{value:.3g}") == value and low <= value <= high
         assert len(space.config(options).spec()) < 50  # no 16-digit floats in the config
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the probe follows every training setting that changes it; the default layer
+
+
+def test_the_probe_batch_is_the_training_batch_unless_the_probe_section_sets_it() -> None:
+    small = _space(SPACE + "confirm: {batch_size: 8}\n")
+    assert small.probe.batch_size == 8 and small.probe_differences() == {}
+    pinned = _space(SPACE + "probe: {batch_size: 64}\nconfirm: {batch_size: 8}\n")
+    assert pinned.probe_differences() == {"batch_size": {"probe": 64, "confirm": 8}}
+    assert study_attrs(pinned)["probe_matches_confirm"] is False
+    assert study_attrs(small)["probe_matches_confirm"] is True
+    # the shipped spaces leave the probe batch to confirm (64), so a smaller training batch carries it along
+    for name in shipped_spaces():
+        space = load_space(name)
+        moved = space.with_confirm(dataclasses.replace(space.confirm, batch_size=8))
+        assert moved.probe.batch_size == 8 and moved.probe_differences() == {}, name
+    one = _space(SPACE + "confirm: {batch_size: 1}\n")  # a batch of one has nothing to probe across
+    assert one.probe.batch_size == 64 and one.probe_differences() == {
+        "batch_size": {"probe": 64, "confirm": 1}
+    }
+
+
+def test_training_with_another_optimizer_than_the_step_probes_sgd_does_not_match() -> None:
+    adam = _space(SPACE + "confirm: {optimizer: adam, lr: 0.001}\n")
+    assert adam.probe.lr == 0.001
+    assert adam.probe_differences() == {"optimizer": {"probe": "sgd", "confirm": "adam"}}
+    assert study_attrs(adam)["probe_matches_confirm"] is False
+
+
+def test_the_default_layer_is_a_top_level_spec_bn_unless_given() -> None:
+    assert _space(SPACE).confirm.default == "bn"
+    assert _space(SPACE + "default: gn:groups=8\n").confirm.default == "gn:groups=8"
+    assert all(load_space(name).confirm.default == "bn" for name in shipped_spaces())
+    unknown = (
+        "bad.yaml: default: norm spec 'bx': unknown preset 'bx'; allowed: bn, ln, in, gn, rms, pn, bgn, frn, "
+        "evonorm_s0, evonorm_b0, wn, sws, dyt, none"
+    )
+    assert _problems(SPACE + "default: bx\n") == [unknown]
+    assert _problems(SPACE + "default: [bn]\n")[0].startswith("bad.yaml: default: must be a string")
+    assert _problems(SPACE + "confirm: {default: ln}\n") == [
+        "bad.yaml: confirm.default: give the default layer at the top level of the file: default: SPEC"
+    ]
+
+
+def test_a_bad_default_is_one_error_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("bad.yaml").write_text(SPACE + "default: gn:groups=x\n")
+    result = runner.invoke(app, ["space", "validate", "bad.yaml"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: bad.yaml: default: norm spec 'gn:groups=x'"), lines

@@ -28,11 +28,11 @@ from rich.text import Text
 
 from ..allocator import keep_freed_memory
 from ..confirm import all_candidates, confirm_study, cost_line, load_confirmation, training_cost
-from ..confirm.calibration import QUANTITIES, calibrate
+from ..confirm.calibration import QUANTITIES, calibrate, where
 from ..confirm.settings import ConfirmSettings
 from ..data import DatasetUnavailable
 from ..failures import describe_failure
-from ..leaderboard import build_rows, winner
+from ..leaderboard import build_rows, outcome, winner
 from ..pipeline import Interrupted, Reporter, search_and_confirm
 from ..search import IncompatibleStudy, check_comparable
 from ..settings import SettingsError, from_mapping
@@ -41,7 +41,7 @@ from ..space import SpaceError, load_space
 from ..storage import HEARTBEAT_S, StorageError, check_name, locate, open_study, worker_id
 from ..train import resolve_device
 from .app import command, emit, fail, open_study_or_fail, output_width, setting_option, stderr
-from .tables import collapse_line, margin_line, mark_winner, results_table, winner_line
+from .tables import collapse_line, default_line, margin_line, mark_winner, results_table, winner_line
 
 INTERRUPTED = 130
 _FIELDS = {f.name for f in dataclasses.fields(ConfirmSettings)}
@@ -269,9 +269,8 @@ def _worker_devices(workers: int | None, devices: str | None, device: str | None
 def calibration_table(calibration: Mapping[str, Any]) -> Table:
     """Spearman ρ and Kendall τ of each probe quantity against accuracy (+1: ranks exactly as training), and of
     one training seed against another (the ceiling) when there are several seeds."""
-    n = calibration["score"]["n"]
     grid = Table(
-        title=f"calibration against accuracy after {calibration['budget']} epoch(s) (n={n}; +1: same order)",
+        title=f"calibration against accuracy {where(calibration)}; +1: same order",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
@@ -292,7 +291,8 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
     trained = [row for row in rows if "confirm" in row]
     calibration = calibrate(rows, {row["trial"]: row["confirm"] for row in trained})
     best = winner(rows)
-    cost = training_cost(confirmation, len(all_candidates(rows)))
+    cost = training_cost(confirmation, len(all_candidates(rows, settings.default)))
+    default = outcome(study, rows)["default"]
     if json_output:
         doc = {
             "study": study.study_name,
@@ -301,6 +301,7 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
             "calibration": calibration,
             "winner": best,
             "training_cost": cost,
+            "default": default,
         }
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -312,7 +313,13 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
     emit(results_table(title, mark_winner(trained, best), width=output_width()))
     if calibration["budget"] is not None:
         emit(calibration_table(calibration))
-    lines = [winner_line(best), margin_line(trained, best), collapse_line(trained), cost_line(cost)]
+    lines = [
+        winner_line(best),
+        default_line(best, default),
+        margin_line(trained, best),
+        collapse_line(trained),
+        cost_line(cost),
+    ]
     for line in filter(None, lines):
         emit(Text(line))  # wrapped at words on a terminal, whole lines off it
 

@@ -68,6 +68,7 @@ from .tables import (
     Column,
     calibration_line,
     collapse_line,
+    default_line,
     failure_lines,
     fit_table,
     leaderboard_table,
@@ -483,6 +484,7 @@ def _print_table(
     rows = mark_winner(rows, result["winner"])
     lines = [
         winner_line(result["winner"]),
+        default_line(result["winner"], result["default"]),
         margin_line(rows, result["winner"]),
         collapse_line(rows),
         calibration_line(result["calibration"]),

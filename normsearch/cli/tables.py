@@ -404,12 +404,13 @@ def calibration_line(cal: dict[str, Any] | None) -> str | None:
     if cal is None:
         return None
 
+    from ..confirm.calibration import where  # the confirm package loads torch: not at start-up
+
     def signed(value: Any) -> str:
         return "n/a" if value is None else f"{value:+.2f}"
 
-    at = f" at {cal['budget']} epoch(s)" if cal.get("budget") is not None else ""
     line = (
-        f"calibration of the score against confirmed accuracy over {cal.get('n', '?')} candidates{at}: "
+        f"calibration of the score against confirmed accuracy {where(cal)}: "
         f"Spearman {signed(cal.get('spearman'))}, Kendall {signed(cal.get('kendall'))}"
     )
     seeds = cal.get("seeds") or {}
@@ -477,6 +478,27 @@ def collapse_line(rows: Sequence[dict[str, Any]]) -> str | None:
     )
 
 
+def default_line(best: dict[str, Any] | None, default: dict[str, Any] | None) -> str | None:
+    """Whether the winner beats the space's default layer (:func:`normsearch.leaderboard.versus_default`):
+    ``winner gn:group_size=4 beats the default bn by +1.2 points (2 seeds; noise 0.8)``, or ``… does not beat
+    the default bn beyond seed noise (…): use bn``."""
+    if best is None or default is None:
+        return None
+    name, seeds = default["config"], f"{default['seeds']} seed{'' if default['seeds'] == 1 else 's'}"
+    if default["beaten"] is None:
+        return f"default {name}: not compared with the winner ({default['reason']})"
+    if best["config"] == name:
+        return f"winner {name} is the default: use {name}"
+    diff = f"{100 * default['difference']:+.1f} points"
+    noise = f"noise {100 * default['noise']:.1f}" if default["noise"] is not None else default["reason"]
+    if default["beaten"]:
+        return f"winner {best['config']} beats the default {name} by {diff} ({seeds}; {noise})"
+    return (
+        f"winner {best['config']} does not beat the default {name} beyond seed noise ({diff}, {seeds}; {noise}): "
+        f"use {name}"
+    )
+
+
 def failure_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     """'trial N (config): reason' for failed rows (shown under the table with --all)."""
     return [
@@ -490,6 +512,7 @@ __all__ = [
     "Column",
     "calibration_line",
     "collapse_line",
+    "default_line",
     "failure_lines",
     "fit_table",
     "leaderboard_caption",

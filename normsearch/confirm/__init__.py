@@ -42,8 +42,8 @@ def confirm_study(
     """Admit candidates of ``study`` (:mod:`.select`), train them rung by rung (:mod:`.schedule`), print the
     calibration and the training cost; returns the study's confirmation.
 
-    ``exhaustive``: every config of a COMPLETE trial, at every learning rate, for the final budget only
-    (``confirm --all``). Units already trained with the same training settings are reused, by this process or
+    ``exhaustive``: every config of a COMPLETE trial and the default layer, at every learning rate, for the
+    final budget only (``confirm --all``). Units already trained with the same training settings are reused, by this process or
     any other: only missing ones are trained, so a killed confirmation resumes where it stopped. The
     calibration covers the candidates of the current training settings. The progress output (on ``console``)
     names the study. Raises :class:`~normsearch.data.DatasetUnavailable` when the dataset is missing,
@@ -58,7 +58,7 @@ def confirm_study(
     resolve_model(settings.model)  # so does a python: model of another process (ModelUnavailable)
     console = console or Console(stderr=True)
     rows = [row.as_dict() for row in probe_rows(study)]
-    candidates = all_candidates(rows) if exhaustive else select_candidates(rows, settings)
+    candidates = all_candidates(rows, settings.default) if exhaustive else select_candidates(rows, settings)
     queue = UnitQueue(study, settings)
     plan = Plan.of(settings, len(data.train), None)
     if legacy_results(study) and "training" not in queue.study.user_attrs:
@@ -67,7 +67,7 @@ def confirm_study(
             "reused; they stay readable until this confirmation replaces them",
             highlight=False,
         )
-    save_current(study, settings, queue.training, plan.total * plan.batch_size)
+    save_current(study, settings, queue.training, plan.total * plan.batch_size, len(data.val))
     schedule = dataclasses.replace(settings, min_epochs=settings.epochs) if exhaustive else settings
     say(
         console,
@@ -88,7 +88,7 @@ def confirm_study(
     calibration = calibrate(rows, row_records(confirmation.records, rows))
     if calibration["budget"] is not None:
         say(console, describe(calibration))
-    say(console, cost_line(training_cost(confirmation, len(all_candidates(rows)))))
+    say(console, cost_line(training_cost(confirmation, len(all_candidates(rows, settings.default)))))
     return confirmation
 
 

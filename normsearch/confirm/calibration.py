@@ -1,8 +1,9 @@
 """Do the probes predict training? Rank correlations between probe scores and confirmed accuracy.
 
-For a probe quantity q (lower is better: the scalar score and the study's three objective values, i.e.
-|activation_growth|, similarity and max(grad_ratio, 1/grad_ratio); see :func:`lower_is_better`) and the
-confirmed accuracies a of the same candidates,
+For a probe quantity q (lower is better: the search's ranking by the scalar score, and each probe score
+folded as :func:`normsearch.probes.scores.folded` defines it, i.e. |activation_growth|, similarity,
+max(grad_ratio, 1/grad_ratio) and step_loss_ratio; see :func:`lower_is_better`) and the confirmed
+accuracies a of the same candidates,
 
     ρ = Spearman(−q, a'),   τ = Kendall τ-b(−q, a'),
 
@@ -14,7 +15,8 @@ side is constant (a correlation is undefined then).
 Candidates trained for different budgets do not compare, so the calibration is taken at one budget
 (:func:`calibration_budget`): the one at which the most candidates were trained (the first rung after a
 multi-fidelity confirmation; every config at the final budget after ``confirm --all``), each candidate at
-its best learning rate there. **Seed noise** (``seeds``): with ≥ 2 seeds, the same correlations between
+its best learning rate there. It is **exact** when that budget is the final one (the highest any candidate
+reached) and every scored config was trained there: what ``confirm --all`` gives (:func:`where`). **Seed noise** (``seeds``): with ≥ 2 seeds, the same correlations between
 the accuracies of seed i and seed j over the same candidates, averaged over the seed pairs: how well one
 training run predicts another. No probe can predict the accuracy better than that ceiling.
 """
@@ -30,6 +32,8 @@ from typing import Any
 
 from scipy import stats
 
+from ..probes.runner import SCORES
+from ..probes.scores import folded
 from .results import arm_at, ranking_accuracy
 
 QUANTITIES = ("score", "activation_growth", "similarity", "grad_ratio", "step_loss_ratio")
@@ -38,9 +42,11 @@ MIN_CANDIDATES = 3
 
 
 def lower_is_better(row: Mapping[str, Any], name: str) -> Any:
-    """A leaderboard row's value of ``name`` as the search ranks it: an objective value for a probe score
-    (``row["objectives"]``), else the row's own field (``score``, ``trial``, …)."""
-    return row.get("objectives", {}).get(name, row.get(name))
+    """A leaderboard row's value of ``name``, lower is better: a probe score folded
+    (:func:`~normsearch.probes.scores.folded`: |growth|, max(g, 1/g)), else the row's own field (``score``,
+    ``trial``, …); None stays None."""
+    value = row.get(name)
+    return folded(name, value) if isinstance(value, int | float) and name in SCORES else value
 
 
 def _finite(value: Any) -> float | None:
@@ -99,7 +105,8 @@ def search_ranking(rows: Sequence[Mapping[str, Any]]) -> dict[int, float]:
 
 def calibrate(rows: Sequence[Mapping[str, Any]], records: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     """Correlations of each of :data:`QUANTITIES` with accuracy at :func:`calibration_budget`, and the seed
-    noise there: {"budget": epochs, quantity: {"spearman", "kendall", "n"}, …, "seeds": {…, "pairs"}}.
+    noise there: {"budget": epochs, "final_budget": the highest epochs reached, "configs": scored rows,
+    quantity: {"spearman", "kendall", "n"}, …, "seeds": {…, "pairs"}}.
     ``score`` is calibrated as the search ranks by it (:func:`search_ranking`: the filters first), the probe
     quantities as their objective values.
 
@@ -110,8 +117,12 @@ def calibrate(rows: Sequence[Mapping[str, Any]], records: Mapping[int, Mapping[s
     budget = calibration_budget(records)
     arms = {trial: arm_at(record, budget) for trial, record in records.items()} if budget is not None else {}
     results = {trial: arm for trial, arm in arms.items() if arm is not None}
-    out: dict[str, Any] = {"budget": budget}
     ranking = search_ranking(rows)
+    out: dict[str, Any] = {
+        "budget": budget,
+        "final_budget": max((a["epochs"] for r in records.values() for a in r["rungs"]), default=None),
+        "configs": len(ranking),
+    }
     for name in QUANTITIES:
         pairs = [
             (
@@ -127,13 +138,39 @@ def calibrate(rows: Sequence[Mapping[str, Any]], records: Mapping[int, Mapping[s
     return out
 
 
+def epochs_text(epochs: int) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{epochs} epoch{'' if epochs == 1 else 's'}"
+
+
+def where(calibration: Mapping[str, Any]) -> str:
+    """What a calibration rests on, for its one-line summaries: ``at 1 epoch, n = 13 (the first rung; the
+    exact calibration, every config at 3 epochs, is confirm --all's)``, or ``at 3 epochs, n = 13 (every
+    config at the final budget: exact)``. ``calibration``: :func:`calibrate`'s (``n`` from its ``score``
+    entry, or its own ``n``)."""
+    budget, final = calibration["budget"], calibration.get("final_budget")
+    n = calibration["score"]["n"] if "score" in calibration else calibration.get("n")
+    configs = calibration.get("configs")
+    head = f"at {epochs_text(budget)}, n = {n}"
+    if final is None or configs is None:
+        return head
+    if budget < final:
+        return (
+            f"{head} (the first rung; the exact calibration, every config at {epochs_text(final)}, is "
+            "confirm --all's)"
+        )
+    if n is not None and n >= configs:
+        return f"{head} (every config at the final budget: exact)"
+    return f"{head} of {configs} configs (the final budget)"
+
+
 def describe(calibration: Mapping[str, Any]) -> str:
-    """One line: ``calibration at 1 epoch(s) (n=8): score ρ=+0.71 τ=+0.57 · … · seed-to-seed ρ=+0.90``."""
+    """One line: ``calibration at 1 epoch, n = 8 (…): score ρ=+0.71 τ=+0.57 · … · seed-to-seed ρ=+0.90``
+    (:func:`where` says what it rests on)."""
 
     def number(value: float | None) -> str:
         return "n/a" if value is None else f"{value:+.2f}"
 
-    n = calibration["score"]["n"]
     parts = [
         f"{name} ρ={number(calibration[name]['spearman'])} τ={number(calibration[name]['kendall'])}"
         for name in QUANTITIES
@@ -141,4 +178,4 @@ def describe(calibration: Mapping[str, Any]) -> str:
     seeds = calibration.get("seeds", {})
     if seeds.get("pairs"):
         parts.append(f"seed-to-seed ρ={number(seeds['spearman'])} τ={number(seeds['kendall'])} (the ceiling)")
-    return f"calibration at {calibration['budget']} epoch(s) (n={n}): " + " · ".join(parts)
+    return f"calibration {where(calibration)}: " + " · ".join(parts)

@@ -3,8 +3,10 @@
 Rung r trains every arm still in for ``rung_epochs(settings)[r]`` epochs (a fresh run with its own
 schedule, one unit per seed), then the best ⌊n/η⌋ arms (at least one) by mean accuracy over seeds
 (:func:`~normsearch.confirm.results.ranking_accuracy`: diverged arms last; ties: admission order, then the
-order of ``lr_factors``) advance to the next rung. A candidate enters rung 0 with one arm per learning rate,
-so one that needs the smaller learning rate advances with it. Units that do not fit the network drop out.
+order of ``lr_factors``) of the configs other than the default layer (``settings.default``) advance to
+the next rung, and with them the default's best arm: the default always reaches the final budget, with
+the same seeds as the winner, and never takes a candidate's place. A candidate enters rung 0 with one arm per learning rate, so one that
+needs the smaller learning rate advances with it. Units that do not fit the network drop out.
 
 Why not Optuna's ``SuccessiveHalvingPruner`` / ``HyperbandPruner``: they are asynchronous (ASHA): a trial is
 stopped when it reports below the rung's quantile *of the trials that reported before it*, so the first
@@ -39,12 +41,15 @@ def rung_units(
     return [Unit(c.trial, c.config, epochs, lr, s, batch_size) for c, lr in arms for s in seeds]
 
 
-def promote(arms: Sequence[Arm], runs: dict[Arm, list[dict]], eta: int) -> list[Arm]:
-    """The best ⌊len(arms)/eta⌋ arms (at least one) with runs, by mean accuracy (see the module docstring)."""
+def promote(arms: Sequence[Arm], runs: dict[Arm, list[dict]], eta: int, keep: str | None = None) -> list[Arm]:
+    """The best ⌊len(arms)/eta⌋ arms (at least one) with runs, by mean accuracy, among those of other configs
+    than ``keep`` (the default layer), then the best arm of ``keep`` (see the module docstring)."""
     order = {arm: i for i, arm in enumerate(arms)}
     trained = [arm for arm in arms if runs.get(arm)]
     ranked = sorted(trained, key=lambda a: (-ranking_accuracy(arm_summary(runs[a])), order[a]))
-    return ranked[: max(1, len(arms) // eta)]
+    others = [arm for arm in ranked if arm[0].config != keep]
+    kept = [arm for arm in ranked if arm[0].config == keep][:1]
+    return others[: max(1, len(arms) // eta)] + kept
 
 
 def run_rungs(
@@ -75,7 +80,7 @@ def run_rungs(
             for arm in arms
         }
         if r < len(budgets) - 1:
-            arms = promote(arms, runs, settings.eta)
+            arms = promote(arms, runs, settings.eta, keep=settings.default)
         else:
             arms = [arm for arm in arms if runs[arm]]
     if settings.small_batch:

@@ -3,6 +3,11 @@
 Multi-fidelity: the rungs train for ⌊``epochs`` / ``eta``^k⌋ epochs, k = K, …, 1, 0, with K the largest
 k whose budget is still ≥ ``min_epochs`` (see :func:`rung_epochs`). Each rung trains every admitted candidate at
 every learning rate ``lr`` · f, f in ``lr_factors``.
+
+``default`` is the layer a user would pick without a search (a norm spec; the space file's top-level
+``default:`` key, BN unless it says otherwise): it is always admitted and always trained at the final
+budget, with the winner's seeds, so the leaderboard can say whether the winner beats it. ``max_cost`` caps
+what the confirmation may train (:func:`schedule_cost`), the default included.
 """
 
 from __future__ import annotations
@@ -11,8 +16,18 @@ from dataclasses import dataclass, field
 
 from ..data import DATA_FORMS, check_data_name
 from ..models import MAX_DEPTH, MAX_RESOLUTION, MAX_WIDTH, network_problem
+from ..norm import parse_spec
 from ..settings import SettingsError, check_fields
 from ..sources import FORMS, check_model_name
+
+DEFAULT_LAYER = "bn"
+"""The default of :attr:`ConfirmSettings.default`: BatchNorm, what a CNN uses unless told otherwise."""
+
+
+def check_default(spec: str) -> None:
+    """A valid norm spec (``ValueError`` naming what is wrong otherwise)."""
+    parse_spec(spec)
+
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "mnist", "fashionmnist")
 AUGMENTS = ("auto", "none", "flip")
@@ -32,7 +47,28 @@ class ConfirmSettings:
             "help": "Pareto-front candidates admitted besides the top-k (best on each objective first)",
         },
     )
-    baselines: bool = field(default=True, metadata={"help": "also train the enqueued baseline layers"})
+    baselines: bool = field(
+        default=True,
+        metadata={
+            "help": "also admit the enqueued baseline layers (after the top-k and explorers; max_cost applies)"
+        },
+    )
+    default: str = field(
+        default=DEFAULT_LAYER,
+        metadata={
+            "check": check_default,
+            "help": "the layer a user would pick anyway (a norm spec): always trained at the final budget",
+        },
+    )
+    max_cost: float | None = field(
+        default=0.3,
+        metadata={
+            "min": 0.0,
+            "help": "most the multi-fidelity schedule may train, as a fraction of confirm --all's runs × epochs "
+            "(admissions cut, random first, then baselines, explorers, top-k; the default and the best "
+            "candidate always stay); null: no cap",
+        },
+    )
     random: int = field(
         default=0, metadata={"min": 0, "help": "extra random candidates, for calibration spread"}
     )
@@ -121,6 +157,7 @@ class ConfirmSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        object.__setattr__(self, "default", parse_spec(self.default).spec())  # one spelling per layer
         if self.min_epochs > self.epochs:
             raise SettingsError("min_epochs", f"must be <= epochs ({self.epochs}), got {self.min_epochs}")
         problem = network_problem(
@@ -145,3 +182,22 @@ def rung_epochs(settings: ConfirmSettings) -> list[int]:
     while settings.epochs / settings.eta ** (k + 1) >= settings.min_epochs:
         k += 1
     return list(dict.fromkeys(settings.epochs // settings.eta**j for j in range(k, -1, -1)))
+
+
+def schedule_cost(admitted: int, configs: int, settings: ConfirmSettings) -> float:
+    """The most the multi-fidelity schedule trains for ``admitted`` candidates, as a fraction of what
+    ``confirm --all`` trains for ``configs`` configs, counted in runs × epochs (seeds and batch cancel):
+
+        cost = Σ_r a_r · e_r / (configs · L · e_K),   a_0 = admitted · L,   a_{r+1} = ⌊a_r / eta⌋ + 1,
+
+    with L learning rates, e_r the :func:`rung_epochs`, and ⌊a_r / eta⌋ ≥ 1 the promoted arms plus the
+    default's arm, which always advances besides them (:func:`~normsearch.confirm.schedule.promote`; an
+    upper bound by at most one arm per rung); a_{r+1} ≤ a_r."""
+    budgets = rung_epochs(settings)
+    lrs = len(settings.learning_rates())
+    arms, spent = admitted * lrs, 0
+    for r, epochs in enumerate(budgets):
+        spent += arms * epochs
+        if r < len(budgets) - 1:
+            arms = min(arms, max(1, arms // settings.eta) + 1)
+    return spent / (max(configs, 1) * lrs * budgets[-1])

@@ -2,8 +2,9 @@
 
 - The work units (one training run each) are trials of the companion study ``<study>.confirm`` on the
   same storage (:mod:`.units`). Its user attrs ``settings`` (the :class:`ConfirmSettings` of the latest
-  confirmation), ``training`` (their training digest: which units are current) and ``images_per_run``
-  (training images of one run at the final budget) say how to read them.
+  confirmation), ``training`` (their training digest: which units are current), ``images_per_run``
+  (training images of one run at the final budget) and ``val_images`` (the validation set's size, which
+  sets the sampling noise of an accuracy) say how to read them.
 - Studies confirmed by normsearch before the work units kept one record per candidate in study user attrs
   ``confirm:<trial>`` (Optuna cannot update finished trials; a discarded record is null). They stay
   readable (as one budget, one learning rate; ``legacy`` = true) until a new confirmation of the study
@@ -29,12 +30,13 @@ LEGACY_PREFIX = "confirm:"
 class Confirmation:
     """A study's confirmation: trial number → candidate record (:mod:`.results`), the settings of the latest
     confirmation (None for legacy records), training images spent on current units, images of one run at
-    the final budget (None for legacy records)."""
+    the final budget (None for legacy records), validation images (None when not stored)."""
 
     records: dict[int, dict[str, Any]]
     settings: ConfirmSettings | None
     spent_images: int
     images_per_run: int | None
+    val_images: int | None = None
 
 
 def legacy_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
@@ -48,13 +50,16 @@ def legacy_results(study: optuna.Study) -> dict[int, dict[str, Any]]:
     }
 
 
-def save_current(study: optuna.Study, settings: ConfirmSettings, training: str, images_per_run: int) -> None:
+def save_current(
+    study: optuna.Study, settings: ConfirmSettings, training: str, images_per_run: int, val_images: int
+) -> None:
     """Mark ``settings`` as the study's current confirmation (on its companion study)."""
     queue = companion(study)
     for key, value in (
         ("settings", dataclasses.asdict(settings)),
         ("training", training),
         ("images_per_run", images_per_run),
+        ("val_images", val_images),
     ):
         if queue.user_attrs.get(key) != value:
             queue.set_user_attr(key, value)
@@ -70,7 +75,9 @@ def load_confirmation(study: optuna.Study) -> Confirmation:
     known = {f.name for f in dataclasses.fields(ConfirmSettings)}
     settings = ConfirmSettings(**{k: v for k, v in attrs["settings"].items() if k in known})
     spent = sum(t.user_attrs["run"]["steps"] * t.user_attrs["run"]["batch_size"] for t in trials)
-    return Confirmation(candidate_records(trials), settings, spent, attrs["images_per_run"])
+    return Confirmation(
+        candidate_records(trials), settings, spent, attrs["images_per_run"], attrs.get("val_images")
+    )
 
 
 def training_cost(confirmation: Confirmation, configs: int) -> dict[str, int] | None:

@@ -61,6 +61,8 @@ NOT_TRAINING = (
     "explore",
     "eta",
     "baselines",
+    "default",
+    "max_cost",
     "random",
     "seeds",
     "data_dir",

@@ -57,7 +57,7 @@ _UniqueKeyLoader.add_implicit_resolver(  # YAML 1.2 floats: PyYAML reads 1e-5 (n
     list("-+0123456789"),
 )
 
-SECTIONS = ("description", "space", "network", "probe", "objective", "search", "confirm")
+SECTIONS = ("description", "space", "network", "probe", "objective", "search", "confirm", "default")
 
 
 def _check_nesting(text: str, label: str) -> None:
@@ -105,6 +105,22 @@ def _settings(
         return cls()
 
 
+def _default(data: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
+    """The top-level ``default:`` key (the layer a user would pick anyway; :attr:`ConfirmSettings.default`)
+    as a confirmation setting, if it is given and valid; the ``confirm:`` section may not give it too."""
+    confirm = data.get("confirm")
+    if isinstance(confirm, Mapping) and "default" in confirm:
+        problems.add("confirm.default", "give the default layer at the top level of the file: default: SPEC")
+    if data.get("default") is None:
+        return {}
+    field = next(f for f in dataclasses.fields(ConfirmSettings) if f.name == "default")
+    try:
+        return {"default": check_value(ConfirmSettings, field, data["default"], "default")}
+    except SettingsError as err:
+        problems.add(err.path, err.message)
+        return {}
+
+
 def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
     """Validate YAML source ``text`` (errors prefixed by ``label``) into a :class:`SearchSpace`.
 
@@ -129,7 +145,9 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
         problems.add("description", f"must be a string, got {description!r}")
         description = ""
     settings = Problems(label)  # reported after the entries, as the file reads
-    confirm = _settings(ConfirmSettings, data.get("confirm"), "confirm", settings)
+    confirm = _settings(
+        ConfirmSettings, data.get("confirm"), "confirm", settings, defaults=_default(data, settings)
+    )
     probe = _settings(ProbeSettings, data.get("probe"), "probe", settings, defaults=matched_probe(confirm))
     params, defaults = _entries(data, probe, confirm, problems)
     problems.items += settings.items

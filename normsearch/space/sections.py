@@ -8,7 +8,7 @@ from typing import Any
 
 from ..confirm.settings import ConfirmSettings
 from ..data import NATIVE_RESOLUTION
-from ..probes.settings import ProbeSettings, probe_reads
+from ..probes.settings import MAX_BATCH, ProbeSettings, probe_reads
 from ..settings import check_fields
 
 SAMPLERS = ("tpe", "random", "nsga2", "brute_force")
@@ -31,13 +31,19 @@ class SearchSettings:
         check_fields(self)
 
 
-MATCHED = ("model", "depth", "width", "skipinit", "resolution", "data", "lr")
-"""ProbeSettings fields that default to the confirmation's (:func:`matched_probe`)."""
+MATCHED = ("model", "depth", "width", "skipinit", "resolution", "data", "lr", "batch_size")
+"""ProbeSettings fields that default to the confirmation's (:func:`matched_probe`): every training setting
+that changes a probe score. The batch changes them all (BatchNorm's statistics, the similarity's sample
+pairs, the one-step probe's gradient); what else training sets is either the probes' own choice (seeds)
+or does not reach an init-time pass, except the optimizer (:data:`STEP_OPTIMIZER`)."""
+STEP_OPTIMIZER = "sgd"
+"""The optimizer of the one-step loss probe (:mod:`normsearch.probes.step`): it has no setting, so a
+confirmation with another optimizer always differs from it."""
 
 
 def confirm_counterparts(confirm: ConfirmSettings) -> dict[str, Any]:
     """What each :data:`MATCHED` probe field is in the confirmation: its network, its resolution (the
-    dataset's own when ``confirm.resolution`` is null), its dataset and its (peak) learning rate."""
+    dataset's own when ``confirm.resolution`` is null), its dataset, its (peak) learning rate and its batch."""
     resolution = confirm.resolution or NATIVE_RESOLUTION.get(confirm.dataset)
     return {
         "model": confirm.model,
@@ -47,32 +53,50 @@ def confirm_counterparts(confirm: ConfirmSettings) -> dict[str, Any]:
         "resolution": resolution,
         "data": confirm.dataset,
         "lr": confirm.lr,
+        "batch_size": confirm.batch_size,
     }
+
+
+def _probe_can_take(key: str, value: Any) -> bool:
+    """Whether a probe field can be set to the confirmation's value: data the probes read themselves, a
+    batch of 2 to MAX_BATCH (a batch of one has no statistics across samples to probe)."""
+    if key == "data":
+        return probe_reads(value)
+    if key == "batch_size":
+        return 2 <= value <= MAX_BATCH
+    return True
 
 
 def matched_probe(confirm: ConfirmSettings) -> dict[str, Any]:
     """The defaults of a space's probe settings: the confirmation network (model, depth, width, skipinit),
-    its input resolution and learning rate, and its data when the probes can read it (digits, and data that
-    needs no ``data_dir``: :func:`~normsearch.probes.settings.probe_reads`). A field the ``probe:`` section
-    gives overrides these; :func:`probe_differences` then lists it."""
+    its input resolution, learning rate and batch size (when 2 to MAX_BATCH), and its data when the probes
+    can read it (digits, and data that needs no ``data_dir``:
+    :func:`~normsearch.probes.settings.probe_reads`). A field the ``probe:`` section gives overrides these;
+    :func:`probe_differences` then lists it."""
     counterparts = confirm_counterparts(confirm)
-    return {k: v for k, v in counterparts.items() if v is not None and (k != "data" or probe_reads(v))}
+    return {k: v for k, v in counterparts.items() if v is not None and _probe_can_take(k, v)}
 
 
 def probe_differences(probe: ProbeSettings, confirm: ConfirmSettings) -> dict[str, dict[str, Any]]:
     """``{field: {"probe": value, "confirm": value}}`` for each :data:`MATCHED` field where the probe
-    network or inputs differ from what confirmation trains (empty: the probes see the trained network)."""
+    network or inputs differ from what confirmation trains, and ``optimizer`` when training does not use
+    the step probe's :data:`STEP_OPTIMIZER` (empty: the probes see the trained network, batch and step;
+    ``probe_matches_confirm`` is true only then)."""
     counterparts = confirm_counterparts(confirm)
-    return {
+    out = {
         k: {"probe": getattr(probe, k), "confirm": v}
         for k, v in counterparts.items()
         if getattr(probe, k) != v
     }
+    if confirm.optimizer != STEP_OPTIMIZER:
+        out["optimizer"] = {"probe": STEP_OPTIMIZER, "confirm": confirm.optimizer}
+    return out
 
 
 __all__ = [
     "MATCHED",
     "SAMPLERS",
+    "STEP_OPTIMIZER",
     "SearchSettings",
     "confirm_counterparts",
     "matched_probe",
