@@ -32,8 +32,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .probes.scores import folded
 from .settings import SettingsError, check_fields
+
+FOLDS = {"activation_growth": abs, "grad_ratio": lambda g: max(g, 1 / g) if g > 0 else math.inf}
+"""The scores that are folded (:func:`folded`), and how."""
+
+
+def folded(name: str, value: float) -> float:
+    """Score ``name``'s ``value`` as a lower-is-better distance from its ideal (:mod:`normsearch.probes.scores`'s
+    *folded*): |growth|, max(g, 1/g) (inf for g ≤ 0), the others unchanged."""
+    fold = FOLDS.get(name)
+    return fold(value) if fold is not None else value
+
 
 OBJECTIVES = ("similarity", "step_loss_ratio")
 """The probe scores the study minimises, in order (see :func:`objective_values`)."""
@@ -120,10 +130,12 @@ def rejection(record: Mapping[str, Any], *, lr: float) -> str | None:
 
 
 __all__ = [
+    "FOLDS",
     "MAX_STEP_LOSS_RATIO",
     "OBJECTIVES",
     "OBJECTIVES_VERSION",
     "ScoreWeights",
+    "folded",
     "objective_values",
     "rejection",
 ]

@@ -459,7 +459,7 @@ def test_the_default_layer_is_a_top_level_spec_bn_unless_given() -> None:
     assert all(load_space(name).confirm.default == "bn" for name in shipped_spaces())
     unknown = (
         "bad.yaml: default: norm spec 'bx': unknown preset 'bx'; allowed: bn, ln, in, gn, rms, pn, bgn, frn, "
-        "evonorm_s0, evonorm_b0, wn, sws, dyt, none"
+        "evonorm_s0, evonorm_b0, wn, sws, dyt, derf, none"
     )
     assert _problems(SPACE + "default: bx\n") == [unknown]
     assert _problems(SPACE + "default: [bn]\n")[0].startswith("bad.yaml: default: must be a string")

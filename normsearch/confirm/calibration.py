@@ -1,7 +1,7 @@
 """Do the probes predict training? Rank correlations between probe scores and confirmed accuracy.
 
 For a probe quantity q (lower is better: the search's ranking by the scalar score, and each probe score
-folded as :func:`normsearch.probes.scores.folded` defines it, i.e. |activation_growth|, similarity,
+folded as :func:`normsearch.score.folded` defines it, i.e. |activation_growth|, similarity,
 max(grad_ratio, 1/grad_ratio) and step_loss_ratio; see :func:`lower_is_better`) and the confirmed
 accuracies a of the same candidates,
 
@@ -33,7 +33,7 @@ from typing import Any
 from scipy import stats
 
 from ..probes.runner import SCORES
-from ..probes.scores import folded
+from ..score import folded
 from .results import arm_at, ranking_accuracy
 
 QUANTITIES = ("score", "activation_growth", "similarity", "grad_ratio", "step_loss_ratio")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..candidate import CandidateConfig
 from ..data import DATA_FORMS, check_data_name
 from ..models import MAX_DEPTH, MAX_RESOLUTION, MAX_WIDTH, network_problem
-from ..norm import parse_spec
 from ..settings import SettingsError, check_fields
 from ..sources import FORMS, check_model_name
 
@@ -25,8 +25,9 @@ DEFAULT_LAYER = "bn"
 
 
 def check_default(spec: str) -> None:
-    """A valid norm spec (``ValueError`` naming what is wrong otherwise)."""
-    parse_spec(spec)
+    """A valid norm spec, or a candidate string with network options (``ValueError`` naming what is wrong
+    otherwise)."""
+    CandidateConfig.parse(spec)
 
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "mnist", "fashionmnist")
@@ -157,7 +158,7 @@ class ConfirmSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        object.__setattr__(self, "default", parse_spec(self.default).spec())  # one spelling per layer
+        object.__setattr__(self, "default", CandidateConfig.parse(self.default).spec())  # one spelling
         if self.min_epochs > self.epochs:
             raise SettingsError("min_epochs", f"must be <= epochs ({self.epochs}), got {self.min_epochs}")
         problem = network_problem(

@@ -17,7 +17,7 @@ s_0..s_{B−1} and conv-output gradient norms g_0..g_{K−1} (depth order):
 - **step_loss_ratio** = L₁ / L₀, the probe batch's loss after one plain SGD step at the training learning
   rate over the loss before (:mod:`.step`): below 1 the step helped, above 1 it overshot.
 
-**Folded** (:func:`folded`): each score as a lower-is-better distance from its ideal, the form the score and
+**Folded** (:func:`normsearch.score.folded`): each score as a lower-is-better distance from its ideal, the form the score and
 the calibration rank: |activation_growth| (a collapse, growth < 0, is as far from 0 as an explosion) and
 max(grad_ratio, 1/grad_ratio) (a vanishing gradient as far from 1 as a blow-up); similarity and
 step_loss_ratio as they are.
@@ -61,17 +61,6 @@ class Scores:
     step_loss_ratio: float
     curves: dict[str, list[float]]
     reason: str | None
-
-
-FOLDS = {"activation_growth": abs, "grad_ratio": lambda g: max(g, 1 / g) if g > 0 else math.inf}
-"""The scores that are folded (:func:`folded`), and how."""
-
-
-def folded(name: str, value: float) -> float:
-    """Score ``name``'s ``value`` as a lower-is-better distance from its ideal (the module docstring's
-    *folded*): |growth|, max(g, 1/g) (inf for g ≤ 0), the others unchanged."""
-    fold = FOLDS.get(name)
-    return fold(value) if fold is not None else value
 
 
 def log_growth_per_block(variance: Tensor) -> float:
@@ -144,13 +133,11 @@ def score(trace: Trace, losses: tuple[float, float]) -> Scores:
 
 __all__ = [
     "CURVE_CAP",
-    "FOLDS",
     "UNSTABLE_GRAD_RATIO",
     "UNSTABLE_GROWTH",
     "UNSTABLE_SIMILARITY",
     "UNSTABLE_STEP_LOSS_RATIO",
     "Scores",
-    "folded",
     "instability",
     "log_growth_per_block",
     "score",

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ..candidate import CandidateConfig
 from ..confirm.settings import ConfirmSettings
 from ..models import network_options
 from ..probes.settings import ProbeSettings
@@ -151,6 +152,11 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
     probe = _settings(ProbeSettings, data.get("probe"), "probe", settings, defaults=matched_probe(confirm))
     params, defaults = _entries(data, probe, confirm, problems)
     problems.items += settings.items
+    if defaults:  # the default layer is trained as the baselines are queued: with the network's defaults
+        given = CandidateConfig.parse(confirm.default)
+        confirm = dataclasses.replace(
+            confirm, default=CandidateConfig.of(given.layer, {**defaults, **given.options}).spec()
+        )
     search = _settings(SearchSettings, data.get("search"), "search", problems)
     objective = data.get("objective")
     weights = ScoreWeights()
