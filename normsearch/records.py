@@ -31,6 +31,9 @@ SCHEMA_VERSION = 1
 study of a higher version (:func:`check_schema`)."""
 SCHEMA_KEY = "schema_version"
 """The study user attr that holds the schema version."""
+PREPARED_KEY = "probe"
+"""The study user attr that marks a prepared study: its creator stores it after every other key of
+:class:`StudyRecord` (:meth:`StudyRecord.attrs`), so a process that sees it reads the whole record."""
 
 
 class IncompatibleStudy(ValueError):
@@ -67,8 +70,10 @@ class StudyRecord:
     schema_version: int = SCHEMA_VERSION
 
     def attrs(self) -> dict[str, Any]:
-        """The user attrs to store, key by key."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The user attrs to store, key by key, in the order to store them: :data:`PREPARED_KEY` last. Each
+        attr is its own write, and another process may read the study between two of them."""
+        attrs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != PREPARED_KEY}
+        return {**attrs, PREPARED_KEY: getattr(self, PREPARED_KEY)}
 
 
 def schema_version(study: optuna.Study) -> Any:
@@ -343,6 +348,7 @@ def probe_rows(study: optuna.Study, *, include_failed: bool = False) -> list[Row
 
 
 __all__ = [
+    "PREPARED_KEY",
     "ROW_KEYS",
     "SCHEMA_KEY",
     "SCHEMA_VERSION",

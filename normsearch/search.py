@@ -70,6 +70,7 @@ from .failures import describe_failure
 from .norm import parse_spec
 from .probes import ProbeResult, ProbeRunner
 from .records import (
+    PREPARED_KEY,
     SCHEMA_VERSION,
     IncompatibleStudy,
     ProbeRecord,
@@ -517,7 +518,7 @@ def prepare(space: SearchSpace, location: StudyLocation) -> Prepared:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if study.metric_names != METRIC_NAMES:
             study.set_metric_names(METRIC_NAMES)
-    for key, value in study_attrs(space).items():  # last: the stored settings mark a prepared study
+    for key, value in study_attrs(space).items():  # last, and PREPARED_KEY last of them: it marks the study
         if fresh or study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
     return Prepared(study, created, stale, enqueued, changed)
@@ -527,7 +528,7 @@ def _wait_for_creator(study: optuna.Study, seconds: float = PREPARE_WAIT_S) -> b
     """Whether the study is prepared (its settings stored), waiting up to ``seconds`` for the process that
     created it a moment ago; False: its creator died before, and this process prepares it."""
     deadline = time.monotonic() + seconds
-    while "probe" not in study.user_attrs:  # read from the storage each time
+    while PREPARED_KEY not in study.user_attrs:  # read from the storage each time
         if time.monotonic() > deadline:
             return False
         time.sleep(CLAIM_POLL_S)
