@@ -12,6 +12,7 @@ escape, a bell, ...) that reaches them as a visible ``\\x1b``-style escape.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -25,7 +26,9 @@ import typer
 from rich.console import Console
 from rich.segment import Segment
 from rich.text import Text
-from typer.core import TyperCommand, TyperGroup
+from typer._click.core import Context  # typer's own copy of click: what it parses with and raises
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from .. import __version__
 from ..failures import describe_failure
@@ -40,9 +43,44 @@ if TYPE_CHECKING:
     import optuna
 
 
+_LIMITS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+_KINDS = {
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "bool_parsing": "true or false",
+}
+
+
+def usage_message(error: UsageError) -> str:
+    """The one-line message of a command-line usage error: for a bad value ``--n-trials: must be >= 1, got 0``
+    (typer checks values with pydantic: its first error gives the rule and the input), else click's message
+    with the command's help named."""
+    cause = error.__cause__
+    errors = cause.errors() if isinstance(error, typer.BadParameter) and hasattr(cause, "errors") else []
+    if not errors or error.param is None:
+        where = f"; see `{error.ctx.command_path} --help`" if error.ctx is not None else ""
+        return f"{error.format_message().rstrip('.')}{where}"
+    param = error.param
+    longest = max(param.opts, key=len) if isinstance(param, TyperOption) and param.opts else None
+    name = longest or (param.metavar or str(param.name)).upper()
+    first = errors[0]
+    bound = next(iter(first.get("ctx") or {}), None)
+    if first["type"] in _LIMITS and bound is not None:
+        rule = f"must be {_LIMITS[first['type']]} {first['ctx'][bound]}"
+    elif first["type"] in _KINDS:
+        rule = f"must be {_KINDS[first['type']]}"
+    else:
+        rule = str(first["msg"])[:1].lower() + str(first["msg"])[1:]
+    return f"{name}: {rule}, got {first['input']}"
+
+
 class _PlainFlags:
     """On/off flags get no type column in the help: typer draws ``<bool>`` there for a flag without a
-    metavar, its own ``--help`` and completion options included."""
+    metavar, its own ``--help`` and completion options included. A usage error (a bad value, an unknown
+    option or command, a missing argument) is one ``error:`` line and exit 2 (:func:`usage_message`), not
+    typer's box, in every command: each parses its arguments in ``make_context``, the group picks the command
+    in ``resolve_command``."""
 
     def get_params(self, ctx: Any) -> list:
         params = super().get_params(ctx)
@@ -51,6 +89,21 @@ class _PlainFlags:
                 param.metavar = ""
         return params
 
+    def make_context(self, *args: Any, **kwargs: Any) -> Context:
+        with _usage_errors():
+            return super().make_context(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except NoArgsIsHelpError:  # a bare `normsearch`, `normsearch space`: the help, as asked for
+        raise
+    except UsageError as error:
+        print_error(usage_message(error))
+        raise typer.Exit(BAD_INPUT) from None
+
 
 class PlainFlagsCommand(_PlainFlags, TyperCommand):
     """A command whose flags have no type column (:class:`_PlainFlags`)."""
@@ -58,6 +111,10 @@ class PlainFlagsCommand(_PlainFlags, TyperCommand):
 
 class PlainFlagsGroup(_PlainFlags, TyperGroup):
     """A group whose flags have no type column (:class:`_PlainFlags`)."""
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> Any:
+        with _usage_errors():
+            return super().resolve_command(ctx, args)
 
 
 def command(*args: Any, on: typer.Typer | None = None, **kwargs: Any) -> Any:
