@@ -2,7 +2,8 @@
 
 :func:`main` (run by the ``normsearch`` console script, :mod:`normsearch.console`) runs the application under one handler: every expected
 failure (a file or disk error, a damaged journal, a storage error, running out of memory, a signal) ends in
-one ``error:`` line on stderr and exit code 2 (130 after Ctrl-C, 143 after SIGTERM, with the resume hint);
+one ``error:`` line on stderr and exit code 2 (130 after Ctrl-C, 143 after SIGTERM, with the resume hint in a
+command that stores its work as it goes: ``command(resumes=True)``);
 any other exception is a bug, reported in one line that says to rerun with ``--debug`` for the traceback.
 
 Terminal output never carries stored text as markup or raw control codes: the shared consoles read strings
@@ -89,7 +90,12 @@ class _PlainFlags:
                 param.metavar = ""
         return params
 
+    resumes = False
+    """Whether the command stores completed work as it goes, so that running it again after an interruption
+    goes on (:data:`RESUME`); set by :func:`command`."""
+
     def make_context(self, *args: Any, **kwargs: Any) -> Context:
+        _INVOKED["resumes"] = self.resumes  # the group's first, then the command's own
         with _usage_errors():
             return super().make_context(*args, **kwargs)
 
@@ -109,6 +115,12 @@ class PlainFlagsCommand(_PlainFlags, TyperCommand):
     """A command whose flags have no type column (:class:`_PlainFlags`)."""
 
 
+class ResumingCommand(PlainFlagsCommand):
+    """A :class:`PlainFlagsCommand` that stores its work as it goes (``run``, ``confirm``, ``calibrate``)."""
+
+    resumes = True
+
+
 class PlainFlagsGroup(_PlainFlags, TyperGroup):
     """A group whose flags have no type column (:class:`_PlainFlags`)."""
 
@@ -117,9 +129,10 @@ class PlainFlagsGroup(_PlainFlags, TyperGroup):
             return super().resolve_command(ctx, args)
 
 
-def command(*args: Any, on: typer.Typer | None = None, **kwargs: Any) -> Any:
-    """``app.command(...)`` (or ``on.command``) with :class:`PlainFlagsCommand`: how every command registers."""
-    return (on or app).command(*args, cls=PlainFlagsCommand, **kwargs)
+def command(*args: Any, on: typer.Typer | None = None, resumes: bool = False, **kwargs: Any) -> Any:
+    """``app.command(...)`` (or ``on.command``) with :class:`PlainFlagsCommand`: how every command registers.
+    ``resumes``: the command stores completed work as it goes, and an interruption says to run it again."""
+    return (on or app).command(*args, cls=ResumingCommand if resumes else PlainFlagsCommand, **kwargs)
 
 
 app = typer.Typer(
@@ -276,6 +289,12 @@ def _silence_failed_stdout() -> None:
 
 
 _SIGNALS: dict[str, int | None] = {"last": None}
+_INVOKED = {"resumes": False}
+"""Whether the command being run resumes (:attr:`_PlainFlags.resumes`): what an interruption says."""
+
+
+def _interrupted_line() -> str:
+    return f"interrupted; {RESUME}" if _INVOKED["resumes"] else "interrupted"
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -306,6 +325,7 @@ def main(args: list[str] | None = None) -> int:
     logging.basicConfig(format="note: %(message)s", level=logging.WARNING, stream=sys.stderr)
     _DEBUG["on"] = bool(os.environ.get("NORMSEARCH_DEBUG"))
     _SIGNALS["last"] = None
+    _INVOKED["resumes"] = False
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app(args=args, prog_name="normsearch")
@@ -314,12 +334,12 @@ def main(args: list[str] | None = None) -> int:
         if code == INTERRUPTED:
             context = exit_.__context__
             if context is not None and isinstance(context.__cause__, KeyboardInterrupt):
-                print_error(f"interrupted; {RESUME}")  # typer's exit 130: the command itself said nothing
+                print_error(_interrupted_line())  # typer's exit 130: the command itself said nothing
             code = _interrupted()
         return code
     except BaseException as error:
         if _caused_by_interrupt(error):  # also a cleanup that failed because the signal cut it short
-            print_error(f"interrupted; {RESUME}")
+            print_error(_interrupted_line())
             return _interrupted()
         message = describe_failure(error)
         _silence_failed_stdout()

@@ -380,7 +380,7 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
         stdout.print(line, highlight=False, soft_wrap=True)
 
 
-@command("confirm", epilog="Example: `normsearch confirm groups --top-k 5 --seeds 3`")
+@command("confirm", resumes=True, epilog="Example: `normsearch confirm groups --top-k 5 --seeds 3`")
 def confirm_command(
     study_name: Annotated[
         str | None, typer.Argument(metavar="STUDY", help="Study (default: the latest).")
@@ -460,7 +460,7 @@ class _Calibration(Reporter):
         yield lambda: None
 
 
-@command("calibrate", epilog="Example: `normsearch calibrate --space classic --epochs 3`")
+@command("calibrate", resumes=True, epilog="Example: `normsearch calibrate --space classic --epochs 3`")
 def calibrate_command(
     space_path: Annotated[
         str, typer.Option("--space", metavar="FILE", help="Space file or shipped name.")

@@ -280,7 +280,7 @@ class _Terminal(Reporter):
         _note_shortfall(study, self.space, seconds)
 
 
-@command("run", epilog="Example: `normsearch run --space groups` (again: resumes)")
+@command("run", resumes=True, epilog="Example: `normsearch run --space groups` (again: resumes)")
 def run(
     space_path: str = typer.Option(
         ..., "--space", metavar="FILE", help="Space file, or a shipped space name."
