@@ -76,13 +76,22 @@ class StudyRecord:
         return {**attrs, PREPARED_KEY: getattr(self, PREPARED_KEY)}
 
 
+STUDY_FIELDS = frozenset(f.name for f in fields(StudyRecord))
+
+
 def schema_version(study: optuna.Study) -> Any:
     """The schema version a study's records were written in (1 for a study from before it was stored)."""
     return study.user_attrs.get(SCHEMA_KEY, 1)
 
 
 def check_schema(study: optuna.Study) -> None:
-    """Raise :class:`IncompatibleStudy` (one line) unless this normsearch reads the study's records."""
+    """Raise :class:`IncompatibleStudy` (one line) unless this normsearch reads the study's records: a study
+    with none of :class:`StudyRecord`'s keys was written by another program (a plain Optuna study)."""
+    if not STUDY_FIELDS & set(study.user_attrs):
+        raise IncompatibleStudy(
+            f"study {study.study_name!r} was not written by normsearch (it has none of its settings): another "
+            "program's study, left as it is; use another --study name"
+        )
     version = schema_version(study)
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
         written = study.user_attrs.get("normsearch", "?")
@@ -353,6 +362,7 @@ __all__ = [
     "SCHEMA_KEY",
     "SCHEMA_VERSION",
     "SCORE_NAMES",
+    "STUDY_FIELDS",
     "IncompatibleStudy",
     "ProbeRecord",
     "Row",

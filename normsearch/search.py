@@ -72,6 +72,7 @@ from .probes import ProbeResult, ProbeRunner
 from .records import (
     PREPARED_KEY,
     SCHEMA_VERSION,
+    STUDY_FIELDS,
     IncompatibleStudy,
     ProbeRecord,
     StudyRecord,
@@ -83,7 +84,15 @@ from .records import (
 )
 from .score import MAX_STEP_LOSS_RATIO, OBJECTIVES, OBJECTIVES_VERSION, objective_values, rejection
 from .space import SearchSettings, SearchSpace, format_options
-from .storage import StudyLocation, create_or_load, fail_silent_trials, fail_stale_trials, is_url, worker_id
+from .storage import (
+    StudyLocation,
+    create_or_load,
+    fail_silent_trials,
+    fail_stale_trials,
+    is_url,
+    masked,
+    worker_id,
+)
 
 CLAIM_POLL_S = 0.2
 """How often a trial waiting for another process's probe of the same config looks again."""
@@ -410,9 +419,10 @@ def check_comparable(study: optuna.Study) -> None:
     check_schema(study)
     version = study.user_attrs.get("objectives_version", 1)
     if version != OBJECTIVES_VERSION:
-        stored = ", ".join(study.user_attrs.get("objectives") or ["?"])
+        stored = ", ".join(study.user_attrs.get("objectives") or [])
         raise IncompatibleStudy(
-            f"study {study.study_name!r} was scored with older objectives (version {version}: {stored}); this "
+            f"study {study.study_name!r} was scored with older objectives (version {version}"
+            f"{': ' + stored if stored else ''}); this "
             f"normsearch scores version {OBJECTIVES_VERSION} ({', '.join(OBJECTIVES)}, with filters): the results "
             "would not compare; use another --study name"
         )
@@ -501,6 +511,11 @@ def prepare(space: SearchSpace, location: StudyLocation) -> Prepared:
     baselines. Raises :class:`IncompatibleStudy` for a study probed with other settings."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded, not logged
     existing = _existing(location)
+    if existing is not None and _foreign(existing):  # refused before anything is written to it
+        raise IncompatibleStudy(
+            f"study {location.name!r} ({masked(location.storage)}) was not made by normsearch run (its objectives: "
+            f"{', '.join(d.name.lower() for d in existing.directions)}), left as it is; use another --study name"
+        )
     if existing is not None and _wait_for_creator(existing):  # checked before anything is written
         _check_compatible(existing, space)
     study, created = create_or_load(location, DIRECTIONS)
@@ -522,6 +537,13 @@ def prepare(space: SearchSpace, location: StudyLocation) -> Prepared:
         if fresh or study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
     return Prepared(study, created, stale, enqueued, changed)
+
+
+def _foreign(study: optuna.Study) -> bool:
+    """Whether another program made the study: none of a normsearch study's settings, and other objectives
+    (a study whose normsearch creator has not stored its settings yet has this version's objectives)."""
+    other = [d.name for d in study.directions] != [d.upper() for d in DIRECTIONS]
+    return other and not STUDY_FIELDS & set(study.user_attrs)
 
 
 def _wait_for_creator(study: optuna.Study, seconds: float = PREPARE_WAIT_S) -> bool:

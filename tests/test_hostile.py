@@ -3,15 +3,21 @@ exit code, the single ``error:`` line, and that nothing stored was touched."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
-from tests.test_robustness import cli, one_error_line
+from normsearch.storage import JOURNAL
+from tests.test_robustness import TINY, cli, one_error_line, search_tiny
 
 
 @pytest.mark.parametrize(
@@ -98,3 +104,97 @@ def test_interrupting_a_command_that_stores_nothing_does_not_say_to_run_it_again
         timer.cancel()
     assert result.returncode == 130, result.stderr
     assert result.stderr.strip().splitlines() == ["error: interrupted"]
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs dir with one healthy study ``tiny`` (2 probed trials) and beside it: a plain Optuna study, another
+    program's JSON lines, a pointer to a PostgreSQL server that is down, a ``journal.log`` that is a folder."""
+    root = tmp_path_factory.mktemp("hostile")
+    (root / "tiny.yaml").write_text(TINY)
+    assert search_tiny(root / "runs", 2, cwd=root).returncode == 0
+    runs = root / "runs"
+    (runs / "foreign").mkdir()
+    storage = JournalStorage(JournalFileBackend(str(runs / "foreign" / JOURNAL)))
+    plain = optuna.create_study(study_name="foreign", storage=storage)
+    plain.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    (runs / "jsonl").mkdir()
+    (runs / "jsonl" / JOURNAL).write_text('{"event": "start", "t": 1}\n{"event": "stop"}\n')
+    (runs / "down").mkdir()
+    with socket.socket() as free:  # a port nothing listens on: the server is down
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    (runs / "down" / "storage.txt").write_text(f"postgresql://u@127.0.0.1:{port}/db\n")
+    (runs / "folder" / JOURNAL).mkdir(parents=True)
+    return root
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["leaderboard", "foreign"],
+            "study 'foreign' was not written by normsearch (it has none of its settings)",
+        ),
+        (["export", "foreign"], "study 'foreign' was not written by normsearch"),
+        (["report", "foreign", "-o", "out"], "study 'foreign' was not written by normsearch"),
+        (
+            ["run", "--space", "tiny.yaml", "--study", "foreign", "--no-confirm"],
+            "study 'foreign' (runs/foreign/journal.log) was not made by normsearch run (its objectives: minimize)",
+        ),
+        (["leaderboard", "jsonl"], "runs/jsonl/journal.log: line 1 is JSON but not an Optuna journal record"),
+        (["export", "jsonl"], "line 1 is JSON but not an Optuna journal record"),
+        (["report", "jsonl", "-o", "out"], "line 1 is JSON but not an Optuna journal record"),
+        (["run", "--space", "tiny.yaml", "--study", "jsonl", "--no-confirm"], "not an Optuna journal record"),
+        (
+            ["leaderboard", "down"],
+            "runs/down/storage.txt → postgresql://u@127.0.0.1:",  # the file, then the cause
+        ),
+        (
+            ["run", "--space", "tiny.yaml", "--study", "folder", "--no-confirm"],
+            "runs/folder/journal.log: is a directory, where study 'folder' keeps its journal file",
+        ),
+        (["runs", "--runs-dir", "missing"], "--runs-dir missing: no such directory"),
+    ],
+    ids=[
+        "leaderboard-optuna",
+        "export-optuna",
+        "report-optuna",
+        "run-optuna",
+        "leaderboard-jsonl",
+        "export-jsonl",
+        "report-jsonl",
+        "run-jsonl",
+        "leaderboard-down",
+        "run-folder",
+        "runs-missing",
+    ],
+)
+def test_studies_another_program_wrote_or_that_cannot_open_are_one_line_and_left_as_they_are(
+    runs_dir: Path, args: list[str], message: str
+) -> None:
+    """A plain Optuna journal ended in ``unexpected KeyError`` (export, report) or ``ValueError`` (run, which
+    appended a record to it); another program's JSON lines in ``unexpected KeyError: 'op_code'``; a pointer to a
+    server that is down in "invalid data in the commit, e.g. exceeding max length", naming no file; a
+    ``journal.log`` folder was blamed on a ``--storage`` nobody gave; ``runs --runs-dir MISSING`` exited 0."""
+    before = _files(runs_dir)
+    line = one_error_line(cli(*args, cwd=runs_dir))
+    assert message in line, line
+    assert "unexpected" not in line and "invalid data in the commit" not in line
+    if args[0] == "leaderboard" and args[1] == "down":
+        assert "cannot connect" in line and "Connection refused" in line
+    assert _files(runs_dir) == before  # nothing appended, nothing created
+    assert not (runs_dir / "out").exists()
+
+
+def test_runs_skips_each_study_it_cannot_read_and_lists_the_healthy_one(runs_dir: Path) -> None:
+    """With a pointer to a server that is down, ``runs`` aborted and hid every study."""
+    result = cli("runs", "--json", cwd=runs_dir)
+    assert result.returncode == 0, result.stderr
+    assert [entry["study"] for entry in json.loads(result.stdout)["runs"]] == ["tiny"]
+    skipped = sorted(line.split(":")[0] for line in result.stderr.splitlines())
+    assert skipped == [f"skipped runs/{name}" for name in ("down", "foreign", "jsonl")], result.stderr

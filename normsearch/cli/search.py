@@ -7,6 +7,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import optuna
@@ -496,6 +497,8 @@ def runs(
     """The studies under the runs directory (or in --storage): trial counts and best config."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage is None:
+        if not Path(runs_dir).is_dir():
+            fail(f"--runs-dir {runs_dir}: no such directory (studies are made there by `normsearch run`)")
         found: list[tuple[str, float | None]] = list(study_names(runs_dir))
     else:
         try:
