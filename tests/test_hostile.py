@@ -27,6 +27,7 @@ from tests.test_robustness import TINY, cli, one_error_line, search_tiny
         (["run", "--n-trials", "abc"], "error: --n-trials: must be an integer, got abc"),
         (["leaderboard", "--top", "0"], "error: --top: must be >= 1, got 0"),
         (["confirm", "--threads", "0"], "error: --threads: must be >= 1, got 0"),
+        (["confirm", "--threads", "100000"], f"error: --threads: must be <= {os.cpu_count()}, got 100000"),
         (["run", "--bogus"], "error: No such option: --bogus; see `normsearch run --help`"),
         (["nosuch"], "error: No such command 'nosuch'; see `normsearch --help`"),
         (["space", "show"], "error: Missing argument 'FILE'; see `normsearch space show --help`"),
@@ -37,6 +38,7 @@ from tests.test_robustness import TINY, cli, one_error_line, search_tiny
         "n-trials-abc",
         "top-0",
         "threads-0",
+        "threads-100000",
         "unknown-option",
         "unknown-command",
         "missing-arg",
@@ -198,3 +200,31 @@ def test_runs_skips_each_study_it_cannot_read_and_lists_the_healthy_one(runs_dir
     assert [entry["study"] for entry in json.loads(result.stdout)["runs"]] == ["tiny"]
     skipped = sorted(line.split(":")[0] for line in result.stderr.splitlines())
     assert skipped == [f"skipped runs/{name}" for name in ("down", "foreign", "jsonl")], result.stderr
+
+
+def test_an_image_folder_with_one_class_is_refused_before_any_trial(tmp_path: Path) -> None:
+    """It ran, marked every candidate unstable, and still named a winner at "100.0 %"."""
+    from PIL import Image
+
+    (tmp_path / "one" / "cat").mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "one" / "cat" / f"{i}.png")
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    line = one_error_line(
+        cli(
+            "run",
+            "--space",
+            "tiny.yaml",
+            "--data",
+            "imagefolder:one",
+            "--n-trials",
+            "2",
+            "--no-confirm",
+            cwd=tmp_path,
+        )
+    )
+    assert line == (
+        "error: --data: dataset 'imagefolder:one': one holds one class folder (cat): a classifier needs at "
+        "least 2, one folder of images per class"
+    )
+    assert not (tmp_path / "runs").exists()

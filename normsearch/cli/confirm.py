@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import multiprocessing
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -84,7 +85,7 @@ Schedule = Annotated[str | None, _flag("schedule")]
 Seeds = Annotated[int | None, _flag("seeds")]
 Seed = Annotated[int | None, _flag("seed")]
 Device = Annotated[str | None, _flag("device")]
-Threads = Annotated[int | None, _flag("threads", min=1)]
+Threads = Annotated[int | None, _flag("threads", min=1, max=os.cpu_count() or 1)]  # more: torch fails
 Amp = Annotated[bool | None, _flag("amp", "--amp/--no-amp")]
 Compile = Annotated[bool | None, _flag("compile", "--compile/--no-compile")]
 SmallBatch = Annotated[int | None, _flag("small_batch")]
