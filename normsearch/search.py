@@ -83,7 +83,9 @@ from .records import (
     write,
 )
 from .score import MAX_STEP_LOSS_RATIO, OBJECTIVES, OBJECTIVES_VERSION, objective_values, rejection
+from .settings import SettingsError
 from .space import SearchSettings, SearchSpace, format_options
+from .space.fit import probe_channels
 from .storage import (
     StudyLocation,
     create_or_load,
@@ -506,10 +508,26 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, lost_only: bool =
     return enqueued
 
 
+def check_network(space: SearchSpace) -> None:
+    """Raise :class:`~normsearch.settings.SettingsError` (``probe.model``) when the probe network cannot be
+    built even with BatchNorm, which fits any channel count: a builder that returns no ``nn.Module``, a model
+    without a norm slot. Every candidate would fail on it, so it is said once, before the first trial (a
+    space file is checked so at load; a ``--model`` or ``model=`` given later is checked here)."""
+    try:
+        probe_channels(space.probe)
+    except ValueError as err:
+        raise SettingsError(
+            "probe.model", f"{err}; every candidate would fail on it, so none was probed"
+        ) from None
+
+
 def prepare(space: SearchSpace, location: StudyLocation) -> Prepared:
-    """Create or resume the study: check its probe settings, store the space, fail stale trials, enqueue
-    baselines. Raises :class:`IncompatibleStudy` for a study probed with other settings."""
+    """Create or resume the study: check its probe network (:func:`check_network`) and probe settings, store
+    the space, fail stale trials, enqueue baselines. Raises :class:`IncompatibleStudy` for a study probed with
+    other settings, :class:`~normsearch.settings.SettingsError` for a network no candidate can be probed on;
+    nothing is written before these checks."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded, not logged
+    check_network(space)
     existing = _existing(location)
     if existing is not None and _foreign(existing):  # refused before anything is written to it
         raise IncompatibleStudy(
@@ -714,6 +732,7 @@ __all__ = [
     "WorkerTask",
     "budget_used",
     "check_comparable",
+    "check_network",
     "compact",
     "counts_toward_budget",
     "enqueue_baselines",

@@ -228,3 +228,35 @@ def test_an_image_folder_with_one_class_is_refused_before_any_trial(tmp_path: Pa
         "least 2, one folder of images per class"
     )
     assert not (tmp_path / "runs").exists()
+
+
+MODELS = """
+import torch.nn as nn
+
+
+def not_a_module(norm_layer, num_classes):
+    return "a network"
+
+
+def no_norm_slot(norm_layer, num_classes):
+    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        ("not_a_module", "model 'm.py:not_a_module': the builder returned str, not an nn.Module"),
+        ("no_norm_slot", "model 'm.py:no_norm_slot' has no normalization layer built by the norm_layer"),
+    ],
+)
+def test_a_model_no_candidate_can_be_probed_on_is_one_line_before_the_first_trial(
+    tmp_path: Path, function: str, message: str
+) -> None:
+    """Given with ``--model``, such a builder failed every trial and the run exited 0."""
+    (tmp_path / "m.py").write_text(MODELS)
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    args = ["run", "--space", "tiny.yaml", "--model", f"m.py:{function}", "--n-trials", "2", "--no-confirm"]
+    line = one_error_line(cli(*args, cwd=tmp_path))
+    assert message in line and line.endswith("every candidate would fail on it, so none was probed"), line
+    assert not (tmp_path / "runs").exists()
