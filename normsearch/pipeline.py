@@ -40,7 +40,16 @@ from .data import in_process_only as data_in_process_only
 from .export import Provenance, export_source
 from .leaderboard import build_rows, sort_rows
 from .norm import NormConfig, parse_spec
-from .search import Prepared, StopRequest, WorkerTask, budget_used, optimize, prepare, run_workers
+from .search import (
+    Prepared,
+    StopRequest,
+    WorkerTask,
+    budget_used,
+    optimize,
+    prepare,
+    run_workers,
+    wait_for_running,
+)
 from .settings import SettingsError, from_mapping
 from .sources import in_process_only as model_in_process_only
 from .sources import register_model
@@ -229,6 +238,7 @@ def _search(
                 optimize(task, stop, on_trial=lambda *_: update())
             elif remaining > 0:
                 codes = run_workers([task] * min(workers, remaining), stop, poll=update)
+            wait_for_running(study, stop, update)  # other processes' last trials: the study is then whole
             update()
     except KeyboardInterrupt:
         raise Interrupted("search", study) from None

@@ -645,6 +645,19 @@ def optimize(
     return study
 
 
+def wait_for_running(study: optuna.Study, stop: StopRequest, poll: Callable[[], None] | None = None) -> None:
+    """Return once no trial of the study is RUNNING (in other processes, here or elsewhere) or a stop is
+    requested: what follows the search (confirmation) then reads the finished study, not one that depends on
+    which process finished first. A dead process's trial is failed meanwhile (:func:`fail_stale_trials`, and
+    the heartbeat on RDB storages), so this never waits on it for ever."""
+    while not stop.requested and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if poll is not None:
+            poll()
+        time.sleep(CLAIM_POLL_S)
+        fail_stale_trials(study)
+        fail_silent_trials(study)
+
+
 def _stop_when_parent_dies() -> None:
     """SIGTERM this worker (a graceful stop: the running trial finishes) when its parent process dies, even by
     SIGKILL: a thread waits on the parent's sentinel, a pipe that closes when the parent exits."""
@@ -749,4 +762,5 @@ __all__ = [
     "study_attrs",
     "trial_score",
     "trial_seed",
+    "wait_for_running",
 ]

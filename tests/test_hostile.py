@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -260,3 +262,50 @@ def test_a_model_no_candidate_can_be_probed_on_is_one_line_before_the_first_tria
     line = one_error_line(cli(*args, cwd=tmp_path))
     assert message in line and line.endswith("every candidate would fail on it, so none was probed"), line
     assert not (tmp_path / "runs").exists()
+
+
+HOLDER = """
+import json, os, socket, sys, time
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+study = optuna.load_study(study_name="tiny", storage=JournalStorage(JournalFileBackend(sys.argv[1])))
+best = min((t for t in study.get_trials() if t.state.name == "COMPLETE"), key=lambda t: t.user_attrs["score"])
+trial = study.ask()
+trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+trial.set_user_attr("config", "gn:group_size=4,eps=0.000123")
+trial.set_user_attr("baseline", False)
+print("running", flush=True)
+time.sleep(float(sys.argv[2]))
+for key in ("probe", "seconds", "score", "rejected"):
+    trial.set_user_attr(key, best.user_attrs[key])
+study._storage.set_trial_system_attr(trial._trial_id, "constraints", best.system_attrs["constraints"])
+study.tell(trial, best.values)
+"""
+
+
+@pytest.mark.slow
+def test_confirmation_waits_for_the_trials_other_processes_are_running(tmp_path: Path) -> None:
+    """Two ``run`` processes with confirmation on one journal study: the one that finished first confirmed while
+    the other's last trial still ran, so what it trained depended on timing. Here the other process holds the
+    study's last trial RUNNING for a few seconds and then scores it the best; the confirming process waits for
+    it, and trains it among the top-k."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    assert search_tiny(tmp_path / "runs", 3, cwd=tmp_path).returncode == 0
+    journal = tmp_path / "runs" / "tiny" / JOURNAL
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(journal), "6"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "running"
+        result = cli("run", "--space", "tiny.yaml", "--n-trials", "4", cwd=tmp_path)  # the budget is taken
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 0, result.stderr
+    board = json.loads(cli("leaderboard", "tiny", "--json", cwd=tmp_path).stdout)
+    trained = {row["config"] for row in board["rows"] if row.get("accuracy") is not None}
+    assert "gn:group_size=4,eps=0.000123" in trained, trained
