@@ -19,7 +19,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from normsearch.storage import JOURNAL
-from tests.test_robustness import TINY, cli, one_error_line, search_tiny
+from tests.test_robustness import TINY, cli, one_error_line, search_tiny, tmpfs
 
 
 @pytest.mark.parametrize(
@@ -309,3 +309,12 @@ def test_confirmation_waits_for_the_trials_other_processes_are_running(tmp_path:
     board = json.loads(cli("leaderboard", "tiny", "--json", cwd=tmp_path).stdout)
     trained = {row["config"] for row in board["rows"] if row.get("accuracy") is not None}
     assert "gn:group_size=4,eps=0.000123" in trained, trained
+
+
+def test_a_full_disk_under_report_names_the_file_it_was_writing(runs_dir: Path) -> None:
+    """PIL writes the figure to an open file: its ENOSPC names no file, and the line named none either."""
+    with tmpfs(runs_dir / "fs", "64k") as fs:
+        line = one_error_line(cli("report", "tiny", "-o", str(fs / "report"), cwd=runs_dir))
+    assert (
+        line.startswith(f"error: {fs / 'report'}/") and ": No space left on device: free some space" in line
+    ), line
