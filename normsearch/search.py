@@ -646,11 +646,16 @@ def optimize(
 
 
 def wait_for_running(study: optuna.Study, stop: StopRequest, poll: Callable[[], None] | None = None) -> None:
-    """Return once no trial of the study is RUNNING (in other processes, here or elsewhere) or a stop is
+    """Return once no trial of the study is RUNNING in another process (here or elsewhere) or a stop is
     requested: what follows the search (confirmation) then reads the finished study, not one that depends on
     which process finished first. A dead process's trial is failed meanwhile (:func:`fail_stale_trials`, and
     the heartbeat on RDB storages), so this never waits on it for ever."""
-    while not stop.requested and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+
+    def elsewhere() -> bool:  # this process's own search is over: a RUNNING trial of its own was cut short
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return any(TrialRecord.of(t).worker != worker_id() for t in running)
+
+    while not stop.requested and elsewhere():
         if poll is not None:
             poll()
         time.sleep(CLAIM_POLL_S)
