@@ -238,7 +238,8 @@ def _search(
                 optimize(task, stop, on_trial=lambda *_: update())
             elif remaining > 0:
                 codes = run_workers([task] * min(workers, remaining), stop, poll=update)
-            wait_for_running(study, stop, update)  # other processes' last trials: the study is then whole
+            if not any(codes):  # other processes' last trials: the study is then whole
+                wait_for_running(study, stop, update)
             update()
     except KeyboardInterrupt:
         raise Interrupted("search", study) from None
