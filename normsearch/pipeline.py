@@ -221,9 +221,12 @@ def _search(
     exhaustive: bool,
     interruptible: bool,
     reporter: Reporter,
+    finish: bool = False,
 ) -> None:
     """Run what is left of the budget here (``workers`` = 1) or in ``workers`` spawned processes, together
-    with any other processes on the study. Raises :class:`Interrupted` or :class:`WorkersFailed`."""
+    with any other processes on the study; ``finish``: then wait for the trials other processes still run
+    (the confirmation that follows reads the finished study). Raises :class:`Interrupted` or
+    :class:`WorkersFailed`."""
     budget = space.search.n_trials
     remaining = budget - budget_used(study)
     timeout = None if exhaustive else space.search.timeout
@@ -238,7 +241,7 @@ def _search(
                 optimize(task, stop, on_trial=lambda *_: update())
             elif remaining > 0:
                 codes = run_workers([task] * min(workers, remaining), stop, poll=update)
-            if not any(codes):  # other processes' last trials: the study is then whole
+            if finish and not any(codes):  # other processes' last trials: the study is then whole
                 wait_for_running(study, stop, update)
             update()
     except KeyboardInterrupt:
@@ -298,6 +301,7 @@ def search_and_confirm(
         exhaustive=exhaustive,
         interruptible=interruptible,
         reporter=reporter,
+        finish=confirm,
     )
     if confirm:
         try:
