@@ -209,6 +209,14 @@ def _image_folder(label: str, root: Path) -> tuple[list[str], list[int], list[st
     return list(paths), list(labels), folder.classes
 
 
+def _class_problem(classes: list[str]) -> str | None:
+    """Why an image folder with these class folders cannot train a classifier (fewer than two), or None."""
+    if len(classes) >= 2:
+        return None
+    held = f"one class folder ({classes[0]})" if classes else "no class folders"
+    return f"holds {held}: a classifier needs at least 2, one folder of images per class"
+
+
 def _load_image_folder(label: str, path: str, resolution: int | None) -> Loaded:
     """``imagefolder:PATH`` (see the module docstring)."""
     from PIL import Image
@@ -231,6 +239,9 @@ def _load_image_folder(label: str, path: str, resolution: int | None) -> Loaded:
         val_index, train_index = order[:n_val].tolist(), order[n_val:].tolist()
         train_paths, train_labels = [paths[i] for i in train_index], [labels[i] for i in train_index]
         val_paths, val_labels = [paths[i] for i in val_index], [labels[i] for i in val_index]
+    problem = _class_problem(classes)
+    if problem is not None:
+        raise DatasetUnavailable(f"{label}: {problem}")
     if not train_paths or not val_paths:
         raise DatasetUnavailable(f"{label}: too few images for a train and a validation set")
     with Image.open(train_paths[0]) as first:
@@ -298,6 +309,10 @@ def check_data_name(name: str) -> None:
     if sep and prefix == "imagefolder":
         if not Path(rest).is_dir():
             raise ValueError(f"dataset {name!r}: directory {rest} does not exist")
+        root = Path(rest) / "train" if (Path(rest) / "train").is_dir() else Path(rest)
+        problem = _class_problem(sorted(d.name for d in root.iterdir() if d.is_dir()))
+        if problem is not None:
+            raise ValueError(f"dataset {name!r}: {root} {problem}")
         return
     where, sep, function = name.rpartition(":") if isinstance(name, str) else ("", "", "")
     if sep and where and function.isidentifier():

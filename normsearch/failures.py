@@ -4,6 +4,7 @@ line that describes each: what the CLI's top-level handler and a search worker p
 from __future__ import annotations
 
 import errno
+import io
 import os
 from collections.abc import Iterator
 
@@ -37,9 +38,8 @@ def describe_failure(error: BaseException) -> str | None:
             return str(cause)
         if isinstance(cause, OSError):
             output = not cause.filename and _from_output(cause)
-            where = (
-                f"{cause.filename}: " if cause.filename else ("cannot write the output: " if output else "")
-            )
+            filename = cause.filename or (None if output else _open_file(error))
+            where = f"{filename}: " if filename else ("cannot write the output: " if output else "")
             hint = None if output else _HINTS.get(cause.errno)
             return f"{where}{cause.strerror or cause}" + (f": {hint}" if hint else "")
         if isinstance(cause, MemoryError):
@@ -49,6 +49,24 @@ def describe_failure(error: BaseException) -> str | None:
         ):
             lines = str(cause).strip().splitlines()
             return f"storage error: {lines[0] if lines else type(cause).__name__}"
+    return None
+
+
+def _open_file(error: BaseException) -> str | None:
+    """The file being written when ``error`` was raised, for an ``OSError`` that names none (a write to an
+    open file, e.g. PIL saving a figure: ENOSPC has no file name): the name of the innermost open file among
+    the locals of the frames it passed, standard streams left out."""
+    found = None
+    for cause in chain(error):
+        tb = cause.__traceback__
+        while tb is not None:
+            for value in tb.tb_frame.f_locals.values():
+                name = getattr(value, "name", None) if isinstance(value, io.IOBase) else None
+                if isinstance(name, str) and name not in ("<stdout>", "<stderr>"):
+                    found = name
+            tb = tb.tb_next
+        if found is not None:
+            return found
     return None
 
 

@@ -15,7 +15,8 @@ line is invalid JSON in the middle of the file and the whole study is unreadable
 - **reading** a line that is not a record first tries to salvage it: a line glued onto a partial one (left by
   an older version, or another tool) is replaced by its last complete record, and the partial record, which no
   reader ever applied, is dropped. A line that cannot be salvaged raises :class:`JournalDamaged` naming the
-  file and the line.
+  file and the line; a line of JSON that is no Optuna record (another program's JSON lines) raises
+  :class:`ForeignJournal`, and the file is never written.
 
 A lock that exists when the journal is opened is reported through the ``normsearch`` logger: the first write
 waits for it (Optuna breaks a lock left by a killed process after its grace period).
@@ -46,6 +47,19 @@ class JournalDamaged(ValueError):
         super().__init__(
             f"{path}: line {line} is not a journal record ({reason}); keep a copy of the file, then remove "
             "that line to read the records around it"
+        )
+        self.path = path
+        self.line = line
+
+
+class ForeignJournal(JournalDamaged):
+    """A journal file whose records are JSON but not Optuna's (another program's JSON lines)."""
+
+    def __init__(self, path: str, line: int) -> None:
+        ValueError.__init__(
+            self,
+            f"{path}: line {line} is JSON but not an Optuna journal record (no op_code): another program's "
+            "file, left as it is; use another --study name or --runs-dir",
         )
         self.path = path
         self.line = line
@@ -174,8 +188,12 @@ class SafeJournalFileBackend(JournalFileBackend):
         try:
             for log in super().read_logs(log_number_from):
                 read += 1
+                if not isinstance(log, dict) or "op_code" not in log:
+                    raise ForeignJournal(self._file_path, log_number_from + read)
                 yield log
             return
+        except ForeignJournal:
+            raise
         except ValueError:  # json.JSONDecodeError included: a line that is not a record
             pass
         try:
@@ -208,4 +226,11 @@ class SafeJournalFileBackend(JournalFileBackend):
                 raise JournalWriteError(err.errno, err.strerror, self._file_path) from err
 
 
-__all__ = ["JournalDamaged", "JournalWriteError", "SafeJournalFileBackend", "cut_partial_tail", "salvage"]
+__all__ = [
+    "ForeignJournal",
+    "JournalDamaged",
+    "JournalWriteError",
+    "SafeJournalFileBackend",
+    "cut_partial_tail",
+    "salvage",
+]

@@ -41,7 +41,16 @@ from .data import in_process_only as data_in_process_only
 from .export import Provenance, export_source
 from .leaderboard import build_rows, sort_rows
 from .norm import NormConfig
-from .search import Prepared, StopRequest, WorkerTask, budget_used, optimize, prepare, run_workers
+from .search import (
+    Prepared,
+    StopRequest,
+    WorkerTask,
+    budget_used,
+    optimize,
+    prepare,
+    run_workers,
+    wait_for_running,
+)
 from .settings import SettingsError, from_mapping
 from .sources import ModelUnavailable, register_model, resolve_model
 from .sources import in_process_only as model_in_process_only
@@ -226,9 +235,12 @@ def _search(
     exhaustive: bool,
     interruptible: bool,
     reporter: Reporter,
+    finish: bool = False,
 ) -> None:
     """Run what is left of the budget here (``workers`` = 1) or in ``workers`` spawned processes, together
-    with any other processes on the study. Raises :class:`Interrupted` or :class:`WorkersFailed`."""
+    with any other processes on the study; ``finish``: then wait for the trials other processes still run
+    (the confirmation that follows reads the finished study). Raises :class:`Interrupted` or
+    :class:`WorkersFailed`."""
     budget = space.search.n_trials
     remaining = budget - budget_used(study)
     timeout = None if exhaustive else space.search.timeout
@@ -243,6 +255,8 @@ def _search(
                 optimize(task, stop, on_trial=lambda *_: update())
             elif remaining > 0:
                 codes = run_workers([task] * min(workers, remaining), stop, poll=update)
+            if finish and not any(codes):  # other processes' last trials: the study is then whole
+                wait_for_running(study, stop, update)
             update()
     except KeyboardInterrupt:
         raise Interrupted("search", study) from None
@@ -303,6 +317,7 @@ def search_and_confirm(
         exhaustive=exhaustive,
         interruptible=interruptible,
         reporter=reporter,
+        finish=confirm,
     )
     if confirm:
         try:

@@ -34,6 +34,9 @@ study of a higher version (:func:`check_schema`). Version 2: a trial's ``config`
 specs alone, which read as candidates without network options."""
 SCHEMA_KEY = "schema_version"
 """The study user attr that holds the schema version."""
+PREPARED_KEY = "probe"
+"""The study user attr that marks a prepared study: its creator stores it after every other key of
+:class:`StudyRecord` (:meth:`StudyRecord.attrs`), so a process that sees it reads the whole record."""
 
 
 class IncompatibleStudy(ValueError):
@@ -70,8 +73,13 @@ class StudyRecord:
     schema_version: int = SCHEMA_VERSION
 
     def attrs(self) -> dict[str, Any]:
-        """The user attrs to store, key by key."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The user attrs to store, key by key, in the order to store them: :data:`PREPARED_KEY` last. Each
+        attr is its own write, and another process may read the study between two of them."""
+        attrs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != PREPARED_KEY}
+        return {**attrs, PREPARED_KEY: getattr(self, PREPARED_KEY)}
+
+
+STUDY_FIELDS = frozenset(f.name for f in fields(StudyRecord))
 
 
 def schema_version(study: optuna.Study) -> Any:
@@ -80,7 +88,13 @@ def schema_version(study: optuna.Study) -> Any:
 
 
 def check_schema(study: optuna.Study) -> None:
-    """Raise :class:`IncompatibleStudy` (one line) unless this normsearch reads the study's records."""
+    """Raise :class:`IncompatibleStudy` (one line) unless this normsearch reads the study's records: a study
+    with none of :class:`StudyRecord`'s keys was written by another program (a plain Optuna study)."""
+    if not STUDY_FIELDS & set(study.user_attrs):
+        raise IncompatibleStudy(
+            f"study {study.study_name!r} was not written by normsearch (it has none of its settings): another "
+            "program's study, left as it is; use another --study name"
+        )
     version = schema_version(study)
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
         written = study.user_attrs.get("normsearch", "?")
@@ -356,10 +370,12 @@ def probe_rows(study: optuna.Study, *, include_failed: bool = False) -> list[Row
 
 
 __all__ = [
+    "PREPARED_KEY",
     "ROW_KEYS",
     "SCHEMA_KEY",
     "SCHEMA_VERSION",
     "SCORE_NAMES",
+    "STUDY_FIELDS",
     "IncompatibleStudy",
     "ProbeRecord",
     "Row",

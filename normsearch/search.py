@@ -72,7 +72,9 @@ from .failures import describe_failure
 from .norm import parse_spec
 from .probes import ProbeResult, ProbeRunner
 from .records import (
+    PREPARED_KEY,
     SCHEMA_VERSION,
+    STUDY_FIELDS,
     IncompatibleStudy,
     ProbeRecord,
     StudyRecord,
@@ -83,8 +85,18 @@ from .records import (
     write,
 )
 from .score import MAX_STEP_LOSS_RATIO, OBJECTIVES, OBJECTIVES_VERSION, objective_values, rejection
+from .settings import SettingsError
 from .space import SearchSettings, SearchSpace, format_options
-from .storage import StudyLocation, create_or_load, fail_silent_trials, fail_stale_trials, is_url, worker_id
+from .space.fit import probe_channels
+from .storage import (
+    StudyLocation,
+    create_or_load,
+    fail_silent_trials,
+    fail_stale_trials,
+    is_url,
+    masked,
+    worker_id,
+)
 
 CLAIM_POLL_S = 0.2
 """How often a trial waiting for another process's probe of the same config looks again."""
@@ -411,9 +423,10 @@ def check_comparable(study: optuna.Study) -> None:
     check_schema(study)
     version = study.user_attrs.get("objectives_version", 1)
     if version != OBJECTIVES_VERSION:
-        stored = ", ".join(study.user_attrs.get("objectives") or ["?"])
+        stored = ", ".join(study.user_attrs.get("objectives") or [])
         raise IncompatibleStudy(
-            f"study {study.study_name!r} was scored with older objectives (version {version}: {stored}); this "
+            f"study {study.study_name!r} was scored with older objectives (version {version}"
+            f"{': ' + stored if stored else ''}); this "
             f"normsearch scores version {OBJECTIVES_VERSION} ({', '.join(OBJECTIVES)}, with filters): the results "
             "would not compare; use another --study name"
         )
@@ -500,11 +513,32 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, lost_only: bool =
     return enqueued
 
 
+def check_network(space: SearchSpace) -> None:
+    """Raise :class:`~normsearch.settings.SettingsError` (``probe.model``) when the probe network cannot be
+    built even with BatchNorm, which fits any channel count: a builder that returns no ``nn.Module``, a model
+    without a norm slot. Every candidate would fail on it, so it is said once, before the first trial (a
+    space file is checked so at load; a ``--model`` or ``model=`` given later is checked here)."""
+    try:
+        probe_channels(space.probe)
+    except ValueError as err:
+        raise SettingsError(
+            "probe.model", f"{err}; every candidate would fail on it, so none was probed"
+        ) from None
+
+
 def prepare(space: SearchSpace, location: StudyLocation) -> Prepared:
-    """Create or resume the study: check its probe settings, store the space, fail stale trials, enqueue
-    baselines. Raises :class:`IncompatibleStudy` for a study probed with other settings."""
+    """Create or resume the study: check its probe network (:func:`check_network`) and probe settings, store
+    the space, fail stale trials, enqueue baselines. Raises :class:`IncompatibleStudy` for a study probed with
+    other settings, :class:`~normsearch.settings.SettingsError` for a network no candidate can be probed on;
+    nothing is written before these checks."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded, not logged
+    check_network(space)
     existing = _existing(location)
+    if existing is not None and _foreign(existing):  # refused before anything is written to it
+        raise IncompatibleStudy(
+            f"study {location.name!r} ({masked(location.storage)}) was not made by normsearch run (its objectives: "
+            f"{', '.join(d.name.lower() for d in existing.directions)}), left as it is; use another --study name"
+        )
     if existing is not None and _wait_for_creator(existing):  # checked before anything is written
         _check_compatible(existing, space)
     study, created = create_or_load(location, DIRECTIONS)
@@ -522,17 +556,24 @@ def prepare(space: SearchSpace, location: StudyLocation) -> Prepared:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if study.metric_names != METRIC_NAMES:
             study.set_metric_names(METRIC_NAMES)
-    for key, value in study_attrs(space).items():  # last: the stored settings mark a prepared study
+    for key, value in study_attrs(space).items():  # last, and PREPARED_KEY last of them: it marks the study
         if fresh or study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
     return Prepared(study, created, stale, enqueued, changed)
+
+
+def _foreign(study: optuna.Study) -> bool:
+    """Whether another program made the study: none of a normsearch study's settings, and other objectives
+    (a study whose normsearch creator has not stored its settings yet has this version's objectives)."""
+    other = [d.name for d in study.directions] != [d.upper() for d in DIRECTIONS]
+    return other and not STUDY_FIELDS & set(study.user_attrs)
 
 
 def _wait_for_creator(study: optuna.Study, seconds: float = PREPARE_WAIT_S) -> bool:
     """Whether the study is prepared (its settings stored), waiting up to ``seconds`` for the process that
     created it a moment ago; False: its creator died before, and this process prepares it."""
     deadline = time.monotonic() + seconds
-    while "probe" not in study.user_attrs:  # read from the storage each time
+    while PREPARED_KEY not in study.user_attrs:  # read from the storage each time
         if time.monotonic() > deadline:
             return False
         time.sleep(CLAIM_POLL_S)
@@ -607,6 +648,24 @@ def optimize(
         finally:
             torch.set_num_threads(threads)
     return study
+
+
+def wait_for_running(study: optuna.Study, stop: StopRequest, poll: Callable[[], None] | None = None) -> None:
+    """Return once no trial of the study is RUNNING in another process (here or elsewhere) or a stop is
+    requested: what follows the search (confirmation) then reads the finished study, not one that depends on
+    which process finished first. A dead process's trial is failed meanwhile (:func:`fail_stale_trials`, and
+    the heartbeat on RDB storages), so this never waits on it for ever."""
+
+    def elsewhere() -> bool:  # this process's own search is over: a RUNNING trial of its own was cut short
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return any(TrialRecord.of(t).worker != worker_id() for t in running)
+
+    while not stop.requested and elsewhere():
+        if poll is not None:
+            poll()
+        time.sleep(CLAIM_POLL_S)
+        fail_stale_trials(study)
+        fail_silent_trials(study)
 
 
 def _stop_when_parent_dies() -> None:
@@ -696,6 +755,7 @@ __all__ = [
     "WorkerTask",
     "budget_used",
     "check_comparable",
+    "check_network",
     "compact",
     "counts_toward_budget",
     "enqueue_baselines",
@@ -712,4 +772,5 @@ __all__ = [
     "study_attrs",
     "trial_score",
     "trial_seed",
+    "wait_for_running",
 ]

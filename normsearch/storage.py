@@ -293,9 +293,18 @@ def _open_rdb(url: str, where: str, create: bool, heartbeat: int) -> RDBStorage:
                     f"{str(err.orig or err).strip().splitlines()[0]}"
                 ) from None
             time.sleep(0.2 + random.random() * 0.5)
-        except OperationalError as err:
+        except (OperationalError, optuna.exceptions.StorageInternalError) as err:
+            # Optuna wraps a failed first query (no tables to create: reading) in StorageInternalError,
+            # whose own text blames "invalid data in the commit": the cause is what went wrong
+            cause = err.__cause__ if isinstance(err, optuna.exceptions.StorageInternalError) else err
+            if not isinstance(cause, OperationalError):
+                raise StorageError(
+                    f"{where} {masked(url)}: {str(cause or err).strip().splitlines()[0]}"
+                ) from None
             reason = (
-                str(err.orig or err).strip().splitlines()[0] if str(err.orig or err).strip() else "failed"
+                str(cause.orig or cause).strip().splitlines()[0]
+                if str(cause.orig or cause).strip()
+                else "failed"
             )
             raise StorageError(
                 f"{where} {masked(url)}: cannot connect: {reason}; {_connect_fix(reason)}"
@@ -367,6 +376,14 @@ class StudyLocation:
     heartbeat: int = HEARTBEAT_S
 
     def open(self, create: bool = True) -> BaseStorage:
+        default = (
+            Path(self.storage) == self.directory / JOURNAL
+        )  # the study's own journal: no --storage given
+        if default and Path(self.storage).is_dir():
+            raise StorageError(
+                f"{self.storage}: is a directory, where study {self.name!r} keeps its journal file: move it "
+                "away, or use another --study name or --runs-dir"
+            )
         if self.pointer is None:
             return make_storage(self.storage, create=create, heartbeat=self.heartbeat)
         try:

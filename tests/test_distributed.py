@@ -620,3 +620,86 @@ def _journal(path: str, name: str) -> optuna.Study:
         study_name=name,
         storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path)),
     )
+
+
+STARTER = """
+import json, sys, time
+from normsearch.search import prepare
+from normsearch.space import load_space
+from normsearch.storage import locate
+
+space, rounds = load_space(sys.argv[1]), json.loads(sys.argv[2])
+for url, start in rounds:
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        prepared = prepare(space, locate("pg", sys.argv[3], url))
+        print(json.dumps({"created": prepared.created}), flush=True)
+    except ValueError as err:
+        print(json.dumps({"error": str(err)}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_any_number_of_starters_on_a_fresh_study_all_join_it(tmp_path: Path, postgres) -> None:
+    """Four processes prepare study ``pg`` on a fresh database at the same instant, in four rounds (a fresh
+    database each): in every round one creates the study and the other three join it. The creator stores the
+    study's settings one user attr at a time; a joiner that read them half-written refused the study as
+    "scored with older objectives (version 1: ?)" (3 of 3 CLI starts lost one)."""
+    (tmp_path / "s.yaml").write_text(SPACE)
+    starters, start = 4, time.time() + 12  # time for each process to import torch on a loaded machine
+    rounds = [(postgres.database(), start + 1.5 * i) for i in range(4)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER, str(tmp_path / "s.yaml"), json.dumps(rounds), str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(starters)
+    ]
+    outputs = [p.communicate(timeout=240) for p in processes]
+    assert [p.returncode for p in processes] == [0] * starters, [err for _, err in outputs]
+    results = [[json.loads(line) for line in out.splitlines()] for out, _ in outputs]
+    for number, outcome in enumerate(zip(*results, strict=True)):
+        assert [r.get("error") for r in outcome] == [None] * starters, (number, outcome)
+        assert sorted(r["created"] for r in outcome) == [False] * (starters - 1) + [True], (number, outcome)
+
+
+class _Watched(optuna.storages.JournalStorage):
+    """A journal storage that, after each study user attr it writes, has a second storage on the same file read
+    the study as a starter that joins it does: still waiting for the creator, or accepting the whole record."""
+
+    def __init__(self, path: str, space) -> None:
+        super().__init__(optuna.storages.journal.JournalFileBackend(path))
+        self.path, self.space, self.accepted = path, space, []
+
+    def set_study_user_attr(self, study_id: int, key: str, value) -> None:
+        from normsearch.search import _check_compatible, _wait_for_creator
+
+        super().set_study_user_attr(study_id, key, value)
+        joiner = _journal(self.path, "pg")
+        if _wait_for_creator(joiner, seconds=0):
+            _check_compatible(joiner, self.space)  # raises IncompatibleStudy on a half-written record
+            self.accepted.append(key)
+
+
+def test_a_starter_that_reads_the_study_between_any_two_of_its_creators_writes_joins_it(
+    tmp_path: Path,
+) -> None:
+    """The race behind the live test above, made certain: after every user attr the creator stores, a joiner
+    reads the study. It must either wait (not prepared yet) or find every setting; it found ``probe``, took the
+    study as prepared and refused it for a missing ``objectives_version``."""
+    from normsearch.search import prepare
+    from normsearch.space import load_space
+    from normsearch.storage import StudyLocation
+
+    (tmp_path / "s.yaml").write_text(SPACE)
+    space, path = load_space(tmp_path / "s.yaml"), str(tmp_path / "j.log")
+    watched = _Watched(path, space)
+
+    class Location(StudyLocation):
+        def open(self, create: bool = True):
+            return watched
+
+    assert prepare(space, Location("pg", tmp_path, path)).created
+    assert watched.accepted == ["probe"]  # the last write, and the only one after which the study is whole

@@ -330,8 +330,8 @@ def test_2_5_7_the_same_rules_in_space_validate_run_and_calibrate(
         ),
         ("space:\n  eps: {low: 1.0e-9, high: 0.5, step: 1.0e-9}\n", "a range may hold at most 100000"),
         ("space:\n  ? [a, b]\n  : 1\n", "line 2, column 5: invalid YAML: a key must be a plain value"),
-        ("space: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested more than 32 levels deep"),
-        ("space: " + "{a: " * 50_000 + "1" + "}" * 50_000 + "\n", "nested more than 32 levels deep"),
+        ("space: " + "[" * 30_000 + "]" * 30_000 + "\n", "nested more than 32 levels deep"),
+        ("space: " + "{a: " * 10_000 + "1" + "}" * 10_000 + "\n", "nested more than 32 levels deep"),
     ],
     ids=["int-range", "float-step-range", "complex-key", "nested-lists", "nested-maps"],
 )

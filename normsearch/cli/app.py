@@ -2,7 +2,8 @@
 
 :func:`main` (run by the ``normsearch`` console script, :mod:`normsearch.console`) runs the application under one handler: every expected
 failure (a file or disk error, a damaged journal, a storage error, running out of memory, a signal) ends in
-one ``error:`` line on stderr and exit code 2 (130 after Ctrl-C, 143 after SIGTERM, with the resume hint);
+one ``error:`` line on stderr and exit code 2 (130 after Ctrl-C, 143 after SIGTERM, with the resume hint in a
+command that stores its work as it goes: ``command(resumes=True)``);
 any other exception is a bug, reported in one line that says to rerun with ``--debug`` for the traceback.
 
 Terminal output never carries stored text as markup or raw control codes: the shared consoles read strings
@@ -12,6 +13,7 @@ escape, a bell, ...) that reaches them as a visible ``\\x1b``-style escape.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -26,7 +28,9 @@ import typer
 from rich.console import Console
 from rich.segment import Segment
 from rich.text import Text
-from typer.core import TyperCommand, TyperGroup
+from typer._click.core import Context  # typer's own copy of click: what it parses with and raises
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from .. import __version__
 from ..failures import describe_failure
@@ -41,9 +45,44 @@ if TYPE_CHECKING:
     import optuna
 
 
+_LIMITS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+_KINDS = {
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "bool_parsing": "true or false",
+}
+
+
+def usage_message(error: UsageError) -> str:
+    """The one-line message of a command-line usage error: for a bad value ``--n-trials: must be >= 1, got 0``
+    (typer checks values with pydantic: its first error gives the rule and the input), else click's message
+    with the command's help named."""
+    cause = error.__cause__
+    errors = cause.errors() if isinstance(error, typer.BadParameter) and hasattr(cause, "errors") else []
+    if not errors or error.param is None:
+        where = f"; see `{error.ctx.command_path} --help`" if error.ctx is not None else ""
+        return f"{error.format_message().rstrip('.')}{where}"
+    param = error.param
+    longest = max(param.opts, key=len) if isinstance(param, TyperOption) and param.opts else None
+    name = longest or (param.metavar or str(param.name)).upper()
+    first = errors[0]
+    bound = next(iter(first.get("ctx") or {}), None)
+    if first["type"] in _LIMITS and bound is not None:
+        rule = f"must be {_LIMITS[first['type']]} {first['ctx'][bound]}"
+    elif first["type"] in _KINDS:
+        rule = f"must be {_KINDS[first['type']]}"
+    else:
+        rule = str(first["msg"])[:1].lower() + str(first["msg"])[1:]
+    return f"{name}: {rule}, got {first['input']}"
+
+
 class _PlainFlags:
     """On/off flags get no type column in the help: typer draws ``<bool>`` there for a flag without a
-    metavar, its own ``--help`` and completion options included."""
+    metavar, its own ``--help`` and completion options included. A usage error (a bad value, an unknown
+    option or command, a missing argument) is one ``error:`` line and exit 2 (:func:`usage_message`), not
+    typer's box, in every command: each parses its arguments in ``make_context``, the group picks the command
+    in ``resolve_command``."""
 
     def get_params(self, ctx: Any) -> list:
         params = super().get_params(ctx)
@@ -52,13 +91,43 @@ class _PlainFlags:
                 param.metavar = ""
         return params
 
+    resumes = False
+    """Whether the command stores completed work as it goes, so that running it again after an interruption
+    goes on (:data:`RESUME`); set by :func:`command`."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Context:
+        _INVOKED["resumes"] = self.resumes  # the group's first, then the command's own
+        with _usage_errors():
+            return super().make_context(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except NoArgsIsHelpError:  # a bare `normsearch`, `normsearch space`: the help, as asked for
+        raise
+    except UsageError as error:
+        print_error(usage_message(error))
+        raise typer.Exit(BAD_INPUT) from None
+
 
 class PlainFlagsCommand(_PlainFlags, TyperCommand):
     """A command whose flags have no type column (:class:`_PlainFlags`)."""
 
 
+class ResumingCommand(PlainFlagsCommand):
+    """A :class:`PlainFlagsCommand` that stores its work as it goes (``run``, ``confirm``, ``calibrate``)."""
+
+    resumes = True
+
+
 class PlainFlagsGroup(_PlainFlags, TyperGroup):
     """A group whose flags have no type column (:class:`_PlainFlags`)."""
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> Any:
+        with _usage_errors():
+            return super().resolve_command(ctx, args)
 
 
 class CommandsGroup(PlainFlagsGroup):
@@ -96,9 +165,10 @@ class CommandsGroup(PlainFlagsGroup):
         return self.commands.get(cmd_name)
 
 
-def command(*args: Any, on: typer.Typer | None = None, **kwargs: Any) -> Any:
-    """``app.command(...)`` (or ``on.command``) with :class:`PlainFlagsCommand`: how every command registers."""
-    return (on or app).command(*args, cls=PlainFlagsCommand, **kwargs)
+def command(*args: Any, on: typer.Typer | None = None, resumes: bool = False, **kwargs: Any) -> Any:
+    """``app.command(...)`` (or ``on.command``) with :class:`PlainFlagsCommand`: how every command registers.
+    ``resumes``: the command stores completed work as it goes, and an interruption says to run it again."""
+    return (on or app).command(*args, cls=ResumingCommand if resumes else PlainFlagsCommand, **kwargs)
 
 
 app = typer.Typer(
@@ -255,6 +325,12 @@ def _silence_failed_stdout() -> None:
 
 
 _SIGNALS: dict[str, int | None] = {"last": None}
+_INVOKED = {"resumes": False}
+"""Whether the command being run resumes (:attr:`_PlainFlags.resumes`): what an interruption says."""
+
+
+def _interrupted_line() -> str:
+    return f"interrupted; {RESUME}" if _INVOKED["resumes"] else "interrupted"
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -285,6 +361,7 @@ def main(args: list[str] | None = None) -> int:
     logging.basicConfig(format="note: %(message)s", level=logging.WARNING, stream=sys.stderr)
     _DEBUG["on"] = bool(os.environ.get("NORMSEARCH_DEBUG"))
     _SIGNALS["last"] = None
+    _INVOKED["resumes"] = False
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app(args=args, prog_name="normsearch")
@@ -293,12 +370,12 @@ def main(args: list[str] | None = None) -> int:
         if code == INTERRUPTED:
             context = exit_.__context__
             if context is not None and isinstance(context.__cause__, KeyboardInterrupt):
-                print_error(f"interrupted; {RESUME}")  # typer's exit 130: the command itself said nothing
+                print_error(_interrupted_line())  # typer's exit 130: the command itself said nothing
             code = _interrupted()
         return code
     except BaseException as error:
         if _caused_by_interrupt(error):  # also a cleanup that failed because the signal cut it short
-            print_error(f"interrupted; {RESUME}")
+            print_error(_interrupted_line())
             return _interrupted()
         message = describe_failure(error)
         _silence_failed_stdout()

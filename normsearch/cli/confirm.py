@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import multiprocessing
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -84,7 +85,7 @@ Schedule = Annotated[str | None, _flag("schedule")]
 Seeds = Annotated[int | None, _flag("seeds")]
 Seed = Annotated[int | None, _flag("seed")]
 Device = Annotated[str | None, _flag("device")]
-Threads = Annotated[int | None, _flag("threads", min=1)]
+Threads = Annotated[int | None, _flag("threads", min=1, max=os.cpu_count() or 1)]  # more: torch fails
 Amp = Annotated[bool | None, _flag("amp", "--amp/--no-amp")]
 Compile = Annotated[bool | None, _flag("compile", "--compile/--no-compile")]
 SmallBatch = Annotated[int | None, _flag("small_batch")]
@@ -324,7 +325,7 @@ def _print(study: optuna.Study, settings: ConfirmSettings, json_output: bool) ->
         emit(Text(line))  # wrapped at words on a terminal, whole lines off it
 
 
-@command("confirm", epilog="Example: `normsearch confirm groups --top-k 5 --seeds 3`")
+@command("confirm", resumes=True, epilog="Example: `normsearch confirm groups --top-k 5 --seeds 3`")
 def confirm_command(
     study_name: Annotated[
         str | None, typer.Argument(metavar="STUDY", help="Study (default: the latest).")
@@ -402,7 +403,7 @@ class _Calibration(Reporter):
         yield lambda: None
 
 
-@command("calibrate", epilog="Example: `normsearch calibrate --space classic --epochs 3`")
+@command("calibrate", resumes=True, epilog="Example: `normsearch calibrate --space classic --epochs 3`")
 def calibrate_command(
     space_path: Annotated[
         str, typer.Option("--space", metavar="FILE", help="Space file or shipped name.")

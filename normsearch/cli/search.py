@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import optuna
@@ -303,7 +304,7 @@ class _Terminal(Reporter):
         _note_shortfall(study, self.space, seconds)
 
 
-@command("run", epilog="Example: `normsearch run --space groups` (again: resumes)")
+@command("run", resumes=True, epilog="Example: `normsearch run --space groups` (again: resumes)")
 def run(
     space_path: str = typer.Option(
         ..., "--space", metavar="FILE", help="Space file, or a shipped space name."
@@ -574,6 +575,8 @@ def runs(
     """The studies under the runs directory (or in --storage): trial counts and best config."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage is None:
+        if not Path(runs_dir).is_dir():
+            fail(f"--runs-dir {runs_dir}: no such directory (studies are made there by `normsearch run`)")
         found: list[tuple[str, float | None]] = list(study_names(runs_dir))
     else:
         try:

@@ -28,6 +28,11 @@ from .sections import SearchSettings, matched_probe
 
 MAX_NESTING = 32
 """Deepest nesting of YAML mappings and lists a space file may have (a space file needs 5)."""
+MAX_BYTES = 65_536
+"""Most characters a space file may hold (the shipped ones hold 1 to 3 thousand): PyYAML reads about 20 kB/s
+on a loaded core, so a larger file would take minutes to be refused."""
+MAX_VALUES = 20_000
+"""Most values (scalars, lists and mappings, each alias counted as the value it names) a space file may hold."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -61,22 +66,62 @@ _UniqueKeyLoader.add_implicit_resolver(  # YAML 1.2 floats: PyYAML reads 1e-5 (n
 SECTIONS = ("description", "space", "network", "probe", "objective", "search", "confirm", "default")
 
 
-def _check_nesting(text: str, label: str) -> None:
-    """Refuse YAML nested deeper than :data:`MAX_NESTING`, before the (recursive) loader sees it.
+def _check_shape(text: str, label: str) -> None:
+    """Refuse a space file larger than :data:`MAX_BYTES`, nested deeper than :data:`MAX_NESTING`, or whose
+    aliases expand it to more than :data:`MAX_VALUES` values (a "billion laughs" file: a few hundred bytes of
+    ``&a``/``*a`` that expand to millions), before the (recursive) loader sees it.
 
-    Reads PyYAML's event stream, which is not recursive, so a deep file costs no stack."""
-    depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_NESTING:
-                mark = event.start_mark
-                where = f"{label}: line {mark.line + 1}, column {mark.column + 1}"
-                raise SpaceError(
-                    [f"{where}: nested more than {MAX_NESTING} levels deep (a space file needs 5)"]
+    Reads PyYAML's event stream, which is not recursive, so a deep file costs no stack, and an alias is
+    counted as the size of its anchor's value, not expanded."""
+    if len(text) > MAX_BYTES:
+        raise SpaceError(
+            [
+                (
+                    f"{label}: holds more than {MAX_BYTES} characters, the most a space file may hold (one needs a "
+                    "few thousand)"
                 )
+            ]
+        )
+    sizes: dict[str, int] = {}  # anchor → values its node expands to
+    open_: list[tuple[str | None, int]] = []  # the collections being read: (anchor, values before it)
+    total = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        mark = event.start_mark
+        where = f"{label}: line {mark.line + 1}, column {mark.column + 1}"
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor not in sizes:
+                raise SpaceError(
+                    [f"{where}: alias *{event.anchor} inside its own anchor (a value that holds itself)"]
+                )
+            total += sizes[event.anchor]
+        elif isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
+            total += 1
+            if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
+                sizes[event.anchor] = 1
+            elif isinstance(event, yaml.CollectionStartEvent):
+                open_.append((event.anchor, total - 1))
+                if len(open_) > MAX_NESTING:
+                    raise SpaceError(
+                        [f"{where}: nested more than {MAX_NESTING} levels deep (a space file needs 5)"]
+                    )
         elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
+            anchor, before = open_.pop()
+            if anchor is not None:
+                sizes[anchor] = total - before
+        if total > MAX_VALUES:
+            raise SpaceError(
+                [
+                    (
+                        f"{where}: holds more than {MAX_VALUES} values, each alias counted as the value it names (a space "
+                        "file needs a few hundred)"
+                    )
+                ]
+            )
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    """The 1-based line and column of character ``position`` of ``text``."""
+    return text.count("\n", 0, position) + 1, position - text.rfind("\n", 0, position)
 
 
 def _settings(
@@ -129,8 +174,15 @@ def parse_space(text: str, label: str, name: str, path: str) -> SearchSpace:
     """
     problems = Problems(label)
     try:
-        _check_nesting(text, label)
+        _check_shape(text, label)
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.reader.ReaderError as err:  # a character YAML does not allow: a position, not a mark
+        line, column = _line_column(text, err.position)
+        raise SpaceError(
+            [
+                f"{label}: line {line}, column {column}: invalid YAML: character #x{err.character:04x} is not allowed"
+            ]
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -257,7 +309,8 @@ def resolve(path_or_name: str | Path) -> tuple[str, str, str]:
     path = Path(given)
     if path.is_file():
         try:
-            return given, str(path), path.read_text(encoding="utf-8")
+            with path.open(encoding="utf-8") as file:  # no more than parse_space reads (MAX_BYTES)
+                return given, str(path), file.read(MAX_BYTES + 1)
         except (OSError, UnicodeDecodeError) as err:
             raise SpaceError([f"{given}: cannot read: {err}"]) from None
     shipped = shipped_spaces()
@@ -279,4 +332,13 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
     return parse_space(text, label, name, path)
 
 
-__all__ = ["MAX_NESTING", "SECTIONS", "load_space", "parse_space", "resolve", "shipped_spaces"]
+__all__ = [
+    "MAX_BYTES",
+    "MAX_NESTING",
+    "MAX_VALUES",
+    "SECTIONS",
+    "load_space",
+    "parse_space",
+    "resolve",
+    "shipped_spaces",
+]
