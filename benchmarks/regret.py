@@ -188,10 +188,11 @@ def _seed_row(name: str, space, root: Path, seed: int, quiet: Console) -> dict[s
     confirm_study(study, settings, console=quiet, exhaustive=True)
     ranked, measured = _accuracies(study)
     top = max(ranked, key=ranked.get)
-    regret = 100 * (ranked[top] - ranked[best["config"]])
+    # regrets on measured accuracies: a diverged run counts with what it reached, not as -1
+    regret = 100 * (measured[top] - measured[best["config"]])
     per_config = confirmation.images_per_run * len(settings.learning_rates())
     m = affordable(cost["spent_images"], per_config, len(ranked))
-    random_regret = 100 * (ranked[top] - random_draw_expected_best(list(ranked.values()), m))
+    random_regret = 100 * (measured[top] - random_draw_expected_best(list(measured.values()), m))
     tock = time.perf_counter()
     pick = optuna_pruned(sorted(ranked), settings, cost["spent_images"], seed=seed)
     optuna_seconds = time.perf_counter() - tock
@@ -213,7 +214,7 @@ def _seed_row(name: str, space, root: Path, seed: int, quiet: Console) -> dict[s
         "configs": len(ranked),
         "random_regret": random_regret,
         "optuna": None if pick is None else dataclasses.asdict(pick),
-        "optuna_regret": None if pick is None else 100 * (ranked[top] - ranked[pick.config]),
+        "optuna_regret": None if pick is None else 100 * (measured[top] - measured[pick.config]),
         "spearman": rho,
         "ranked": ranked,
         "measured": measured,
