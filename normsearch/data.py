@@ -8,6 +8,9 @@ as an :class:`ImageData` (train and validation ``TensorDataset`` plus shape fact
 
 - ``digits``: the split above, bilinearly resized to ``resolution`` (native 8), float32 in [-1, 1];
 - ``synthetic``: 10 seeded class prototypes (smooth random images) plus Gaussian noise; for fast tests;
+- ``digits_hard``: the digits split above made hard enough that the normalizer matters (not saturated):
+  each image seeded-warped, cluttered with a piece of another digit, coloured and noised at 16 px (RGB;
+  see :func:`hard_digits`);
 - ``cifar10``, ``cifar100``, ``mnist``, ``fashionmnist``: torchvision, official train/test split (test =
   validation), read from ``data_dir`` and downloaded there only with ``download=True``. Kept as uint8
   (N, C, H, W) to save memory; :meth:`ImageData.inputs` turns a batch into float in [-1, 1]
@@ -28,6 +31,7 @@ Channels, classes and the native resolution follow the data.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -48,8 +52,13 @@ SYNTHETIC_SEED = 0
 SYNTHETIC_SIZES = {"train": 1024, "val": 256}
 SYNTHETIC_NOISE = 1.0
 OFFLINE_DATASET = "digits"
+HARD_DIGITS_SEED = 0
+HARD_DIGITS_RESOLUTION = 16
+HARD_DIGITS_NOISE = 0.1
+"""Standard deviation of the additive pixel noise of ``digits_hard``, in [0, 1] intensity units."""
 NATIVE_RESOLUTION = {
     "digits": 8,
+    "digits_hard": HARD_DIGITS_RESOLUTION,
     "synthetic": 16,
     "cifar10": 32,
     "cifar100": 32,
@@ -133,6 +142,63 @@ def _load_digits(resolution: int | None, data_dir: str, download: bool) -> Loade
     return resized[0], resized[1], 10, native
 
 
+def _warp(images: Tensor, generator: torch.Generator, *, shift: float) -> Tensor:
+    """Each of (n, 1, R, R) ``images`` through its own random affine map: rotation ±15°, scale 0.87–1.11,
+    shear ±0.1, translation ±``shift`` (in units of half the image); zeros outside (bilinear)."""
+    n = len(images)
+    u = torch.rand(n, 5, generator=generator) * 2 - 1  # U(-1, 1)
+    angle, scale, shear = u[:, 0] * math.pi / 12, 1 / (1.0 + 0.15 * u[:, 1]), 0.1 * u[:, 2]
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin + shear * cos, shift * u[:, 3]], 1),
+            torch.stack([sin, cos + shear * sin, shift * u[:, 4]], 1),
+        ],
+        1,
+    )  # (n, 2, 3): output pixel → input sampling position
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def hard_digits(
+    images: Tensor, generator: torch.Generator, resolution: int = HARD_DIGITS_RESOLUTION
+) -> Tensor:
+    """Digits (n, 1, 8, 8) in [-1, 1] → hard RGB digits (n, 3, R, R) float32 in [-1, 1], from ``generator``:
+
+    1. ink m = (x + 1) / 2 upsampled to R and warped (:func:`_warp`, shift ±0.1);
+    2. clutter: another image of the same set (a random one), warped with shift ±0.9 so that mostly a
+       piece of it shows near an edge, at 0.4 intensity: m ← max(m, 0.4·m');
+    3. colour: background b ~ U(0, 1)³, foreground f = (b + U(0.4, 0.6)³) mod 1, so each channel's
+       contrast is ≥ 0.4 with a random sign; pixel = b + (f − b)·m;
+    4. noise: + :data:`HARD_DIGITS_NOISE` · N(0, 1), clamped to [0, 1], then scaled to [-1, 1].
+    """
+    n = len(images)
+    ink = _resize((images + 1) / 2, resolution).clamp_(0, 1)
+    ink = _warp(ink, generator, shift=0.1)
+    other = torch.randint(0, n, (n,), generator=generator)
+    clutter = _warp(_resize((images[other] + 1) / 2, resolution).clamp_(0, 1), generator, shift=0.9)
+    ink = torch.maximum(ink, 0.4 * clutter)
+    background = torch.rand(n, 3, 1, 1, generator=generator)
+    foreground = (background + 0.4 + 0.2 * torch.rand(n, 3, 1, 1, generator=generator)) % 1.0
+    pixels = background + (foreground - background) * ink
+    noise = torch.randn(pixels.shape, generator=generator)
+    return ((pixels + HARD_DIGITS_NOISE * noise).clamp_(0, 1) * 2 - 1).contiguous()
+
+
+def _load_hard_digits(resolution: int | None, data_dir: str, download: bool) -> Loaded:
+    """``digits_hard``: :func:`hard_digits` of the digits split (train and val from their own images), seeded
+    by :data:`HARD_DIGITS_SEED`; resized bilinearly when ``resolution`` is not the native 16."""
+    generator = torch.Generator().manual_seed(HARD_DIGITS_SEED)
+    sets = []
+    for split in ("train", "val"):
+        images, labels = digits_tensors(split)
+        hard = hard_digits(images, generator)
+        if resolution and resolution != HARD_DIGITS_RESOLUTION:
+            hard = _resize(hard, resolution)
+        sets.append(TensorDataset(hard, labels))
+    return sets[0], sets[1], 10, HARD_DIGITS_RESOLUTION
+
+
 def _load_synthetic(resolution: int | None, data_dir: str, download: bool) -> Loaded:
     """Prototype p_k (4×4 Gaussian, bilinearly upsampled, so smooth) for class k; x = p_y + noise·N(0, 1)."""
     size = resolution or NATIVE_RESOLUTION["synthetic"]
@@ -169,6 +235,7 @@ def _torchvision(cls_name: str, num_classes: int) -> Callable[[int | None, str, 
 LOADERS: dict[str, Callable[[int | None, str, bool], Loaded]] = {
     "digits": _load_digits,
     "synthetic": _load_synthetic,
+    "digits_hard": _load_hard_digits,
     "cifar10": _torchvision("CIFAR10", 10),
     "cifar100": _torchvision("CIFAR100", 100),
     "mnist": _torchvision("MNIST", 10),

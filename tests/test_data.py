@@ -58,6 +58,31 @@ def test_synthetic_is_seeded_and_learnable():
     assert (nearest == vy).float().mean() > 0.5  # a nearest-class-mean classifier beats chance (0.1) by far
 
 
+def test_hard_digits_is_seeded_balanced_and_keeps_the_digits_labels():
+    first, second = LOADERS["digits_hard"](None, "data", False), LOADERS["digits_hard"](None, "data", False)
+    for a, b in zip(first[:2], second[:2], strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a.tensors, b.tensors, strict=True))
+    data = load_data("digits_hard")
+    assert data.resolution == 16 and data.in_channels == 3 and data.num_classes == 10
+    for split, (images, labels) in (("train", data.train.tensors), ("val", data.val.tensors)):
+        assert images.shape == (len(labels), 3, 16, 16) and images.dtype == torch.float32
+        assert images.min() >= -1 and images.max() <= 1
+        assert torch.equal(labels, digits_tensors(split)[1])  # each image is its source digit, warped
+        counts = labels.bincount(minlength=10)
+        assert counts.min() >= 0.75 * counts.float().mean()  # balanced as the digits split: each class ≈ n/10
+    # not the plain digits: a nearest-class-mean classifier, which reads 8 px digits well, is far worse here
+    (x, y), (vx, vy) = data.train.tensors, data.val.tensors
+    plain = load_data("digits", resolution=16)
+    means = torch.stack([x[y == k].mean(0) for k in range(10)]).flatten(1)
+    hard_accuracy = (torch.cdist(vx.flatten(1), means).argmin(1) == vy).float().mean()
+    (px, py), (pvx, pvy) = plain.train.tensors, plain.val.tensors
+    plain_means = torch.stack([px[py == k].mean(0) for k in range(10)]).flatten(1)
+    plain_accuracy = (torch.cdist(pvx.flatten(1), plain_means).argmin(1) == pvy).float().mean()
+    assert plain_accuracy > 0.85 and hard_accuracy < 0.4
+    small = load_data("digits_hard", resolution=8)
+    assert small.train.tensors[0].shape[1:] == (3, 8, 8)
+
+
 def test_inputs_converts_uint8_and_resizes():
     images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 4, 4).contiguous()
     data = ImageData(

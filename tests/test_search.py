@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -222,16 +223,17 @@ def test_objectives_and_filters_on_probe_records() -> None:
     assert list(OBJECTIVES) == ["similarity", "step_loss_ratio"]
     assert objective_values(_record()) == [0.6, 0.8]
     assert rejection(_record(), lr=0.1) is None
-    # ln(7) = 1.95 e-folds over 7 block outputs: 6 · 0.33 = 1.98 explodes, 6 · 0.32 = 1.92 does not
-    assert rejection(_record(growth=0.33), lr=0.1).startswith(
-        "activations explode: variance ×7.24 over 7 block"
+    # 3 · ln(7) = 5.84 e-folds (×343) over 7 block outputs: 6 · 0.98 = 5.88 explodes, 6 · 0.97 = 5.82 does not
+    assert rejection(_record(growth=0.98), lr=0.1).startswith(
+        "activations explode: variance ×358 over 7 block outputs (limit ×343 either way: 7^3)"
     )
-    assert rejection(_record(growth=0.32), lr=0.1) is None
-    assert rejection(_record(growth=-0.4), lr=0.1).startswith("activations collapse: variance ×0.0907")
-    assert rejection(_record(step=1.2), lr=0.4) == (
-        "one SGD step at lr 0.4 multiplies the loss by 1.2 (limit 1.05): does not train at this learning rate"
+    assert rejection(_record(growth=0.97), lr=0.1) is None
+    assert rejection(_record(growth=-1.0), lr=0.1).startswith("activations collapse: variance ×0.00248")
+    assert rejection(_record(growth=-0.97), lr=0.1) is None
+    assert rejection(_record(step=1.3), lr=0.4) == (
+        "one SGD step at lr 0.4 multiplies the loss by 1.3 (limit 1.25): does not train at this learning rate"
     )
-    assert rejection(_record(step=1.04), lr=0.1) is None
+    assert rejection(_record(step=1.24), lr=0.1) is None
     # 2^6 = 64 either way over 7 block outputs
     assert rejection(_record(ratio=70.0), lr=0.1).startswith("early-layer gradient ×70 of the last conv's")
     assert (
@@ -243,20 +245,28 @@ def test_objectives_and_filters_on_probe_records() -> None:
 
 
 @pytest.mark.slow
-def test_filters_reject_the_papers_known_bad_layers_and_keep_the_good_ones_on_the_shipped_network() -> None:
-    # classic.yaml's probe: the trained ResNet-14 (no SkipInit) on 8 px digits. At lr 0.05 every one of BN, GN,
-    # IN, LN trained to >= 96 % in docs/confirm.md's measurements; none and WN did not.
+def test_filters_keep_what_trains_and_reject_what_one_step_overshoots_on_the_shipped_network() -> None:
+    # classic.yaml's probe: the trained ResNet-14 (no SkipInit) on 8 px digits. At lr 0.05 BN, GN, IN, LN and
+    # SWS trained to >= 96 % in docs/confirm.md's measurements although SWS's variance grows ×17 (none, WN:
+    # ×10, ×50): growth within ×7^3 does not veto. At lr 0.1 one SGD step doubles their loss (r 2.1–2.5).
     settings = dataclasses.replace(load_space("classic").probe, seeds=2, lr=0.05)
     runner = ProbeRunner(settings)
     records = {spec: compact(runner.run(spec)) for spec in ("none", "wn", "sws", "bn", "gn", "in", "ln")}
-    verdicts = {spec: rejection(record, lr=settings.lr) for spec, record in records.items()}
-    for bad in ("none", "wn", "sws"):  # exponential growth without SkipInit, whatever the learning rate
-        assert verdicts[bad].startswith("activations explode"), verdicts[bad]
-    assert {spec for spec, verdict in verdicts.items() if verdict is None} == {"bn", "gn", "in", "ln"}
+    assert {spec: rejection(record, lr=settings.lr) for spec, record in records.items()} == dict.fromkeys(
+        records
+    )
+    growth = {spec: (r["blocks"] - 1) * r["activation_growth"] for spec, r in records.items()}
+    assert (
+        min(growth[bad] for bad in ("none", "wn", "sws"))
+        > math.log(7)
+        > max(growth[good] for good in ("bn", "gn", "in", "ln"))
+    )  # the old ×B limit's rejections
     kept = {spec: records[spec]["grad_ratio"] for spec in ("bn", "gn", "in", "ln")}
     assert max(kept, key=kept.get) == "in"  # the largest gradient ratio, kept: a catastrophe filter only
-    fast = ProbeRunner(dataclasses.replace(settings, lr=0.1))  # LN reached 36 % at lr 0.1, IN 97.6 %
-    assert rejection(compact(fast.run("ln")), lr=0.1).startswith("one SGD step at lr 0.1 multiplies the loss")
+    fast = ProbeRunner(dataclasses.replace(settings, lr=0.1))
+    assert rejection(compact(fast.run("sws")), lr=0.1).startswith(
+        "one SGD step at lr 0.1 multiplies the loss"
+    )
     assert rejection(compact(fast.run("in")), lr=0.1) is None
 
 
