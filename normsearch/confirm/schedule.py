@@ -1,8 +1,8 @@
 """Synchronous successive halving over (candidate, learning rate) arms, rung by rung.
 
 Rung r trains every arm still in for ``rung_epochs(settings)[r]`` epochs (a fresh run with its own
-schedule, one unit per seed), then the best ⌊n/η⌋ arms (at least one) by mean accuracy over seeds
-(:func:`~normsearch.confirm.results.ranking_accuracy`: diverged arms last; ties: admission order, then the
+schedule, one unit per seed), then the best ⌊n/η⌋ arms (at least one) by the mean of the task's metric over seeds
+(:func:`~normsearch.confirm.results.ranking_value`: diverged arms last; ties: admission order, then the
 order of ``lr_factors``) advance to the next rung. A candidate enters rung 0 with one arm per learning rate,
 so one that needs the smaller learning rate advances with it. Units that do not fit the network drop out.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .results import arm_summary, ranking_accuracy
+from .results import arm_summary, ranking_value
 from .select import Candidate
 from .settings import ConfirmSettings, rung_epochs
 from .units import Finished, Started, Unit, UnitQueue
@@ -40,10 +40,10 @@ def rung_units(
 
 
 def promote(arms: Sequence[Arm], runs: dict[Arm, list[dict]], eta: int) -> list[Arm]:
-    """The best ⌊len(arms)/eta⌋ arms (at least one) with runs, by mean accuracy (see the module docstring)."""
+    """The best ⌊len(arms)/eta⌋ arms (at least one) with runs, by the mean metric (see the module docstring)."""
     order = {arm: i for i, arm in enumerate(arms)}
     trained = [arm for arm in arms if runs.get(arm)]
-    ranked = sorted(trained, key=lambda a: (-ranking_accuracy(arm_summary(runs[a])), order[a]))
+    ranked = sorted(trained, key=lambda a: (-ranking_value(arm_summary(runs[a])), order[a]))
     return ranked[: max(1, len(arms) // eta)]
 
 
@@ -89,6 +89,6 @@ def run_rungs(
 
 def _best_per_candidate(arms: Sequence[Arm], runs: dict[Arm, list[dict]]) -> list[Arm]:
     best: dict[str, Arm] = {}
-    for arm in sorted(arms, key=lambda a: (-ranking_accuracy(arm_summary(runs[a])), -a[1])):
+    for arm in sorted(arms, key=lambda a: (-ranking_value(arm_summary(runs[a])), -a[1])):
         best.setdefault(arm[0].config, arm)
     return list(best.values())
