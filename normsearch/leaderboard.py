@@ -5,8 +5,10 @@ Rows: the probe rows of the study (:func:`normsearch.records.probe_rows`: the st
 its probe scores, ``objectives``, ``pareto`` and ``rejected``) as mappings (:meth:`~normsearch.records.Row.as_dict`),
 with what the confirmation concluded about them.
 
-Confirmation (:func:`normsearch.confirm.load_confirmation`) adds to each trained row ``accuracy`` (best
-validation accuracy, mean over seeds, at its best learning rate ``lr``), ``accuracy_std`` (over seeds),
+Confirmation (:func:`normsearch.confirm.load_confirmation`) adds to each trained row its task's metric
+(``metric``: ``accuracy``, the best validation accuracy, for a classifier; ``val_loss``, the best validation
+bits per byte, lower is better, for a language model), mean over seeds at its best learning rate ``lr``, with
+its spread over seeds (``accuracy_std`` / ``val_loss_std``),
 ``budget`` (the epochs that accuracy comes from: the highest rung it reached), ``diverged``, ``collapsed``
 and the whole record as ``confirm``.
 
@@ -28,7 +30,7 @@ import optuna
 
 from .confirm import Confirmation, all_candidates, load_confirmation, training_cost
 from .confirm.calibration import calibrate, lower_is_better
-from .confirm.results import arm_at, ranking_key, row_records
+from .confirm.results import arm_at, metric_keys, metric_of, ranking_key, row_records
 from .records import ROW_KEYS, pareto_mask, probe_rows
 from .score import OBJECTIVES
 
@@ -40,19 +42,22 @@ SORT_FIELDS = {
     "grad_ratio": 1,
     "step_loss_ratio": 1,
     "accuracy": -1,
+    "val_loss": 1,
     "trial": 1,
 }
 """Sortable fields and their direction (1: ascending is better, -1: descending; ``trained``: see the module
 docstring)."""
-CONFIRMED_KEYS = ("accuracy", "accuracy_std", "budget", "lr", "diverged", "collapsed")
-"""Keys a trained row gains from its confirmation record."""
+CONFIRMED_KEYS = ("metric", "budget", "lr", "diverged", "collapsed")
+"""Keys a trained row gains from its confirmation record, beside its metric and the metric's ``_std``."""
 STATE_ORDER = {"COMPLETE": 0, "UNSTABLE": 1, "FAIL": 2}
 
 
 def _merge_confirmation(confirmation: Confirmation, rows: list[dict[str, Any]]) -> None:
     by_trial = {row["trial"]: row for row in rows}
     for trial, confirmed in row_records(confirmation.records, rows).items():
-        by_trial[trial].update({key: confirmed[key] for key in CONFIRMED_KEYS}, confirm=confirmed)
+        metric, _ = metric_of(confirmed)
+        keys = (*CONFIRMED_KEYS[1:], *metric_keys(metric)[:2])
+        by_trial[trial].update({key: confirmed[key] for key in keys}, metric=metric, confirm=confirmed)
 
 
 def _trained_key(row: dict[str, Any]) -> tuple:
@@ -105,17 +110,21 @@ def build_rows(
 
 def winner(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The best trained candidate at the highest budget reached: {trial, config, network (its network
-    options), accuracy, accuracy_std, budget, lr, seeds}, or None when nothing is trained."""
+    options), metric, its value and ``_std`` (accuracy or val_loss), budget, lr, seeds}, or None when nothing
+    is trained."""
     trained = [row for row in rows if "budget" in row]
     if not trained:
         return None
     best = max(trained, key=lambda r: (*ranking_key(r), -r["trial"]))
+    metric, _ = metric_of(best)
+    value, std, _final = metric_keys(metric)
     return {
         "trial": best["trial"],
         "config": best["config"],
         "network": best["network"],
-        "accuracy": best["accuracy"],
-        "accuracy_std": best["accuracy_std"],
+        "metric": metric,
+        value: best[value],
+        std: best[std],
         "budget": best["budget"],
         "lr": best["lr"],
         "seeds": len(best["confirm"]["seeds"]),
@@ -142,6 +151,7 @@ def versus_default(
     the winner's budget (the final one), each at its best learning rate there:
 
         d_s = a_winner(s) − a_default(s)  over the n seeds both have,   d̄ = mean(d_s),
+        (for a lower-is-better metric, val_loss: d_s = a_default(s) − a_winner(s), and no binomial b)
         SE = max(sd(d_s), b) / √n,   b = √((p_w(1 − p_w) + p_d(1 − p_d)) / m),
         beaten  ⇔  d̄ > NOISE_MULTIPLE · SE   (2 standard errors),
 
@@ -156,10 +166,13 @@ def versus_default(
     (or, with one seed, the validation size is not stored).
     """
     budget = winner_record["budget"]
+    metric, higher = metric_of(winner_record)
+    sign = 1.0 if higher else -1.0  # d_s is the winner's gain: accuracy up, or a loss down
     out: dict[str, Any] = {
         "config": config,
         "trial": None if default_record is None else default_record["trial"],
-        "accuracy": None,
+        "metric": metric,
+        metric: None,
         "lr": None,
         "budget": budget,
         "seeds": 0,
@@ -179,10 +192,12 @@ def versus_default(
     if not seeds:
         out["reason"] = "the default was trained with other seeds than the winner"
         return out
-    diffs = [ours[s] - their[s] for s in seeds]
+    diffs = [sign * (ours[s] - their[s]) for s in seeds]
     n, mean = len(seeds), fmean(diffs)
     p_w, p_d = fmean(ours[s] for s in seeds), fmean(their[s] for s in seeds)
-    out.update(accuracy=p_d, lr=lr, seeds=n, difference=mean)
+    out.update({metric: p_d, "lr": lr, "seeds": n, "difference": mean})
+    if not higher:  # no binomial floor for a loss: one seed cannot measure its noise
+        val_images = None
     if winner_record["config"] == config:
         out.update(difference=0.0, noise=0.0, beaten=False, reason="the winner is the default")
         return out

@@ -382,6 +382,8 @@ def test_the_winner_is_the_best_at_the_highest_budget():
         return {
             "trial": trial,
             "config": f"c{trial}",
+            "network": {},
+            "metric": "accuracy",
             "accuracy": accuracy,
             "accuracy_std": 0.01,
             "budget": budget,
@@ -394,6 +396,8 @@ def test_the_winner_is_the_best_at_the_highest_budget():
     assert winner(rows) == {
         "trial": 2,
         "config": "c2",
+        "network": {},
+        "metric": "accuracy",
         "accuracy": 0.95,
         "accuracy_std": 0.01,
         "budget": 3,

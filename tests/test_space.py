@@ -383,7 +383,7 @@ def test_score_formula_terms() -> None:
 
 def test_shipped_spaces_load_by_name_and_repo_copies_are_identical() -> None:
     shipped = shipped_spaces()
-    assert set(shipped) == {"classic", "full", "groups"}
+    assert set(shipped) == {"classic", "full", "groups", "transformer"}
     for name, resource in shipped.items():
         copy = ROOT / "search_spaces" / f"{name}.yaml"
         assert copy.read_bytes() == resource.read_bytes(), (

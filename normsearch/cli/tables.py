@@ -188,6 +188,9 @@ SHOWN_ELSEWHERE = {
     "params",
     "accuracy",
     "accuracy_std",
+    "metric",
+    "val_loss",
+    "val_loss_std",
     "diverged",
     "collapsed",
     "confirm",
@@ -214,21 +217,39 @@ def _marks(row: dict[str, Any]) -> Text:
     return text
 
 
+METRIC_HEADERS = {"accuracy": "accuracy", "val_loss": "val loss\nbits/byte"}
+"""The header of the confirmed metric's column, by the task's metric."""
+
+
+def metric_text(metric: str, value: float, std: float | None = None) -> str:
+    """``97.2%`` / ``97.2±0.4%`` for accuracy, ``2.931`` / ``2.931±0.037`` (bits per byte) for val_loss."""
+    if metric == "accuracy":
+        return f"{100 * value:.1f}" + (f"±{100 * std:.1f}" if std is not None else "") + "%"
+    return f"{value:.3f}" + (f"±{std:.3f}" if std is not None else "")
+
+
+def _metric_of(rows: Sequence[dict[str, Any]]) -> str:
+    return next((row["metric"] for row in rows if "metric" in row), "accuracy")
+
+
 def _accuracy(row: dict[str, Any]) -> Text:
-    """``97.2%``, ``97.2±0.4%`` when the row has a spread over several seeds, ``diverged`` or ``collapsed``."""
+    """The row's metric: ``97.2%``, ``97.2±0.4%`` when the row has a spread over several seeds (val_loss:
+    ``2.931±0.037``), ``diverged`` or ``collapsed``."""
     if row.get("diverged") or row.get("collapsed"):
         return Text("diverged" if row.get("diverged") else "collapsed", style="red")
-    accuracy = row.get("accuracy")
-    if accuracy is None:
+    metric = row.get("metric", "accuracy")
+    value = row.get(metric)
+    if value is None:
         return Text("-")
     seeds = len((row.get("confirm") or {}).get("seeds") or [])
-    spread = f"±{100 * row['accuracy_std']:.1f}" if row.get("accuracy_std") is not None and seeds > 1 else ""
-    return Text(f"{100 * accuracy:.1f}{spread}%")
+    std = row.get(f"{metric}_std") if seeds > 1 else None
+    return Text(metric_text(metric, value, std))
 
 
 def _final(row: dict[str, Any]) -> str:
-    final = (row.get("confirm") or {}).get("final_accuracy")
-    return "-" if final is None else f"{100 * final:.1f}%"
+    metric = row.get("metric", "accuracy")
+    final = (row.get("confirm") or {}).get(f"final_{metric}")
+    return "-" if final is None else metric_text(metric, final)
 
 
 def _state(row: dict[str, Any]) -> Text:
@@ -261,8 +282,8 @@ def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
         if some(name)
     ]
     columns.append(Column("score", lambda r: number(r.get("score"))))
-    if any("accuracy" in row or row.get("diverged") for row in rows):
-        columns.append(Column("accuracy", _accuracy))
+    if any("metric" in row or "accuracy" in row or row.get("diverged") for row in rows):
+        columns.append(Column(METRIC_HEADERS[_metric_of(rows)], _accuracy))
         if some("budget"):  # the epochs the accuracy comes from (the highest rung reached): never dropped
             columns.append(Column("epochs", lambda r: number(r.get("budget"))))
         columns.append(Column("final", _final, 4))
@@ -346,11 +367,11 @@ def results_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
         Column("#", lambda r: str(r["rank"])),
         Column("", _marks, justify="left"),
         Column("score", lambda r: number(r.get("score")), 1),
-        Column("accuracy", _accuracy),
+        Column(METRIC_HEADERS[_metric_of(rows)], _accuracy),
         Column("epochs", lambda r: str(r["confirm"]["budget"])),
         Column("lr", lambda r: "-" if r["confirm"].get("lr") is None else f"{r['confirm']['lr']:g}"),
         Column("trial", lambda r: str(r["trial"]), 2),
-        Column("final", lambda r: _percent(r["confirm"].get("final_accuracy")), 3),
+        Column("final", _final, 3),
         Column("s", lambda r: f"{r['confirm']['seconds']:.1f}", 4),
     ]
     if any(row["confirm"].get("small_batch") for row in rows):
@@ -423,11 +444,12 @@ def winner_line(best: dict[str, Any] | None) -> str | None:
     """``winner: gn:group_size=4 (trial 12), 97.8±0.3% after 3 epochs at lr 0.1``."""
     if best is None:
         return None
-    spread = f"±{100 * best['accuracy_std']:.1f}" if best["seeds"] > 1 else ""
+    metric = best.get("metric", "accuracy")
+    value = metric_text(metric, best[metric], best[f"{metric}_std"] if best["seeds"] > 1 else None)
+    unit = "" if metric == "accuracy" else " bits/byte"
     lr = "" if best["lr"] is None else f" at lr {best['lr']:g}"
     return (
-        f"winner: {best['config']} (trial {best['trial']}), {100 * best['accuracy']:.1f}{spread}% after "
-        f"{best['budget']} epoch(s){lr}"
+        f"winner: {best['config']} (trial {best['trial']}), {value}{unit} after {best['budget']} epoch(s){lr}"
     )
 
 
@@ -489,8 +511,12 @@ def default_line(best: dict[str, Any] | None, default: dict[str, Any] | None) ->
         return f"default {name}: not compared with the winner ({default['reason']})"
     if best["config"] == name:
         return f"winner {name} is the default: use {name}"
-    diff = f"{100 * default['difference']:+.1f} points"
-    noise = f"noise {100 * default['noise']:.1f}" if default["noise"] is not None else default["reason"]
+    if default.get("metric", "accuracy") == "accuracy":
+        diff = f"{100 * default['difference']:+.1f} points"
+        noise = f"noise {100 * default['noise']:.1f}" if default["noise"] is not None else default["reason"]
+    else:  # a loss, in bits per byte
+        diff = f"{default['difference']:+.3f} bits/byte"
+        noise = f"noise {default['noise']:.3f}" if default["noise"] is not None else default["reason"]
     if default["beaten"]:
         return f"winner {best['config']} beats the default {name} by {diff} ({seeds}; {noise})"
     return (

@@ -1,4 +1,4 @@
-"""Do the probes predict training? Rank correlations between probe scores and confirmed accuracy.
+"""Do the probes predict training? Rank correlations between probe scores and the confirmed metric.
 
 For a probe quantity q (lower is better: the search's ranking by the scalar score, and each probe score
 folded as :func:`normsearch.score.folded` defines it, i.e. |activation_growth|, similarity,
@@ -9,7 +9,8 @@ accuracies a of the same candidates,
 
 with a' = a for candidates that trained, and a' = −1 (below every accuracy, tied among themselves) for
 diverged ones, which so rank last. +1 means q orders the candidates exactly as training does, −1 exactly
-backwards. A coefficient rests on ``n`` candidates; it is ``None`` for n < ``MIN_CANDIDATES`` or when one
+backwards. For a language model a is −val_loss (lower loss is better), and a diverged one ranks −inf
+(:func:`~normsearch.confirm.results.ranking_value`). A coefficient rests on ``n`` candidates; it is ``None`` for n < ``MIN_CANDIDATES`` or when one
 side is constant (a correlation is undefined then).
 
 Candidates trained for different budgets do not compare, so the calibration is taken at one budget
@@ -34,7 +35,7 @@ from scipy import stats
 
 from ..probes.runner import SCORES
 from ..score import folded
-from .results import arm_at, ranking_accuracy
+from .results import arm_at, metric_of, ranking_value
 
 QUANTITIES = ("score", "activation_growth", "similarity", "grad_ratio", "step_loss_ratio")
 """Probe quantities calibrated, each lower-is-better; keys of leaderboard rows and of the calibration."""
@@ -78,13 +79,20 @@ def calibration_budget(records: Mapping[int, Mapping[str, Any]]) -> int | None:
     return max(counts, key=lambda e: (counts[e], e), default=None)
 
 
+def _higher(arm: Mapping[str, Any], value: float) -> float:
+    """``value`` of ``arm``'s metric, signed so that higher is better (−val_loss)."""
+    return value if metric_of(arm)[1] else -value
+
+
 def seed_noise(arms: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """{"spearman", "kendall", "n", "pairs"}: the mean rank correlation between two seeds' accuracies over the
     arms (each with ``per_seed``: seed → accuracy), over every pair of seeds all arms share."""
     shared = sorted(set.intersection(*(set(a["per_seed"]) for a in arms)), key=int) if arms else []
     pairs = list(itertools.combinations(shared, 2))
     found = [
-        rank_correlation([-a["per_seed"][s] for a in arms], [a["per_seed"][t] for a in arms])
+        rank_correlation(
+            [-_higher(a, a["per_seed"][s]) for a in arms], [_higher(a, a["per_seed"][t]) for a in arms]
+        )
         for s, t in pairs
     ]
     out: dict[str, Any] = {"n": len(arms), "pairs": len(pairs)}
@@ -127,7 +135,7 @@ def calibrate(rows: Sequence[Mapping[str, Any]], records: Mapping[int, Mapping[s
         pairs = [
             (
                 ranking.get(row["trial"]) if name == "score" else _finite(lower_is_better(row, name)),
-                ranking_accuracy(results[row["trial"]]),
+                ranking_value(results[row["trial"]]),
             )
             for row in rows
             if row["trial"] in results

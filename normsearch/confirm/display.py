@@ -22,6 +22,7 @@ from rich.table import Column
 from rich.text import Text
 
 from ..train import TrainProgress
+from .results import metric_of
 from .units import Unit
 
 
@@ -108,7 +109,7 @@ class TrainingDisplay:
         self._tasks.append(task)
 
         def update(event: TrainProgress) -> None:
-            acc = "" if event.val_accuracy is None else f" acc {event.val_accuracy:.3f}"
+            acc = "" if event.val_accuracy is None else f" val {event.val_accuracy:.3f}"
             self.progress.update(
                 task,
                 completed=event.step,
@@ -132,7 +133,8 @@ class TrainingDisplay:
             line.append(f"skipped: {trial.user_attrs.get('fail_reason')}")
         else:
             run = trial.user_attrs["run"]
-            line.append(f"accuracy {run['accuracy']:.3f}")
+            metric, _ = metric_of(run)
+            line.append(f"{metric} {run.get('value', run.get(metric)):.3f}")
             for flag in ("diverged", "collapsed"):
                 if run.get(flag):
                     line.append(f" {flag}", style="bold red")

@@ -1,55 +1,89 @@
 """From finished work units to one record per candidate: its best learning rate at the highest budget reached.
 
 An *arm* is a candidate at one learning rate and budget (epochs); its runs are its units over seeds at the
-default batch size. Per arm (:func:`arm_summary`): ``accuracy`` = mean over seeds of each run's best
-validation accuracy, ``accuracy_std`` = their sample standard deviation (0 for one seed),
-``final_accuracy`` = mean last-epoch accuracy, ``diverged`` / ``collapsed`` = some seed diverged /
-collapsed (:mod:`normsearch.train`), ``per_seed`` = seed → accuracy. Arms are compared by
-:func:`ranking_accuracy` (a diverged arm below every other).
+default batch size. Each run reports its task's metric (:mod:`normsearch.task`): M = ``accuracy`` (higher is
+better) for a classifier, ``val_loss`` (bits per byte, lower is better) for a language model; ``metric``
+names it in every arm and record (its direction: :data:`HIGHER_IS_BETTER`). Per arm (:func:`arm_summary`): M = mean over seeds of
+each run's best M over epochs, ``M_std`` = their sample standard deviation (0 for one seed), ``final_M`` =
+mean last-epoch M, ``diverged`` / ``collapsed`` = some seed diverged / collapsed (:mod:`normsearch.train`),
+``per_seed`` = seed → M. Arms are compared by :func:`ranking_value` (higher is better: M, or −M for a loss;
+a diverged arm below every other).
 
 A candidate's record (:func:`candidate_records`): ``budget`` = the highest epochs it was trained for, ``lr``
-= its best learning rate there, and that arm's numbers (``accuracy``, ``accuracy_std``, ``final_accuracy``,
-``diverged``, ``collapsed``, ``seeds`` = the per-seed run records); ``rungs`` = every arm's summary (epochs,
+= its best learning rate there, and that arm's numbers (``metric``, M, ``M_std``,
+``final_M``, ``diverged``, ``collapsed``, ``seeds`` = the per-seed run records); ``rungs`` = every arm's summary (epochs,
 lr, …); ``seconds`` and ``images`` = totals over all its units; ``images_per_s`` = mean throughput. With
-small-batch units at its best arm, ``small_batch`` = {``batch_size``, ``accuracy``, ``drop`` = accuracy −
-small-batch accuracy, ``seeds``}. A candidate trained at one learning rate that diverged and at another
+small-batch units at its best arm, ``small_batch`` = {``batch_size``, M, ``drop`` = how much worse M is at
+the small batch (accuracy − small-batch accuracy; small-batch loss − loss), ``seeds``}. A candidate trained at one learning rate that diverged and at another
 that trained is therefore not diverged: it needs the smaller learning rate, and is judged at it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from statistics import fmean, stdev
 from typing import Any
 
 from optuna.trial import FrozenTrial
 
+from ..task import TASKS
+
 DIVERGED_ACCURACY = -1.0
+"""The ranking value of a diverged classifier (below every accuracy); a diverged language model ranks −inf."""
+HIGHER_IS_BETTER = {task.metric: task.higher_is_better for task in TASKS.values()}
+"""Metric name → whether higher is better (:mod:`normsearch.task`)."""
+CLASSIFIER_METRIC = "accuracy"
+"""The metric of runs and records that name none (written before the language-model task)."""
 
 
-def ranking_accuracy(record: Mapping[str, Any]) -> float:
-    """The accuracy an arm or candidate is ranked by: its ``accuracy``, or ``DIVERGED_ACCURACY`` (below every
-    accuracy) if it diverged."""
-    return DIVERGED_ACCURACY if record["diverged"] else float(record["accuracy"])
+def metric_of(record: Mapping[str, Any]) -> tuple[str, bool]:
+    """(metric name, whether higher is better) of a run record, arm, candidate record or leaderboard row."""
+    metric = record.get("metric", CLASSIFIER_METRIC)
+    return metric, HIGHER_IS_BETTER[metric]
+
+
+def metric_keys(metric: str) -> tuple[str, str, str]:
+    """The keys an arm or record holds its metric under: (M, M_std, final_M)."""
+    return metric, f"{metric}_std", f"final_{metric}"
+
+
+def ranking_value(record: Mapping[str, Any]) -> float:
+    """What an arm or candidate is ranked by, higher is better: its metric (accuracy) or minus it (val_loss);
+    a diverged one below every other (``DIVERGED_ACCURACY`` for accuracy, −inf for a loss)."""
+    metric, higher = metric_of(record)
+    if record["diverged"]:
+        return DIVERGED_ACCURACY if higher else -math.inf
+    value = float(record[metric])
+    return value if higher else -value
+
+
+def _run_values(run: Mapping[str, Any], metric: str) -> tuple[float, float]:
+    """(best, final) metric of a run record (:meth:`~normsearch.train.TrainResult.to_dict`; records from
+    before the task named its metric carry ``accuracy`` only)."""
+    return run.get("value", run.get(metric)), run[f"final_{metric}"]
 
 
 def arm_summary(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Summary of one arm's per-seed run records (see the module docstring)."""
-    accuracies = [r["accuracy"] for r in runs]
+    metric, _ = metric_of(runs[0])
+    values, finals = zip(*(_run_values(r, metric) for r in runs), strict=True)
+    mean, std, final = metric_keys(metric)
     return {
-        "accuracy": fmean(accuracies),
-        "accuracy_std": stdev(accuracies) if len(accuracies) > 1 else 0.0,
-        "final_accuracy": fmean(r["final_accuracy"] for r in runs),
+        "metric": metric,
+        mean: fmean(values),
+        std: stdev(values) if len(values) > 1 else 0.0,
+        final: fmean(finals),
         "diverged": any(r["diverged"] for r in runs),
         "collapsed": any(r.get("collapsed", False) for r in runs),
         "n": len(runs),
-        "per_seed": {str(r["seed"]): r["accuracy"] for r in runs},
+        "per_seed": {str(r["seed"]): v for r, v in zip(runs, values, strict=True)},
     }
 
 
 def best_arm(arms: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
-    """The arm with the highest ranking accuracy (the larger learning rate on a tie), or None."""
-    return max(arms, key=lambda a: (ranking_accuracy(a), a["lr"]), default=None)
+    """The arm with the highest ranking value (the larger learning rate on a tie), or None."""
+    return max(arms, key=lambda a: (ranking_value(a), a["lr"]), default=None)
 
 
 def arm_at(record: Mapping[str, Any], epochs: int) -> dict[str, Any] | None:
@@ -86,12 +120,13 @@ def _record(config: str, units: list[FrozenTrial]) -> dict[str, Any]:
     budget = max(a["epochs"] for a in rungs)  # small-batch runs only follow a candidate's default-batch ones
     best = arm_at({"rungs": rungs}, budget)
     runs = [_runs(u) for u in units]
+    metric, higher = metric_of(best)
     record: dict[str, Any] = {
         "config": config,
         "trial": min(u.user_attrs["trial"] for u in units),
         "budget": budget,
         "lr": best["lr"],
-        **{k: best[k] for k in ("accuracy", "accuracy_std", "final_accuracy", "diverged", "collapsed")},
+        **{k: best[k] for k in ("metric", *metric_keys(metric), "diverged", "collapsed")},
         "seeds": sorted(groups[(budget, best["lr"], None)], key=lambda r: r["seed"]),
         "rungs": rungs,
         "seconds": sum(r["seconds"] for r in runs),
@@ -106,10 +141,11 @@ def _record(config: str, units: list[FrozenTrial]) -> dict[str, Any]:
     if small:
         batch, small_runs = small[0]
         summary = arm_summary(small_runs)
+        drop = record[metric] - summary[metric]
         record["small_batch"] = {
             "batch_size": batch,
-            "accuracy": summary["accuracy"],
-            "drop": record["accuracy"] - summary["accuracy"],
+            metric: summary[metric],
+            "drop": drop if higher else -drop,
             "seeds": sorted(small_runs, key=lambda r: r["seed"]),
         }
     return record
@@ -162,18 +198,21 @@ def row_records(
 
 
 def ranking_key(record: Mapping[str, Any]) -> tuple[int, float]:
-    """Higher is better: (budget, ranking accuracy). The winner is the record with the largest key."""
-    return record["budget"], ranking_accuracy(record)
+    """Higher is better: (budget, ranking value). The winner is the record with the largest key."""
+    return record["budget"], ranking_value(record)
 
 
 __all__ = [
+    "CLASSIFIER_METRIC",
     "DIVERGED_ACCURACY",
     "arm_at",
     "arm_summary",
     "best_arm",
     "candidate_records",
     "legacy_record",
-    "ranking_accuracy",
+    "metric_keys",
+    "metric_of",
     "ranking_key",
+    "ranking_value",
     "row_records",
 ]

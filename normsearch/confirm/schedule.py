@@ -1,12 +1,13 @@
 """Synchronous successive halving over (candidate, learning rate) arms, rung by rung.
 
 Rung r trains every arm still in for ``rung_epochs(settings)[r]`` epochs (a fresh run with its own
-schedule, one unit per seed), then the best ⌊n/η⌋ arms (at least one) by mean accuracy over seeds
-(:func:`~normsearch.confirm.results.ranking_accuracy`: diverged arms last; ties: admission order, then the
+schedule, one unit per seed), then the best ⌊n/η⌋ arms (at least one) by the mean of the task's metric over
+seeds (:func:`~normsearch.confirm.results.ranking_value`: diverged arms last; ties: admission order, then the
 order of ``lr_factors``) of the configs other than the default layer (``settings.default``) advance to
 the next rung, and with them the default's best arm: the default always reaches the final budget, with
-the same seeds as the winner, and never takes a candidate's place. A candidate enters rung 0 with one arm per learning rate, so one that
-needs the smaller learning rate advances with it. Units that do not fit the network drop out.
+the same seeds as the winner, and never takes a candidate's place. A candidate enters rung 0 with one arm per
+learning rate, so one that needs the smaller learning rate advances with it. Units that do not fit the
+network drop out.
 
 Why not Optuna's ``SuccessiveHalvingPruner`` / ``HyperbandPruner``: they are asynchronous (ASHA): a trial is
 stopped when it reports below the rung's quantile *of the trials that reported before it*, so the first
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .results import arm_summary, ranking_accuracy
+from .results import arm_summary, ranking_value
 from .select import Candidate
 from .settings import ConfirmSettings, rung_epochs
 from .units import Finished, Started, Unit, UnitQueue
@@ -42,11 +43,11 @@ def rung_units(
 
 
 def promote(arms: Sequence[Arm], runs: dict[Arm, list[dict]], eta: int, keep: str | None = None) -> list[Arm]:
-    """The best ⌊len(arms)/eta⌋ arms (at least one) with runs, by mean accuracy, among those of other configs
+    """The best ⌊len(arms)/eta⌋ arms (at least one) with runs, by the mean metric, among those of other configs
     than ``keep`` (the default layer), then the best arm of ``keep`` (see the module docstring)."""
     order = {arm: i for i, arm in enumerate(arms)}
     trained = [arm for arm in arms if runs.get(arm)]
-    ranked = sorted(trained, key=lambda a: (-ranking_accuracy(arm_summary(runs[a])), order[a]))
+    ranked = sorted(trained, key=lambda a: (-ranking_value(arm_summary(runs[a])), order[a]))
     others = [arm for arm in ranked if arm[0].config != keep]
     kept = [arm for arm in ranked if arm[0].config == keep][:1]
     return others[: max(1, len(arms) // eta)] + kept
@@ -94,6 +95,6 @@ def run_rungs(
 
 def _best_per_candidate(arms: Sequence[Arm], runs: dict[Arm, list[dict]]) -> list[Arm]:
     best: dict[str, Arm] = {}
-    for arm in sorted(arms, key=lambda a: (-ranking_accuracy(arm_summary(runs[a])), -a[1])):
+    for arm in sorted(arms, key=lambda a: (-ranking_value(arm_summary(runs[a])), -a[1])):
         best.setdefault(arm[0].config, arm)
     return list(best.values())

@@ -176,6 +176,15 @@ class ConfirmSettings:
         return list(dict.fromkeys(self.lr * f for f in self.lr_factors))
 
 
+def rung_steps(settings: ConfirmSettings, epochs: int) -> int | None:
+    """The step cap of a rung of ``epochs`` epochs: None without ``steps``; else ``steps`` scaled as the
+    rung's epochs are, max(1, round(steps · epochs / settings.epochs)) (steps 300, rungs [1, 3] of 3 epochs:
+    100 and 300 steps), so rungs differ in budget even when one epoch is longer than the cap (text)."""
+    if settings.steps is None:
+        return None
+    return max(1, round(settings.steps * epochs / settings.epochs))
+
+
 def rung_epochs(settings: ConfirmSettings) -> list[int]:
     """Epochs of each rung, from the first: ⌊epochs / eta^k⌋ for k = K … 0, with K the largest k such that
     epochs / eta^k ≥ min_epochs (epochs 3, eta 3: [1, 3]; epochs 10: [1, 3, 10]; min_epochs = epochs: one rung)."""

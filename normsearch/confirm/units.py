@@ -15,9 +15,13 @@ maximised) holds one trial per unit:
   would pop any waiting trial, or create a new one when none is left). A unit queued twice (two processes
   that found it missing at once) is trained once: the extra WAITING trial is claimed and recorded PRUNED
   with ``surplus`` = true;
-- **run**: each epoch's validation accuracy is reported as an intermediate value (``trial.report``: the
-  training curve); the trial then completes with value = best validation accuracy and user attr ``run``
-  (the :class:`~normsearch.train.TrainResult` record: ``train_loss``, ``val_accuracy``, ``diverged``,
+- **run**: each epoch's validation metric is reported as an intermediate value (``trial.report``: the
+  training curve); the trial then completes with value = its best over epochs and user attr ``run``. The
+  study maximises, so the values are the task's metric signed so that higher is better: accuracy, or
+  −val_loss (bits per byte) for a language model (:func:`~normsearch.confirm.results.ranking_value`'s sign).
+  A rung of E epochs trains at most :func:`~normsearch.confirm.settings.rung_steps` steps when ``steps`` is
+  set (a text epoch is thousands of steps: ``steps`` caps the last rung, earlier ones a share of it).
+  ``run`` is the :class:`~normsearch.train.TrainResult` record: ``train_loss``, ``val_accuracy``, ``diverged``,
   ``collapsed``, ``steps``, ``batch_size``, ``device`` (``cuda:N`` with its index), ``seconds``,
   ``images_per_s``), or fails with ``fail_reason``: a config that does not fit the network is not retried; a
   run stopped by Ctrl-C or a kill (``interrupted``) is queued again on the next call.
@@ -48,9 +52,11 @@ import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from ..data import load_data
 from ..storage import COMPANION_SUFFIX, fail_silent_trials, fail_stale_trials, heartbeat_thread, worker_id
+from ..task import task_of
 from ..train import Progress, train
-from .settings import ConfirmSettings
+from .settings import ConfirmSettings, rung_steps
 
 SUFFIX = COMPANION_SUFFIX
 """The companion study of search study S is named S + SUFFIX."""
@@ -103,6 +109,18 @@ class Unit:
     def key(self, training: str) -> str:
         """The unit's identity under training-settings digest ``training`` (the search trial is not part of it)."""
         return f"{training}|{self.config}|e{self.epochs}|lr{self.lr!r}|s{self.seed}|b{self.batch_size}"
+
+
+def metric_sign(settings: ConfirmSettings) -> float:
+    """+1 when the task of ``settings.dataset`` is judged by a higher-is-better metric (accuracy), −1 for a
+    loss (val_loss): the factor that makes a unit's values higher-is-better for the maximising study."""
+    data = load_data(
+        settings.dataset,
+        resolution=settings.resolution,
+        data_dir=settings.data_dir,
+        download=settings.download,
+    )
+    return 1.0 if task_of(data).higher_is_better else -1.0
 
 
 def companion_name(study_name: str) -> str:
@@ -258,15 +276,17 @@ class UnitQueue:
             epochs=unit.epochs,
             min_epochs=min(self.settings.min_epochs, unit.epochs),
             lr=unit.lr,
+            steps=rung_steps(self.settings, unit.epochs),
         )
         try:
+            sign = metric_sign(settings)
             result = train(
                 unit.config,
                 settings,
                 seed=unit.seed,
                 batch_size=unit.batch_size,
                 progress=started(unit),
-                on_epoch=lambda epoch, accuracy: trial.report(accuracy, epoch),
+                on_epoch=lambda epoch, value: trial.report(sign * value, epoch),
             )
         except ValueError as err:
             trial.set_user_attr("fail_reason", f"does not fit the network: {err}")
@@ -283,7 +303,7 @@ class UnitQueue:
         if record["device"] == "cuda":  # the current device (a --devices worker sets it)
             record["device"] = f"cuda:{torch.cuda.current_device()}"
         trial.set_user_attr("run", record)
-        return self._tell(trial, result.accuracy)
+        return self._tell(trial, sign * result.value)
 
     def _tell(
         self, trial: optuna.Trial, value: float | None = None, state: TrialState = TrialState.COMPLETE
@@ -301,6 +321,7 @@ __all__ = [
     "UnitQueue",
     "companion",
     "companion_name",
+    "metric_sign",
     "training_digest",
     "training_settings",
     "unit_trials",

@@ -10,6 +10,10 @@ Both come as (N, 1, R, R) float32 and (N,) int64; 10 classes. Any other dataset 
 :mod:`normsearch.data` (``imagefolder:PATH``, ``FILE.py:FUNC``, ``synthetic``, …): ``batch_size`` training
 images drawn as for digits, as :meth:`~normsearch.data.ImageData.inputs` gives them at ``resolution``; its
 channels and classes (:func:`data_shape`).
+
+The data's task (:func:`probe_task`) decides what a batch is: a language-model corpus (``text``,
+``text:PATH``) gives ``batch_size`` training windows of ``context`` bytes at seeded random offsets
+(:func:`~normsearch.probes.transformer.text_batch`): (inputs, targets) (N, context) int64.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data import digits_tensors, load_data
+from ..task import CLASSIFICATION, Task, task_of
 from .settings import ProbeSettings
+from .transformer import text_batch
 
 NUM_CLASSES = 10
 IN_CHANNELS = 1
@@ -85,10 +91,33 @@ def data_shape(settings: ProbeSettings) -> tuple[int, int]:
     return data.in_channels, data.num_classes
 
 
-def probe_batch(settings: ProbeSettings, index: int) -> tuple[Tensor, Tensor]:
-    """(images (N, C, R, R), labels (N,)) of pass ``index``; depends only on the settings and ``index``."""
-    generator = torch.Generator().manual_seed(derived_seed(settings.seed, index, _INPUT_STREAM))
+def probe_task(settings: ProbeSettings) -> Task:
+    """The task of the probe data (:func:`normsearch.task.task_of`): classification for gaussian and digits."""
+    if settings.data in SOURCES:
+        return CLASSIFICATION
+    return task_of(load_data(settings.data, resolution=settings.resolution))
+
+
+def probe_batch(settings: ProbeSettings, index: int, context: int | None = None) -> tuple[Tensor, Tensor]:
+    """(images (N, C, R, R), labels (N,)) of pass ``index``, or for a language-model corpus (inputs,
+    targets) (N, ``context``) byte windows; depends only on the settings, ``index`` and ``context``."""
+    seed = derived_seed(settings.seed, index, _INPUT_STREAM)
+    if probe_task(settings) is not CLASSIFICATION:
+        if context is None:
+            raise ValueError("a language-model probe batch needs the network's context")
+        data = load_data(settings.data, resolution=settings.resolution)
+        return text_batch(data, settings.batch_size, context, seed)
+    generator = torch.Generator().manual_seed(seed)
     return SOURCES.get(settings.data, _dataset)(settings, generator)
 
 
-__all__ = ["IN_CHANNELS", "NUM_CLASSES", "SOURCES", "data_shape", "derived_seed", "init_seed", "probe_batch"]
+__all__ = [
+    "IN_CHANNELS",
+    "NUM_CLASSES",
+    "SOURCES",
+    "data_shape",
+    "derived_seed",
+    "init_seed",
+    "probe_batch",
+    "probe_task",
+]

@@ -3,7 +3,10 @@
 ``ProbeRunner(settings).run(spec)`` builds the probe network of ``settings`` (``build_model``) once per pass,
 seeded by (settings.seed, pass), runs :func:`~normsearch.probes.trace.trace_network` on the pass's batch,
 then :func:`~normsearch.probes.step.loss_after_step` at ``settings.lr`` with the trace's gradients on the same
-network and batch, and scores both (:mod:`~normsearch.probes.scores`). The runner caches the batches, so probing many candidates
+network and batch, and scores both (:mod:`~normsearch.probes.scores`). When the probe data is a
+language-model corpus, a pass is :func:`~normsearch.probes.transformer.probe_transformer` on seeded byte
+windows of the network's context instead, with one AdamW step at ``settings.lr``, mapped onto the same scores
+(:func:`~normsearch.probes.scores.transformer_scores`). The runner caches the batches, so probing many candidates
 with one runner pays for the data once, and every candidate sees the same batches and, for same-shaped
 convs, the same initial weights (common random numbers make candidates comparable with few seeds).
 The global torch RNG state is restored after each build.
@@ -21,11 +24,13 @@ from torch import Tensor
 from ..candidate import CandidateConfig, as_candidate
 from ..models import build_model
 from ..norm import Spec
-from .inputs import data_shape, init_seed, probe_batch
-from .scores import Scores, score
+from ..task import CLASSIFICATION
+from .inputs import data_shape, init_seed, probe_batch, probe_task
+from .scores import LM_STEP_OPTIMIZER, Scores, score, transformer_scores
 from .settings import ProbeSettings
 from .step import loss_after_step
 from .trace import trace_network
+from .transformer import probe_transformer
 
 SCORES = ("activation_growth", "similarity", "grad_ratio", "step_loss_ratio")
 """The scalar scores of a :class:`ProbeResult`, each with its ``_std``."""
@@ -97,13 +102,27 @@ class ProbeRunner:
 
     def __init__(self, settings: ProbeSettings | None = None) -> None:
         self.settings = ProbeSettings() if settings is None else settings
-        self._batches: dict[int, tuple[Tensor, Tensor]] = {}
+        self.task = probe_task(self.settings)
+        self._batches: dict[tuple[int, int | None], tuple[Tensor, Tensor]] = {}
 
-    def batch(self, index: int) -> tuple[Tensor, Tensor]:
-        """The (cached) inputs and labels of pass ``index``."""
-        if index not in self._batches:
-            self._batches[index] = probe_batch(self.settings, index)
-        return self._batches[index]
+    def batch(self, index: int, context: int | None = None) -> tuple[Tensor, Tensor]:
+        """The (cached) inputs and labels of pass ``index`` (byte windows of ``context`` for a language
+        model)."""
+        key = (index, context)
+        if key not in self._batches:
+            self._batches[key] = probe_batch(self.settings, index, context)
+        return self._batches[key]
+
+    def _pass(self, model: torch.nn.Module, index: int) -> Scores:
+        """The scores of pass ``index`` on ``model`` (changed by the step probe), as the data's task reads it."""
+        if self.task is not CLASSIFICATION:
+            inputs, targets = self.batch(index, model.context)
+            lm = probe_transformer(model, inputs, targets, lr=self.settings.lr, optimizer=LM_STEP_OPTIMIZER)
+            return transformer_scores(lm)
+        inputs, targets = self.batch(index)
+        trace = trace_network(model, inputs, targets)
+        after = loss_after_step(model, inputs, targets, trace.parameter_grads, lr=self.settings.lr)
+        return score(trace, (trace.loss, after))
 
     def network(self, spec: Spec | CandidateConfig, index: int) -> torch.nn.Module:
         """The freshly initialised probe network of pass ``index``, built with the candidate's network options
@@ -133,11 +152,7 @@ class ProbeRunner:
         start = time.perf_counter()
         passes = []
         for index in range(self.settings.seeds):
-            model = self.network(candidate, index)
-            inputs, targets = self.batch(index)
-            trace = trace_network(model, inputs, targets)
-            after = loss_after_step(model, inputs, targets, trace.parameter_grads, lr=self.settings.lr)
-            passes.append(score(trace, (trace.loss, after)))
+            passes.append(self._pass(self.network(candidate, index), index))
         return summarize(candidate.spec(), passes, time.perf_counter() - start)
 
 

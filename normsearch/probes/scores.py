@@ -22,6 +22,22 @@ the calibration rank: |activation_growth| (a collapse, growth < 0, is as far fro
 max(grad_ratio, 1/grad_ratio) (a vanishing gradient as far from 1 as a blow-up); similarity and
 step_loss_ratio as they are.
 
+**Language models** (the probe data's task is ``language_model``): one pass of
+:func:`~normsearch.probes.transformer.probe_transformer` maps onto the same four scores, so the search's
+objectives and filters read a transformer as they read a ResNet (:func:`transformer_scores`, the one place
+of this mapping): the "blocks" are the transformer blocks and
+
+- activation_growth = the slope of ln residual_variance (the residual stream's variance growth per block),
+- similarity = token_similarity at the last block (token similarity within a sequence: rank collapse),
+- grad_ratio = grad_norm of the first block's parameters / the last block's,
+- step_loss_ratio = L₁ / L₀ after one step of the training optimizer (AdamW for the language model) at the
+  training learning rate (:data:`LM_STEP_OPTIMIZER`);
+
+curves "variance", "similarity", "grad_norm" are those per block, and the record keeps the transformer's
+own quantities as further per-block curves: "attention_entropy" (the minimum over heads, nats; its minimum
+over blocks is the entropy-collapse probe), "massive_ratio" (max / median |activation| of the block output)
+and "logit_scale" (RMS of the causal q·kᵀ/√d logits).
+
 A pass is **unstable** when any value is NaN or ±inf, when the activations collapse to a constant
 (variance 0 at some block output), when no gradient reaches any conv, or when the loss after the step is
 not finite (then only step_loss_ratio takes its worst value: the init-time scores are still valid). Its scores are then the finite
@@ -31,6 +47,7 @@ scores are capped at the same worst values, so an unstable pass never scores bet
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -38,6 +55,7 @@ import torch
 from torch import Tensor
 
 from .trace import Trace
+from .transformer import TransformerProbe
 
 UNSTABLE_GROWTH = 100.0
 """Worst activation_growth: ln-variance per block (float32 spans ≈ 190 in ln, so ≥ 100 needs < 3 blocks)."""
@@ -131,8 +149,36 @@ def score(trace: Trace, losses: tuple[float, float]) -> Scores:
     )
 
 
+LM_STEP_OPTIMIZER = "adamw"
+"""The optimizer of a language model's one-step probe: its training optimizer (AdamW's first step is
+sign-like, unlike SGD's; weight decay left out: lr · wd · θ is negligible in one step)."""
+LM_CURVES = ("attention_entropy", "massive_ratio", "logit_scale")
+"""The transformer quantities a language model's record keeps beside the four scores' curves."""
+
+
+def transformer_scores(probe: TransformerProbe) -> Scores:
+    """The four scores of one language-model pass (the module docstring's mapping), with the extra
+    :data:`LM_CURVES` (non-finite points replaced by ``CURVE_CAP``)."""
+    trace = Trace(
+        variance=torch.tensor(probe.residual_variance, dtype=torch.float64),
+        similarity=torch.tensor(probe.token_similarity, dtype=torch.float64),
+        grad_norm=torch.tensor(probe.grad_norm, dtype=torch.float64),
+        loss=probe.loss,
+    )
+    passed = score(trace, (probe.loss, probe.loss * probe.step_loss_ratio))
+    extra = {
+        "attention_entropy": torch.tensor([min(heads) for heads in probe.attention_entropy]),
+        "massive_ratio": torch.tensor(probe.massive_ratio),
+        "logit_scale": torch.tensor(probe.logit_scale),
+    }
+    curves = {**passed.curves, **{k: _finite_curve(v.double(), CURVE_CAP) for k, v in extra.items()}}
+    return dataclasses.replace(passed, curves=curves)
+
+
 __all__ = [
     "CURVE_CAP",
+    "LM_CURVES",
+    "LM_STEP_OPTIMIZER",
     "UNSTABLE_GRAD_RATIO",
     "UNSTABLE_GROWTH",
     "UNSTABLE_SIMILARITY",
@@ -142,4 +188,5 @@ __all__ = [
     "log_growth_per_block",
     "score",
     "step_ratio",
+    "transformer_scores",
 ]

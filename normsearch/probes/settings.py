@@ -16,8 +16,8 @@ from ..sources import BUILTIN, FORMS, check_model_name
 def probe_reads(name: str) -> bool:
     """Whether the probes read dataset ``name`` on their own: digits, and the named-by-path or in-memory
     sources (``imagefolder:PATH``, ``FILE.py:FUNC``, ``python:…``); not the torchvision sets, whose
-    ``data_dir`` only the confirmation settings know."""
-    return name == "digits" or ":" in name
+    ``data_dir`` only the confirmation settings know; and the text corpora ``text`` / ``text:PATH``."""
+    return name == "digits" or name == "text" or ":" in name
 
 
 def check_probe_data(name: str) -> None:

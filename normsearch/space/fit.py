@@ -10,15 +10,21 @@ from .problems import Problems
 
 
 def probe_channels(settings: ProbeSettings) -> tuple[int, ...]:
-    """Channel counts of the probe network's normalization slots (ValueError for impossible settings)."""
+    """Channel counts of the probe network's normalization slots (ValueError for impossible settings); built
+    with ``pn``, which every network takes (a language model refuses batch statistics), for the probe data's
+    channels and classes."""
     from ..models import build_model
     from ..norm import UnifiedNorm
+    from ..probes.inputs import data_shape
 
+    in_channels, num_classes = data_shape(settings)
     model = build_model(
         settings.model,
-        "bn",
+        "pn",
         depth=settings.depth,
         width=settings.width,
+        num_classes=num_classes,
+        in_channels=in_channels,
         skipinit=settings.skipinit,
         resolution=settings.resolution,
     )
