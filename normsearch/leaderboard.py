@@ -205,7 +205,11 @@ def versus_default(
         beaten = their_divergence and not our_divergence
         out.update(beaten=beaten, reason="the default diverged" if beaten else "the winner diverged")
     elif n == 1 and val_images is None:
-        out["reason"] = "one seed and no stored validation size: the noise is unknown"
+        out["reason"] = (
+            "one seed and no stored validation size: the noise is unknown"
+            if higher
+            else "one seed cannot measure a loss's noise: confirm with seeds 2 or more"
+        )
         return out
     binomial = math.sqrt((p_w * (1 - p_w) + p_d * (1 - p_d)) / val_images) if val_images else 0.0
     spread = stdev(diffs) if n > 1 else 0.0
