@@ -103,7 +103,7 @@ def test_dataset_errors_are_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["probe", "bn", "--data", f"imagefolder:{tmp_path / 'empty'}"])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: dataset 'imagefolder:"), result.output
+    assert len(lines) == 1 and lines[0].startswith("error: --data: dataset 'imagefolder:"), result.output
     assert "holds no class folders" in lines[0]
 
 
