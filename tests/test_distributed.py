@@ -540,7 +540,8 @@ def test_a_confirmation_worker_that_stops_mid_run_is_taken_over(tmp_path: Path, 
     url = request.getfixturevalue("pg_url") if kind == "postgresql" else str(tmp_path / "j.log")
     (tmp_path / "s.yaml").write_text(
         SPACE
-        + "confirm: {top_k: 2, depth: 8, width: 8, epochs: 1, batch_size: 16, lr_factors: [1], seeds: 2}\n"
+        + "confirm: {top_k: 2, depth: 8, width: 8, epochs: 1, batch_size: 16, lr_factors: [1], seeds: 2,"
+        " max_cost: null}\n"
     )
     searched = runner.invoke(
         app,
