@@ -77,6 +77,10 @@ class Task:
     name: str
     metric: str
     higher_is_better: bool
+    step_optimizer: str = "sgd"
+    """The optimizer of the one-step probe (``step_loss_ratio``): what this task trains with by default."""
+    image_inputs: bool = True
+    """Whether the inputs are images (a probe resolution applies)."""
 
     def best(self, values: list[float]) -> float:
         """The best of per-epoch metric values (the worst possible when there are none)."""
@@ -218,7 +222,11 @@ def _context(context: int | None) -> int:
 
 
 CLASSIFICATION = Classification("classification", "accuracy", higher_is_better=True)
-LANGUAGE_MODEL = LanguageModel("language_model", "val_loss", higher_is_better=False)
+LANGUAGE_MODEL = LanguageModel(
+    "language_model", "val_loss", higher_is_better=False, step_optimizer="adamw", image_inputs=False
+)
+"""Its one-step probe takes AdamW, its training optimizer (AdamW's first step is sign-like, unlike SGD's;
+weight decay left out: lr · wd · θ is negligible in one step)."""
 TASKS: dict[str, Classification | LanguageModel] = {t.name: t for t in (CLASSIFICATION, LANGUAGE_MODEL)}
 
 

@@ -293,4 +293,5 @@ def test_short_run_on_foreign_models(
     assert len(rows) == 3 and all(row["state"] == "COMPLETE" for row in rows), rows
     admitted = [row for row in rows if not row.get("rejected")]  # the probe filters may reject all
     trained = [row for row in rows if row.get("accuracy") is not None]
-    assert bool(trained) == bool(admitted) and all(0 <= row["accuracy"] <= 1 for row in trained)
+    default = [row for row in rows if row["config"] == "bn"]  # the space's default trains, even if rejected
+    assert bool(trained) == bool(admitted or default) and all(0 <= row["accuracy"] <= 1 for row in trained)

@@ -456,7 +456,11 @@ def test_training_with_another_optimizer_than_the_step_probes_sgd_does_not_match
 def test_the_default_layer_is_a_top_level_spec_bn_unless_given() -> None:
     assert _space(SPACE).confirm.default == "bn"
     assert _space(SPACE + "default: gn:groups=8\n").confirm.default == "gn:groups=8"
-    assert all(load_space(name).confirm.default == "bn" for name in shipped_spaces())
+    defaults = {name: load_space(name).confirm.default for name in shipped_spaces()}
+    assert defaults.pop("transformer") == (  # Pre-LN LayerNorm, with the network's defaults
+        "pn|depth_scaling=false,final_norm=true,placement=pre,qk_norm=false"
+    )
+    assert set(defaults.values()) == {"bn"}
     unknown = (
         "bad.yaml: default: norm spec 'bx': unknown preset 'bx'; allowed: bn, ln, in, gn, rms, pn, bgn, frn, "
         "evonorm_s0, evonorm_b0, wn, sws, dyt, derf, none"

@@ -26,7 +26,7 @@ from ..models import build_model
 from ..norm import Spec
 from ..task import CLASSIFICATION
 from .inputs import data_shape, init_seed, probe_batch, probe_task
-from .scores import LM_STEP_OPTIMIZER, Scores, score, transformer_scores
+from .scores import Scores, score, transformer_scores
 from .settings import ProbeSettings
 from .step import loss_after_step
 from .trace import trace_network
@@ -117,7 +117,9 @@ class ProbeRunner:
         """The scores of pass ``index`` on ``model`` (changed by the step probe), as the data's task reads it."""
         if self.task is not CLASSIFICATION:
             inputs, targets = self.batch(index, model.context)
-            lm = probe_transformer(model, inputs, targets, lr=self.settings.lr, optimizer=LM_STEP_OPTIMIZER)
+            lm = probe_transformer(
+                model, inputs, targets, lr=self.settings.lr, optimizer=self.task.step_optimizer
+            )
             return transformer_scores(lm)
         inputs, targets = self.batch(index)
         trace = trace_network(model, inputs, targets)

@@ -31,7 +31,7 @@ of this mapping): the "blocks" are the transformer blocks and
 - similarity = token_similarity at the last block (token similarity within a sequence: rank collapse),
 - grad_ratio = grad_norm of the first block's parameters / the last block's,
 - step_loss_ratio = L₁ / L₀ after one step of the training optimizer (AdamW for the language model) at the
-  training learning rate (:data:`LM_STEP_OPTIMIZER`);
+  training learning rate (the task's ``step_optimizer``, :data:`normsearch.task.LANGUAGE_MODEL`);
 
 curves "variance", "similarity", "grad_norm" are those per block, and the record keeps the transformer's
 own quantities as further per-block curves: "attention_entropy" (the minimum over heads, nats; its minimum
@@ -149,9 +149,6 @@ def score(trace: Trace, losses: tuple[float, float]) -> Scores:
     )
 
 
-LM_STEP_OPTIMIZER = "adamw"
-"""The optimizer of a language model's one-step probe: its training optimizer (AdamW's first step is
-sign-like, unlike SGD's; weight decay left out: lr · wd · θ is negligible in one step)."""
 LM_CURVES = ("attention_entropy", "massive_ratio", "logit_scale")
 """The transformer quantities a language model's record keeps beside the four scores' curves."""
 
@@ -178,7 +175,6 @@ def transformer_scores(probe: TransformerProbe) -> Scores:
 __all__ = [
     "CURVE_CAP",
     "LM_CURVES",
-    "LM_STEP_OPTIMIZER",
     "UNSTABLE_GRAD_RATIO",
     "UNSTABLE_GROWTH",
     "UNSTABLE_SIMILARITY",

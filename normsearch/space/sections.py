@@ -8,6 +8,7 @@ from typing import Any
 
 from ..confirm.settings import ConfirmSettings
 from ..data import NATIVE_RESOLUTION
+from ..probes.inputs import probe_task
 from ..probes.settings import MAX_BATCH, ProbeSettings, probe_reads
 from ..settings import check_fields
 
@@ -35,10 +36,7 @@ MATCHED = ("model", "depth", "width", "skipinit", "resolution", "data", "lr", "b
 """ProbeSettings fields that default to the confirmation's (:func:`matched_probe`): every training setting
 that changes a probe score. The batch changes them all (BatchNorm's statistics, the similarity's sample
 pairs, the one-step probe's gradient); what else training sets is either the probes' own choice (seeds)
-or does not reach an init-time pass, except the optimizer (:data:`STEP_OPTIMIZER`)."""
-STEP_OPTIMIZER = "sgd"
-"""The optimizer of the one-step loss probe (:mod:`normsearch.probes.step`): it has no setting, so a
-confirmation with another optimizer always differs from it."""
+or does not reach an init-time pass, except the optimizer (the probe task's ``step_optimizer``, :mod:`normsearch.task`)."""
 
 
 def confirm_counterparts(confirm: ConfirmSettings) -> dict[str, Any]:
@@ -80,23 +78,25 @@ def matched_probe(confirm: ConfirmSettings) -> dict[str, Any]:
 def probe_differences(probe: ProbeSettings, confirm: ConfirmSettings) -> dict[str, dict[str, Any]]:
     """``{field: {"probe": value, "confirm": value}}`` for each :data:`MATCHED` field where the probe
     network or inputs differ from what confirmation trains, and ``optimizer`` when training does not use
-    the step probe's :data:`STEP_OPTIMIZER` (empty: the probes see the trained network, batch and step;
+    the step probe's optimizer (the probe task's ``step_optimizer``: SGD for images, AdamW for text; empty: the probes see the trained network, batch and step;
     ``probe_matches_confirm`` is true only then)."""
+    task = probe_task(probe)
     counterparts = confirm_counterparts(confirm)
+    if not task.image_inputs:  # text windows have no resolution
+        counterparts.pop("resolution", None)
     out = {
         k: {"probe": getattr(probe, k), "confirm": v}
         for k, v in counterparts.items()
         if getattr(probe, k) != v
     }
-    if confirm.optimizer != STEP_OPTIMIZER:
-        out["optimizer"] = {"probe": STEP_OPTIMIZER, "confirm": confirm.optimizer}
+    if confirm.optimizer != task.step_optimizer:
+        out["optimizer"] = {"probe": task.step_optimizer, "confirm": confirm.optimizer}
     return out
 
 
 __all__ = [
     "MATCHED",
     "SAMPLERS",
-    "STEP_OPTIMIZER",
     "SearchSettings",
     "confirm_counterparts",
     "matched_probe",
